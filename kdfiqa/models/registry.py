@@ -127,9 +127,9 @@ def create_model(name: str, *, head: dict[str, Any] | None = None, **kwargs: Any
         model = _MODELS[name][0](**kwargs)
         model.model_name = name
         return model
+    info = model_info(name)
     from .heads import FIQARegressor
 
-    info = model_info(name)
     backbone = create_backbone(name, **kwargs)
     size = getattr(backbone, "default_input_size", None) or info.default_input_size
     model = FIQARegressor(backbone, head=head, default_input_size=size)

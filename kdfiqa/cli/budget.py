@@ -1,0 +1,107 @@
+"""``kdfiqa budget``: measure a model with fvcore and say whether it fits a budget.
+
+Exit status 0 when the model fits at every resolution, 1 when it is over at any, 2 when it cannot be
+built or measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from ..budget import VQUALA2025, Budget, CostReport, measure, parse_input_size
+from ..errors import ConfigError
+from .targets import load_target
+
+PRESETS = {VQUALA2025.name: VQUALA2025}
+
+EXAMPLES = """examples:
+  kdfiqa budget emo2_1m
+  kdfiqa budget emo2_1m --input 224 512x512
+  kdfiqa budget timm:edgenext_xx_small --json
+  kdfiqa budget my_models.py:build_student --max-gflops 0.3 --max-params 2000000
+  kdfiqa budget runs/student/best.pt
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "budget", help="check a model against a FLOPs/params budget",
+        description="Measure TARGET with fvcore (eval mode, batch 1, one multiply-add = one FLOP) at "
+                    "each input size and compare it with a budget.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("target", help="registered model name, timm:NAME, file.py:factory, "
+                                  "package.module:factory, or a kdfiqa checkpoint")
+    p.add_argument("--input", nargs="+", metavar="SIZE", type=_size,
+                   help="input size(s): 224, 224x336 or 3x224x336 (default: the model's own)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=VQUALA2025.name,
+                   help="named budget (default: %(default)s)")
+    p.add_argument("--max-gflops", type=float, help="override the preset's GFLOPs limit")
+    p.add_argument("--max-params", type=int, help="override the preset's parameter limit")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.set_defaults(func=run)
+
+
+def _size(text: str) -> tuple[int, int, int]:
+    try:
+        return parse_input_size(text)
+    except Exception:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an input size such as 224 or 224x336")
+
+
+def resolve_budget(args: argparse.Namespace) -> Budget:
+    base = PRESETS[args.preset]
+    if args.max_gflops is None and args.max_params is None:
+        return base
+    for flag, value in (("--max-gflops", args.max_gflops), ("--max-params", args.max_params)):
+        if value is not None and value <= 0:
+            raise ConfigError(f"{flag} must be positive, got {value}")
+    return Budget(max_gflops=base.max_gflops if args.max_gflops is None else args.max_gflops,
+                  max_params=base.max_params if args.max_params is None else args.max_params,
+                  name="custom")
+
+
+def run(args: argparse.Namespace) -> int:
+    budget = resolve_budget(args)
+    model = load_target(args.target)
+    sizes = args.input or [tuple(getattr(model, "default_input_size", (3, 224, 224)))]
+    reports = [measure(model, size, strict=True) for size in sizes]
+    within = all(budget.fits(r) for r in reports)
+    if args.json:
+        print(json.dumps({
+            "target": args.target,
+            "budget": {"name": budget.name, "max_gflops": budget.max_gflops,
+                       "max_params": budget.max_params},
+            "results": [{**r.as_dict(), "within": budget.fits(r)} for r in reports],
+            "within": within,
+        }))
+    else:
+        _print_human(args.target, budget, reports)
+    return 0 if within else 1
+
+
+def _print_human(target: str, budget: Budget, reports: list[CostReport]) -> None:
+    console = Console()
+    table = Table(title=f"{target} vs {budget.describe()}")
+    for col in ("input", "GFLOPs", "params", "limit", "verdict"):
+        table.add_column(col, justify="right" if col != "verdict" else "left")
+    for r in reports:
+        ok = budget.fits(r)
+        table.add_row("x".join(map(str, r.input_size)), f"{r.gflops:.4f}", f"{r.params:,}",
+                      f"{budget.max_gflops:g} / {budget.max_params:,}",
+                      "[green]within[/green]" if ok else "[bold red]OVER[/bold red]")
+    console.print(table)
+    worst = max(reports, key=lambda r: r.flops)
+    top = Table(title=f"costliest modules at {'x'.join(map(str, worst.input_size))}")
+    top.add_column("module")
+    top.add_column("GFLOPs", justify="right")
+    top.add_column("share", justify="right")
+    for name, flops in worst.costliest(5):
+        top.add_row(name, f"{flops / 1e9:.4f}", f"{100 * flops / max(worst.flops, 1):.1f}%")
+    console.print(top)
+    if worst.unused_params:
+        console.print(f"[yellow]{len(worst.unused_params)} parameter tensors are never used by forward "
+                      f"(e.g. {worst.unused_params[0]}) and still count towards the budget.[/yellow]")

@@ -1,0 +1,65 @@
+"""``kdfiqa``: the command-line entry point.
+
+Each sub-command lives in its own module exposing ``register(subparsers)``, which adds its parser and
+sets ``func`` to a ``run(args) -> int`` callable. Expected failures (bad paths, flags or files) are
+:class:`~kdfiqa.errors.KdfiqaError`: they print one line on stderr and exit with status 2; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from .. import __version__
+from ..errors import KdfiqaError
+
+COMMANDS = ("budget", "models")
+"""Sub-command modules under :mod:`kdfiqa.cli`, in the order ``--help`` lists them."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with kdfiqa's error convention: one line on stderr, exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="kdfiqa",
+        description="Distil a face-image-quality teacher into a student that fits a compute budget.",
+    )
+    parser.add_argument("--version", action="version", version=f"kdfiqa {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMANDS:
+        importlib.import_module(f"{__package__}.{name.replace('-', '_')}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KdfiqaError as exc:
+        if args.debug:
+            raise
+        first, *rest = str(exc).splitlines() or [type(exc).__name__]
+        print(f"kdfiqa {args.command}: error: {first}", file=sys.stderr)
+        for line in rest:
+            print(f"  {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"kdfiqa {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

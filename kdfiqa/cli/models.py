@@ -1,0 +1,56 @@
+"""``kdfiqa models``: list registered models with their cost at their default resolution."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from ..budget import VQUALA2025, measure
+from ..models import create_model, list_models, model_info
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "models", help="list registered models with params, GFLOPs and budget verdict",
+        description="Build every registered model (random weights) and measure it at its default "
+                    "input size against the vquala2025 budget.")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'emo2_*'")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.set_defaults(func=run)
+
+
+def describe_models(pattern: str = "*") -> list[dict]:
+    """One row per registered model: name, role, default input size, params, GFLOPs, verdict."""
+    rows = []
+    for name in list_models(pattern):
+        info = model_info(name)
+        report = measure(create_model(name), info.default_input_size)
+        rows.append({
+            "name": name,
+            "role": "student" if info.is_student else "teacher",
+            "input_size": list(info.default_input_size),
+            "params": report.params,
+            "gflops": report.gflops,
+            "within_vquala2025": VQUALA2025.fits(report),
+            "description": info.description,
+        })
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = describe_models(args.pattern)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    table = Table(title=f"registered models ({len(rows)}), budget {VQUALA2025.describe()}")
+    for col in ("name", "role", "input", "params", "GFLOPs", "vquala2025"):
+        table.add_column(col, justify="right" if col in ("params", "GFLOPs") else "left")
+    for r in rows:
+        table.add_row(r["name"], r["role"], "x".join(map(str, r["input_size"])), f"{r['params']:,}",
+                      f"{r['gflops']:.3f}",
+                      "[green]within[/green]" if r["within_vquala2025"] else "[red]over[/red]")
+    Console().print(table)
+    return 0
