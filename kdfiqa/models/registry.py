@@ -13,6 +13,7 @@ timm model, used as a backbone.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
@@ -98,7 +99,7 @@ def register_model(
 
 
 def _unknown(name: str, table: dict) -> ConfigError:
-    close = fnmatch.filter(sorted(table), f"*{name.split('_')[0]}*")[:5]
+    close = difflib.get_close_matches(name, sorted(table), n=5, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else "; `kdfiqa models` lists them"
     return ConfigError(f"unknown model {name!r}{hint} (any timm model: 'timm:NAME')")
 
