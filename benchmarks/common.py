@@ -1,0 +1,96 @@
+"""Shared helpers: machine facts, robust timing, result files and markdown rendering."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    """The facts needed to compare figures: CPU model, cores, threads, torch version, device."""
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+    }
+    return info
+
+
+def median_seconds(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall-clock seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def write_result(name: str, result: dict[str, Any], quick: bool) -> Path:
+    """Write ``result`` (with machine facts and mode) to ``results/NAME.json``."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": name, "quick": quick, "machine": machine(),
+               "date": time.strftime("%Y-%m-%d"), **result}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def render(result: dict[str, Any]) -> str:
+    """One benchmark's result as a markdown section: title, goal, verdict, table, notes."""
+    rows = result.get("rows", [])
+    columns = result.get("columns") or (list(rows[0]) if rows else [])
+    m = result.get("machine", {})
+    verdict = {True: "met", False: "not met", None: "no goal"}[result.get("met")]
+    lines = [f"### {result.get('title', result['benchmark'])}", ""]
+    if result.get("goal"):
+        lines.append(f"Goal: {result['goal']} — **{verdict}**.")
+    lines.append(f"Measured {result.get('date', '?')} on {m.get('cpu', '?')} ({m.get('cores', '?')} "
+                 f"cores, torch {m.get('torch', '?')}, {m.get('device', '?')})"
+                 f"{' in quick mode' if result.get('quick') else ''}.")
+    lines.append("")
+    if rows:
+        lines.append("| " + " | ".join(columns) + " |")
+        lines.append("|" + "---|" * len(columns))
+        for row in rows:
+            lines.append("| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |")
+        lines.append("")
+    for note in result.get("notes", []):
+        lines.append(f"- {note}")
+    if result.get("notes"):
+        lines.append("")
+    return "\n".join(lines)
