@@ -1,0 +1,298 @@
+"""Export a FIQA model for deployment: TorchScript and ONNX with dynamic height and width.
+
+Exporting is three steps, in this order:
+
+1. **Budget re-check.** The model being exported is measured (fvcore, eval mode, batch 1) at every
+   input size it is exported for; a model over its budget is refused with :class:`BudgetExceeded`
+   unless ``allow_over_budget=True``, in which case the reports still say by how much.
+2. **Export.** TorchScript by tracing ``model.forward`` (scores in (0, 1), shape (B, 1)); ONNX with the
+   TorchScript-based exporter at opset >= 17, where batch, height and width of the input ``image`` are
+   dynamic axes. ONNX needs the optional extra ``kdfiqa[onnx]`` (``onnx`` and ``onnxruntime``).
+3. **Verification.** Each exported file is loaded back (ONNX through onnxruntime when it is installed)
+   and run on the same random batches as the eager model at several resolutions (by default the export
+   size, a smaller and a larger one with odd sides). The largest absolute difference of the scores must
+   be at most ``atol`` (default :data:`DEFAULT_ATOL` = 1e-4 on scores in (0, 1)); a larger difference
+   means the export froze something that depends on the input size, and the file is deleted rather
+   than left to be deployed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .budget import Budget, BudgetExceeded, CostReport, InputSize, measure, parse_input_size
+from .errors import KdfiqaError
+
+__all__ = [
+    "EXPORT_FORMATS",
+    "DEFAULT_ATOL",
+    "DEFAULT_OPSET",
+    "ExportError",
+    "Verification",
+    "ExportResult",
+    "verification_sizes",
+    "export_torchscript",
+    "export_onnx",
+    "load_exported",
+    "verify_exported",
+    "export_model",
+]
+
+EXPORT_FORMATS = ("torchscript", "onnx")
+DEFAULT_ATOL = 1e-4
+"""Largest absolute difference allowed between exported and eager scores (scores lie in (0, 1))."""
+DEFAULT_OPSET = 17
+SUFFIXES = {"torchscript": ".pt", "onnx": ".onnx"}
+METADATA_KEY = "kdfiqa.json"
+"""Name of the JSON metadata entry (TorchScript extra file, ONNX ``metadata_props`` key)."""
+
+Runner = Callable[[torch.Tensor], np.ndarray]
+
+
+class ExportError(KdfiqaError):
+    """An export that cannot be written, or whose output differs from the eager model's."""
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Exported vs eager scores on one random batch at one resolution."""
+
+    format: str
+    input_size: tuple[int, int, int]
+    max_abs_diff: float
+    atol: float
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= self.atol
+
+    def describe(self) -> str:
+        c, h, w = self.input_size
+        verdict = "ok" if self.passed else "MISMATCH"
+        return f"{self.format} at {c}x{h}x{w}: max |diff| {self.max_abs_diff:.2e} (atol {self.atol:g}) {verdict}"
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_model` wrote and checked."""
+
+    paths: dict[str, Path]
+    budget_reports: list[CostReport]
+    within_budget: bool | None
+    """``None`` when no budget was given."""
+    verifications: list[Verification] = field(default_factory=list)
+    unverified: dict[str, str] = field(default_factory=dict)
+    """Formats that could not be run back here, with the reason (e.g. onnxruntime not installed)."""
+
+
+def verification_sizes(input_size: InputSize) -> list[tuple[int, int, int]]:
+    """The export size, a smaller one and a larger one, both with odd, unequal sides.
+
+    Odd sides exercise padding and rounding paths that a square, even-sided trace never meets.
+    """
+    c, h, w = parse_input_size(input_size)
+    smaller = (c, max(17, h * 3 // 4) | 1, max(17, w // 2 + 8) | 1)
+    larger = (c, (h + h // 4) | 1, (w + w // 2) | 1)
+    return list(dict.fromkeys([(c, h, w), smaller, larger]))
+
+
+def _example(input_size: tuple[int, int, int], batch_size: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn((batch_size, *input_size), generator=generator)
+
+
+def _metadata_json(meta: dict[str, Any] | None) -> str:
+    return json.dumps(meta or {}, sort_keys=True, default=str)
+
+
+def export_torchscript(model: nn.Module, path: str | Path, input_size: InputSize,
+                       *, meta: dict[str, Any] | None = None) -> Path:
+    """Trace ``model`` (in eval mode) at ``input_size`` and save it as TorchScript to ``path``.
+
+    ``meta`` is stored as the JSON extra file :data:`METADATA_KEY`
+    (``torch.jit.load(path, _extra_files={"kdfiqa.json": ""})`` reads it back).
+    """
+    path = Path(path)
+    example = _example(parse_input_size(input_size), 1, seed=0)
+    with _eval_mode(model), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
+        traced = torch.jit.trace(model, example, check_trace=False)
+    traced.save(str(path), _extra_files={METADATA_KEY: _metadata_json(meta)})
+    return path
+
+
+def _import_onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise ExportError("ONNX export needs the optional extra: pip install 'kdfiqa[onnx]' "
+                          "(or choose --format torchscript)") from None
+    return onnx
+
+
+def export_onnx(model: nn.Module, path: str | Path, input_size: InputSize, *,
+                opset: int = DEFAULT_OPSET, meta: dict[str, Any] | None = None) -> Path:
+    """Export ``model`` (in eval mode) to ONNX at ``path`` with dynamic batch, height and width.
+
+    The graph has one input ``image`` (B, 3, H, W) and one output ``score`` (B, 1). ``meta`` is stored
+    as JSON under the model's ``metadata_props`` key :data:`METADATA_KEY`. Needs ``kdfiqa[onnx]``.
+    """
+    if opset < DEFAULT_OPSET:
+        raise ExportError(f"--opset {opset} is too old: dynamic height and width need opset >= {DEFAULT_OPSET}")
+    onnx = _import_onnx()
+    path = Path(path)
+    example = _example(parse_input_size(input_size), 1, seed=0)
+    with _eval_mode(model), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (example,), str(path), dynamo=False, opset_version=opset,
+            input_names=["image"], output_names=["score"],
+            dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}, "score": {0: "batch"}},
+        )
+    graph = onnx.load(str(path))
+    entry = graph.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, _metadata_json(meta)
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(path))
+    return path
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put a module in eval mode and give it back with every sub-module's own flag."""
+    modes = {m: m.training for m in model.modules()}
+    try:
+        yield model.eval()
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+
+
+def load_exported(path: str | Path, fmt: str) -> Runner | None:
+    """A callable running the exported file on a CPU tensor batch, or ``None`` when it cannot be run
+    here (ONNX without onnxruntime)."""
+    if fmt == "torchscript":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
+            scripted = torch.jit.load(str(path), map_location="cpu").eval()
+
+        def run_torchscript(x: torch.Tensor) -> np.ndarray:
+            with torch.no_grad():
+                return scripted(x).numpy()
+
+        return run_torchscript
+    if fmt == "onnx":
+        try:
+            import onnxruntime
+        except ImportError:
+            return None
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+        def run_onnx(x: torch.Tensor) -> np.ndarray:
+            return session.run(["score"], {"image": x.numpy()})[0]
+
+        return run_onnx
+    raise ExportError(f"unknown export format {fmt!r}; choose from {', '.join(EXPORT_FORMATS)}")
+
+
+def verify_exported(model: nn.Module, runner: Runner, fmt: str,
+                    sizes: Iterable[InputSize], *, atol: float = DEFAULT_ATOL,
+                    batch_size: int = 2, seed: int = 0) -> list[Verification]:
+    """Run ``runner`` and the eager ``model`` (eval mode, on CPU) on the same random batch at each size."""
+    results = []
+    with _eval_mode(model), torch.no_grad():
+        for i, size in enumerate(sizes):
+            size = parse_input_size(size)
+            x = _example(size, batch_size, seed + i)
+            eager = model(x).float().numpy()
+            exported = np.asarray(runner(x), dtype=np.float32)
+            if exported.shape != eager.shape:
+                diff = float("inf")
+            else:
+                diff = float(np.max(np.abs(exported - eager))) if eager.size else 0.0
+            results.append(Verification(fmt, size, diff, atol))
+    return results
+
+
+def export_model(
+    model: nn.Module,
+    out_dir: str | Path,
+    *,
+    formats: Sequence[str] = EXPORT_FORMATS,
+    input_sizes: Sequence[InputSize] | None = None,
+    budget: Budget | None = None,
+    allow_over_budget: bool = False,
+    verify_sizes: Sequence[InputSize] | None = None,
+    atol: float = DEFAULT_ATOL,
+    opset: int = DEFAULT_OPSET,
+    name: str | None = None,
+    meta: dict[str, Any] | None = None,
+) -> ExportResult:
+    """Re-check the budget, export ``model`` in each of ``formats`` to ``out_dir`` and verify each file.
+
+    Args:
+        model: a FIQA model (image batch → scores (B, 1)); it is moved to the CPU for export.
+        input_sizes: the resolution(s) the model will be deployed at; the first is the tracing size.
+            Default: ``model.default_input_size``.
+        budget: checked at every size in ``input_sizes``; ``None`` skips the check.
+        allow_over_budget: export anyway when over ``budget`` (the result says so).
+        verify_sizes: resolutions of the random verification batches (default:
+            :func:`verification_sizes` of the first input size).
+        name: file stem (default: ``model.model_name`` or ``"model"``).
+        meta: JSON-serialisable facts stored in the files (e.g. the evaluation transform).
+
+    Raises :class:`BudgetExceeded`, :class:`~kdfiqa.budget.MeasurementError`, or :class:`ExportError`
+    when a format is unknown, a dependency is missing or an exported file disagrees with the eager model.
+    """
+    unknown = [f for f in formats if f not in EXPORT_FORMATS]
+    if unknown or not formats:
+        raise ExportError(f"unknown export format(s) {unknown or formats!r}; choose from {', '.join(EXPORT_FORMATS)}")
+    model = model.cpu()
+    sizes = [parse_input_size(s) for s in (input_sizes or [getattr(model, "default_input_size", 224)])]
+    stem = name or getattr(model, "model_name", None) or "model"
+    reports: list[CostReport] = []
+    within: bool | None = None
+    if budget is not None:
+        reports = [measure(model, size, strict=True) for size in sizes]
+        over = [r for r in reports if not budget.fits(r)]
+        within = not over
+        if over and not allow_over_budget:
+            raise BudgetExceeded(budget, over[0], stem)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"model_name": stem, "input_sizes": [list(s) for s in sizes], **(meta or {})}
+    result = ExportResult(paths={}, budget_reports=reports, within_budget=within)
+    checks = [parse_input_size(s) for s in (verify_sizes or verification_sizes(sizes[0]))]
+    for fmt in dict.fromkeys(formats):
+        path = out / f"{stem}{SUFFIXES[fmt]}"
+        if fmt == "torchscript":
+            export_torchscript(model, path, sizes[0], meta=meta)
+        else:
+            export_onnx(model, path, sizes[0], opset=opset, meta=meta)
+        runner = load_exported(path, fmt)
+        if runner is None:
+            result.unverified[fmt] = "onnxruntime is not installed (pip install 'kdfiqa[onnx]')"
+            result.paths[fmt] = path
+            continue
+        verifications = verify_exported(model, runner, fmt, checks, atol=atol)
+        result.verifications.extend(verifications)
+        failed = [v for v in verifications if not v.passed]
+        if failed:
+            path.unlink()
+            raise ExportError(
+                f"{fmt} export of {stem} disagrees with the eager model, file removed: "
+                + "; ".join(v.describe() for v in failed)
+                + " (forward probably turns the input size into Python constants; keep shape "
+                  "arithmetic in tensor ops or export at the deployment size with --input)")
+        result.paths[fmt] = path
+    return result

@@ -1,0 +1,189 @@
+"""Export to TorchScript and ONNX: files loaded back independently, budget re-check, verification."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+from torch import nn
+
+from kdfiqa.budget import VQUALA2025, Budget, BudgetExceeded
+from kdfiqa.cli.main import main
+from kdfiqa.export import (
+    DEFAULT_ATOL,
+    METADATA_KEY,
+    ExportError,
+    export_model,
+    verification_sizes,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+
+
+class TinyFIQA(nn.Module):
+    """A small conv regressor with batch norm, a stride-2 conv and global pooling: any resolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.GELU(),
+                                  nn.Conv2d(8, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.SiLU())
+        self.fc = nn.Linear(16, 1)
+        self.default_input_size = (3, 48, 64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.fc(self.body(x).mean(dim=(2, 3))))
+
+
+class SizeFreezingFIQA(TinyFIQA):
+    """Uses a Python int from the input's width: tracing freezes it at the example's width."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        half = int(x.shape[-1]) // 2
+        return torch.sigmoid(self.fc(self.body(x[..., :half]).mean(dim=(2, 3))) * 5)
+
+
+def tiny_model() -> nn.Module:
+    torch.manual_seed(0)
+    model = TinyFIQA()
+    with torch.no_grad():  # non-trivial running statistics, so eval-mode BN matters
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def test_both_formats_match_eager_at_unseen_resolutions(tmp_path):
+    model = tiny_model()
+    result = export_model(model, tmp_path, input_sizes=[(48, 64)], budget=VQUALA2025)
+    assert set(result.paths) == {"torchscript", "onnx"} and result.within_budget is True
+    assert result.verifications and all(v.passed for v in result.verifications)
+
+    model.eval()
+    x = torch.randn(3, 3, 37, 91)  # neither the tracing size nor a verification size
+    expected = model(x).detach().numpy()
+    scripted = torch.jit.load(str(result.paths["torchscript"]))
+    np.testing.assert_allclose(scripted(x).detach().numpy(), expected, atol=DEFAULT_ATOL)
+    session = onnxruntime.InferenceSession(str(result.paths["onnx"]), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], expected, atol=DEFAULT_ATOL)
+
+
+def test_onnx_graph_has_dynamic_height_width_and_metadata(tmp_path):
+    result = export_model(tiny_model(), tmp_path, formats=["onnx"], input_sizes=[64],
+                          meta={"eval_transform": {"size": 64}})
+    graph = onnx.load(str(result.paths["onnx"]))
+    onnx.checker.check_model(graph)
+    assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    dims = graph.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param for d in dims] == ["batch", "", "height", "width"]
+    assert dims[1].dim_value == 3
+    meta = json.loads({p.key: p.value for p in graph.metadata_props}[METADATA_KEY])
+    assert meta["eval_transform"] == {"size": 64} and meta["input_sizes"] == [[3, 64, 64]]
+
+
+def test_torchscript_metadata_and_training_flags_restored(tmp_path):
+    model = tiny_model().train()
+    model.body[1].eval()  # a mixed state must come back exactly
+    result = export_model(model, tmp_path, formats=["torchscript"], input_sizes=[32], name="tiny")
+    assert result.paths["torchscript"].name == "tiny.pt"
+    extra = {METADATA_KEY: ""}
+    torch.jit.load(str(result.paths["torchscript"]), _extra_files=extra)
+    assert json.loads(extra[METADATA_KEY])["model_name"] == "tiny"
+    assert model.training and not model.body[1].training and model.body[4].training
+
+
+def test_verification_catches_a_frozen_size_and_removes_the_file(tmp_path):
+    torch.manual_seed(0)
+    with pytest.raises(ExportError, match="disagrees with the eager model") as info:
+        export_model(SizeFreezingFIQA(), tmp_path, formats=["torchscript"], input_sizes=[(48, 64)])
+    assert "MISMATCH" in str(info.value)
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_over_budget_refused_unless_allowed(tmp_path):
+    tight = Budget(max_gflops=1e-6, max_params=10, name="tight")
+    with pytest.raises(BudgetExceeded, match="tight"):
+        export_model(tiny_model(), tmp_path / "a", input_sizes=[32], budget=tight)
+    assert not (tmp_path / "a").exists()
+    result = export_model(tiny_model(), tmp_path / "b", formats=["torchscript"], input_sizes=[32, 64],
+                          budget=tight, allow_over_budget=True)
+    assert result.within_budget is False and result.paths["torchscript"].exists()
+    params = sum(p.numel() for p in tiny_model().parameters())
+    assert [r.params for r in result.budget_reports] == [params, params]
+    assert [r.input_size for r in result.budget_reports] == [(3, 32, 32), (3, 64, 64)]
+
+
+def test_missing_onnx_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # makes `import onnx` raise ImportError
+    with pytest.raises(ExportError, match=r"kdfiqa\[onnx\]"):
+        export_model(tiny_model(), tmp_path, formats=["onnx"], input_sizes=[32])
+
+
+def test_unknown_format_and_old_opset(tmp_path):
+    with pytest.raises(ExportError, match="unknown export format"):
+        export_model(tiny_model(), tmp_path, formats=["tflite"])
+    with pytest.raises(ExportError, match="opset"):
+        export_model(tiny_model(), tmp_path, formats=["onnx"], input_sizes=[32], opset=13)
+
+
+def test_verification_sizes_are_distinct_odd_and_keep_channels():
+    sizes = verification_sizes(224)
+    assert sizes[0] == (3, 224, 224) and len(set(sizes)) == 3
+    assert all(c == 3 and h % 2 and w % 2 and h != w for c, h, w in sizes[1:])
+
+
+FACTORY = """
+import torch
+from torch import nn
+
+class Small(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, 2, 1)
+        self.fc = nn.Linear(4, 1)
+        self.default_input_size = (3, 32, 32)
+
+    def forward(self, x):
+        return torch.sigmoid(self.fc(self.conv(x).mean(dim=(2, 3))))
+
+def build():
+    torch.manual_seed(0)
+    return Small()
+"""
+
+
+def _factory_file(tmp_path) -> str:
+    path = tmp_path / "factories.py"
+    path.write_text(FACTORY)
+    return f"{path}:build"
+
+
+def test_cli_export_writes_verified_files_and_exit_codes(tmp_path, capsys):
+    target = _factory_file(tmp_path)
+    out = tmp_path / "out"
+    assert main(["export", target, "--out", str(out), "--input", "40", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["within_budget"] is True
+    assert {v["format"] for v in report["verifications"]} == {"torchscript", "onnx"}
+    assert all(v["passed"] for v in report["verifications"])
+    assert (out / "model.pt").exists() and (out / "model.onnx").exists()
+
+    over = ["export", target, "--out", str(tmp_path / "over"), "--max-params", "10"]
+    assert main(over) == 1
+    assert "exceeds budget" in capsys.readouterr().err
+    assert not (tmp_path / "over" / "model.pt").exists()
+    assert main(over + ["--allow-over-budget", "--format", "torchscript"]) == 0
+    assert (tmp_path / "over" / "model.pt").exists()
+
+
+def test_cli_export_bad_input_is_one_line_exit_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "kdfiqa.cli.main", "export", str(tmp_path / "nope.pt"),
+                           "--out", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "nope.pt" in proc.stderr
