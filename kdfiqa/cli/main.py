@@ -16,7 +16,7 @@ from typing import Sequence
 from .. import __version__
 from ..errors import KdfiqaError
 
-COMMANDS = ("budget", "models")
+COMMANDS = ("budget", "models", "evaluate", "predict", "export")
 """Sub-command modules under :mod:`kdfiqa.cli`, in the order ``--help`` lists them."""
 
 

@@ -1,0 +1,62 @@
+"""``kdfiqa evaluate``: the challenge metrics of a checkpoint on a labeled CSV."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from ..inference import LOGISTIC_FITS, evaluate_csv, load_inference_model
+from .predict import add_inference_flags
+
+METRIC_KEYS = ("srcc", "plcc", "krcc", "rmse", "score", "n")
+
+EXAMPLES = """examples:
+  kdfiqa evaluate runs/student/best.pt --root data/val --csv data/val.csv
+  kdfiqa evaluate runs/student/best.pt --root data/val --csv data/val.csv --json
+  kdfiqa evaluate runs/baseline/best.pt --root data/val --csv data/val.csv --multi-crop 20
+  kdfiqa evaluate runs/ders/best.pt --root data/val --csv data/val.csv --native --fit logistic4
+  torchrun --nproc_per_node 4 -m kdfiqa.cli.main evaluate runs/student/best.pt --root data/val --csv data/val.csv
+
+--json prints exactly {"srcc", "plcc", "krcc", "rmse", "score", "n"}. Under torchrun every rank scores
+its share, metrics are computed on the full set gathered from all ranks, and only rank 0 prints.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate", help="SRCC, PLCC, KRCC, RMSE and challenge score on a labeled CSV",
+        description="Score the images of a labeled CSV (challenge format image_name,score without a "
+                    "header, or a headed CSV) with a checkpoint and compute the challenge metrics.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("target", metavar="CKPT", help="checkpoint (*.pt), or registered name/timm:NAME/file.py:factory")
+    p.add_argument("--root", required=True, metavar="DIR", help="folder the CSV's image names are relative to")
+    p.add_argument("--csv", required=True, metavar="FILE", help="labeled CSV")
+    p.add_argument("--fit", choices=LOGISTIC_FITS,
+                   help="map predictions with a 4-parameter logistic fitted on this set before PLCC/RMSE")
+    p.add_argument("--json", action="store_true", help='print {"srcc", "plcc", "krcc", "rmse", "score", "n"}')
+    add_inference_flags(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine.distributed import is_main_process
+
+    loaded = load_inference_model(args.target, input_size=args.input, native=args.native,
+                                  multi_crop=args.multi_crop)
+    metrics = evaluate_csv(loaded, args.root, args.csv, batch_size=args.batch_size, device=args.device,
+                           fit=args.fit, num_workers=args.workers)
+    if not is_main_process():
+        return 0
+    result = {key: metrics[key] for key in METRIC_KEYS}
+    if args.json:
+        print(json.dumps({k: (int(v) if k == "n" else float(v)) for k, v in result.items()}))
+        return 0
+    table = Table(title=f"{args.target} on {args.csv}")
+    for key in METRIC_KEYS:
+        table.add_column(key, justify="right")
+    table.add_row(*(str(int(result[k])) if k == "n" else f"{float(result[k]):.4f}" for k in METRIC_KEYS))
+    Console().print(table)
+    return 0

@@ -1,0 +1,117 @@
+"""``kdfiqa export``: write TorchScript and ONNX files, re-check the budget, verify against eager.
+
+Exit status 0 when every file is written and verified, 1 when the model is over its budget (nothing
+is written unless ``--allow-over-budget``), 2 for bad paths, flags, checkpoints or a failed
+verification.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from ..budget import BudgetExceeded
+from ..export import DEFAULT_ATOL, DEFAULT_OPSET, EXPORT_FORMATS, ExportResult, export_model
+from ..inference import load_inference_model
+from .budget import PRESETS, _size, resolve_budget
+
+NO_BUDGET = "none"
+
+EXAMPLES = """examples:
+  kdfiqa export runs/student/best.pt --out exported/
+  kdfiqa export runs/student/best.pt --out exported/ --format onnx --input 224x336
+  kdfiqa export runs/ders/best.pt --out exported/ --input 224 512 --budget none
+  kdfiqa export emo2_1m --out exported/ --format torchscript --json
+
+Files: DIR/NAME.pt (TorchScript, torch.jit.load) and DIR/NAME.onnx (input "image" (B,3,H,W) with
+dynamic B, H, W; output "score" (B,1) in (0,1)). Both hold a "kdfiqa.json" metadata entry with the
+model name, the export sizes and the evaluation transform. ONNX needs pip install 'kdfiqa[onnx]'.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "export", help="export to TorchScript/ONNX, re-check the budget, verify against eager",
+        description="Export a model (a kdfiqa checkpoint, or any target `kdfiqa budget` accepts) to "
+                    "TorchScript and ONNX with dynamic height and width. The budget is checked at each "
+                    "--input size first; each file is then run on random inputs at several resolutions "
+                    f"and must match the eager model within --atol (default {DEFAULT_ATOL:g}).",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("target", metavar="CKPT", help="checkpoint (*.pt), registered name, timm:NAME or file.py:factory")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    p.add_argument("--format", nargs="+", choices=EXPORT_FORMATS, default=list(EXPORT_FORMATS),
+                   dest="formats", help="formats to write (default: both)")
+    p.add_argument("--input", nargs="+", metavar="SIZE", type=_size,
+                   help="deployment size(s), e.g. 224 or 224x336; the first is the tracing size "
+                        "(default: the checkpoint's evaluation size, else the model's own)")
+    p.add_argument("--budget", choices=sorted(PRESETS) + [NO_BUDGET], default=next(iter(PRESETS)),
+                   dest="preset", help="budget to re-check at each --input size (default: %(default)s)")
+    p.add_argument("--max-gflops", type=float, help="override the budget's GFLOPs limit")
+    p.add_argument("--max-params", type=int, help="override the budget's parameter limit")
+    p.add_argument("--allow-over-budget", action="store_true", help="export even when over the budget")
+    p.add_argument("--verify-input", nargs="+", metavar="SIZE", type=_size,
+                   help="resolutions of the random verification inputs (default: the tracing size, "
+                        "a smaller and a larger one with odd sides)")
+    p.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="allowed |exported - eager| on scores")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (>= 17)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    budget = None if args.preset == NO_BUDGET else resolve_budget(args)
+    loaded = load_inference_model(args.target)
+    sizes = args.input or [loaded.input_size or loaded.model.default_input_size]
+    try:
+        result = export_model(
+            loaded.model, args.out, formats=args.formats, input_sizes=sizes, budget=budget,
+            allow_over_budget=args.allow_over_budget, verify_sizes=args.verify_input, atol=args.atol,
+            opset=args.opset, meta={"source": args.target, "eval_transform": loaded.transform_spec})
+    except BudgetExceeded as exc:
+        first, *rest = str(exc).splitlines()
+        console = Console(stderr=True)
+        console.print(f"kdfiqa export: {first}", markup=False, highlight=False)
+        for line in rest:
+            console.print(f"  {line}", markup=False, highlight=False)
+        console.print("  nothing written; use --allow-over-budget to export anyway", markup=False,
+                      highlight=False)
+        return 1
+    if args.json:
+        print(json.dumps(_as_json(result)))
+    else:
+        _print_human(result)
+    return 0
+
+
+def _as_json(result: ExportResult) -> dict:
+    return {
+        "paths": {fmt: str(path) for fmt, path in result.paths.items()},
+        "within_budget": result.within_budget,
+        "budget": [r.as_dict() for r in result.budget_reports],
+        "verifications": [{"format": v.format, "input_size": list(v.input_size),
+                           "max_abs_diff": v.max_abs_diff, "atol": v.atol, "passed": v.passed}
+                          for v in result.verifications],
+        "unverified": result.unverified,
+    }
+
+
+def _print_human(result: ExportResult) -> None:
+    console = Console()
+    table = Table(title="exported files vs eager model")
+    for col in ("format", "input", "max |diff|", "verdict"):
+        table.add_column(col)
+    for v in result.verifications:
+        table.add_row(v.format, "x".join(map(str, v.input_size)), f"{v.max_abs_diff:.2e}",
+                      "[green]ok[/green]" if v.passed else "[bold red]MISMATCH[/bold red]")
+    console.print(table)
+    for fmt, reason in result.unverified.items():
+        console.print(f"[yellow]{fmt} not verified: {reason}[/yellow]")
+    for r in result.budget_reports:
+        console.print(f"budget at {'x'.join(map(str, r.input_size))}: {r.gflops:.4f} GFLOPs, {r.params:,} params")
+    if result.within_budget is False:
+        console.print("[bold red]over budget (exported because of --allow-over-budget)[/bold red]")
+    for fmt, path in result.paths.items():
+        console.print(f"wrote {fmt}: {path}")

@@ -1,0 +1,62 @@
+"""``kdfiqa predict``: score image files and folders with a trained model, write ``image,score``."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from ..inference import load_inference_model, predict_images, write_scores_csv
+from .budget import _size
+
+EXAMPLES = """examples:
+  kdfiqa predict runs/student/best.pt photos/ --out scores.csv
+  kdfiqa predict runs/student/best.pt photos/ --out ranked.csv --sort
+  kdfiqa predict runs/student/best.pt a.jpg b.png more/ --out scores.csv --skip-bad
+  kdfiqa predict runs/ders/best.pt photos/ --out scores.csv --native
+
+Output: a CSV with the header line "image,score", then one row per image: its path (as given, or
+found inside a given folder) and its predicted quality score in (0, 1), higher is better.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "predict", help="score images and folders, write an image,score CSV",
+        description="Score image files and folders (searched recursively for .png .jpg .jpeg .bmp "
+                    ".webp .tif .tiff) of any resolution with a checkpoint's model and evaluation "
+                    "transform. Unreadable images stop the run with one message listing them all, "
+                    "unless --skip-bad.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("target", metavar="CKPT", help="checkpoint (*.pt), or registered name/timm:NAME/file.py:factory")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders")
+    p.add_argument("--out", required=True, metavar="CSV", help="output CSV (header line: image,score)")
+    p.add_argument("--sort", action="store_true", help="order rows by score, highest first")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images (counted, logged)")
+    add_inference_flags(p)
+    p.set_defaults(func=run)
+
+
+def add_inference_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by ``predict`` and ``evaluate``: transform overrides, batch size, device."""
+    p.add_argument("--input", type=_size, metavar="SIZE",
+                   help="resize to this size instead of the checkpoint's (e.g. 224 or 224x336)")
+    p.add_argument("--native", action="store_true", help="no resize: each image at its own resolution")
+    p.add_argument("--multi-crop", type=int, metavar="N", help="average the scores of N random crops")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded = load_inference_model(args.target, input_size=args.input, native=args.native,
+                                  multi_crop=args.multi_crop)
+    predictions = predict_images(loaded, args.paths, batch_size=args.batch_size, device=args.device,
+                                 skip_bad=args.skip_bad, num_workers=args.workers)
+    path = write_scores_csv(args.out, predictions, sort=args.sort)
+    console = Console(stderr=True)
+    console.print(f"scored {len(predictions.names)} images -> {path}", markup=False, highlight=False)
+    if predictions.skipped:
+        console.print(f"skipped {predictions.skipped} unreadable images", style="yellow",
+                      markup=False, highlight=False)
+    return 0
