@@ -1,0 +1,81 @@
+"""Name → class registry for losses, in the manner of torchdistill's loss tables.
+
+Every registered loss is an ``nn.Module`` class with a class attribute ``kind`` that says what its
+``forward`` takes:
+
+* ``"task"``: ``forward(pred, target)``, predicted scores in (0, 1) against MOS;
+* ``"distill"``: ``forward(student_logits, teacher_logits)``, pre-sigmoid values of both networks;
+* ``"feature"``: ``forward(student_feat, teacher_feat)``, intermediate features (owns its projector);
+* ``"pair"``: ``forward(q_ref, q_deg, severity)``, scores of an image and of its degraded copy.
+
+:class:`~kdfiqa.losses.weighted_sum.WeightedSum` uses ``kind`` to feed each term its inputs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+from typing import Any, Callable, TypeVar
+
+from torch import nn
+
+from ..errors import ConfigError
+
+__all__ = ["LOSS_KINDS", "register_loss", "create_loss", "list_losses", "loss_class"]
+
+LOSS_KINDS = ("task", "distill", "feature", "pair")
+
+L = TypeVar("L", bound=type)
+
+_LOSSES: dict[str, type[nn.Module]] = {}
+
+
+def register_loss(cls: L | None = None, *, name: str | None = None) -> Any:
+    """Register a loss class under ``name`` (usable bare or as ``@register_loss(name="wing")``).
+
+    The class must define ``kind`` (one of :data:`LOSS_KINDS`). The registered name is stored on
+    the class as ``loss_name``; it is the name a :class:`WeightedSum` prints for the term.
+    """
+
+    def decorate(c: L) -> L:
+        key = name or c.__name__.lower()
+        if key in _LOSSES:
+            raise ValueError(f"a loss named {key!r} is already registered")
+        if getattr(c, "kind", None) not in LOSS_KINDS:
+            raise ValueError(f"loss class {c.__name__} needs a class attribute kind in {LOSS_KINDS}")
+        c.loss_name = key
+        _LOSSES[key] = c
+        return c
+
+    return decorate(cls) if cls is not None else decorate
+
+
+def loss_class(name: str) -> type[nn.Module]:
+    """The class registered as ``name``; :class:`ConfigError` listing the known names otherwise."""
+    if name not in _LOSSES:
+        close = difflib.get_close_matches(name, sorted(_LOSSES), n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ConfigError(f"unknown loss {name!r}; {hint}known losses: {', '.join(list_losses())}")
+    return _LOSSES[name]
+
+
+def create_loss(name: str, **kwargs: Any) -> nn.Module:
+    """Build the loss registered as ``name`` with ``kwargs``.
+
+    Unknown names, keyword arguments the loss does not take and missing required ones raise
+    :class:`ConfigError` naming what exists.
+    """
+    cls = loss_class(name)
+    try:
+        inspect.signature(cls).bind(**kwargs)
+    except TypeError as err:
+        accepted = ", ".join(inspect.signature(cls).parameters) or "none"
+        raise ConfigError(f"loss {name!r}: {err}; its parameters are: {accepted}") from None
+    return cls(**kwargs)
+
+
+def list_losses(pattern: str = "*", *, kind: str | None = None) -> list[str]:
+    """Sorted registered loss names matching the shell-style ``pattern`` (and ``kind`` if given)."""
+    names = fnmatch.filter(_LOSSES, pattern)
+    return sorted(n for n in names if kind is None or _LOSSES[n].kind == kind)
