@@ -1,0 +1,235 @@
+"""Data sets of face images: labelled (:class:`FIQADataset`) and unlabelled (:class:`UnlabeledImageFolder`).
+
+Each item is a dict (torch's default collate turns a list of them into a batch dict):
+
+* ``"image"``: float tensor (3, H, W), the student's view, normalised by the transform;
+* ``"teacher_image"``: the teacher's view of the same content, when the transform renders one;
+* ``"score"``: float32 0-dim tensor, the label (labelled data only);
+* ``"name"``: the image name as in the CSV (or relative to the scanned folder);
+* ``"index"``: the item's position in this data set.
+
+Constructing a data set checks names and labels but does not open images; call
+:func:`kdfiqa.data.validate_images` before training to check every file at once.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ..errors import DataError
+from .images import IMAGE_EXTENSIONS, MAX_PIXELS, load_rgb
+from .labels import image_file_name, read_labels
+from .paths import resolve_image_path
+from .transforms import build_transform
+
+__all__ = ["Sample", "ImageSamples", "FIQADataset", "UnlabeledImageFolder", "split_dataset"]
+
+Transform = Callable[[Image.Image], "torch.Tensor | dict[str, torch.Tensor]"]
+
+DEFAULT_TRANSFORM = {"mode": "native", "normalize": "imagenet"}
+"""Used when no transform is given: the whole image at native resolution, ImageNet-normalised."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a data set: its name, its file and its score (``None`` when unlabelled)."""
+
+    name: str
+    path: Path
+    score: float | None = None
+
+
+def _scan_images(folder: Path, recursive: bool) -> list[Path]:
+    pattern = "**/*" if recursive else "*"
+    return sorted(p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir())
+
+
+class ImageSamples(Dataset):
+    """A list of :class:`Sample` rendered through a transform; the base of kdfiqa's data sets.
+
+    ``transform`` maps an RGB PIL image to a tensor (the ``"image"``) or to a dict of views (e.g.
+    :class:`~kdfiqa.data.PairedViews`). Images are decoded by :func:`~kdfiqa.data.load_rgb` with
+    ``max_pixels`` and ``background``.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        *,
+        transform: Transform | None = None,
+        max_pixels: int = MAX_PIXELS,
+        background: tuple[int, int, int] = (0, 0, 0),
+    ) -> None:
+        self.samples = list(samples)
+        self.transform = transform if transform is not None else build_transform(DEFAULT_TRANSFORM)
+        self.max_pixels = max_pixels
+        self.background = background
+
+    @classmethod
+    def from_paths(cls, paths: Sequence[str | os.PathLike[str]], **kwargs: Any) -> "ImageSamples":
+        """Unlabelled images given as files and folders (folders scanned recursively, sorted), e.g.
+        for ``kdfiqa predict``. Names are the paths as given (``folder/relative/name`` for files
+        found in a folder). A missing path, or no image at all, is an error."""
+        samples = []
+        for given in paths:
+            path = Path(given)
+            if path.is_dir():
+                samples += [Sample((path / f.relative_to(path)).as_posix(), f) for f in _scan_images(path, True)]
+            elif path.exists():
+                samples.append(Sample(str(given), path))
+            else:
+                raise DataError(f"{path}: no such file or folder")
+        if not samples:
+            raise DataError(f"no image files found in {', '.join(str(p) for p in paths)}")
+        return cls(samples, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        img = load_rgb(sample.path, max_pixels=self.max_pixels, background=self.background)
+        views = self.transform(img)
+        item: dict[str, Any] = dict(views) if isinstance(views, dict) else {"image": views}
+        if sample.score is not None:
+            item["score"] = torch.tensor(sample.score, dtype=torch.float32)
+        item["name"] = sample.name
+        item["index"] = index
+        return item
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.samples]
+
+    def image_paths(self) -> list[Path]:
+        return [s.path for s in self.samples]
+
+    def subset(self, indices: Iterable[int]) -> "ImageSamples":
+        """A copy holding only the samples at ``indices`` (in that order), same transform."""
+        new = copy.copy(self)
+        new.samples = [self.samples[i] for i in indices]
+        return new
+
+    def with_transform(self, transform: Transform) -> "ImageSamples":
+        """A copy with another transform (e.g. the validation views of a split)."""
+        new = copy.copy(self)
+        new.samples = list(self.samples)
+        new.transform = transform
+        return new
+
+    def exclude(self, indices: Sequence[int]) -> None:
+        """Remove the samples at ``indices`` in place (used by ``validate_images(skip_bad=True)``)."""
+        drop = set(indices)
+        self.samples = [s for i, s in enumerate(self.samples) if i not in drop]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} images, transform={self.transform!r})"
+
+
+class FIQADataset(ImageSamples):
+    """Images under ``root`` labelled by the CSV ``labels`` (formats in :mod:`kdfiqa.data.labels`).
+
+    Names must resolve inside ``root`` unless ``allow_outside_root``; scores must lie in
+    ``score_range`` (``None``: any finite score). Other keyword arguments go to :class:`ImageSamples`.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        labels: str | os.PathLike[str],
+        *,
+        transform: Transform | None = None,
+        score_range: tuple[float, float] | None = (0.0, 1.0),
+        allow_outside_root: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: image root is not a directory")
+        samples = [
+            Sample(
+                label.name,
+                resolve_image_path(
+                    self.root,
+                    image_file_name(label.name),
+                    allow_outside_root=allow_outside_root,
+                    where=f"{labels} line {label.line}",
+                ),
+                label.score,
+            )
+            for label in read_labels(labels, score_range=score_range)
+        ]
+        super().__init__(samples, transform=transform, **kwargs)
+
+    @property
+    def scores(self) -> np.ndarray:
+        """The labels, float32, in sample order (e.g. for :class:`~kdfiqa.data.SSUSSampler`)."""
+        return np.array([s.score for s in self.samples], dtype=np.float32)
+
+    @classmethod
+    def merge(cls, datasets: Sequence["FIQADataset"]) -> "FIQADataset":
+        """One data set holding the samples of all ``datasets`` (e.g. labels and pseudo-labels), with
+        the first one's transform. An image file listed twice is an error."""
+        if not datasets:
+            raise DataError("merge: no data sets given")
+        seen: dict[Path, str] = {}
+        for ds in datasets:
+            for s in ds.samples:
+                key = Path(os.path.realpath(s.path))
+                if key in seen:
+                    raise DataError(f"merge: image {s.path} is listed twice (as {seen[key]!r} and {s.name!r})")
+                seen[key] = s.name
+        merged = copy.copy(datasets[0])
+        merged.samples = [s for ds in datasets for s in ds.samples]
+        return merged
+
+
+class UnlabeledImageFolder(ImageSamples):
+    """Every image file (by extension, see :data:`~kdfiqa.data.IMAGE_EXTENSIONS`) under ``root``,
+    sorted by path; names are relative to ``root`` with ``/`` separators. Items have no ``"score"``.
+    Symlinks that lead outside ``root`` are rejected unless ``allow_outside_root``."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        transform: Transform | None = None,
+        recursive: bool = True,
+        allow_outside_root: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: image folder is not a directory")
+        samples = []
+        for path in _scan_images(self.root, recursive):
+            name = path.relative_to(self.root).as_posix()
+            samples.append(Sample(name, resolve_image_path(self.root, name, allow_outside_root=allow_outside_root)))
+        if not samples:
+            raise DataError(f"{self.root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
+        super().__init__(samples, transform=transform, **kwargs)
+
+
+def split_dataset(dataset: ImageSamples, val_fraction: float, seed: int) -> tuple[ImageSamples, ImageSamples]:
+    """Split ``dataset`` into (train, val) subsets at random, the same way for the same ``seed``.
+
+    ``round(len * val_fraction)`` samples (at least one) go to validation. Both keep the data set's
+    transform: give the validation part its own with ``val.with_transform(...)``.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"val_fraction: {val_fraction} must be strictly between 0 and 1")
+    n = len(dataset)
+    n_val = max(1, round(n * val_fraction))
+    if n_val >= n:
+        raise DataError(f"cannot split {n} images with val_fraction={val_fraction}: no training images would remain")
+    order = np.random.default_rng(seed).permutation(n)
+    return dataset.subset(sorted(order[n_val:].tolist())), dataset.subset(sorted(order[:n_val].tolist()))

@@ -1,0 +1,164 @@
+"""Decoding image files into RGB, safely.
+
+:func:`load_rgb` is the one place kdfiqa turns a file into pixels. Its rules:
+
+* **Modes.** Every PIL mode becomes 8-bit RGB. Grey (``1``, ``L``), palette (``P``), ``CMYK``,
+  ``YCbCr`` go through PIL's own conversion. 16-bit and 32-bit integer grey (``I;16*``, ``I``; what
+  16-bit PNGs decode to) are scaled from 0..65535 to 0..255, not clipped. Float grey (``F``) is read
+  as 0..1. Images with transparency (``LA``, ``RGBA``, ``PA``, ``P`` with a transparent colour, ...)
+  are composited over a solid ``background``, black by default.
+* **Orientation.** The EXIF orientation tag is applied, so the pixels are upright as a viewer shows
+  them. An unreadable EXIF block is logged and the image used as stored.
+* **Size.** An image with more than ``max_pixels`` pixels (default :data:`MAX_PIXELS`) is refused
+  from its header, before any pixel is decoded, so a decompression bomb cannot exhaust memory.
+* **Failures.** A missing, empty, truncated or undecodable file raises
+  :class:`~kdfiqa.errors.DataError` naming the path and the reason. No other image is ever
+  substituted.
+
+:func:`validate_images` applies the same loader to every image of a data set before training.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ..errors import DataError
+
+__all__ = ["MAX_PIXELS", "IMAGE_EXTENSIONS", "load_rgb", "check_image", "validate_images"]
+
+log = logging.getLogger(__name__)
+
+MAX_PIXELS = 8192 * 8192
+"""Default limit on width x height (64 megapixels, about 200 MB as RGB)."""
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+"""File extensions (lower case) that a folder scan treats as images."""
+
+_INTEGER_GREY_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    mode = img.mode
+    if mode in _INTEGER_GREY_MODES or mode == "F":
+        scale = 1.0 if mode == "F" else 65535.0
+        grey = np.asarray(img, dtype=np.float64) / scale
+        grey8 = np.round(np.clip(grey, 0.0, 1.0) * 255.0).astype(np.uint8)
+        return Image.fromarray(grey8, mode="L").convert("RGB")
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif mode in ("LA", "La", "PA", "RGBa") or (mode in ("L", "RGB") and "transparency" in img.info):
+        img = img.convert("RGBA")
+    if img.mode == "RGBA":
+        canvas = Image.new("RGB", img.size, background)
+        canvas.paste(img, mask=img.getchannel("A"))
+        return canvas
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _apply_exif_orientation(img: Image.Image, path: Path) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception as exc:  # noqa: BLE001 - any malformed EXIF: keep the stored orientation
+        log.warning("%s: unreadable EXIF orientation (%s); using the image as stored", path, exc)
+        return img
+
+
+def load_rgb(
+    path: str | os.PathLike[str],
+    *,
+    max_pixels: int = MAX_PIXELS,
+    background: tuple[int, int, int] = (0, 0, 0),
+) -> Image.Image:
+    """Decode ``path`` into an upright 8-bit RGB PIL image (rules in the module docstring)."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: empty file")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise DataError(
+                        f"{path}: {width}x{height} pixels is over the limit of {max_pixels} "
+                        "(possible decompression bomb); downscale the image or raise max_pixels"
+                    )
+                if width == 0 or height == 0:
+                    raise DataError(f"{path}: image has zero size {width}x{height}")
+                img.load()
+                img = _apply_exif_orientation(img, path)
+                return _to_rgb(img, background)
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing (no such file)") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, not an image file") from None
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{path}: refused as a possible decompression bomb ({exc})") from None
+    except Image.UnidentifiedImageError:
+        raise DataError(f"{path}: not a recognised image format") from None
+    except MemoryError:
+        raise DataError(f"{path}: out of memory while decoding; the image is too large") from None
+    except Exception as exc:  # noqa: BLE001 - PIL's decoders raise many types on corrupt input
+        reason = str(exc) or type(exc).__name__
+        if "truncated" in reason:
+            reason = f"truncated file ({reason})"
+        raise DataError(f"{path}: cannot decode: {reason}") from None
+
+
+class ValidatableDataset(Protocol):
+    """What :func:`validate_images` needs: a path per sample and a way to drop samples."""
+
+    max_pixels: int
+
+    def image_paths(self) -> Sequence[Path]: ...
+
+    def exclude(self, indices: Sequence[int]) -> None: ...
+
+
+def check_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) -> str | None:
+    """Why ``path`` cannot be used as an image (the :class:`DataError` message), or ``None`` if it can."""
+    try:
+        load_rgb(path, max_pixels=max_pixels)
+    except DataError as exc:
+        return str(exc)
+    return None
+
+
+def validate_images(dataset: ValidatableDataset, *, skip_bad: bool = False, num_workers: int = 2) -> int:
+    """Decode every image of ``dataset`` once and report all the unusable ones together.
+
+    Missing, empty, truncated, undecodable and over-sized files are collected. Without ``skip_bad``
+    any problem raises one :class:`DataError`: a summary line, then one line per file with its
+    reason. With ``skip_bad`` the bad samples are removed from ``dataset`` (each one logged at
+    WARNING level) and their number is returned; a data set left empty is still an error.
+    Decoding runs in ``num_workers`` threads (PIL releases the GIL while decoding).
+    """
+    paths = list(dataset.image_paths())
+    with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+        reasons = list(pool.map(lambda p: check_image(p, max_pixels=dataset.max_pixels), paths))
+    bad = [(i, reason) for i, reason in enumerate(reasons) if reason is not None]
+    if not bad:
+        return 0
+    if not skip_bad:
+        details = "\n".join(reason for _, reason in bad)
+        raise DataError(
+            f"{len(bad)} of {len(paths)} images cannot be used; fix or remove them, or skip them "
+            f"with --skip-bad (skip_bad=True):\n{details}"
+        )
+    if len(bad) == len(paths):
+        raise DataError(f"all {len(paths)} images are unusable, nothing left to train on; first: {bad[0][1]}")
+    for _, reason in bad:
+        log.warning("skipping %s", reason)
+    dataset.exclude([i for i, _ in bad])
+    log.warning("skipped %d of %d images that cannot be used", len(bad), len(paths))
+    return len(bad)

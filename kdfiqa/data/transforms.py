@@ -1,0 +1,297 @@
+"""Views of an image: the student's and the teacher's, cut from the same content.
+
+A transform first draws the *geometry* of a sample (crop boxes in source pixels and a flip), then
+renders each *view* from those boxes at its own resolution: the student's ``"image"`` (e.g. 224x224)
+and, when a teacher resolution is given, the teacher's ``"teacher_image"`` (e.g. 512x512). Both views
+therefore show exactly the same region, flipped the same way. Each box is resampled once, straight
+from the source (PIL ``resize(box=...)``), so "resize then crop" costs one interpolation.
+
+Geometries (``mode``), after the seed's recipes:
+
+* ``resize``: the whole image, stretched to the view size (2077Agent test, BIT_ssvgg).
+* ``random_crop``: a random ``crop``-sized box (DERS, the challenge baseline).
+* ``randcrop_or_resize``: with probability ``crop_prob`` a random crop, otherwise the whole image
+  (2077Agent's RandCropOrResize).
+* ``center_crop``: resize to ``resize`` then take the central ``crop`` (Conquerit test: 240 -> 224).
+* ``native``: the whole image at its own resolution, no resampling (evaluate with batch size 1).
+* ``multi_crop``: ``num_crops`` random crops stacked into a (N, 3, H, W) tensor; the evaluator
+  averages the N predictions (the challenge baseline's 20-crop test).
+
+Small images: when the image is smaller than a crop in either direction, it is first upscaled
+(aspect ratio kept) just enough for the crop to fit, i.e. its short side becomes the crop size.
+
+Randomness comes from torch's global generator, which :class:`torch.utils.data.DataLoader` seeds
+per worker, so ``torch.manual_seed`` makes a run repeatable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import ConfigError
+
+__all__ = [
+    "Box",
+    "NORMALIZATIONS",
+    "PRESETS",
+    "FullImage",
+    "RandomCrop",
+    "RandCropOrResize",
+    "CenterCrop",
+    "MultiCrop",
+    "PairedViews",
+    "build_transform",
+    "to_tensor",
+]
+
+Box = tuple[float, float, float, float]
+"""(left, top, right, bottom) in source pixels; may be fractional."""
+Size = tuple[int, int]
+"""(height, width)."""
+SizeSpec = Union[int, Sequence[int]]
+
+NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "symmetric": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+}
+"""Per-channel (mean, std) on [0, 1] pixels. ``symmetric`` maps to (-1, 1) as Conquerit does."""
+
+
+def _uniform() -> float:
+    return float(torch.rand(()))
+
+
+def _fit_scale(width: int, height: int, crop: Size) -> float:
+    """Upscale factor (>= 1) that makes a ``crop`` fit inside a ``width`` x ``height`` image."""
+    return max(crop[0] / height, crop[1] / width, 1.0)
+
+
+class Geometry(Protocol):
+    """Draws the crop boxes of one sample."""
+
+    stacked: bool
+    """Whether the boxes form a stack of crops (N, 3, H, W) rather than a single view."""
+
+    def boxes(self, width: int, height: int) -> list[Box]: ...
+
+
+@dataclass(frozen=True)
+class FullImage:
+    """The whole image."""
+
+    stacked = False
+
+    def boxes(self, width: int, height: int) -> list[Box]:
+        return [(0.0, 0.0, float(width), float(height))]
+
+
+@dataclass(frozen=True)
+class RandomCrop:
+    """A uniformly placed ``crop`` box (height, width); small images are upscaled to fit it first."""
+
+    crop: Size
+    stacked = False
+
+    def boxes(self, width: int, height: int) -> list[Box]:
+        scale = _fit_scale(width, height, self.crop)
+        box_h, box_w = self.crop[0] / scale, self.crop[1] / scale
+        left, top = _uniform() * (width - box_w), _uniform() * (height - box_h)
+        return [(left, top, left + box_w, top + box_h)]
+
+
+@dataclass(frozen=True)
+class RandCropOrResize:
+    """2077Agent's RandCropOrResize: a random crop with probability ``crop_prob``, else the whole image."""
+
+    crop: Size
+    crop_prob: float = 0.5
+    stacked = False
+
+    def boxes(self, width: int, height: int) -> list[Box]:
+        if _uniform() < self.crop_prob:
+            return RandomCrop(self.crop).boxes(width, height)
+        return FullImage().boxes(width, height)
+
+
+@dataclass(frozen=True)
+class CenterCrop:
+    """Resize then take the central ``crop``. ``resize`` is an int (short side, aspect kept), a
+    (height, width) pair (exact size, Conquerit's 240x240), or ``None`` (no resize)."""
+
+    crop: Size
+    resize: int | Size | None = None
+    stacked = False
+
+    def boxes(self, width: int, height: int) -> list[Box]:
+        if self.resize is None:
+            scale_y = scale_x = 1.0
+        elif isinstance(self.resize, int):
+            scale_y = scale_x = self.resize / min(width, height)
+        else:
+            scale_y, scale_x = self.resize[0] / height, self.resize[1] / width
+        fit = _fit_scale(round(width * scale_x), round(height * scale_y), self.crop)
+        box_h, box_w = self.crop[0] / (scale_y * fit), self.crop[1] / (scale_x * fit)
+        left, top = (width - box_w) / 2, (height - box_h) / 2
+        return [(left, top, left + box_w, top + box_h)]
+
+
+@dataclass(frozen=True)
+class MultiCrop:
+    """``num_crops`` independent random crops, stacked (challenge baseline: 20 crops of 224)."""
+
+    crop: Size
+    num_crops: int = 20
+    stacked = True
+
+    def boxes(self, width: int, height: int) -> list[Box]:
+        crop = RandomCrop(self.crop)
+        return [crop.boxes(width, height)[0] for _ in range(self.num_crops)]
+
+
+def to_tensor(img: Image.Image, normalize: str = "none") -> torch.Tensor:
+    """8-bit RGB PIL image -> float (3, H, W) tensor on [0, 1], then ``(x - mean) / std``."""
+    mean, std = NORMALIZATIONS[normalize]
+    array = np.asarray(img, dtype=np.float32) / 255.0
+    tensor = torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    return (tensor - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+
+
+class PairedViews:
+    """Render named views (e.g. ``{"image": (224, 224), "teacher_image": (512, 512)}``) of one image
+    from one draw of ``geometry`` and one horizontal flip (probability 0.5 when ``flip``).
+
+    A view's size ``None`` keeps the box at its own resolution. Returns a dict of tensors keyed by
+    view name; for a stacked geometry each tensor is (N, 3, H, W).
+    """
+
+    def __init__(
+        self,
+        geometry: Geometry,
+        views: Mapping[str, Size | None],
+        *,
+        flip: bool = False,
+        normalize: str = "imagenet",
+    ) -> None:
+        if normalize not in NORMALIZATIONS:
+            raise ConfigError(f"normalize: unknown {normalize!r}; choose one of {', '.join(NORMALIZATIONS)}")
+        self.geometry = geometry
+        self.views = dict(views)
+        self.flip = flip
+        self.normalize = normalize
+
+    def _render(self, img: Image.Image, box: Box, size: Size | None, flip: bool) -> torch.Tensor:
+        if size is None:
+            full = (0.0, 0.0, float(img.width), float(img.height))
+            out = img if box == full else img.crop(tuple(round(v) for v in box))
+        else:
+            out = img.resize((size[1], size[0]), Image.Resampling.BILINEAR, box=box)
+        if flip:
+            out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return to_tensor(out, self.normalize)
+
+    def __call__(self, img: Image.Image) -> dict[str, torch.Tensor]:
+        boxes = self.geometry.boxes(img.width, img.height)
+        flip = self.flip and _uniform() < 0.5
+        out = {}
+        for key, size in self.views.items():
+            rendered = [self._render(img, box, size, flip) for box in boxes]
+            out[key] = torch.stack(rendered) if self.geometry.stacked else rendered[0]
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(geometry={self.geometry}, views={self.views}, "
+            f"flip={self.flip}, normalize={self.normalize!r})"
+        )
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "2077agent_teacher_train": {"mode": "randcrop_or_resize", "size": 512, "flip": True},
+    "2077agent_student_train": {"mode": "randcrop_or_resize", "size": 224, "crop": 512, "teacher_size": 512, "flip": True},
+    "2077agent_test": {"mode": "resize", "size": 224},
+    "conquerit_train": {"mode": "resize", "size": 224, "normalize": "symmetric"},
+    "conquerit_test": {"mode": "center_crop", "size": 224, "resize": [240, 240], "normalize": "symmetric"},
+    "bit_ssvgg_train": {"mode": "resize", "size": 224, "flip": True},
+    "bit_ssvgg_test": {"mode": "resize", "size": [224, 336]},
+    "ders_train": {"mode": "random_crop", "size": 224, "flip": True},
+    "native_test": {"mode": "native"},
+    "baseline_train": {"mode": "random_crop", "size": 224, "flip": True},
+    "baseline_test": {"mode": "multi_crop", "size": 224, "num_crops": 20},
+}
+"""Named transform specs from the seed's methods, usable as ``{"preset": NAME, ...overrides}``."""
+
+_MODES = ("resize", "random_crop", "randcrop_or_resize", "center_crop", "native", "multi_crop")
+_KEYS = ("preset", "mode", "size", "crop", "resize", "teacher_size", "flip", "normalize", "crop_prob", "num_crops")
+
+
+def _size(spec: Mapping[str, Any], key: str) -> Size:
+    value = spec.get(key)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return (value, value)
+    if (
+        isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
+        return (value[0], value[1])
+    raise ConfigError(f"transform field {key!r}: {value!r} is not a positive int or [height, width]")
+
+
+def _geometry(mode: str, spec: Mapping[str, Any]) -> Geometry:
+    if mode in ("resize", "native"):
+        return FullImage()
+    crop = _size(spec, "crop" if "crop" in spec else "size")
+    if mode == "random_crop":
+        return RandomCrop(crop)
+    if mode == "randcrop_or_resize":
+        return RandCropOrResize(crop, float(spec.get("crop_prob", 0.5)))
+    if mode == "multi_crop":
+        return MultiCrop(crop, int(spec.get("num_crops", 20)))
+    resize = spec.get("resize")
+    return CenterCrop(crop, resize if resize is None or isinstance(resize, int) else _size(spec, "resize"))
+
+
+def build_transform(spec: str | Mapping[str, Any]) -> PairedViews:
+    """Build a :class:`PairedViews` from a preset name or a spec dict (e.g. from a YAML recipe).
+
+    Spec keys:
+
+    - ``preset``: a :data:`PRESETS` name; the other keys override its fields.
+    - ``mode``: ``resize``, ``random_crop``, ``randcrop_or_resize``, ``center_crop``, ``native``,
+      ``multi_crop`` (see the module docstring).
+    - ``size``: the student view, int or [height, width] (not for ``native``).
+    - ``crop``: the crop box in source pixels for the crop modes (default: ``size``).
+    - ``resize``: ``center_crop`` only: int (short side) or [height, width] (default: no resize).
+    - ``teacher_size``: int, [height, width] or ``"native"``: also render ``"teacher_image"``.
+    - ``flip``: random horizontal flip with probability 0.5 (default false).
+    - ``normalize``: ``imagenet`` (default), ``symmetric`` (to (-1, 1)) or ``none``.
+    - ``crop_prob``: ``randcrop_or_resize`` only, the probability of cropping (default 0.5).
+    - ``num_crops``: ``multi_crop`` only (default 20).
+
+    Example: ``{"mode": "randcrop_or_resize", "size": 224, "crop": 512, "teacher_size": 512,
+    "flip": True}`` gives the 2077Agent student/teacher pair.
+    """
+    if isinstance(spec, str):
+        spec = {"preset": spec}
+    unknown = sorted(set(spec) - set(_KEYS))
+    if unknown:
+        raise ConfigError(f"transform field {unknown[0]!r} is unknown; valid fields: {', '.join(_KEYS)}")
+    if "preset" in spec:
+        if spec["preset"] not in PRESETS:
+            raise ConfigError(f"transform preset {spec['preset']!r} is unknown; choose one of {', '.join(PRESETS)}")
+        spec = {**PRESETS[spec["preset"]], **{k: v for k, v in spec.items() if k != "preset"}}
+    mode = spec.get("mode")
+    if mode not in _MODES:
+        raise ConfigError(f"transform field 'mode': {mode!r} is unknown; choose one of {', '.join(_MODES)}")
+    views: dict[str, Size | None] = {"image": None if mode == "native" else _size(spec, "size")}
+    teacher = spec.get("teacher_size")
+    if teacher is not None:
+        views["teacher_image"] = None if teacher == "native" else _size(spec, "teacher_size")
+    return PairedViews(
+        _geometry(mode, spec), views, flip=bool(spec.get("flip", False)), normalize=spec.get("normalize", "imagenet")
+    )
