@@ -10,13 +10,20 @@ from .registry import (
     register_backbone,
     register_model,
 )
+from . import emo  # noqa: F401  (registers EMO backbones)
+from .emo import EMOBackbone, load_official_emo_weights
+from .emo_blocks import iiRMB, iRMB
 
 __all__ = [
+    "EMOBackbone",
     "ModelInfo",
     "create_backbone",
     "create_model",
+    "iiRMB",
+    "iRMB",
     "list_backbones",
     "list_models",
+    "load_official_emo_weights",
     "model_info",
     "register_backbone",
     "register_model",
