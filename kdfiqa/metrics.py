@@ -1,0 +1,220 @@
+"""The challenge's evaluation metrics: SRCC, PLCC (optionally after a logistic fit), KRCC, RMSE.
+
+Inputs are array-likes or tensors of predictions and MOS of the same length, shape (N,) or (N, 1);
+values are computed in float64 and agree with ``scipy.stats`` (spearmanr, pearsonr, kendalltau).
+
+Defined behaviour at the edges:
+
+* **NaN or infinite values** raise :class:`~kdfiqa.errors.DataError` naming the input and the first
+  bad index; nothing is dropped silently.
+* **Fewer than 3 samples**: correlations raise :class:`DataError` (with 1 or 2 points a
+  correlation is undefined or trivially ±1); ``rmse`` needs one sample.
+* **Constant input** (every prediction, or every MOS, equal): a correlation is undefined; kdfiqa
+  returns 0.0 ("no agreement") and emits :class:`ConstantInputWarning`, so that training and model
+  selection can go on while the problem stays visible.
+* **Ties** use average ranks for SRCC and Kendall's tau-b for KRCC, as scipy does.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+from scipy import optimize, special, stats
+
+from .errors import DataError
+
+__all__ = [
+    "ConstantInputWarning",
+    "LogisticFitError",
+    "Logistic4",
+    "srcc",
+    "plcc",
+    "krcc",
+    "rmse",
+    "challenge_score",
+    "evaluate",
+    "fit_logistic4",
+]
+
+FITS = ("logistic4",)
+MIN_SAMPLES = 3
+
+
+class ConstantInputWarning(RuntimeWarning):
+    """A correlation was asked of a constant input; the metric is reported as 0.0."""
+
+
+class LogisticFitError(DataError):
+    """The 4-parameter logistic could not be fitted to the predictions and MOS."""
+
+
+def _as_vector(x: Any, name: str) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise DataError(f"{name} must be a vector of shape (N,) or (N, 1), got shape {arr.shape}")
+    bad = np.flatnonzero(~np.isfinite(arr))
+    if bad.size:
+        raise DataError(
+            f"{name} has {bad.size} NaN or infinite value(s), the first at index {bad[0]}; "
+            "remove or fix those samples"
+        )
+    return arr
+
+
+def _as_pair(pred: Any, mos: Any, min_samples: int = MIN_SAMPLES) -> tuple[np.ndarray, np.ndarray]:
+    p, m = _as_vector(pred, "pred"), _as_vector(mos, "mos")
+    if p.shape != m.shape:
+        raise DataError(f"pred has {p.size} values but mos has {m.size}; they must pair up")
+    if p.size < min_samples:
+        raise DataError(f"need at least {min_samples} samples to compute this metric, got {p.size}")
+    return p, m
+
+
+def _is_constant(x: np.ndarray) -> bool:
+    return bool(np.all(x == x[0]))
+
+
+def _constant_guard(p: np.ndarray, m: np.ndarray, metric: str) -> bool:
+    """True (after warning) when either side is constant and the correlation is undefined."""
+    sides = [name for name, x in (("pred", p), ("mos", m)) if _is_constant(x)]
+    if sides:
+        warnings.warn(
+            f"{metric}: {' and '.join(sides)} constant, correlation undefined; reporting 0.0",
+            ConstantInputWarning,
+            stacklevel=3,
+        )
+    return bool(sides)
+
+
+def _pearson(p: np.ndarray, m: np.ndarray) -> float:
+    """Pearson's r of two non-constant float64 vectors, clipped to [-1, 1]."""
+    a, b = p - p.mean(), m - m.mean()
+    a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
+    return float(np.clip(np.dot(a, b), -1.0, 1.0))
+
+
+@dataclass(frozen=True)
+class Logistic4:
+    """The VQEG 4-parameter logistic ``f(x) = (b1 − b2)/(1 + exp(−(x − b3)/|b4|)) + b2``."""
+
+    b1: float
+    b2: float
+    b3: float
+    b4: float
+
+    def __call__(self, x: Any) -> np.ndarray:
+        return _logistic4(np.asarray(x, dtype=np.float64), self.b1, self.b2, self.b3, self.b4)
+
+
+def _logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
+    # 1/(1 + exp(−u)) evaluated as expit(u), which cannot overflow.
+    scale = max(abs(b4), np.finfo(np.float64).tiny)
+    return (b1 - b2) * special.expit((x - b3) / scale) + b2
+
+
+def fit_logistic4(pred: Any, mos: Any) -> Callable[[Any], np.ndarray]:
+    """Fit :class:`Logistic4` mapping ``pred`` onto ``mos`` by least squares (VQEG practice).
+
+    Uses ``scipy.optimize.curve_fit`` from ``b1 = max(mos)``, ``b2 = min(mos)``,
+    ``b3 = mean(pred)``, ``b4 = std(pred)``. Raises :class:`LogisticFitError` (a
+    :class:`DataError`) with fewer than 4 samples, or when the fit does not converge or gives
+    non-finite parameters.
+    """
+    p, m = _as_pair(pred, mos, min_samples=1)
+    if p.size < 4:
+        raise LogisticFitError(f"a 4-parameter logistic needs at least 4 samples, got {p.size}")
+    p0 = [m.max(), m.min(), p.mean(), p.std() or 1.0]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", optimize.OptimizeWarning)
+            params, _ = optimize.curve_fit(_logistic4, p, m, p0=p0, maxfev=20000)
+    except (RuntimeError, ValueError, optimize.OptimizeWarning) as err:
+        raise LogisticFitError(f"4-parameter logistic fit of pred to mos failed: {err}") from None
+    if not np.all(np.isfinite(params)):
+        raise LogisticFitError("4-parameter logistic fit of pred to mos gave non-finite parameters")
+    return Logistic4(*(float(b) for b in params))
+
+
+def _mapped(p: np.ndarray, m: np.ndarray, fit: str | None) -> np.ndarray:
+    """``p`` through the fitted logistic when ``fit`` asks for it; ``p`` (with a warning) if it fails."""
+    if fit is None:
+        return p
+    if fit not in FITS:
+        raise ValueError(f"fit={fit!r} is unknown; use None or one of {', '.join(FITS)}")
+    if _is_constant(p) or _is_constant(m):
+        return p
+    try:
+        return fit_logistic4(p, m)(p)
+    except LogisticFitError as err:
+        warnings.warn(f"{err}; using raw predictions", RuntimeWarning, stacklevel=3)
+        return p
+
+
+def srcc(pred: Any, mos: Any) -> float:
+    """Spearman's rank correlation (average ranks for ties), as ``scipy.stats.spearmanr``."""
+    p, m = _as_pair(pred, mos)
+    if _constant_guard(p, m, "srcc"):
+        return 0.0
+    return _pearson(stats.rankdata(p), stats.rankdata(m))
+
+
+def plcc(pred: Any, mos: Any, fit: str | None = None) -> float:
+    """Pearson's linear correlation, as ``scipy.stats.pearsonr``.
+
+    ``fit="logistic4"`` first maps ``pred`` by the 4-parameter logistic fitted to ``mos``
+    (:func:`fit_logistic4`, VQEG practice and the ECNU-SJTU evaluation); if the fit fails the raw
+    value is returned with a ``RuntimeWarning``.
+    """
+    p, m = _as_pair(pred, mos)
+    if _constant_guard(p, m, "plcc"):
+        return 0.0
+    mapped = _mapped(p, m, fit)
+    if _constant_guard(mapped, m, "plcc"):
+        return 0.0
+    return _pearson(mapped, m)
+
+
+def krcc(pred: Any, mos: Any) -> float:
+    """Kendall's rank correlation tau-b (ties accounted for), as ``scipy.stats.kendalltau``."""
+    p, m = _as_pair(pred, mos)
+    if _constant_guard(p, m, "krcc"):
+        return 0.0
+    return float(stats.kendalltau(p, m, variant="b").statistic)
+
+
+def rmse(pred: Any, mos: Any) -> float:
+    """Root mean squared error ``√(mean((pred − mos)²))`` on the raw scores."""
+    p, m = _as_pair(pred, mos, min_samples=1)
+    return math.sqrt(float(np.mean((p - m) ** 2)))
+
+
+def challenge_score(pred: Any, mos: Any, fit: str | None = None) -> float:
+    """The VQualA 2025 FIQA ranking score ``(SRCC + PLCC) / 2``."""
+    return (srcc(pred, mos) + plcc(pred, mos, fit=fit)) / 2.0
+
+
+def evaluate(pred: Any, mos: Any, fit: str | None = None) -> dict[str, float | int]:
+    """All metrics at once: ``{"srcc", "plcc", "krcc", "rmse", "score", "n"}``.
+
+    With ``fit="logistic4"`` the logistic is fitted once and PLCC and RMSE are computed on the
+    mapped predictions (SRCC and KRCC do not change under a monotone map).
+    """
+    p, m = _as_pair(pred, mos)
+    mapped = _mapped(p, m, fit)
+    s, r = srcc(p, m), plcc(mapped, m)
+    return {
+        "srcc": s,
+        "plcc": r,
+        "krcc": krcc(p, m),
+        "rmse": rmse(mapped, m),
+        "score": (s + r) / 2.0,
+        "n": int(p.size),
+    }
