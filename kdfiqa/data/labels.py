@@ -135,8 +135,8 @@ def read_labels(
             layout = f"{width} fields like the header" if headed else "2 fields: image_name,score"
             raise DataError(f"{where}: {len(row)} fields, expected {layout}")
         name = row[name_col].strip()
-        if not name:
-            raise DataError(f"{where}, field 'image': empty image name")
+        if not name or "\x00" in name:
+            raise DataError(f"{where}, field 'image': empty image name or a NUL character in it")
         score = _parse_score(row[score_col], where, score_range)
         if name in seen:
             raise DataError(f"{where}, field 'image': duplicate name {name!r} (first on line {seen[name]})")
