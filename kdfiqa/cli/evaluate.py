@@ -8,7 +8,9 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from ..inference import LOGISTIC_FITS, evaluate_csv, load_inference_model
+from ..engine.distributed import init_distributed, shutdown_distributed
+from ..inference import evaluate_csv, load_inference_model
+from ..metrics import FITS
 from .predict import add_inference_flags
 
 METRIC_KEYS = ("srcc", "plcc", "krcc", "rmse", "score", "n")
@@ -34,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("target", metavar="CKPT", help="checkpoint (*.pt), or registered name/timm:NAME/file.py:factory")
     p.add_argument("--root", required=True, metavar="DIR", help="folder the CSV's image names are relative to")
     p.add_argument("--csv", required=True, metavar="FILE", help="labeled CSV")
-    p.add_argument("--fit", choices=LOGISTIC_FITS,
+    p.add_argument("--fit", choices=FITS,
                    help="map predictions with a 4-parameter logistic fitted on this set before PLCC/RMSE")
     p.add_argument("--json", action="store_true", help='print {"srcc", "plcc", "krcc", "rmse", "score", "n"}')
     add_inference_flags(p)
@@ -42,13 +44,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.distributed import is_main_process
-
-    loaded = load_inference_model(args.target, input_size=args.input, native=args.native,
-                                  multi_crop=args.multi_crop)
-    metrics = evaluate_csv(loaded, args.root, args.csv, batch_size=args.batch_size, device=args.device,
-                           fit=args.fit, num_workers=args.workers)
-    if not is_main_process():
+    ctx = init_distributed(args.device)  # joins the torchrun group when there is one
+    try:
+        loaded = load_inference_model(args.target, input_size=args.input, native=args.native,
+                                      multi_crop=args.multi_crop)
+        metrics = evaluate_csv(loaded, args.root, args.csv, batch_size=args.batch_size,
+                               device=args.device, fit=args.fit, num_workers=args.workers)
+    finally:
+        shutdown_distributed()
+    if not ctx.is_main:
         return 0
     result = {key: metrics[key] for key in METRIC_KEYS}
     if args.json:

@@ -6,7 +6,7 @@ import argparse
 
 from rich.console import Console
 
-from ..inference import load_inference_model, predict_images, write_scores_csv
+from ..inference import DEVICES, load_inference_model, predict_images, write_scores_csv
 from .budget import _size
 
 EXAMPLES = """examples:
@@ -45,18 +45,19 @@ def add_inference_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--multi-crop", type=int, metavar="N", help="average the scores of N random crops")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default: %(default)s)")
     p.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="auto: CUDA when available (under torchrun, each rank's own GPU)")
 
 
 def run(args: argparse.Namespace) -> int:
     loaded = load_inference_model(args.target, input_size=args.input, native=args.native,
                                   multi_crop=args.multi_crop)
-    predictions = predict_images(loaded, args.paths, batch_size=args.batch_size, device=args.device,
+    scores = predict_images(loaded, args.paths, batch_size=args.batch_size, device=args.device,
                                  skip_bad=args.skip_bad, num_workers=args.workers)
-    path = write_scores_csv(args.out, predictions, sort=args.sort)
+    path = write_scores_csv(args.out, scores, sort=args.sort)
     console = Console(stderr=True)
-    console.print(f"scored {len(predictions.names)} images -> {path}", markup=False, highlight=False)
-    if predictions.skipped:
-        console.print(f"skipped {predictions.skipped} unreadable images", style="yellow",
+    console.print(f"scored {len(scores.names)} images -> {path}", markup=False, highlight=False)
+    if scores.skipped:
+        console.print(f"skipped {scores.skipped} unreadable images", style="yellow",
                       markup=False, highlight=False)
     return 0
