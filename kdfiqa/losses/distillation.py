@@ -45,7 +45,8 @@ class RankKDLoss(nn.Module):
 
     The softmaxes run over the batch, so each is a distribution over which image is best; matching
     them transfers the teacher's ordering, which SRCC measures (Cao et al., ICML 2007, top-one
-    probabilities). ``KL(p‖q) = Σ_i p_i (log p_i − log q_i)``; 0 for a batch of one.
+    probabilities). ``KL(p‖q) = Σ_i p_i (log p_i − log q_i)``; 0 for a batch of one. kdfiqa defines
+    it as a ranking-oriented complement to the seed's 2077Agent distillation, aimed at SRCC.
     """
 
     kind = "distill"

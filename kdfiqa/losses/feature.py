@@ -18,7 +18,8 @@ FEATURE_MODES = ("mse", "cosine")
 class FeatureLoss(nn.Module):
     """MSE or cosine distance between ``P(f_s)`` and the teacher feature ``f_t`` (FitNets-style hint).
 
-    ``P`` is a learnable 1×1 convolution from ``student_channels`` to ``teacher_channels``; on
+    kdfiqa defines it for intermediate-feature distillation (the seed's 2077Agent team distils the
+    output only). ``P`` is a learnable 1×1 convolution from ``student_channels`` to ``teacher_channels``; on
     vectors (B, C) it acts as a Linear layer. It lives in this loss, never in the student, so the
     student's parameter count stays what the budget measured. ``student_channels=None`` sizes it on
     the first call. Maps of different spatial size are aligned by adaptive average pooling of

@@ -15,7 +15,7 @@ __all__ = ["MSELoss", "L1Loss", "WingLoss", "FocalSmoothLoss"]
 
 @register_loss(name="mse")
 class MSELoss(nn.Module):
-    """Mean squared error, mean over the batch of (ŷ − y)² (the challenge baseline's loss)."""
+    """Mean squared error ``mean((ŷ − y)²)``: the loss of the challenge baseline and of DERS (seed §1.4)."""
 
     kind = "task"
 
@@ -26,7 +26,7 @@ class MSELoss(nn.Module):
 
 @register_loss(name="l1")
 class L1Loss(nn.Module):
-    """Mean absolute error, mean over the batch of |ŷ − y|."""
+    """Mean absolute error ``mean(|ŷ − y|)``, the L1 loss the seed contrasts with Wing (§2, CoReFace)."""
 
     kind = "task"
 
