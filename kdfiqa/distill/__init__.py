@@ -1,7 +1,43 @@
-"""Distillation: a frozen teacher, a budget-checked student and the objectives that train it."""
+"""Distillation: a frozen teacher, a budget-checked student and the objectives that train them.
+
+* :class:`Teacher`: a frozen network, checkpoint, registered model, or CSV of scores (or an ensemble);
+* :class:`Student`: the model to train, refused before training when over its compute budget;
+* :class:`Distiller`: task + distillation + feature losses of a student under a teacher;
+* :class:`Supervised`: plain training on labels; :class:`SSARObjective`: label-free SSAR pretraining
+  on :class:`SSARPairs`;
+* :func:`pseudo_label`: offline distillation, a teacher's (optionally calibrated) scores as a CSV.
+
+Every objective has ``.model`` (what is trained and saved) and ``forward(batch) -> {"loss", ...}``.
+"""
 
 from __future__ import annotations
 
+from .distiller import Distiller
+from .features import FeaturePair
 from .objective import LossSpec, Supervised, as_weighted_sum
+from .pseudo_label import TeacherScores, pseudo_label, score_with_teacher, write_scores_csv
+from .score_table import ScoreTable, score_to_logit
+from .ssar import SSARObjective, SSARPairs
+from .student import Student, unwrap_model
+from .teacher import NetworkTeacher, Teacher, TeacherSource
 
-__all__ = ["LossSpec", "Supervised", "as_weighted_sum"]
+__all__ = [
+    "Teacher",
+    "Student",
+    "Distiller",
+    "Supervised",
+    "SSARObjective",
+    "SSARPairs",
+    "pseudo_label",
+    "score_with_teacher",
+    "write_scores_csv",
+    "TeacherScores",
+    "FeaturePair",
+    "NetworkTeacher",
+    "ScoreTable",
+    "TeacherSource",
+    "LossSpec",
+    "as_weighted_sum",
+    "score_to_logit",
+    "unwrap_model",
+]

@@ -13,6 +13,8 @@ from typing import Any, Mapping, Union
 
 from torch import Tensor, nn
 
+from ..losses import WeightedSum
+
 __all__ = ["LossSpec", "as_weighted_sum", "Supervised"]
 
 LossSpec = Union[str, nn.Module, Mapping[Any, float]]
@@ -20,18 +22,14 @@ LossSpec = Union[str, nn.Module, Mapping[Any, float]]
 module, a ``{name_or_module: weight}`` mapping, or a ``WeightedSum``."""
 
 
-def as_weighted_sum(spec: LossSpec) -> nn.Module:
-    """Turn any :data:`LossSpec` into a ``kdfiqa.losses.WeightedSum``.
+def as_weighted_sum(spec: LossSpec) -> WeightedSum:
+    """Turn any :data:`LossSpec` into a :class:`~kdfiqa.losses.WeightedSum`.
 
     A single name or loss module becomes a one-term sum of weight 1, so every loss is called the same
     way and reports its terms by name.
     """
-    from ..losses import WeightedSum
-
     if isinstance(spec, WeightedSum):
         return spec
-    if isinstance(spec, str) and not any(op in spec for op in "*+"):
-        return WeightedSum({spec.strip(): 1.0})
     if isinstance(spec, nn.Module):
         return WeightedSum({spec: 1.0})
     return WeightedSum(spec)

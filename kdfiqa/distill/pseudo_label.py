@@ -1,0 +1,125 @@
+"""Offline distillation: score images with a teacher and write them as challenge-format labels.
+
+The challenge winner's recipe (ECNU-SJTU, seed): a teacher scores unlabelled faces, its raw scores
+are mapped onto the label scale by a 4-parameter logistic fitted on a labelled set
+(:func:`kdfiqa.metrics.fit_logistic4`), and the student trains on labels ∪ pseudo-labels.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import DataError
+from ..metrics import fit_logistic4
+from .score_table import batch_names
+from .teacher import Teacher, TeacherSource
+
+__all__ = ["TeacherScores", "score_with_teacher", "pseudo_label", "write_scores_csv"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TeacherScores:
+    """What a teacher said about a data set: ``names``, ``scores`` (σ of its logits) and, for a
+    labelled data set, the ``labels`` (else ``None``), all in data-set order."""
+
+    names: list[str]
+    scores: np.ndarray
+    labels: np.ndarray | None
+
+
+def _loader(data: Dataset | DataLoader, batch_size: int, num_workers: int) -> DataLoader:
+    if isinstance(data, DataLoader):
+        return data
+    return DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+
+
+def score_with_teacher(
+    teacher: Teacher, data: Dataset | DataLoader, *, batch_size: int = 32, num_workers: int = 0
+) -> TeacherScores:
+    """Run ``teacher`` over every item of ``data`` (a data set, or a loader used as it is)."""
+    names: list[str] = []
+    scores: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    for batch in _loader(data, batch_size, num_workers):
+        names += batch_names(batch)
+        scores.append(teacher(batch).sigmoid().reshape(-1).double().cpu().numpy())
+        if "score" in batch:
+            labels.append(torch.as_tensor(batch["score"]).reshape(-1).double().cpu().numpy())
+    if not names:
+        raise DataError("no images to score: the data set is empty")
+    if labels and len(labels) != len(scores):
+        raise DataError("some batches have a 'score' and others do not; use one kind of data set")
+    return TeacherScores(names, np.concatenate(scores), np.concatenate(labels) if labels else None)
+
+
+def write_scores_csv(path: str | os.PathLike[str], names: Sequence[str], scores: Sequence[float]) -> Path:
+    """Write header-less ``image_name,score`` rows (the challenge format) atomically to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerows((name, f"{float(score):.8g}") for name, score in zip(names, scores))
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+def pseudo_label(
+    teacher: Teacher | TeacherSource | Sequence[TeacherSource],
+    images: Dataset | DataLoader,
+    out_csv: str | os.PathLike[str],
+    *,
+    calibrate_on: Dataset | DataLoader | None = None,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    device: str | torch.device | None = None,
+    **teacher_kwargs: Any,
+) -> dict[str, float]:
+    """Score ``images`` with ``teacher`` and write them to ``out_csv`` as challenge-format labels.
+
+    The pseudo-label of an image is the teacher's score σ(z_t). With ``calibrate_on`` (a labelled
+    data set) the teacher also scores those images, a 4-parameter logistic
+    f(x) = (b1 − b2) / (1 + exp(−(x − b3) / |b4|)) + b2 is fitted from its scores to their labels
+    (:func:`kdfiqa.metrics.fit_logistic4`, VQEG practice as in the ECNU-SJTU entry), and every
+    pseudo-label becomes f(σ(z_t)), clipped to [0, 1] (the label range; clipped values are counted
+    in the log). Returns ``{name: pseudo-label}`` in data-set order.
+
+    ``teacher`` is a :class:`Teacher` or anything it accepts (``teacher_kwargs`` and ``device`` go to
+    it); names are written as the data set gives them (relative to its root).
+    """
+    if not isinstance(teacher, Teacher):
+        teacher = Teacher(teacher, device=device, **teacher_kwargs)
+    elif device is not None:
+        teacher.to(device)
+    raw = score_with_teacher(teacher, images, batch_size=batch_size, num_workers=num_workers)
+    scores = raw.scores
+    if calibrate_on is not None:
+        labelled = score_with_teacher(teacher, calibrate_on, batch_size=batch_size, num_workers=num_workers)
+        if labelled.labels is None:
+            raise DataError("calibrate_on: the calibration data set has no 'score' labels; give a labelled one")
+        mapping = fit_logistic4(labelled.scores, labelled.labels)
+        mapped = np.asarray(mapping(scores), dtype=np.float64)
+        outside = int(np.count_nonzero((mapped < 0.0) | (mapped > 1.0)))
+        if outside:
+            log.info("calibration: %d of %d pseudo-labels fell outside [0, 1] and were clipped", outside, mapped.size)
+        scores = np.clip(mapped, 0.0, 1.0)
+        log.info("calibrated on %d labelled images: %s", labelled.scores.size, mapping)
+    write_scores_csv(out_csv, raw.names, scores)
+    log.info("wrote %d pseudo-labels to %s", len(raw.names), out_csv)
+    return dict(zip(raw.names, scores.tolist()))

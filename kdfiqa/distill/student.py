@@ -1,0 +1,84 @@
+"""The student: the model being trained, held to a compute budget before training starts."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable
+
+from torch import nn
+from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+from ..budget import VQUALA2025, Budget, BudgetExceeded, CostReport, MeasurementError, check, measure, parse_input_size
+from ..errors import ConfigError
+
+__all__ = ["unwrap_model", "Student"]
+
+log = logging.getLogger(__name__)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The bare module inside (possibly nested) ``DistributedDataParallel``/``DataParallel`` wrappers,
+    so module paths and state-dict keys are the same with and without them."""
+    while isinstance(model, (DistributedDataParallel, DataParallel)):
+        model = model.module
+    return model
+
+
+def _size_list(sizes: Any) -> list[tuple[int, int, int]]:
+    one = isinstance(sizes, (int, str)) or (isinstance(sizes, tuple) and all(isinstance(d, int) for d in sizes))
+    return [parse_input_size(s) for s in ([sizes] if one else list(sizes))]
+
+
+class Student:
+    """A model to train and the budget it must fit, checked at construction, before any step.
+
+    The model (unwrapped from DDP, see :func:`unwrap_model`) is measured with
+    :func:`kdfiqa.budget.check` at each of ``input_sizes``: the resolution(s) it will be evaluated at,
+    by default its ``default_input_size``. Over budget, or not measurable, it raises
+    :class:`~kdfiqa.budget.BudgetExceeded` (or :class:`~kdfiqa.budget.MeasurementError`) unless
+    ``allow_over_budget``, in which case a loud warning is logged and ``within_budget`` is false.
+
+    Attributes: ``model`` (the bare module), ``budget``, ``input_sizes``, ``reports`` (one
+    :class:`~kdfiqa.budget.CostReport` per size; empty when measurement failed), ``within_budget``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        budget: Budget = VQUALA2025,
+        input_sizes: Any | Iterable[Any] = None,
+        allow_over_budget: bool = False,
+    ) -> None:
+        self.model = unwrap_model(model)
+        self.budget = budget
+        if input_sizes is None:
+            input_sizes = getattr(self.model, "default_input_size", None)
+            if input_sizes is None:
+                raise ConfigError(
+                    f"student {type(self.model).__name__} has no default_input_size; pass input_sizes "
+                    "(the resolution(s) it will be evaluated at) so its budget can be checked"
+                )
+        self.input_sizes = _size_list(input_sizes)
+        self.reports: list[CostReport] = []
+        self.within_budget = True
+        name = getattr(self.model, "model_name", None) or type(self.model).__name__
+        try:
+            self.reports = check(self.model, budget, self.input_sizes, model_name=name)
+        except (BudgetExceeded, MeasurementError) as exc:
+            if not allow_over_budget:
+                raise
+            self.within_budget = False
+            log.warning(
+                "\n%s\nALLOW_OVER_BUDGET IS SET: TRAINING A STUDENT THAT DOES NOT FIT %s\n%s\n%s",
+                "!" * 78, budget.describe().upper(), exc, "!" * 78,
+            )
+            if isinstance(exc, BudgetExceeded):
+                self.reports = [measure(self.model, size) for size in self.input_sizes]
+
+    def __repr__(self) -> str:
+        costs = ", ".join(f"{'x'.join(map(str, r.input_size))}: {r.gflops:.4f} GFLOPs" for r in self.reports)
+        return (
+            f"Student({type(self.model).__name__}, budget={self.budget.describe()}, "
+            f"within_budget={self.within_budget}, params={self.reports[0].params if self.reports else '?'}, {costs})"
+        )

@@ -1,0 +1,144 @@
+"""The teacher: a frozen FIQA network, a table of precomputed scores, or an ensemble of them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..budget import parse_input_size
+from ..checkpoint import load_model
+from ..errors import ConfigError
+from ..models import create_model
+from .score_table import ScoreTable, score_to_logit
+
+__all__ = ["TeacherSource", "NetworkTeacher", "Teacher"]
+
+TeacherSource = Union[nn.Module, str, os.PathLike]
+"""What a teacher can be made of: a FIQA model, a registered model name, ``timm:NAME``, a kdfiqa
+checkpoint (``.pt``/``.pth``), or a CSV of precomputed scores."""
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+SCORES_SUFFIXES = (".csv",)
+
+
+class NetworkTeacher(nn.Module):
+    """One teacher network and the resolution it runs at.
+
+    ``forward(batch)`` feeds ``batch["teacher_image"]`` when the batch has it (the data set rendered
+    the teacher's own view of the same crop), otherwise ``batch["image"]`` (the student's view,
+    with the student's normalisation) bilinearly resized with antialiasing to ``input_size`` when
+    one is known. It returns ``network.forward_logits`` as (B, 1) on the batch's device.
+    """
+
+    def __init__(self, network: nn.Module, input_size: Any = None) -> None:
+        super().__init__()
+        if not callable(getattr(network, "forward_logits", None)):
+            raise ConfigError(
+                f"teacher {type(network).__name__} has no forward_logits(x); wrap it in "
+                "kdfiqa.models.heads.FIQARegressor or give it one returning pre-sigmoid scores (B, 1)"
+            )
+        self.network = network
+        size = input_size if input_size is not None else getattr(network, "default_input_size", None)
+        self.input_size = parse_input_size(size) if size is not None else None
+
+    def forward(self, batch: Mapping[str, Any]) -> Tensor:
+        image = batch["image"]
+        x = batch.get("teacher_image")
+        if x is None:
+            x = image
+            if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size[1:]:
+                x = F.interpolate(x, size=self.input_size[1:], mode="bilinear", align_corners=False, antialias=True)
+        device = next(self.network.parameters(), image).device
+        return self.network.forward_logits(x.to(device)).reshape(-1, 1).to(image.device)
+
+
+def _member(source: TeacherSource, input_size: Any, model_kwargs: Mapping[str, Any]) -> nn.Module:
+    if isinstance(source, nn.Module):
+        return NetworkTeacher(source, input_size)
+    if not isinstance(source, (str, os.PathLike)):
+        raise ConfigError(f"teacher {source!r}: expected a model, a model name, a checkpoint or a scores CSV")
+    path = Path(source)
+    suffix = path.suffix.lower()
+    if suffix in SCORES_SUFFIXES:
+        return ScoreTable(path)
+    if suffix in CHECKPOINT_SUFFIXES or path.is_file():
+        return NetworkTeacher(load_model(path), input_size)
+    return NetworkTeacher(create_model(str(source), **model_kwargs), input_size)
+
+
+class Teacher(nn.Module):
+    """A frozen teacher: ``teacher(batch) -> logits (B, 1)``, never trained.
+
+    ``source`` is one :data:`TeacherSource` or a list of them (and of other :class:`Teacher`\\ s, which
+    keep their own resolutions): a list is an ensemble whose members' scores (sigmoid of their
+    logits) are averaged in **score space**, the mean returned as a clamped logit
+    (:func:`~kdfiqa.distill.score_table.score_to_logit`). Averaging scores keeps every member's vote
+    on the label scale, where an offline CSV and a network agree.
+
+    * Networks run at their own resolution: ``input_size``, else the model's
+      ``default_input_size`` (see :class:`NetworkTeacher` for which view is fed).
+    * A CSV teacher looks scores up by ``batch["name"]`` (:class:`ScoreTable`).
+    * Frozen for its whole life: built in eval mode with ``requires_grad=False``; :meth:`train` keeps
+      eval mode (so batch-norm statistics never move, even inside a training objective) and
+      ``forward`` runs without autograd.
+
+    ``model_kwargs`` go to :func:`kdfiqa.models.create_model` for registered names and ``timm:NAME``
+    (e.g. ``{"pretrained": True}``); ``device`` moves the networks there (outputs come back on the
+    batch's device).
+    """
+
+    def __init__(
+        self,
+        source: TeacherSource | Sequence[TeacherSource | "Teacher"],
+        *,
+        input_size: Any = None,
+        device: str | torch.device | None = None,
+        model_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        sources = list(source) if isinstance(source, (list, tuple)) else [source]
+        if not sources:
+            raise ConfigError("teacher: an empty list of teachers was given; name at least one")
+        members: list[nn.Module] = []
+        for item in sources:
+            if isinstance(item, Teacher):
+                members.extend(item.members)
+            else:
+                members.append(_member(item, input_size, model_kwargs or {}))
+        self.members = nn.ModuleList(members)
+        self.requires_grad_(False)
+        super().train(False)
+        if device is not None:
+            self.to(device)
+
+    def train(self, mode: bool = True) -> "Teacher":
+        """Keep eval mode whatever ``mode`` is: a teacher is never trained."""
+        return super().train(False)
+
+    @property
+    def network(self) -> nn.Module:
+        """The teacher network, for feature hooks; only a single-network teacher has one."""
+        if len(self.members) != 1 or not isinstance(self.members[0], NetworkTeacher):
+            kinds = ", ".join(type(m).__name__ for m in self.members)
+            raise ConfigError(
+                f"feature distillation needs one teacher network, but this teacher is {kinds}; "
+                "use a single model or checkpoint teacher"
+            )
+        return self.members[0].network
+
+    @property
+    def input_size(self) -> tuple[int, int, int] | None:
+        """The resolution of a single-network teacher (``None`` when unknown)."""
+        return self.members[0].input_size if isinstance(self.members[0], NetworkTeacher) else None
+
+    @torch.no_grad()
+    def forward(self, batch: Mapping[str, Any]) -> Tensor:
+        logits = [member(batch) for member in self.members]
+        if len(logits) == 1:
+            return logits[0]
+        return score_to_logit(torch.stack([z.sigmoid() for z in logits]).mean(dim=0))
