@@ -1,0 +1,366 @@
+"""kdfiqa checkpoints: a documented, pickle-free file format, atomic writes and safe loading.
+
+Format
+------
+A checkpoint is a ``dict`` holding only tensors and plain values (``dict``, ``list``, ``tuple``,
+``str``, ``int``, ``float``, ``bool``, ``None``), so that it loads with
+``torch.load(..., weights_only=True)`` and never runs code from the file. Keys:
+
+``format``          :data:`FORMAT`, the tag this module reads.
+``kdfiqa_version``  the kdfiqa release that wrote the file.
+``model``           ``{"name": registry name or None, "kwargs": {...}}``:
+                    ``kdfiqa.models.create_model(name, **kwargs)`` rebuilds the network.
+``state_dict``      the trained model's weights (only the model: no teacher, no projector).
+``optimizer``       ``optimizer.state_dict()`` or None.
+``scheduler``       the learning-rate schedule's ``state_dict()`` or None.
+``scaler``          the AMP grad scaler's ``state_dict()`` or None.
+``ema``             the weight moving average's ``state_dict()`` or None
+                    (``{"decay", "updates", "state_dict"}``, see :mod:`kdfiqa.engine.ema`).
+``epoch``           epochs completed before the position the file was written at.
+``step``            optimiser steps taken since the start of training.
+``rng``             torch (CPU and CUDA), numpy and Python RNG states, see :func:`rng_state`.
+``config``          the resolved run configuration as a plain dict.
+``metrics``         the latest validation metrics (``{}`` when none yet).
+
+Writers may add further plain keys (the Trainer stores its position inside an epoch under
+``"trainer"``). Files are written atomically: a temporary file in the same folder is written,
+flushed to disk and renamed over the target, so a process killed during a save leaves the previous
+file intact.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import re
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from .errors import CheckpointError, KdfiqaError
+
+__all__ = [
+    "FORMAT",
+    "build_checkpoint",
+    "describe_model",
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_weights",
+    "load_model",
+    "rng_state",
+    "set_rng_state",
+]
+
+FORMAT = "kdfiqa.checkpoint.v1"
+"""The format tag written in (and required from) every checkpoint."""
+
+PathLike = Union[str, "os.PathLike[str]"]
+_PLAIN = (type(None), bool, int, float, str, torch.Tensor)
+
+
+def describe_model(model: nn.Module) -> dict[str, Any]:
+    """``{"name", "kwargs"}`` rebuilding ``model`` through the registry.
+
+    ``name`` is the ``model_name`` that ``create_model`` sets (None for a model built by hand);
+    ``kwargs`` are the ``model_kwargs`` the model carries, if any.
+    """
+    return {
+        "name": getattr(model, "model_name", None),
+        "kwargs": dict(getattr(model, "model_kwargs", None) or {}),
+    }
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG kdfiqa training touches, as tensors and plain values (weights_only-safe)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, words, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_initialized() else [],
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {
+            "version": version,
+            "state": torch.tensor(words, dtype=torch.int64),
+            "gauss_next": gauss_next,
+        },
+    }
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore the RNG states captured by :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    npy = state["numpy"]
+    np.random.set_state(
+        (npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+         npy["cached_gaussian"])
+    )
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss_next"]))
+
+
+def build_checkpoint(
+    model: nn.Module,
+    *,
+    optimizer: Any = None,
+    scheduler: Any = None,
+    scaler: Any = None,
+    ema: Any = None,
+    epoch: int = 0,
+    step: int = 0,
+    config: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A checkpoint dict in :data:`FORMAT` for ``model`` and whatever training state is given.
+
+    ``optimizer``, ``scheduler``, ``scaler`` and ``ema`` are objects with ``state_dict()``; the
+    current RNG states are captured. ``extra`` adds further plain keys.
+    """
+
+    def state(obj: Any) -> Any:
+        return None if obj is None else obj.state_dict()
+
+    return {
+        "format": FORMAT,
+        "kdfiqa_version": __version__,
+        "model": describe_model(model),
+        "state_dict": model.state_dict(),
+        "optimizer": state(optimizer),
+        "scheduler": state(scheduler),
+        "scaler": state(scaler),
+        "ema": state(ema),
+        "epoch": int(epoch),
+        "step": int(step),
+        "rng": rng_state(),
+        "config": dict(config or {}),
+        "metrics": dict(metrics or {}),
+        **extra,
+    }
+
+
+def _check_plain(obj: Any, where: str) -> None:
+    if isinstance(obj, _PLAIN):
+        return
+    if isinstance(obj, Mapping):
+        for key, value in obj.items():
+            if not isinstance(key, (str, int)):
+                raise TypeError(f"checkpoint entry {where} has a key of type {type(key).__name__}")
+            _check_plain(value, f"{where}[{key!r}]")
+        return
+    if isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            _check_plain(value, f"{where}[{i}]")
+        return
+    raise TypeError(
+        f"checkpoint entry {where} is a {type(obj).__name__}; checkpoints hold only tensors and "
+        "plain values (convert it first)"
+    )
+
+
+def save_checkpoint(path: PathLike, ckpt: Mapping[str, Any]) -> Path:
+    """Write ``ckpt`` to ``path`` atomically and return the path.
+
+    The dict is checked to hold only tensors and plain values, written to a temporary file in the
+    same folder, flushed and fsync'ed, then renamed over ``path`` with ``os.replace``: a reader (or a
+    process killed mid-save) sees either the old file or the complete new one, never a mix.
+    """
+    if ckpt.get("format") != FORMAT:
+        raise TypeError(f"save_checkpoint expects a dict from build_checkpoint (format {FORMAT!r})")
+    _check_plain(ckpt, "ckpt")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as f:
+            torch.save(dict(ckpt), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _read(path: Path) -> Any:
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint file (check the path)")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: is not a file; give the path of a .pt checkpoint")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" not in str(exc).lower() and "weights only" not in str(exc).lower():
+            raise CheckpointError(f"{path}: corrupt checkpoint ({_first_line(exc)})") from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" (it references {found.group(1)})" if found else ""
+        raise CheckpointError(
+            f"{path}: refused to load: the file carries pickled Python objects{what}; kdfiqa only "
+            "loads tensors and plain values (weights_only=True): use a checkpoint written by kdfiqa"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
+        raise CheckpointError(
+            f"{path}: corrupt or truncated checkpoint ({_first_line(exc)}); use another copy "
+            "(last.pt / best.pt) or re-run training"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def load_checkpoint(path: PathLike) -> dict[str, Any]:
+    """Read a kdfiqa checkpoint with ``torch.load(weights_only=True, map_location="cpu")``.
+
+    Every failure is a :class:`~kdfiqa.errors.CheckpointError` with one line naming the file and
+    the fault: missing, corrupt or truncated, carrying pickled objects (which are never executed),
+    not a kdfiqa checkpoint (e.g. a bare ``state_dict``), or written in an unknown format.
+    """
+    path = Path(path)
+    ckpt = _read(path)
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(
+            f"{path}: not a kdfiqa checkpoint (it holds a {type(ckpt).__name__}, not a dict)"
+        )
+    if "format" not in ckpt:
+        tensors = sum(isinstance(v, torch.Tensor) for v in ckpt.values())
+        kind = (
+            f"a bare state_dict of {tensors} tensors; load it with model.load_state_dict"
+            if tensors and tensors == len(ckpt)
+            else f"a dict with keys {sorted(map(str, ckpt))[:6]}"
+        )
+        raise CheckpointError(f"{path}: not a kdfiqa checkpoint (no 'format' tag: {kind})")
+    if ckpt["format"] != FORMAT:
+        raise CheckpointError(
+            f"{path}: checkpoint format {ckpt['format']!r} (written by kdfiqa "
+            f"{ckpt.get('kdfiqa_version', '?')}) is not readable by kdfiqa {__version__}, which reads "
+            f"{FORMAT!r}; use the kdfiqa release that wrote it"
+        )
+    missing = [key for key in ("model", "state_dict", "epoch", "step") if key not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: incomplete kdfiqa checkpoint (no {', '.join(missing)})")
+    return ckpt
+
+
+def _holds(path: Path, ckpt: Mapping[str, Any]) -> str:
+    spec = ckpt["model"]
+    kwargs = f" {spec['kwargs']}" if spec.get("kwargs") else ""
+    return (
+        f"{path} holds model {spec.get('name')!r}{kwargs} (kdfiqa {ckpt.get('kdfiqa_version', '?')}, "
+        f"epoch {ckpt.get('epoch')}, step {ckpt.get('step')})"
+    )
+
+
+def _weights(ckpt: Mapping[str, Any], weights: str) -> Mapping[str, torch.Tensor]:
+    if weights not in ("auto", "model", "ema"):
+        raise ValueError(f"weights must be 'auto', 'model' or 'ema', not {weights!r}")
+    ema = ckpt.get("ema")
+    if weights == "ema" and not ema:
+        raise CheckpointError("the checkpoint has no EMA weights; load weights='model'")
+    if weights == "ema" or (weights == "auto" and ema):
+        return ema["state_dict"]
+    return ckpt["state_dict"]
+
+
+def _fill(model: nn.Module, path: Path, ckpt: Mapping[str, Any], weights: str) -> None:
+    try:
+        model.load_state_dict(_weights(ckpt, weights), strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise CheckpointError(f"{_holds(path, ckpt)}: its weights do not fit ({detail})") from None
+
+
+def load_weights(
+    model: nn.Module,
+    path: PathLike,
+    *,
+    weights: Literal["auto", "model", "ema"] = "auto",
+) -> dict[str, Any]:
+    """Load a checkpoint's weights into ``model`` (strictly) and return the checkpoint.
+
+    ``weights="auto"`` takes the EMA weights when the checkpoint has them (they are the ones that
+    were validated and selected) and the trained weights otherwise. A checkpoint for another model
+    raises a :class:`~kdfiqa.errors.CheckpointError` saying which model the file holds.
+    """
+    path = Path(path)
+    ckpt = load_checkpoint(path)
+    name = getattr(model, "model_name", None)
+    held = ckpt["model"].get("name")
+    if name is not None and held is not None and name != held:
+        raise CheckpointError(f"{_holds(path, ckpt)}, not {name!r}; pass a matching model")
+    _fill(model, path, ckpt, weights)
+    return ckpt
+
+
+def load_model(
+    path: PathLike,
+    *,
+    expected_name: str | None = None,
+    weights: Literal["auto", "model", "ema"] = "auto",
+) -> nn.Module:
+    """Rebuild the model a checkpoint holds through the registry, load its weights, set eval mode.
+
+    ``expected_name`` (optional) refuses a checkpoint made for another model. Registry kwargs are
+    replayed with ``pretrained=False``: the weights come from the file, nothing is downloaded.
+    ``weights`` is as in :func:`load_weights`.
+    """
+    from .models import create_model
+
+    path = Path(path)
+    ckpt = load_checkpoint(path)
+    name = ckpt["model"].get("name")
+    if not name:
+        raise CheckpointError(
+            f"{path} holds weights of a model built outside the registry (no model name); build "
+            "the model yourself and use kdfiqa.checkpoint.load_weights(model, path)"
+        )
+    if expected_name is not None and name != expected_name:
+        raise CheckpointError(f"{_holds(path, ckpt)}, not {expected_name!r}")
+    kwargs = dict(ckpt["model"].get("kwargs") or {})
+    if "pretrained" in kwargs:
+        kwargs["pretrained"] = False
+    try:
+        model = create_model(name, **kwargs)
+    except KdfiqaError as exc:
+        raise CheckpointError(f"{_holds(path, ckpt)}, which cannot be built here: {exc}") from None
+    _fill(model, path, ckpt, weights)
+    return model.eval()

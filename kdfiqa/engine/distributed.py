@@ -1,0 +1,134 @@
+"""Multi-process training through ``torchrun``: process group, samplers and gathering.
+
+``torchrun`` (``python -m torch.distributed.run``) starts one process per device and sets
+``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``. :func:`init_distributed` reads them and joins the
+process group (NCCL on CUDA, gloo on CPU); without them everything runs in one process. Only rank 0
+writes files and prints (:attr:`DistContext.is_main`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+from ..errors import ConfigError
+
+__all__ = [
+    "DistContext",
+    "init_distributed",
+    "shutdown_distributed",
+    "RankSplitSampler",
+    "all_gather_objects",
+    "any_rank",
+]
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits: its rank among ``world_size`` and the device it computes on."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that writes files and prints (rank 0)."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def init_distributed(device: str = "auto") -> DistContext:
+    """Join the ``torchrun`` process group if the environment names one, and pick the device.
+
+    ``device`` is ``"auto"`` (CUDA when available), ``"cuda"`` or ``"cpu"``. Under ``torchrun`` each
+    process uses ``cuda:LOCAL_RANK``; the backend is NCCL on CUDA and gloo on CPU. Calling it again
+    in an initialised process reuses the existing group.
+    """
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but no CUDA device is available; use 'cpu'")
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    world_size = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    else:
+        dev = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+
+
+class RankSplitSampler(Sampler[int]):
+    """This rank's share of another sampler: indices ``rank, rank + W, ...`` of its epoch order.
+
+    The base sampler's order is padded by wrapping around to a multiple of the world size, so every
+    rank runs the same number of steps. ``set_epoch`` is passed on to the base sampler.
+    """
+
+    def __init__(self, sampler: Sampler[int], num_replicas: int, rank: int) -> None:
+        self.sampler = sampler
+        self.num_replicas = num_replicas
+        self.rank = rank
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.num_replicas)
+
+    def __iter__(self) -> Iterator[int]:
+        order = list(self.sampler)
+        padded = len(self) * self.num_replicas
+        order += order[: padded - len(order)]
+        return iter(order[self.rank::self.num_replicas])
+
+
+def all_gather_objects(obj: Any, ctx: DistContext) -> list[Any]:
+    """``[obj from rank 0, obj from rank 1, ...]`` (just ``[obj]`` in a single process)."""
+    if not ctx.distributed:
+        return [obj]
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def any_rank(flags: Sequence[bool], ctx: DistContext) -> list[bool]:
+    """For each flag, whether it is true on any rank (one small all-reduce per call)."""
+    if not ctx.distributed:
+        return list(flags)
+    t = torch.tensor([float(f) for f in flags], device=ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
+def shutdown_distributed() -> None:
+    """Leave the process group, if this process joined one."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
