@@ -401,3 +401,14 @@ def test_weighted_sum_missing_inputs_and_bad_formulas_are_config_errors():
     with pytest.raises(ConfigError, match="unknown loss"):
         WeightedSum("1*msee")
     assert parse_formula("mse + 2e-1*rank + 1e+1 * feature") == {"mse": 1.0, "rank": 0.2, "feature": 10.0}
+
+
+def test_plcc_on_constant_predictions_is_one_with_a_bounded_gradient_towards_target_order():
+    target = [0.2, 0.9, 0.4, 0.5]
+    pred = torch.full((4,), 0.3, dtype=torch.float64, requires_grad=True)
+    value = PLCCLoss()(pred, torch.tensor(target, dtype=torch.float64))
+    value.backward()
+    mean = sum(target) / 4
+    norm = math.sqrt(sum((v - mean) ** 2 for v in target))
+    assert value.item() == 1.0
+    assert pred.grad.tolist() == pytest.approx([-(v - mean) / norm for v in target], rel=1e-12)
