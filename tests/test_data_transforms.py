@@ -106,6 +106,9 @@ def test_every_preset_builds():
         ({"mode": "resize", "size": 4, "colour": 1}, "'colour'"),
         ({"mode": "resize", "size": 4, "normalize": "zscore"}, "normalize"),
         ("nonexistent", "preset"),
+        ({"mode": "randcrop_or_resize", "size": 4, "crop_prob": 1.5}, "crop_prob"),
+        ({"mode": "multi_crop", "size": 4, "num_crops": 0}, "num_crops"),
+        ({"mode": "center_crop", "size": 4, "resize": "big"}, "'resize'"),
     ],
 )
 def test_bad_specs_raise_config_error(spec, needle):

@@ -3,9 +3,9 @@
 Two layouts are accepted:
 
 * the VQualA 2025 challenge format: no header, two columns ``image_name,score``;
-* a headed CSV (e.g. GFIQA-20K) whose image column is one of ``image``, ``img_name``, ``Image``
-  (any case) and whose score column is one of ``score``, ``mos``, ``MOS`` (any case). Other columns
-  are ignored.
+* a headed CSV (e.g. GFIQA-20K) whose image column is one of ``image``, ``img_name``,
+  ``image_name``, ``name`` and whose score column is ``score`` or ``mos`` (names compared without
+  regard to case: ``Image`` and ``MOS`` match). Other columns are ignored.
 
 In both layouts a name without an extension refers to ``NAME.png`` (the challenge's names carry no
 extension); the name is kept as written in the CSV and the ``.png`` is added to the file name only.

@@ -242,6 +242,20 @@ def _size(spec: Mapping[str, Any], key: str) -> Size:
     raise ConfigError(f"transform field {key!r}: {value!r} is not a positive int or [height, width]")
 
 
+def _crop_prob(spec: Mapping[str, Any]) -> float:
+    value = spec.get("crop_prob", 0.5)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
+        return float(value)
+    raise ConfigError(f"transform field 'crop_prob': {value!r} is not a probability in [0, 1]")
+
+
+def _num_crops(spec: Mapping[str, Any]) -> int:
+    value = spec.get("num_crops", 20)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ConfigError(f"transform field 'num_crops': {value!r} is not a positive int")
+
+
 def _geometry(mode: str, spec: Mapping[str, Any]) -> Geometry:
     if mode in ("resize", "native"):
         return FullImage()
@@ -249,9 +263,9 @@ def _geometry(mode: str, spec: Mapping[str, Any]) -> Geometry:
     if mode == "random_crop":
         return RandomCrop(crop)
     if mode == "randcrop_or_resize":
-        return RandCropOrResize(crop, float(spec.get("crop_prob", 0.5)))
+        return RandCropOrResize(crop, _crop_prob(spec))
     if mode == "multi_crop":
-        return MultiCrop(crop, int(spec.get("num_crops", 20)))
+        return MultiCrop(crop, _num_crops(spec))
     resize = spec.get("resize")
     return CenterCrop(crop, resize if resize is None or isinstance(resize, int) else _size(spec, "resize"))
 
