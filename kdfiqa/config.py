@@ -4,7 +4,8 @@ A run of ``kdfiqa train``/``distill`` is described by one :class:`RunConfig` wit
 
 * ``model``: the network being trained (registry name, keyword arguments, training resolution);
 * ``data``: image root and CSVs, validation split, transform specs for :func:`kdfiqa.data.build_transform`;
-* ``train``: optimisation (epochs, batch size, optimiser, schedule, AMP, EMA, ...);
+* ``train``: optimisation, the fields of :class:`kdfiqa.engine.TrainConfig` (epochs, batch size,
+  optimiser, schedule, AMP, EMA, output folder, ...);
 * ``loss``: the task loss, a name or formula for :class:`kdfiqa.losses.WeightedSum`;
 * ``distill``: teachers, distillation/feature losses, budget, pseudo-labelling and self-training;
 * ``ssar``: RankCORE's self-supervised ranking pretraining (off unless ``ssar.epochs > 0``).
@@ -32,13 +33,13 @@ from typing import Any, Iterable, Mapping, Sequence, Union
 
 import yaml
 
+from .engine.config import TrainConfig
 from .errors import ConfigError
 
 __all__ = [
     "COMMANDS",
     "ModelSection",
     "DataSection",
-    "TrainSection",
     "LossSection",
     "DistillSection",
     "SSARSection",
@@ -105,36 +106,6 @@ class DataSection:
     """Image root of ``pseudo_csv`` (default: ``unlabeled``, else ``root``)."""
     unlabeled: str | None = None
     """Folder of unlabeled images (pseudo-labelling, self-training, SSAR pretraining)."""
-    num_workers: int = 0
-
-
-@dataclass
-class TrainSection:
-    """Optimisation; the fields map onto :class:`kdfiqa.engine.TrainConfig`."""
-
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    optimizer: str = "adam"
-    """``adam``, ``adamw`` or ``sgd``."""
-    momentum: float = 0.9
-    scheduler: dict | None = None
-    """``{"name": "step", "step_size": 5, "gamma": 0.1}``, ``{"name": "plateau", ...}``,
-    ``{"name": "cosine", "warmup_epochs": 1}``, or ``None`` (constant rate)."""
-    grad_clip: float | None = None
-    amp: str | None = None
-    """``None``, ``"bf16"`` or ``"fp16"`` (CUDA only)."""
-    channels_last: bool = False
-    ema: float | None = None
-    """Decay of an exponential moving average of the weights (e.g. 0.999), or ``None``."""
-    early_stopping: int | None = None
-    """Stop after this many epochs without a better validation score."""
-    max_steps: int | None = None
-    """Stop after this many optimiser steps in total (quick checks)."""
-    seed: int = 0
-    device: str = "auto"
-    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
 
 
 @dataclass
@@ -190,14 +161,16 @@ class RunConfig:
     source: str = ""
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
-    train: TrainSection = field(default_factory=TrainSection)
+    train: TrainConfig = field(default_factory=TrainConfig)
     loss: LossSection = field(default_factory=LossSection)
     distill: DistillSection = field(default_factory=DistillSection)
     ssar: SSARSection = field(default_factory=SSARSection)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dicts, lists and scalars (YAML/JSON/``torch.save(weights_only)`` safe)."""
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["train"] = self.train.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> "RunConfig":
@@ -205,7 +178,7 @@ class RunConfig:
         return resolve_config(None, [ConfigLayer(source, data)])
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
 
 SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(RunConfig)  # type: ignore[misc]
@@ -389,6 +362,14 @@ def _check_type(value: Any, hint: Any) -> Any:
         if value is None:
             return None
         raise TypeError
+    origin = typing.get_origin(hint)
+    if origin is tuple and isinstance(value, (list, tuple)):
+        args = typing.get_args(hint)
+        if len(args) != len(value):
+            raise TypeError
+        return tuple(_check_type(v, a) for v, a in zip(value, args))
+    if origin is not None:
+        hint = origin
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is int and isinstance(value, bool):
@@ -443,7 +424,7 @@ def resolve_config(command: str | None, layers: Sequence[ConfigLayer]) -> RunCon
     merged = RunConfig().to_dict()
     for layer in layers:
         _apply(merged, layer)
-    sections = {name: cls(**merged[name]) for name, cls in SECTIONS.items()}
+    sections = {name: cls(**merged[name]) for name, cls in SECTIONS.items()}  # TrainConfig checks values
     return RunConfig(**{k: merged[k] for k in SCALARS}, **sections)
 
 

@@ -18,6 +18,7 @@ from kdfiqa.config import (
     parse_override,
     resolve_config,
 )
+from kdfiqa.engine.config import TrainConfig
 from kdfiqa.errors import ConfigError
 
 RECIPE = """\
@@ -46,7 +47,7 @@ def write(tmp_path, name: str, text: str):
 def test_defaults_match_dataclass_defaults():
     config = resolve_config("train", [])
     assert config == RunConfig()
-    assert config.train.epochs == 10 and config.loss.task == "mse"
+    assert config.train == TrainConfig() and config.loss.task == "mse"
 
 
 def test_layers_apply_in_order_recipe_file_flags_set(tmp_path):
@@ -131,11 +132,11 @@ def test_parse_override_rejects_malformed(bad):
 def test_set_reaches_inside_mapping_fields_without_replacing_them(tmp_path):
     recipe = str(write(tmp_path, "r.yaml", RECIPE))
     layers = build_layers("train", recipe=recipe, sets=[
-        "data.train_transform.flip=false", "train.scheduler.name=step", "train.scheduler.step_size=5",
-        "model.kwargs.drop_path_rate=0.1"])
+        "data.train_transform.flip=false", "data.eval_transform.mode=center_crop",
+        "data.eval_transform.resize=[240, 240]", "model.kwargs.drop_path_rate=0.1"])
     config = resolve_config("train", layers)
     assert config.data.train_transform == {"mode": "random_crop", "flip": False}
-    assert config.train.scheduler == {"name": "step", "step_size": 5}
+    assert config.data.eval_transform == {"mode": "center_crop", "resize": [240, 240]}
     assert config.model.kwargs == {"drop_path_rate": 0.1}
 
 
@@ -146,6 +147,11 @@ def test_set_type_errors_name_the_flag():
         resolve_config("train", build_layers("train", sets=["train.epoch=3"]))
 
 
+def test_engine_value_checks_still_apply():
+    with pytest.raises(ConfigError, match="optimizer"):
+        resolve_config("train", build_layers("train", sets=["train.optimizer=adagrad"]))
+
+
 def test_ints_are_accepted_for_floats_and_become_floats():
     config = resolve_config("train", [ConfigLayer("t", {"train": {"lr": 1}})])
     assert config.train.lr == 1.0 and isinstance(config.train.lr, float)
@@ -153,8 +159,9 @@ def test_ints_are_accepted_for_floats_and_become_floats():
 
 def test_round_trip_through_dict_yaml_and_torch_save(tmp_path):
     layers = build_layers("distill", flags={"model.name": "emo2_1m", "distill.teachers": ["a.pt", "b.csv"]},
-                          sets=["data.eval_transform={mode: resize, size: 64}", "train.ema=0.99"])
+                          sets=["data.eval_transform={mode: resize, size: 64}", "train.ema_decay=0.99", "train.betas=[0.8, 0.9]"])
     config = resolve_config("distill", layers)
+    assert config.train.betas == (0.8, 0.9)
     assert RunConfig.from_dict(config.to_dict()) == config
     assert RunConfig.from_dict(yaml.safe_load(config.to_yaml())) == config
     path = tmp_path / "c.pt"

@@ -1,0 +1,61 @@
+"""``kdfiqa pseudo-label``: score a folder of unlabeled images with a teacher, as challenge labels."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..workflows import is_main_process, pseudo_label_folder
+from .train import input_size_arg, setup_logging
+
+EXAMPLES = """examples:
+  kdfiqa pseudo-label --teacher runs/teacher/best.pt --images data/unlabeled --out pseudo.csv
+  kdfiqa pseudo-label --teacher runs/teacher/best.pt --images data/unlabeled --out pseudo.csv \\
+      --calibrate --root data/train --csv data/train.csv
+  kdfiqa pseudo-label --teacher runs/a/best.pt --teacher runs/b/best.pt --teacher-input 448 \\
+      --images data/unlabeled --out pseudo.csv
+  kdfiqa distill --model emo2_1m --root data/train --csv data/train.csv \\
+      --pseudo-csv pseudo.csv --unlabeled data/unlabeled --teacher runs/teacher/best.pt --out runs/student
+
+The CSV is header-less image_name,score (the challenge format), names relative to --images, so that
+`kdfiqa train|distill --pseudo-csv FILE --unlabeled DIR` trains on labels + pseudo-labels. With
+--calibrate the teacher also scores the labeled set (--root, --csv) and its raw scores are mapped to
+the label scale by the 4-parameter logistic fitted there (the challenge winner's method).
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "pseudo-label", help="score unlabeled images with a teacher into a labels CSV",
+        description="Score every image under --images with the teacher(s) and write image_name,score rows.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", action="append", required=True, metavar="SOURCE",
+                   help="checkpoint.pt, registered name or timm:NAME (repeat to average an ensemble)")
+    p.add_argument("--images", required=True, metavar="DIR", help="folder of unlabeled images (searched recursively)")
+    p.add_argument("--out", required=True, metavar="FILE", help="CSV to write")
+    p.add_argument("--teacher-input", type=input_size_arg, metavar="SIZE",
+                   help="teacher resolution (default: the teacher's own)")
+    p.add_argument("--normalize", choices=["imagenet", "symmetric", "none"], default="imagenet",
+                   help="input normalisation the teacher was trained with (default: %(default)s)")
+    p.add_argument("--calibrate", action="store_true", help="fit a 4-parameter logistic to the labels of --root/--csv")
+    p.add_argument("--root", metavar="DIR", help="labeled images for --calibrate")
+    p.add_argument("--csv", metavar="FILE", help="labels for --calibrate")
+    p.add_argument("--batch-size", type=int, default=32, metavar="B")
+    p.add_argument("--workers", type=int, default=0, metavar="N")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+
+    if args.calibrate and not (args.root and args.csv):
+        raise ConfigError("--calibrate needs the labeled set: add --root DIR --csv FILE")
+    if not args.calibrate and (args.root or args.csv):
+        raise ConfigError("--root/--csv are only used with --calibrate; add --calibrate or drop them")
+    setup_logging()
+    path = pseudo_label_folder(args.teacher, args.images, args.out, teacher_input=args.teacher_input,
+                               calibrate_root=args.root, calibrate_csv=args.csv, normalize=args.normalize,
+                               batch_size=args.batch_size, num_workers=args.workers, device=args.device)
+    if is_main_process():
+        print(f"wrote {path}")
+    return 0
