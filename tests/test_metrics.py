@@ -93,7 +93,8 @@ def tau_b_by_loop(p, m):
                 concordant += 1
             else:
                 discordant += 1
-    return (concordant - discordant) / math.sqrt((concordant + discordant + ties_p) * (concordant + discordant + ties_m))
+    untied = concordant + discordant
+    return (concordant - discordant) / math.sqrt((untied + ties_p) * (untied + ties_m))
 
 
 def test_krcc_is_tau_b_and_srcc_uses_average_ranks():

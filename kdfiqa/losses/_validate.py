@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..errors import ConfigError
@@ -16,7 +18,9 @@ def as_scores(x: torch.Tensor, name: str) -> torch.Tensor:
     return x
 
 
-def as_score_pair(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> tuple[torch.Tensor, torch.Tensor]:
+def as_score_pair(
+    a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Two score batches as (B,) tensors of the same length and dtype (that of ``a``)."""
     a, b = as_scores(a, names[0]), as_scores(b, names[1])
     if a.shape != b.shape:
@@ -24,14 +28,16 @@ def as_score_pair(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> t
     return a, b.to(a.dtype)
 
 
-def check_range(name: str, value: float, low: float, high: float | None = None, *, open_low: bool = False) -> float:
-    """``value`` as a float if ``low <= value (<= high)`` (``low < value`` if ``open_low``).
+def check_range(
+    name: str, value: float, low: float, high: float = math.inf, *, open_low: bool = False
+) -> float:
+    """``value`` as a float if ``low <= value <= high`` (``low < value`` if ``open_low``).
 
-    Raises :class:`ConfigError` naming the loss parameter otherwise.
+    Raises :class:`ConfigError` naming the loss parameter and the allowed interval otherwise.
     """
     value = float(value)
     too_low = value <= low if open_low else value < low
-    if too_low or (high is not None and value > high):
-        bound = f"{'(' if open_low else '['}{low}, {high if high is not None else 'inf'}{']' if high is not None else ')'}"
-        raise ConfigError(f"loss parameter {name}={value} is outside {bound}")
+    if too_low or value > high or math.isnan(value):
+        interval = ("(" if open_low else "[") + f"{low}, {high}" + ("]" if high < math.inf else ")")
+        raise ConfigError(f"loss parameter {name}={value} is outside {interval}")
     return value

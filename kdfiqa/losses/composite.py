@@ -94,7 +94,9 @@ class CoReFaceLoss(nn.Module):
 
     kind = "task"
 
-    def __init__(self, alpha: float = 1.0, beta: float = 1.0, omega: float = 0.03, epsilon: float = 2.0) -> None:
+    def __init__(
+        self, alpha: float = 1.0, beta: float = 1.0, omega: float = 0.03, epsilon: float = 2.0
+    ) -> None:
         super().__init__()
         self.alpha = check_range("alpha", alpha, 0.0)
         self.beta = check_range("beta", beta, 0.0)

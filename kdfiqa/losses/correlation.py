@@ -49,7 +49,7 @@ class PLCCLoss(nn.Module):
 
 @register_loss(name="plcc_nin")
 class NormInNormPLCCLoss(nn.Module):
-    """Norm-in-norm style PLCC loss (Li et al., ACM MM 2020), the form used by the challenge winner.
+    """Norm-in-norm style PLCC loss (Li et al., ACM MM 2020), as the challenge winner trained with.
 
     Both sides are mean-centred and divided by their population standard deviation:
     ``p = (ŷ − mean ŷ)/σ_ŷ``, ``t = (y − ȳ)/σ_y`` (a constant side becomes all zeros, as in

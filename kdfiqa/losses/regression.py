@@ -15,7 +15,7 @@ __all__ = ["MSELoss", "L1Loss", "WingLoss", "FocalSmoothLoss"]
 
 @register_loss(name="mse")
 class MSELoss(nn.Module):
-    """Mean squared error ``mean((ŷ − y)²)``: the loss of the challenge baseline and of DERS (seed §1.4)."""
+    """Mean squared error ``mean((ŷ − y)²)``, the loss of the challenge baseline and DERS (seed §1.4)."""
 
     kind = "task"
 

@@ -16,7 +16,8 @@ __all__ = ["WeightedSum", "parse_formula"]
 
 TermSpec = Union[float, Mapping[str, Any]]
 
-_TERM = re.compile(r"\s*(?:(?P<weight>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*\*\s*)?(?P<name>[A-Za-z_]\w*)\s*")
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_TERM = re.compile(rf"\s*(?:(?P<weight>{_NUMBER})\s*\*\s*)?(?P<name>[A-Za-z_]\w*)\s*")
 _PLUS = re.compile(r"(?<![0-9][eE])\+")
 
 
@@ -53,7 +54,9 @@ def _build_term(key: str | nn.Module, spec: TermSpec) -> tuple[nn.Module, float]
     else:
         module = create_loss(key, **options)
     if getattr(module, "kind", None) not in LOSS_KINDS:
-        raise ConfigError(f"loss term {type(module).__name__} has no kind in {LOSS_KINDS}; register it with register_loss")
+        raise ConfigError(
+            f"loss term {type(module).__name__} has no kind in {LOSS_KINDS}; register it with register_loss"
+        )
     try:
         weight = float(weight)
     except (TypeError, ValueError):
@@ -115,7 +118,7 @@ class WeightedSum(nn.Module):
         features = iter(_match_features(student_features, teacher_features, n_feature))
         inputs = {
             "task": ((pred, target), "predictions and MOS targets; use it on labelled data only"),
-            "distill": ((student_logits, teacher_logits), "student and teacher logits; train with a teacher"),
+            "distill": ((student_logits, teacher_logits), "student and teacher logits; use a teacher"),
             "pair": (pair, "a (q_ref, q_deg, severity) pair batch"),
         }
         total: torch.Tensor | float = 0.0
@@ -123,7 +126,9 @@ class WeightedSum(nn.Module):
         for name, term in self.terms.items():
             args, needs = next(features) if term.kind == "feature" else inputs[term.kind]
             if args is None or any(a is None for a in args):
-                raise ConfigError(f"loss term {name!r} ({term.kind}) needs {needs}, or remove it from the loss")
+                raise ConfigError(
+                    f"loss term {name!r} ({term.kind}) needs {needs}, or remove it from the loss"
+                )
             value = term(*args)
             values[name] = value.detach()
             total = total + self.weights[name] * value
