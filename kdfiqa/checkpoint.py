@@ -276,6 +276,8 @@ def load_checkpoint(path: PathLike) -> dict[str, Any]:
             f"{FORMAT!r}; use the kdfiqa release that wrote it"
         )
     missing = [key for key in ("model", "state_dict", "epoch", "step") if key not in ckpt]
+    if not isinstance(ckpt.get("model"), dict) or not isinstance(ckpt.get("state_dict"), dict):
+        missing = missing or ["model description or state_dict"]
     if missing:
         raise CheckpointError(f"{path}: incomplete kdfiqa checkpoint (no {', '.join(missing)})")
     return ckpt
