@@ -13,10 +13,16 @@ from .registry import (
 from . import emo  # noqa: F401  (registers EMO backbones)
 from .emo import EMOBackbone, load_official_emo_weights
 from .emo_blocks import iiRMB, iRMB
+from .heads import FIQARegressor, QualityHead
+from .timm_backbone import TimmBackbone
+from . import dualbranch, edgenext, lighthspa, mobilenet  # noqa: F401  (register the seed's model zoo)
 
 __all__ = [
     "EMOBackbone",
+    "FIQARegressor",
     "ModelInfo",
+    "QualityHead",
+    "TimmBackbone",
     "create_backbone",
     "create_model",
     "iiRMB",

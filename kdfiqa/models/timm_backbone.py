@@ -1,0 +1,68 @@
+"""Any timm model as a FIQA backbone (``create_model("timm:NAME")``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from .heads import FIQARegressor
+
+__all__ = ["TimmBackbone", "timm_regressor"]
+
+
+class TimmBackbone(nn.Module):
+    """A timm model without its classifier, feeding a :class:`~kdfiqa.models.heads.QualityHead`.
+
+    The model is built by ``timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)``;
+    ``pretrained=True`` downloads timm's weights (internet needed) and is passed through unchanged.
+
+    * ``forward_features(x)`` is timm's own ``forward_features``: the last feature map (B, C, H, W) for
+      convolutional models (tokens for transformers), ``num_features`` = C.
+    * ``forward_head_input(x)`` is everything timm runs before the classifier. With ``pooled=True``
+      (default) that includes timm's global pooling and pre-logits layers (MobileNetV3's 1x1 head conv,
+      EdgeNeXt's post-pooling LayerNorm), giving (B, ``head_input_features``) vectors, and
+      ``head_input_pooled`` tells the regressor not to pool again. With ``pooled=False`` the model is
+      built with ``global_pool=""`` and hands over a map, which the quality head pools (``"avg"`` or
+      ``"avgmax"``); use it with convolutional models.
+
+    Every parameter of the timm model is used by ``forward_head_input``, so budget parameter counts
+    hold only what runs.
+    """
+
+    def __init__(self, name: str, pretrained: bool = False, *, pooled: bool = True, **kwargs: Any) -> None:
+        super().__init__()
+        import timm
+
+        if not timm.is_model(name):
+            raise ConfigError(f"timm has no model named {name!r}; `python -c \"import timm; "
+                              f"print(timm.list_models('*{name[:6]}*'))\"` lists close names")
+        if not pooled:
+            kwargs["global_pool"] = ""
+        self.model = timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
+        self.timm_name = name
+        self.num_features: int = self.model.num_features
+        self.head_input_features: int = getattr(self.model, "head_hidden_size", self.num_features)
+        self.head_input_pooled = pooled
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.model.forward_features(x)
+
+    def forward_head_input(self, x: Tensor) -> Tensor:
+        """timm's output without its classifier: pooled pre-logits (B, C) or, unpooled, a map."""
+        return self.model(x)
+
+
+def timm_regressor(
+    timm_name: str,
+    *,
+    pretrained: bool,
+    default_input_size: tuple[int, int, int],
+    head_defaults: dict[str, Any],
+    head: dict[str, Any] | None,
+    **kwargs: Any,
+) -> FIQARegressor:
+    """A :class:`TimmBackbone` with a quality head: ``head`` options override ``head_defaults``."""
+    return FIQARegressor(TimmBackbone(timm_name, pretrained, **kwargs), head={**head_defaults, **(head or {})},
+                         default_input_size=default_input_size)
