@@ -10,12 +10,14 @@ from torch.utils.data import Dataset
 class ToyFaces(Dataset):
     """``n`` random 16x16 images whose score is a fixed function of their content.
 
-    Each access adds fresh noise drawn from the global torch RNG (an "augmentation"), so data
+    Each access adds fresh noise (``noise`` x N(0, 1)) drawn from the global torch RNG (an "augmentation"), so data
     loading consumes randomness like a real augmenting dataset does.
     """
 
-    def __init__(self, n: int, seed: int = 0, sizes: list[tuple[int, int]] | None = None) -> None:
+    def __init__(self, n: int, seed: int = 0, sizes: list[tuple[int, int]] | None = None,
+                 noise: float = 0.05) -> None:
         g = torch.Generator().manual_seed(seed)
+        self.noise = noise
         sizes = sizes or [(16, 16)] * n
         self.images = [torch.randn(3, h, w, generator=g) for h, w in sizes]
         self.scores = [torch.sigmoid(3 * x.mean()).float() for x in self.images]
@@ -24,7 +26,7 @@ class ToyFaces(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int) -> dict:
-        noisy = self.images[i] + 0.05 * torch.randn(self.images[i].shape)
+        noisy = self.images[i] + self.noise * torch.randn(self.images[i].shape)
         return {"image": noisy, "score": self.scores[i], "name": f"img{i}.png", "index": i}
 
 
