@@ -11,7 +11,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from distill_tiny_models import TinyFIQA, batch
 from kdfiqa.distill import Distiller, Student, Teacher
-from kdfiqa.errors import ConfigError
+from kdfiqa.errors import ConfigError, DataError
 from kdfiqa.losses import FeatureLoss, create_loss
 
 FEATURES = [("backbone.4", "backbone.1", "feature", 0.5)]
@@ -99,7 +99,7 @@ def test_loss_is_the_weighted_sum_of_task_distill_and_feature_terms():
 def test_unlabelled_batches_need_task_loss_none():
     teacher, student = _pair()
     b = batch(4, labels=False)
-    with pytest.raises(ConfigError, match="task_loss=None"):
+    with pytest.raises(DataError, match="task_loss=None"):
         Distiller(teacher, student)(b)
     out = Distiller(teacher, student, task_loss=None, distill_loss="temperature_mse + plcc")(b)
     assert {"loss", "distill", "distill/temperature_mse", "distill/plcc"} <= out.keys()

@@ -7,7 +7,7 @@ import torch
 
 from distill_tiny_models import TinyFIQA, batch
 from kdfiqa.distill import Supervised, as_weighted_sum
-from kdfiqa.errors import ConfigError
+from kdfiqa.errors import ConfigError, DataError
 from kdfiqa.losses import MSELoss, WeightedSum
 
 
@@ -44,3 +44,8 @@ def test_loss_specs_name_module_mapping_and_weighted_sum():
     assert as_weighted_sum({"mse": 0.25}).weights == {"mse": 0.25}
     with pytest.raises(ConfigError):
         as_weighted_sum("not_a_loss")
+
+
+def test_supervised_on_unlabelled_batch_is_a_data_error():
+    with pytest.raises(DataError, match="no 'score'"):
+        Supervised(TinyFIQA())(batch(2, labels=False))

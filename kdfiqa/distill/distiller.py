@@ -108,9 +108,8 @@ class Distiller(nn.Module):
         total: Tensor = student_logits.new_zeros(())
         terms: dict[str, Tensor] = {}
         if self.task_loss is not None:
-            if "score" not in batch:
-                raise ConfigError("this batch has no 'score' (unlabelled images): build the Distiller with task_loss=None")
-            value, parts = self.task_loss(scores, targets_of(batch, scores))
+            targets = targets_of(batch, scores, remedy="build the Distiller with task_loss=None")
+            value, parts = self.task_loss(scores, targets)
             total = total + self.task_weight * value
             terms.update({"task": value, **{f"task/{k}": v for k, v in parts.items()}})
         if self.distill_loss is not None:

@@ -13,6 +13,7 @@ from typing import Any, Mapping, Union
 
 from torch import Tensor, nn
 
+from ..errors import DataError
 from ..losses import WeightedSum
 
 __all__ = ["LossSpec", "as_weighted_sum", "Supervised"]
@@ -35,8 +36,11 @@ def as_weighted_sum(spec: LossSpec) -> WeightedSum:
     return WeightedSum(spec)
 
 
-def targets_of(batch: Mapping[str, Any], reference: Tensor) -> Tensor:
-    """The batch's MOS as a float tensor of shape (B,) on ``reference``'s device and dtype."""
+def targets_of(batch: Mapping[str, Any], reference: Tensor, *, remedy: str = "use a labelled data set") -> Tensor:
+    """The batch's MOS as a float tensor of shape (B,) on ``reference``'s device and dtype;
+    :class:`~kdfiqa.errors.DataError` ending with ``remedy`` when the batch has no labels."""
+    if "score" not in batch:
+        raise DataError(f"this batch has no 'score' labels (unlabelled images): {remedy}")
     return batch["score"].to(device=reference.device, dtype=reference.dtype).reshape(-1)
 
 
