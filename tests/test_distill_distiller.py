@@ -96,6 +96,15 @@ def test_loss_is_the_weighted_sum_of_task_distill_and_feature_terms():
     assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_hooks_keep_nothing_outside_the_distillers_forward():
+    teacher, student = _pair()
+    distiller = Distiller(teacher, student, feature_losses=FEATURES)
+    distiller(batch(2))
+    student(batch(2)["image"])  # e.g. validation, or a user's own forward with autograd
+    assert all(tap.value is None for tap in distiller._student_taps + distiller._teacher_taps)
+    copy.deepcopy(student)  # a non-leaf activation held by a hook would make this fail
+
+
 def test_unlabelled_batches_need_task_loss_none():
     teacher, student = _pair()
     b = batch(4, labels=False)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .features import FeaturePair, FeatureTap, build_feature_loss, parse_feature_pairs
+from .features import FeaturePair, FeatureTap, build_feature_loss, capturing, parse_feature_pairs
 from .objective import LossSpec, as_weighted_sum, logged, targets_of
 from .student import Student
 from .teacher import Teacher, TeacherSource
@@ -87,6 +87,7 @@ class Distiller(nn.Module):
             [FeatureTap(self.teacher.network, p.teacher, "teacher") for p in self.feature_pairs]
             if self.feature_pairs else []
         )
+        self._taps = self._student_taps + self._teacher_taps
         self.feature_losses = nn.ModuleList(self._build_feature_losses(self.feature_pairs))
 
     def _build_feature_losses(self, pairs: list[FeaturePair]) -> list[nn.Module]:
@@ -95,15 +96,17 @@ class Distiller(nn.Module):
         student_size = self.student.input_sizes[0]
         teacher_size = self.teacher.input_size or student_size
         network = self.teacher.network
-        with _probing(self.model), _probing(network):
+        with _probing(self.model), _probing(network), capturing(self._taps):
             self.model.forward_logits(torch.zeros(1, *student_size, device=_device_of(self.model)))
             network.forward_logits(torch.zeros(1, *teacher_size, device=_device_of(network)))
             examples = [(s.take(), t.take()) for s, t in zip(self._student_taps, self._teacher_taps)]
         return [build_feature_loss(p.loss, s, t) for p, (s, t) in zip(pairs, examples)]
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
-        student_logits = self.model.forward_logits(batch["image"]).reshape(-1)
-        teacher_logits = self.teacher(batch).reshape(-1).to(student_logits.dtype)
+        with capturing(self._taps):
+            student_logits = self.model.forward_logits(batch["image"]).reshape(-1)
+            teacher_logits = self.teacher(batch).reshape(-1).to(student_logits.dtype)
+            features = [(s.take(), t.take()) for s, t in zip(self._student_taps, self._teacher_taps)]
         scores = student_logits.sigmoid()
         total: Tensor = student_logits.new_zeros(())
         terms: dict[str, Tensor] = {}
@@ -118,8 +121,8 @@ class Distiller(nn.Module):
             )
             total = total + self.distill_weight * value
             terms.update({"distill": value, **{f"distill/{k}": v for k, v in parts.items()}})
-        for pair, loss, s_tap, t_tap in zip(self.feature_pairs, self.feature_losses, self._student_taps, self._teacher_taps):
-            value = loss(s_tap.take(), t_tap.take())
+        for pair, loss, (student_feat, teacher_feat) in zip(self.feature_pairs, self.feature_losses, features):
+            value = loss(student_feat, teacher_feat)
             total = total + pair.weight * value
             terms[f"feature/{pair.name}"] = value
         return logged(total, terms)

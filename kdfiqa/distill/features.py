@@ -6,10 +6,11 @@ Modules are named by their path in the **unwrapped** model (``"backbone.stages.2
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Iterator, Mapping, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -18,7 +19,7 @@ from torch.nn.parameter import is_lazy
 from ..errors import ConfigError
 from ..losses import create_loss, loss_class
 
-__all__ = ["FeatureLossSpec", "FeaturePair", "parse_feature_pairs", "FeatureTap", "build_feature_loss"]
+__all__ = ["FeatureLossSpec", "FeaturePair", "parse_feature_pairs", "FeatureTap", "capturing", "build_feature_loss"]
 
 FeatureLossSpec = Union[str, Mapping[str, Any], nn.Module]
 """A feature loss: a registered name (``"feature"``), ``{"name": "feature", **kwargs}``, or a module."""
@@ -83,16 +84,19 @@ def find_module(model: nn.Module, path: str, role: str) -> nn.Module:
 
 
 class FeatureTap:
-    """A forward hook on one named module that keeps its latest output until :meth:`take`."""
+    """A forward hook on one named module that keeps its output while armed (see :func:`capturing`),
+    so forwards outside distillation (validation, export, copies of the model) retain nothing."""
 
     def __init__(self, model: nn.Module, path: str, role: str) -> None:
         self.path = path
         self.role = role
+        self.armed = False
         self.value: Tensor | None = None
-        self.handle = find_module(model, path, role).register_forward_hook(self._store)
+        find_module(model, path, role).register_forward_hook(self._store)
 
     def _store(self, module: nn.Module, inputs: Any, output: Any) -> None:
-        self.value = output
+        if self.armed:
+            self.value = output
 
     def take(self) -> Tensor:
         """The output captured by the last forward, then forget it."""
@@ -106,8 +110,17 @@ class FeatureTap:
             )
         return value
 
-    def remove(self) -> None:
-        self.handle.remove()
+
+@contextlib.contextmanager
+def capturing(taps: Sequence[FeatureTap]) -> Iterator[None]:
+    """Arm ``taps`` for the forwards inside the block; disarm and forget their values on exit."""
+    for tap in taps:
+        tap.armed = True
+    try:
+        yield
+    finally:
+        for tap in taps:
+            tap.armed, tap.value = False, None
 
 
 def build_feature_loss(spec: FeatureLossSpec, student_feat: Tensor, teacher_feat: Tensor) -> nn.Module:
