@@ -37,6 +37,11 @@ def _per_stage(value: Any, n: int, field: str) -> list:
     return [value] * n
 
 
+def _early_late(n: int, early: Any, late: Any) -> list:
+    """EMO's default split: ``early`` for the first half of the stages, ``late`` for the rest."""
+    return [early] * (n // 2) + [late] * (n - n // 2)
+
+
 def _emo_stem(in_chans: int, dim: int, norm: str, act: str, dw_kernel_size: int, head_dim: int) -> nn.ModuleList:
     """EMO stem: 3x3 stride-2 conv + BN, then an attention-free iRMB with squeeze-excite (EMO Sec. 4)."""
     return nn.ModuleList([
@@ -64,7 +69,9 @@ class EMOBackbone(nn.Module):
         block: ``"irmb"`` (EMO) or ``"iirmb"`` (EMOv2).
         stem: ``"emo"`` (conv + SE block at ``stem_dim``) or ``"emo2"`` (conv stem at embed_dims[0] / 2).
         norms, acts, dw_kernel_sizes, window_sizes, attn_kinds: per stage (a scalar is broadcast);
-            attention kinds are those of :data:`~kdfiqa.models.emo_blocks.ATTENTION_KINDS`.
+            attention kinds are those of :data:`~kdfiqa.models.emo_blocks.ATTENTION_KINDS`. By
+            default the first half of the stages use BN, SiLU and no attention, the rest LN, GELU
+            and hybrid attention (the EMOv2 layout for four stages).
         attn_pre: attention before (EMO) or after (EMOv2) the value projection.
         layer_scale: initial layer-scale value (EMOv2 1e-6, including down-sampling blocks; 0 = off).
         drop_path_rate: stochastic depth, rising linearly from 0 to this value over all blocks.
@@ -86,11 +93,11 @@ class EMOBackbone(nn.Module):
         stem: str = "emo2",
         stem_dim: int | None = None,
         in_chans: int = 3,
-        norms: str | Sequence[str] = ("bn", "bn", "ln", "ln"),
-        acts: str | Sequence[str] = ("silu", "silu", "gelu", "gelu"),
+        norms: str | Sequence[str] | None = None,
+        acts: str | Sequence[str] | None = None,
         dw_kernel_sizes: int | Sequence[int] = 5,
         window_sizes: int | Sequence[int] = 7,
-        attn_kinds: str | Sequence[str] = ("none", "none", "hybrid", "hybrid"),
+        attn_kinds: str | Sequence[str] | None = None,
         attn_pre: bool = False,
         layer_scale: float = 1e-6,
         qkv_bias: bool = True,
@@ -105,10 +112,11 @@ class EMOBackbone(nn.Module):
             _per_stage(v, n, f) for v, f in ((embed_dims, "embed_dims"), (exp_ratios, "exp_ratios"),
                                              (head_dims, "head_dims"))
         )
-        norms, acts = _per_stage(norms, n, "norms"), _per_stage(acts, n, "acts")
+        norms = _per_stage(norms or _early_late(n, "bn", "ln"), n, "norms")
+        acts = _per_stage(acts or _early_late(n, "silu", "gelu"), n, "acts")
         dw_kernel_sizes = _per_stage(dw_kernel_sizes, n, "dw_kernel_sizes")
         window_sizes = _per_stage(window_sizes, n, "window_sizes")
-        attn_kinds = _per_stage(attn_kinds, n, "attn_kinds")
+        attn_kinds = _per_stage(attn_kinds or _early_late(n, "none", "hybrid"), n, "attn_kinds")
         if block not in _BLOCKS:
             raise ValueError(f"block {block!r} is not one of {sorted(_BLOCKS)}")
         block_cls = _BLOCKS[block]
