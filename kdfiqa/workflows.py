@@ -208,6 +208,13 @@ def _resume_path(output_dir: Path, resume: bool) -> Path | None:
     return last if resume and last.is_file() else None
 
 
+def _check_resumable(config: RunConfig, resume: bool) -> None:
+    """``resume`` needs a ``last.pt`` of this run (of its final stage or of an earlier one)."""
+    out = Path(config.train.output_dir)
+    if resume and not any(out.rglob("last.pt")):
+        raise CheckpointError(f"--resume: no last.pt under {out}; check --out, or start without --resume")
+
+
 def _fit(objective: nn.Module, train: Dataset, val: Dataset | None, config: RunConfig, *,
          sampler: Sampler[int] | None = None, resume: bool = False) -> RunResult:
     from .engine import Trainer
@@ -257,6 +264,7 @@ def train_model(config: RunConfig, *, resume: bool = False) -> RunResult:
     from .checkpoint import load_weights
     from .distill import Supervised
 
+    _check_resumable(config, resume)
     model = build_model(config)
     config = resolve_transforms(config, model)
     train, val = labeled_data(config)
@@ -364,7 +372,8 @@ def self_train(config: RunConfig, teacher: str, *, resume: bool = False) -> str:
         retrain = dataclasses.replace(
             retrain, data=dataclasses.replace(retrain.data, pseudo_csv=str(csv), pseudo_root=config.data.unlabeled),
             train=dataclasses.replace(retrain.train, output_dir=str(stage_dir / "teacher")))
-        teacher = str(train_model(retrain, resume=resume).checkpoint)
+        resumable = resume and (stage_dir / "teacher" / "last.pt").is_file()
+        teacher = str(train_model(retrain, resume=resumable).checkpoint)
     return teacher
 
 
@@ -400,6 +409,7 @@ def distill_model(config: RunConfig, *, resume: bool = False) -> RunResult:
     if not teachers and not config.data.pseudo_csv:
         raise ConfigError("no teacher: pass --teacher (a model name, timm:NAME, checkpoint or scores CSV) "
                           "or --pseudo-csv with pseudo-labels")
+    _check_resumable(config, resume)
     model = build_model(config)
     config = resolve_transforms(config, model)
     student = Student(model, budget=_budget(config), input_sizes=budget_sizes(config),
