@@ -1,0 +1,154 @@
+"""The seed's model zoo: contract, budget fit counted by fvcore itself, tracing, architecture facts."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdfiqa._warnings import import_fvcore_nn
+from kdfiqa.errors import ConfigError
+from kdfiqa.models import create_model, list_models, model_info
+from kdfiqa.models.dualbranch import LargeKernelBlock
+from kdfiqa.models.lighthspa import LightHSPA
+
+fvnn = import_fvcore_nn()
+
+ZOO = ["mobilenetv3_large_fiqa", "mobilenetv3_small_fiqa", "mobilenetv2_fiqa", "edgenext_xxs_fiqa",
+       "dualbranch_fiqa", "lighthspa_fiqa"]
+
+pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore:`torch.jit:FutureWarning")
+
+
+def perturb_batchnorm(module: nn.Module) -> None:
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+
+
+def build(name: str, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = create_model(name)
+    perturb_batchnorm(model)
+    return model.eval()
+
+
+def test_zoo_is_registered_as_students():
+    assert set(ZOO) <= set(list_models())
+    for name in ZOO:
+        assert model_info(name).is_student
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_scores_at_odd_resolution_and_logit_consistency(name):
+    model = build(name)
+    x = torch.randn(2, 3, 97, 131)
+    with torch.no_grad():
+        scores, logits = model(x), model.forward_logits(x)
+    assert scores.shape == logits.shape == (2, 1)
+    assert bool(((scores > 0) & (scores < 1)).all())
+    torch.testing.assert_close(scores, torch.sigmoid(logits))
+    assert model.model_name == name
+    assert model.default_input_size == model_info(name).default_input_size
+    assert model.forward_features(x).dim() == 4
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_gradients_reach_every_parameter(name):
+    model = build(name).train()
+    model.forward_logits(torch.randn(2, 3, 64, 72)).sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
+    assert missing == []
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_state_dict_round_trip_and_trace(name):
+    model, other = build(name, seed=0), build(name, seed=1)
+    x = torch.randn(1, 3, 97, 131)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    other.load_state_dict(torch.load(buffer, weights_only=True), strict=True)
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(other(x), expected)
+        traced = torch.jit.trace(model, torch.randn(1, 3, 64, 96), check_trace=False)
+        torch.testing.assert_close(traced(x), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_fits_vquala2025_by_fvcore_at_default_size(name):
+    model = create_model(name).eval()
+    analysis = fvnn.FlopCountAnalysis(model, torch.randn(1, *model.default_input_size))
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    assert 0 < analysis.total() <= 0.5e9
+    assert fvnn.parameter_count(model)[""] <= 5_000_000
+    assert "aten::scaled_dot_product_attention" not in analysis.unsupported_ops()
+
+
+def test_edgenext_head_is_the_winners():
+    model = create_model("edgenext_xxs_fiqa")
+    linears = [m for m in model.head.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(168, 128), (128, 1)]
+    assert model.backbone.timm_name == "edgenext_xx_small"
+
+
+def test_dualbranch_has_a_31x31_depthwise_branch_fused_with_mobilenetv2():
+    model = build("dualbranch_fiqa")
+    kernels = [m.kernel_size for m in model.modules()
+               if isinstance(m, nn.Conv2d) and m.groups == m.in_channels > 1]
+    assert (31, 31) in kernels
+    assert model.default_input_size == (3, 224, 336)
+    x = torch.randn(1, 3, 97, 131)
+    local = model.backbone.local.forward_head_input(x)
+    glob = model.backbone.global_branch(x)
+    assert local.shape[-2:] == glob.shape[-2:] == (4, 5)
+    assert model.backbone.num_features == local.shape[1] + glob.shape[1] == model.forward_features(x).shape[1]
+
+
+def test_large_kernel_block_sees_15_pixels_away_and_no_further():
+    torch.manual_seed(0)
+    block = LargeKernelBlock(16, kernel_size=31, small_kernel=5).eval()
+    x = torch.randn(1, 16, 1, 41, requires_grad=True)
+    block(x)[0, :, 0, 20].sum().backward()
+    reach = (x.grad[0].abs().sum(0)[0] > 0).nonzero().flatten()
+    assert reach.min().item() == 5 and reach.max().item() == 35
+
+
+def test_lighthspa_attention_equals_sdpa_on_pooled_keys():
+    torch.manual_seed(0)
+    attn = LightHSPA(32, num_heads=4, qk_reduction=2, pool_size=3).eval()
+    perturb_batchnorm(attn)
+    x = torch.randn(2, 32, 5, 7)
+    pooled = F.adaptive_avg_pool2d(x, 3)
+
+    def heads(t):  # (B, h*d, H, W) -> (B, h, HW, d)
+        b, c, hh, ww = t.shape
+        return t.reshape(b, 4, c // 4, hh * ww).transpose(-2, -1)
+
+    q, k, v = heads(attn.q(x)), heads(attn.k(pooled)), heads(attn.v(pooled))
+    assert q.shape[-1] == k.shape[-1] == 4 and k.shape[2] == 9
+    mixed = F.scaled_dot_product_attention(q, k, v).transpose(-2, -1).reshape(2, 32, 5, 7)
+    torch.testing.assert_close(attn(x), x + attn.proj(mixed), rtol=1e-5, atol=1e-5)
+
+
+def test_lighthspa_options():
+    model = build("lighthspa_fiqa")
+    assert model.head.pool == "avgmax"
+    assert any(isinstance(m, nn.Dropout) for m in model.head.modules())
+    assert any(isinstance(m, nn.BatchNorm1d) for m in model.head.modules())
+    assert any(isinstance(m, LightHSPA) for m in model.modules())
+    narrow = create_model("lighthspa_fiqa", width_mult=0.5, use_hspa=False)
+    assert not any(isinstance(m, LightHSPA) for m in narrow.modules())
+    count = lambda m: sum(p.numel() for p in m.backbone.blocks.parameters())  # noqa: E731
+    assert count(narrow) < count(model) / 2
+    with pytest.raises(ConfigError):
+        create_model("lighthspa_fiqa", width_mult=0)
+    with pytest.raises(ConfigError):
+        create_model("lighthspa_fiqa", pretrained=True)
