@@ -25,6 +25,7 @@ __all__ = [
     "RankSplitSampler",
     "all_gather_objects",
     "any_rank",
+    "broadcast_state",
 ]
 
 
@@ -132,3 +133,14 @@ def shutdown_distributed() -> None:
     """Leave the process group, if this process joined one."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def broadcast_state(module: torch.nn.Module, ctx: DistContext) -> None:
+    """Copy rank 0's parameters and buffers into ``module`` on every rank.
+
+    DDP keeps parameters in step, but each rank updates its own BatchNorm running statistics after
+    the last broadcast of a step; validating or averaging them would then differ between ranks.
+    """
+    if ctx.distributed:
+        for tensor in module.state_dict().values():
+            dist.broadcast(tensor, src=0)

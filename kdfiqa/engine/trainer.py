@@ -39,7 +39,14 @@ from ..checkpoint import build_checkpoint, load_weights, rng_state, save_checkpo
 from ..errors import CheckpointError, ConfigError, KdfiqaError
 from .amp import autocast, grad_scaler
 from .config import MONITOR_MODES, TrainConfig
-from .distributed import DistContext, RankSplitSampler, all_gather_objects, any_rank, init_distributed
+from .distributed import (
+    DistContext,
+    RankSplitSampler,
+    all_gather_objects,
+    any_rank,
+    broadcast_state,
+    init_distributed,
+)
 from .ema import ModelEma
 from .evaluation import evaluate_model
 from .optim import create_optimizer, create_schedule
@@ -447,6 +454,9 @@ class Trainer:
         sums = all_gather_objects((self._sums, self._count), ctx)
         count = sum(c for _, c in sums)
         train = {k: sum(s.get(k, 0.0) for s, _ in sums) / max(count, 1) for k in self._sums}
+        broadcast_state(self.objective.model, ctx)
+        if self.ema is not None:
+            broadcast_state(self.ema.module, ctx)
         metrics: dict[str, Any] = {}
         if self.val_data is not None:
             model = self.ema.module if self.ema is not None else self.objective.model

@@ -1,0 +1,45 @@
+"""torchrun with two CPU processes (gloo): DDP training runs, only rank 0 writes, and the gathered
+validation metrics equal one process's metrics on the same checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPTS = Path(__file__).parent / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+from engine_toys import ToyFaces, ToyNet  # noqa: E402
+
+from kdfiqa.checkpoint import load_checkpoint, load_weights  # noqa: E402
+from kdfiqa.engine import evaluate_model, init_distributed  # noqa: E402
+
+
+def test_torchrun_two_processes_match_one_process(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None), env.pop("RANK", None), env.pop("LOCAL_RANK", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(SCRIPTS / "engine_ddp.py"), str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "ddp_metrics.json").read_text())
+    assert report["world_size"] == 2
+    assert report["index"] == list(range(9))  # 9 samples on 2 ranks: the padding counted once
+    log = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert len(log) == 1  # one writer
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["step"] == 2  # 16 samples / 2 ranks / batch 4
+    model = ToyNet()
+    load_weights(model, tmp_path / "last.pt")
+    single, _ = evaluate_model(model, ToyFaces(9, seed=1, noise=0.0), init_distributed("cpu"),
+                               batch_size=2)
+    assert single["n"] == report["metrics"]["n"] == 9
+    for key in ("srcc", "plcc", "krcc", "rmse", "score"):
+        assert report["metrics"][key] == pytest.approx(single[key], rel=1e-6), key
+    assert json.loads(log[0])["val"]["score"] == pytest.approx(single["score"], rel=1e-6)
