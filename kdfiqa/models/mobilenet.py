@@ -19,21 +19,27 @@ INPUT_SIZE = (3, 224, 224)
 
 
 @register_model(name="mobilenetv3_large_fiqa", default_input_size=INPUT_SIZE, is_student=True)
-def mobilenetv3_large_fiqa(pretrained: bool = False, head: dict[str, Any] | None = None, **kwargs: Any) -> FIQARegressor:
+def mobilenetv3_large_fiqa(
+    pretrained: bool = False, head: dict[str, Any] | None = None, **kwargs: Any
+) -> FIQARegressor:
     """MobileNetV3-Large (Conquerit, seed §1.1) with the default quality head, 224x224."""
     return timm_regressor("mobilenetv3_large_100", pretrained=pretrained, default_input_size=INPUT_SIZE,
                           head_defaults={}, head=head, **kwargs)
 
 
 @register_model(name="mobilenetv3_small_fiqa", default_input_size=INPUT_SIZE, is_student=True)
-def mobilenetv3_small_fiqa(pretrained: bool = False, head: dict[str, Any] | None = None, **kwargs: Any) -> FIQARegressor:
+def mobilenetv3_small_fiqa(
+    pretrained: bool = False, head: dict[str, Any] | None = None, **kwargs: Any
+) -> FIQARegressor:
     """MobileNetV3-Small with the default quality head, 224x224."""
     return timm_regressor("mobilenetv3_small_100", pretrained=pretrained, default_input_size=INPUT_SIZE,
                           head_defaults={}, head=head, **kwargs)
 
 
 @register_model(name="mobilenetv2_fiqa", default_input_size=INPUT_SIZE, is_student=True)
-def mobilenetv2_fiqa(pretrained: bool = False, head: dict[str, Any] | None = None, **kwargs: Any) -> FIQARegressor:
+def mobilenetv2_fiqa(
+    pretrained: bool = False, head: dict[str, Any] | None = None, **kwargs: Any
+) -> FIQARegressor:
     """MobileNetV2 challenge baseline: pooled 1280 features → one linear output → sigmoid, 224x224."""
     return timm_regressor("mobilenetv2_100", pretrained=pretrained, default_input_size=INPUT_SIZE,
                           head_defaults={"hidden": ()}, head=head, **kwargs)
