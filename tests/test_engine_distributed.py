@@ -21,6 +21,7 @@ from kdfiqa.checkpoint import load_checkpoint, load_weights  # noqa: E402
 from kdfiqa.engine import evaluate_model, init_distributed  # noqa: E402
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None), env.pop("RANK", None), env.pop("LOCAL_RANK", None)

@@ -54,6 +54,7 @@ def baseline(tmp_path_factory) -> dict:
     return load(out / "last.pt")
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_bit_identical(baseline, tmp_path):
     kill_at = random.Random(20250705).randint(3, TOTAL_STEPS - 1)
     killed = run_script(tmp_path, "--kill-at", str(kill_at))
@@ -65,6 +66,7 @@ def test_sigkilled_run_resumes_bit_identical(baseline, tmp_path):
     assert_same_run(baseline, load(tmp_path / "last.pt"))
 
 
+@pytest.mark.slow
 def test_sigint_saves_last_and_exits_cleanly(baseline, tmp_path):
     interrupted = run_script(tmp_path, "--sigint-at", "7")
     assert interrupted.returncode == 130, interrupted.stderr
