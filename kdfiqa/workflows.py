@@ -228,8 +228,7 @@ def _fit(objective: nn.Module, train: Dataset, val: Dataset | None, config: RunC
                       run_config={k: v for k, v in config.to_dict().items() if k != "train"})
     history = trainer.fit(resume=_resume_path(output_dir, resume))
     best = output_dir / "best.pt"
-    return RunResult(output_dir, best if best.is_file() or val is not None else output_dir / "last.pt",
-                     history, config)
+    return RunResult(output_dir, best if best.is_file() else output_dir / "last.pt", history, config)
 
 
 def _stage(config: RunConfig, name: str, **train_changes: Any) -> RunConfig:
