@@ -122,19 +122,19 @@ def create_model(name: str, *, head: dict[str, Any] | None = None, **kwargs: Any
     ``timm:NAME``) becomes a :class:`~kdfiqa.models.heads.FIQARegressor`: the backbone built with
     ``kwargs`` and a :class:`~kdfiqa.models.heads.QualityHead` built with ``head``.
     """
+    recorded = dict(kwargs) if head is None else dict(kwargs, head=head)
     if name in _MODELS:
-        if head is not None:
-            kwargs["head"] = head
-        model = _MODELS[name][0](**kwargs)
-        model.model_name = name
-        return model
-    info = model_info(name)
-    from .heads import FIQARegressor
+        model = _MODELS[name][0](**recorded)
+    else:
+        info = model_info(name)
+        from .heads import FIQARegressor
 
-    backbone = create_backbone(name, **kwargs)
-    size = getattr(backbone, "default_input_size", None) or info.default_input_size
-    model = FIQARegressor(backbone, head=head, default_input_size=size)
+        backbone = create_backbone(name, **kwargs)
+        size = getattr(backbone, "default_input_size", None) or info.default_input_size
+        model = FIQARegressor(backbone, head=head, default_input_size=size)
     model.model_name = name
+    # What a checkpoint needs to rebuild this variant; its weights come from the checkpoint itself.
+    model.model_kwargs = {k: v for k, v in recorded.items() if k != "pretrained"}
     return model
 
 
