@@ -36,6 +36,12 @@ def student():
     return build_student()
 
 
+@pytest.fixture(scope="module")
+def report(student):
+    """The student's cost at its first deployment size, measured once for the checks below."""
+    return measure(student, SIZES[0])
+
+
 @pytest.mark.parametrize("size", SIZES)
 def test_student_fits_the_challenge_budget(student, size):
     # check() raises BudgetExceeded with measured vs allowed figures and the costliest modules.
@@ -43,16 +49,14 @@ def test_student_fits_the_challenge_budget(student, size):
     print(f"{STUDENT} at {size}: {report.gflops:.4f} GFLOPs, {report.params:,} params")
 
 
-def test_no_parameter_is_dead_weight(student):
+def test_no_parameter_is_dead_weight(report):
     # Parameters that forward never uses (e.g. a distillation projector left inside the student) still
     # count towards the limit: keep them out of the deployed model.
-    report = measure(student, SIZES[0])
     assert report.unused_params == []
 
 
-def test_the_check_really_bites(student):
+def test_the_check_really_bites(student, report):
     # A budget a little below the student's own cost must be refused, or the tests above prove nothing.
-    report = measure(student, SIZES[0])
     tighter = Budget(max_gflops=report.gflops * 0.99, max_params=VQUALA2025.max_params, name="tighter")
     with pytest.raises(BudgetExceeded):
         check(student, tighter, SIZES[0])
