@@ -111,18 +111,25 @@ def test_unused_parameters_are_reported():
 
 
 def test_check_raises_with_resolution_and_costliest_modules():
-    model = timm.create_model("mobilenetv2_100", pretrained=False)
-    reports = check(model, VQUALA2025, 224)
-    assert reports[0].gflops < 0.5
+    model = timm.create_model("mobilenetv3_small_100", pretrained=False)
+    at_128, at_224 = measure(model, 128), measure(model, 224)
+    budget = Budget(max_gflops=(at_128.gflops + at_224.gflops) / 2, max_params=5_000_000, name="mid")
+    reports = check(model, budget, 128)
+    assert [r.flops for r in reports] == [at_128.flops]
     with pytest.raises(BudgetExceeded) as err:
-        check(model, VQUALA2025, [224, (448, 448)])
+        check(model, budget, [128, (224, 224)])
     message = str(err.value)
-    assert "vquala2025" in message and "3x448x448" in message and "0.5 allowed" in message
+    assert "budget mid" in message and "3x224x224" in message and f"{budget.max_gflops:g} allowed" in message
     top = err.value.report.costliest(5)
     assert len(top) == 5 and all(name in message for name, _ in top)
+    assert err.value.report.flops == at_224.flops
     tight = Budget(max_gflops=10.0, max_params=1_000_000, name="tiny-params")
     with pytest.raises(BudgetExceeded, match="params > 1,000,000 allowed"):
-        check(model, tight, 224)
+        check(model, tight, 64)
+
+
+def test_vquala2025_preset():
+    assert (VQUALA2025.max_gflops, VQUALA2025.max_params, VQUALA2025.name) == (0.5, 5_000_000, "vquala2025")
 
 
 def test_data_dependent_cost_is_an_error_not_a_pass():
