@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import numpy as np
@@ -22,6 +21,8 @@ from kdfiqa.export import (
     export_model,
     verification_sizes,
 )
+
+from test_cli_inference import calibrated_model  # an untrained model whose scores depend on the image
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 
@@ -72,6 +73,14 @@ def test_both_formats_match_eager_at_unseen_resolutions(tmp_path):
     np.testing.assert_allclose(scripted(x).detach().numpy(), expected, atol=DEFAULT_ATOL)
     session = onnxruntime.InferenceSession(str(result.paths["onnx"]), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], expected, atol=DEFAULT_ATOL)
+
+
+def test_emo_windows_export_at_every_resolution(tmp_path):
+    # EMO pads feature maps to a multiple of its attention window: that arithmetic must stay dynamic.
+    model = calibrated_model()  # emo_1m with real batch-norm statistics: scores depend on the image
+    result = export_model(model, tmp_path, input_sizes=[(48, 56)], verify_sizes=[(48, 56), (33, 90), (75, 61)])
+    assert len(result.verifications) == 6 and all(v.passed for v in result.verifications)
+    assert min(v.eager_spread for v in result.verifications) > 1e-3  # the comparison is not vacuous
 
 
 def test_onnx_graph_has_dynamic_height_width_and_metadata(tmp_path):
@@ -182,8 +191,7 @@ def test_cli_export_writes_verified_files_and_exit_codes(tmp_path, capsys):
     assert (tmp_path / "over" / "model.pt").exists()
 
 
-def test_cli_export_bad_input_is_one_line_exit_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "kdfiqa.cli.main", "export", str(tmp_path / "nope.pt"),
-                           "--out", str(tmp_path)], capture_output=True, text=True)
-    assert proc.returncode == 2
-    assert len(proc.stderr.strip().splitlines()) == 1 and "nope.pt" in proc.stderr
+def test_cli_export_bad_input_is_one_line_exit_2(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "nope.pt"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "nope.pt" in err

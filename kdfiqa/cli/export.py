@@ -92,7 +92,8 @@ def _as_json(result: ExportResult) -> dict:
         "within_budget": result.within_budget,
         "budget": [r.as_dict() for r in result.budget_reports],
         "verifications": [{"format": v.format, "input_size": list(v.input_size),
-                           "max_abs_diff": v.max_abs_diff, "atol": v.atol, "passed": v.passed}
+                           "max_abs_diff": v.max_abs_diff, "atol": v.atol, "eager_spread": v.eager_spread,
+                           "passed": v.passed}
                           for v in result.verifications],
         "unverified": result.unverified,
     }
@@ -101,10 +102,10 @@ def _as_json(result: ExportResult) -> dict:
 def _print_human(result: ExportResult) -> None:
     console = Console()
     table = Table(title="exported files vs eager model")
-    for col in ("format", "input", "max |diff|", "verdict"):
+    for col in ("format", "input", "max |diff|", "eager spread", "verdict"):
         table.add_column(col)
     for v in result.verifications:
-        table.add_row(v.format, "x".join(map(str, v.input_size)), f"{v.max_abs_diff:.2e}",
+        table.add_row(v.format, "x".join(map(str, v.input_size)), f"{v.max_abs_diff:.2e}", f"{v.eager_spread:.2e}",
                       "[green]ok[/green]" if v.passed else "[bold red]MISMATCH[/bold red]")
     console.print(table)
     for fmt, reason in result.unverified.items():
