@@ -125,7 +125,7 @@ def resolve_eval_transform(base: str | dict[str, Any] | None, model: nn.Module, 
 def load_inference_model(target: str | Path, *, input_size: InputSize | None = None,
                          native: bool = False, multi_crop: int | None = None) -> InferenceModel:
     """Load a checkpoint (or build a model target) in eval mode with its evaluation transform spec."""
-    from .cli.targets import load_target
+    from .targets import load_target
 
     target = str(target)
     base = None

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import ConfigError, KdfiqaError
+from .errors import ConfigError, KdfiqaError
 
 __all__ = ["load_target"]
 
@@ -56,10 +56,10 @@ def _from_callable(spec: str) -> nn.Module:
 
 def load_target(target: str, **model_kwargs: Any) -> nn.Module:
     """Build or load the model named by ``target`` (see the module docstring for the forms)."""
-    from ..models import create_model
+    from .models import create_model
 
     if target.endswith(CHECKPOINT_SUFFIXES):
-        from ..checkpoint import load_model
+        from .checkpoint import load_model
 
         return load_model(target)
     if ":" in target and not target.startswith("timm:"):

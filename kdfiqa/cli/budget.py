@@ -14,7 +14,7 @@ from rich.table import Table
 
 from ..budget import VQUALA2025, Budget, CostReport, measure, parse_input_size
 from ..errors import ConfigError
-from .targets import load_target
+from ..targets import load_target
 
 PRESETS = {VQUALA2025.name: VQUALA2025}
 
