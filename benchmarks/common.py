@@ -1,14 +1,17 @@
-"""Shared helpers: machine facts, robust timing, result files and markdown rendering."""
+"""Shared helpers: machine facts, the machine's GEMM rate, robust timing, scratch data, result files and
+markdown rendering."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -32,8 +35,26 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     return info
+
+
+SHARED_MACHINE_NOTE = (
+    "the machine was shared with other jobs while this ran (see load_average_1min in the JSON): "
+    "absolute figures are noisy; the ratios compare runs interleaved in the same process"
+)
+
+
+def gemm_gmacs(*, n: int = 1024, repeats: int = 5) -> float:
+    """The machine's fp32 matrix-multiply rate in giga multiply-adds per second (median of
+    ``repeats`` n x n by n x n products at the current thread count); the roofline a network's
+    fvcore count (which also counts multiply-adds) is compared with."""
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=generator)
+    b = torch.randn(n, n, generator=generator)
+    seconds = median_seconds(lambda: torch.mm(a, b), repeats=repeats, warmup=2)
+    return n ** 3 / seconds / 1e9
 
 
 def median_seconds(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1) -> float:
@@ -52,12 +73,35 @@ def median_seconds(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1) 
     return statistics.median(times)
 
 
-def write_result(name: str, result: dict[str, Any], quick: bool) -> Path:
+def interleaved_medians(fns: dict[str, Callable[[], Any]], *, repeats: int = 5,
+                        warmup: int = 1) -> dict[str, float]:
+    """Median seconds of each named ``fn`` with the runs interleaved (a, b, a, b, ...), so that a
+    change in the machine's load hits every contender alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A temporary folder for a benchmark's generated images and runs, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix=f"kdfiqa-bench-{prefix}-") as path:
+        yield Path(path)
+
+
+def write_result(name: str, result: dict[str, Any], quick: bool, results: Path = RESULTS) -> Path:
     """Write ``result`` (with machine facts and mode) to ``results/NAME.json``."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "quick": quick, "machine": machine(),
                "date": time.strftime("%Y-%m-%d"), **result}
-    path = RESULTS / f"{name}.json"
+    path = results / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
 

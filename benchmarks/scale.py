@@ -1,0 +1,83 @@
+"""Scale: one process against two under torchrun (gloo on CPU), same global batch and threads.
+
+Both runs train the seed's student (EMOv2-1M, MSE) on the same synthetic faces with the same global
+batch, the machine's threads split between the processes (:mod:`benchmarks.scale_worker`). Then the
+one-process run's checkpoint is evaluated by one process and by two (each scoring half of the
+validation set, predictions gathered on rank 0): the metrics must be identical.
+
+Goal (issue 7): throughput from one process to two, and identical metrics. There is no GPU here, so
+NCCL is not measured; on this CPU two processes share the same cores that one process uses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+from kdfiqa.data import make_synthetic_fiqa
+
+from .common import SHARED_MACHINE_NOTE, scratch_dir
+
+TITLE = "Scale: 1 vs 2 processes (torchrun, gloo, CPU)"
+REPO = Path(__file__).resolve().parent.parent
+METRICS = ("srcc", "plcc", "krcc", "rmse", "score")
+
+
+def _torchrun(processes: int, data: Path, out: Path, eval_ckpt: str, epochs: int, batch: int, size: int,
+              threads: int) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = str(max(1, threads // processes))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+           "-m", "benchmarks.scale_worker", str(data), str(out), eval_ckpt, str(epochs), str(batch), str(size),
+           str(threads)]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(f"torchrun with {processes} process(es) failed:\n{done.stderr[-3000:]}")
+    return json.loads((out / "result.json").read_text())
+
+
+def run(quick: bool) -> dict:
+    n_train, n_val, epochs, batch, size = (16, 8, 1, 4, 96) if quick else (96, 32, 3, 16, 224)
+    threads = os.cpu_count() or 1
+    with scratch_dir("scale") as folder:
+        make_synthetic_fiqa(folder / "data" / "train", n_train, size=size, seed=0)
+        make_synthetic_fiqa(folder / "data" / "val", n_val, size=size, seed=1)
+        print("  1 process", flush=True)
+        one = _torchrun(1, folder / "data", folder / "one", "-", epochs, batch, size, threads)
+        print("  2 processes", flush=True)
+        two = _torchrun(2, folder / "data", folder / "two", str(folder / "one" / "last.pt"), epochs, batch,
+                        size, threads)
+    rows = []
+    for result in (one, two):
+        last = result["history"][-1]
+        rows.append({"processes": result["world_size"], "threads each": result["threads_per_process"],
+                     "train img/s (last epoch)": last["images_per_s"],
+                     "val SRCC of its own training": last["val"]["srcc"],
+                     **{f"{m} of 1-process checkpoint": result["eval"][m] for m in ("srcc", "plcc", "score")}})
+    identical = all(one["eval"][m] == two["eval"][m] for m in METRICS) and one["eval"]["n"] == two["eval"]["n"]
+    speedup = rows[1]["train img/s (last epoch)"] / rows[0]["train img/s (last epoch)"]
+    notes = [
+        f"emo2_1m, MSE, {n_train} train / {n_val} val synthetic faces at {size}x{size}, global batch {batch}, "
+        f"{epochs} epochs; {threads} threads in all, split between the processes",
+        f"throughput 2 vs 1 process: {speedup:.2f}x. There is no GPU here: two processes share the same "
+        f"{threads} CPU cores one process already uses, so no speed-up is expected on this machine; "
+        "NCCL on GPUs is not measured",
+        "the one-process checkpoint evaluated by 1 and by 2 processes gives "
+        + ("identical metrics (srcc, plcc, krcc, rmse, score, n compared exactly)" if identical
+           else "DIFFERENT metrics: " + json.dumps({"one": one["eval"], "two": two["eval"]})),
+        "the two training runs are not bit-identical (each process normalises its own half-batch in "
+        "batch norm), so their own validation SRCCs differ slightly",
+        SHARED_MACHINE_NOTE,
+    ]
+    return {
+        "title": TITLE,
+        "goal": "identical metrics from 1 and 2 processes; throughput reported (no GPU here)",
+        "met": identical,
+        "columns": list(rows[0]),
+        "rows": rows,
+        "notes": notes,
+    }
