@@ -65,6 +65,15 @@ def reference_input(h: int, w: int) -> torch.Tensor:
     return torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(h * 1000 + w))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """These models and inputs are tiny: extra intra-op threads only add overhead (and contention)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def reference() -> dict:
     return json.loads(FIXTURE.read_text())

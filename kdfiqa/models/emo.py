@@ -42,7 +42,9 @@ def _early_late(n: int, early: Any, late: Any) -> list:
     return [early] * (n // 2) + [late] * (n - n // 2)
 
 
-def _emo_stem(in_chans: int, dim: int, norm: str, act: str, dw_kernel_size: int, head_dim: int) -> nn.ModuleList:
+def _emo_stem(
+    in_chans: int, dim: int, norm: str, act: str, dw_kernel_size: int, head_dim: int
+) -> nn.ModuleList:
     """EMO stem: 3x3 stride-2 conv + BN, then an attention-free iRMB with squeeze-excite (EMO Sec. 4)."""
     return nn.ModuleList([
         PatchEmbed(in_chans, dim, kernel_size=3, stride=2, norm=norm),
@@ -135,10 +137,12 @@ class EMOBackbone(nn.Module):
             blocks = []
             for j in range(depths[i]):
                 first = j == 0
+                # a down-sampling block always has a depth-wise conv (5x5 when the stage has none)
+                dw_kernel_size = dw_kernel_sizes[i] if dw_kernel_sizes[i] > 0 or not first else 5
                 blocks.append(block_cls(
                     dim_prev, embed_dims[i],
                     exp_ratio=exp_ratios[i] * (2 if first else 1), norm=norms[i], act=acts[i],
-                    dw_kernel_size=(dw_kernel_sizes[i] if dw_kernel_sizes[i] > 0 else 5) if first else dw_kernel_sizes[i],
+                    dw_kernel_size=dw_kernel_size,
                     stride=2 if first else 1, skip=not first, attn="none" if first else attn_kinds[i],
                     head_dim=head_dims[i], window_size=window_sizes[i], attn_pre=attn_pre,
                     layer_scale=layer_scale, qkv_bias=qkv_bias, drop_path=rates[sum(depths[:i]) + j],
@@ -202,12 +206,12 @@ _PRESETS: dict[str, dict[str, Any]] = {
                    head_dims=(16, 24, 20, 32), drop_path_rate=0.05),
     "emo2_1m": dict(_EMO2, depths=(2, 2, 8, 3), embed_dims=(32, 48, 80, 180), exp_ratios=(2.0, 2.5, 3.0, 3.5),
                     head_dims=(16, 16, 20, 20), drop_path_rate=0.04036),
-    "emo2_2m": dict(_EMO2, depths=(3, 3, 9, 3), embed_dims=(32, 48, 120, 200), exp_ratios=(2.0, 2.5, 3.0, 3.5),
-                    head_dims=(16, 16, 20, 20), drop_path_rate=0.05),
-    "emo2_5m": dict(_EMO2, depths=(3, 3, 9, 3), embed_dims=(48, 72, 160, 288), exp_ratios=(2.0, 3.0, 4.0, 4.0),
-                    head_dims=(16, 24, 32, 32), drop_path_rate=0.05),
-    "emo2_20m": dict(_EMO2, depths=(3, 3, 13, 3), embed_dims=(64, 128, 320, 448), exp_ratios=(2.0, 3.0, 4.0, 4.0),
-                     head_dims=(16, 32, 32, 32), drop_path_rate=0.1),
+    "emo2_2m": dict(_EMO2, depths=(3, 3, 9, 3), embed_dims=(32, 48, 120, 200),
+                    exp_ratios=(2.0, 2.5, 3.0, 3.5), head_dims=(16, 16, 20, 20), drop_path_rate=0.05),
+    "emo2_5m": dict(_EMO2, depths=(3, 3, 9, 3), embed_dims=(48, 72, 160, 288),
+                    exp_ratios=(2.0, 3.0, 4.0, 4.0), head_dims=(16, 24, 32, 32), drop_path_rate=0.05),
+    "emo2_20m": dict(_EMO2, depths=(3, 3, 13, 3), embed_dims=(64, 128, 320, 448),
+                     exp_ratios=(2.0, 3.0, 4.0, 4.0), head_dims=(16, 32, 32, 32), drop_path_rate=0.1),
 }
 
 

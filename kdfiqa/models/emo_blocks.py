@@ -24,6 +24,7 @@ github.com/zhangzjn/EMOv2), so their ImageNet checkpoints load without renaming 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -33,6 +34,7 @@ from torch import Tensor, nn
 __all__ = [
     "ATTENTION_KINDS",
     "NORM_EPS",
+    "canonical_attention",
     "ConvNormAct",
     "DropPath",
     "LayerNorm2d",
@@ -61,7 +63,7 @@ def canonical_attention(kind: str) -> str:
     """Return the canonical name of an attention kind (accepts "remote" and "contiguous" aliases)."""
     name = _ATTENTION_ALIASES.get(kind, kind)
     if name not in ATTENTION_KINDS:
-        raise ValueError(f"attention kind {kind!r} is not one of {ATTENTION_KINDS} (or 'remote', 'contiguous')")
+        raise ValueError(f"attention kind {kind!r} is not one of {ATTENTION_KINDS} ('remote', 'contiguous')")
     return name
 
 
@@ -151,7 +153,7 @@ class LayerScale2d(nn.Module):
 
 
 class ConvNormAct(nn.Module):
-    """Conv2d (official "same" padding) → norm → activation, with attributes ``conv``, ``norm``, ``act``."""
+    """Conv2d (official "same" padding) → norm → activation, as attributes ``conv``, ``norm``, ``act``."""
 
     def __init__(
         self,
@@ -281,6 +283,8 @@ def window_attention(
 
     With ``attn_pre`` (EMO) attention mixes the input and ``v`` is applied afterwards; otherwise
     (EMOv2) attention mixes ``v(x)``. Both products are explicit matmuls, so fvcore counts them.
+    Hybrid attention with ``attn_pre`` puts each window's output back where it came from; the
+    official code reassembles the close windows with the grid layout in that (unreleased) setting.
     """
     kind = canonical_attention(kind)
     if kind == "none":
@@ -352,7 +356,9 @@ class WindowAttention(nn.Module):
 class PointwiseMixer(nn.Module):
     """EMOv2's attention-free mixer: a 1x1 (or ``kernel_size``) expansion conv + act, as ``net``."""
 
-    def __init__(self, dim_in: int, dim_mid: int, *, act: str, bias: bool = True, kernel_size: int = 1) -> None:
+    def __init__(
+        self, dim_in: int, dim_mid: int, *, act: str, bias: bool = True, kernel_size: int = 1
+    ) -> None:
         super().__init__()
         self.net = ConvNormAct(dim_in, dim_mid, kernel_size, bias=bias, act=act)
 
@@ -369,6 +375,19 @@ def _num_heads(dim: int, head_dim: int) -> int:
 # ---------------------------------------------------------------------------------------------
 # Blocks
 # ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _MixerSpec:
+    """Token-mixer settings handed from the meta block to the subclass that places the mixer."""
+
+    act: str
+    head_dim: int
+    window_size: int
+    attn_pre: bool
+    v_proj: bool
+    qkv_bias: bool
+    attn_drop: float
 
 
 class _MobileBlock(nn.Module):
@@ -409,10 +428,8 @@ class _MobileBlock(nn.Module):
             raise ValueError(f"v_proj=False needs exp_ratio 1 (dim_in {dim_in}, dim_mid {dim_mid})")
         self.has_skip = skip and dim_in == dim_out and stride == 1
         self.norm = make_norm(norm, dim_in) if norm_in else nn.Identity()
-        self._build_mixer(
-            dim_in, dim_mid, act=act, head_dim=head_dim, window_size=window_size, attn_pre=attn_pre,
-            v_proj=v_proj, qkv_bias=qkv_bias, attn_drop=attn_drop,
-        )
+        self._build_mixer(dim_in, dim_mid, _MixerSpec(act, head_dim, window_size, attn_pre, v_proj,
+                                                       qkv_bias, attn_drop))
         if dw_kernel_size > 0:
             self.conv_local = ConvNormAct(
                 dim_mid, dim_mid, dw_kernel_size, stride, groups=dim_mid, norm="bn", act="silu"
@@ -427,7 +444,7 @@ class _MobileBlock(nn.Module):
         self.ls = LayerScale2d(dim_out, layer_scale) if layer_scale > 0 else nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def _build_mixer(self, dim_in: int, dim_mid: int, **kw) -> None:
+    def _build_mixer(self, dim_in: int, dim_mid: int, spec: _MixerSpec) -> None:
         raise NotImplementedError
 
     def mix(self, x: Tensor) -> Tensor:
@@ -454,19 +471,31 @@ class iRMB(_MobileBlock):  # noqa: N801  (the paper's name)
     only when ``skip`` and the block keeps width and resolution. The depth-wise conv is always
     BN + SiLU, as in the official code. Parameters are named as in the official EMO code (``qk``,
     ``v``, ``conv_local``, ``se``, ``proj``).
+
+    Args (keyword-only after ``dim_in``, ``dim_out``; shared with :class:`iiRMB`):
+        exp_ratio: C_mid = int(C_in * exp_ratio). norm / act: input norm ("bn", "ln", "none") and
+        expansion activation. norm_in: apply the input norm. dw_kernel_size / stride: depth-wise conv
+        (0 = none, stride 1 only). head_dim / window_size / attn / attn_pre: window attention
+        (:func:`window_attention`). v_proj: False keeps an attention-free block without expansion
+        (EMO's stem). se_ratio: squeeze-excite after the depth-wise conv (0 = off). qkv_bias: biases
+        of the ``qk``/``v`` convs. layer_scale, drop_path, attn_drop, proj_drop: regularisers.
+        skip: allow the residual connection.
     """
 
     def __init__(self, dim_in: int, dim_out: int, *, attn_pre: bool = True, **kwargs) -> None:
         super().__init__(dim_in, dim_out, attn_pre=attn_pre, **kwargs)
 
-    def _build_mixer(self, dim_in, dim_mid, *, act, head_dim, window_size, attn_pre, v_proj, qkv_bias, attn_drop):
+    def _build_mixer(self, dim_in: int, dim_mid: int, spec: _MixerSpec) -> None:
         if self.attn != "none":
-            self.num_heads = _num_heads(dim_in, head_dim)
-            self.window_size = window_size
-            self.attn_pre = attn_pre
-            self.qk = ConvNormAct(dim_in, 2 * dim_in, 1, bias=qkv_bias)
-            self.attn_drop = nn.Dropout(attn_drop)
-        self.v = ConvNormAct(dim_in, dim_mid, 1, bias=qkv_bias, act=act) if v_proj or self.attn != "none" else nn.Identity()
+            self.num_heads = _num_heads(dim_in, spec.head_dim)
+            self.window_size = spec.window_size
+            self.attn_pre = spec.attn_pre
+            self.qk = ConvNormAct(dim_in, 2 * dim_in, 1, bias=spec.qkv_bias)
+            self.attn_drop = nn.Dropout(spec.attn_drop)
+        if spec.v_proj or self.attn != "none":
+            self.v = ConvNormAct(dim_in, dim_mid, 1, bias=spec.qkv_bias, act=spec.act)
+        else:
+            self.v = nn.Identity()
 
     def mix(self, x: Tensor) -> Tensor:
         if self.attn == "none":
@@ -492,13 +521,14 @@ class iiRMB(_MobileBlock):  # noqa: N801  (the paper's name)
     ) -> None:
         super().__init__(dim_in, dim_out, attn=attn, layer_scale=layer_scale, **kwargs)
 
-    def _build_mixer(self, dim_in, dim_mid, *, act, head_dim, window_size, attn_pre, v_proj, qkv_bias, attn_drop):
-        if self.attn == "none":
-            mixer = PointwiseMixer(dim_in, dim_mid, act=act, bias=qkv_bias) if v_proj else nn.Identity()
-        else:
+    def _build_mixer(self, dim_in: int, dim_mid: int, spec: _MixerSpec) -> None:
+        mixer: nn.Module = nn.Identity()
+        if self.attn == "none" and spec.v_proj:
+            mixer = PointwiseMixer(dim_in, dim_mid, act=spec.act, bias=spec.qkv_bias)
+        elif self.attn != "none":
             mixer = WindowAttention(
-                dim_in, dim_mid, head_dim=head_dim, window_size=window_size, kind=self.attn,
-                attn_pre=attn_pre, act=act, qkv_bias=qkv_bias, attn_drop=attn_drop,
+                dim_in, dim_mid, head_dim=spec.head_dim, window_size=spec.window_size, kind=self.attn,
+                attn_pre=spec.attn_pre, act=spec.act, qkv_bias=spec.qkv_bias, attn_drop=spec.attn_drop,
             )
         self.eops = nn.ModuleList([mixer])
 
