@@ -1,0 +1,199 @@
+"""PNG plots drawn with PIL alone: predicted-vs-true scatter plots and training curves.
+
+kdfiqa draws its few figures itself so that plotting adds no dependency. Every plot has a title,
+a framed data area with tick marks and tick labels on both axes, and axis labels:
+
+* :func:`scatter_plot`: one model's predicted scores against the true scores, with the identity
+  line y = x (a perfect model puts every point on it);
+* :func:`curves_plot`: the validation score per epoch and the mean training loss per epoch of one
+  or more training runs (read from the records the :class:`~kdfiqa.engine.Trainer` returns and
+  writes to ``log.jsonl``), one coloured line per run, with a legend.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+__all__ = ["scatter_plot", "curves_plot", "nice_ticks", "PALETTE"]
+
+PALETTE = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207))
+"""Line and point colours, in the order runs are given."""
+
+BACKGROUND = (255, 255, 255)
+INK = (20, 20, 20)
+GRID = (225, 225, 225)
+MARGIN = {"left": 64, "right": 16, "top": 36, "bottom": 48}
+"""Pixels around a panel's data area: room for the title, tick labels and axis labels."""
+
+
+def nice_ticks(low: float, high: float, count: int = 5, *, min_step: float = 0.0) -> list[float]:
+    """About ``count`` round tick values (steps of 1, 2 or 5 times a power of ten, at least
+    ``min_step``) covering [``low``, ``high``]."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"tick range [{low}, {high}] is not finite")
+    if high <= low:
+        high = low + 1.0
+    raw = max((high - low) / max(count, 1), min_step)
+    power = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1.0, 2.0, 5.0, 10.0) if m * power >= raw)
+    first = math.floor(low / step + 1e-9) * step
+    last = math.ceil(high / step - 1e-9) * step
+    return [round(first + k * step, 12) for k in range(int(round((last - first) / step)) + 1)]
+
+
+def _label(value: float) -> str:
+    return f"{value:.3g}"
+
+
+@dataclass
+class _Panel:
+    """A data area inside an image: maps data coordinates to pixels and draws the frame around it."""
+
+    draw: ImageDraw.ImageDraw
+    box: tuple[int, int, int, int]  # left, top, right, bottom of the whole panel, margins included
+    x_ticks: Sequence[float]
+    y_ticks: Sequence[float]
+    font: Any
+
+    @property
+    def area(self) -> tuple[int, int, int, int]:
+        left, top, right, bottom = self.box
+        return (left + MARGIN["left"], top + MARGIN["top"], right - MARGIN["right"], bottom - MARGIN["bottom"])
+
+    def to_pixel(self, x: float, y: float) -> tuple[float, float]:
+        x0, y0, x1, y1 = self.area
+        (xa, xb), (ya, yb) = (self.x_ticks[0], self.x_ticks[-1]), (self.y_ticks[0], self.y_ticks[-1])
+        return x0 + (x - xa) / (xb - xa) * (x1 - x0), y1 - (y - ya) / (yb - ya) * (y1 - y0)
+
+    def _text(self, xy: tuple[float, float], text: str, anchor: str) -> None:
+        self.draw.text(xy, text, fill=INK, font=self.font, anchor=anchor)
+
+    def frame(self, title: str, x_label: str, y_label: str) -> None:
+        """Grid, frame, tick marks with their labels, axis labels and the title."""
+        x0, y0, x1, y1 = self.area
+        for x in self.x_ticks:
+            px, _ = self.to_pixel(x, self.y_ticks[0])
+            self.draw.line((px, y0, px, y1), fill=GRID)
+            self.draw.line((px, y1, px, y1 + 5), fill=INK)
+            self._text((px, y1 + 8), _label(x), "mt")
+        for y in self.y_ticks:
+            _, py = self.to_pixel(self.x_ticks[0], y)
+            self.draw.line((x0, py, x1, py), fill=GRID)
+            self.draw.line((x0 - 5, py, x0, py), fill=INK)
+            self._text((x0 - 8, py), _label(y), "rm")
+        self.draw.rectangle((x0, y0, x1, y1), outline=INK)
+        self._text(((x0 + x1) / 2, self.box[1] + MARGIN["top"] / 2), title, "mm")
+        self._text(((x0 + x1) / 2, self.box[3] - 10), x_label, "mb")
+        self._text((self.box[0] + 6, y0 - 6), y_label, "lb")
+
+    def polyline(self, xs: Sequence[float], ys: Sequence[float], colour: tuple[int, int, int], width: int = 2) -> None:
+        points = [self.to_pixel(x, y) for x, y in zip(xs, ys) if math.isfinite(x) and math.isfinite(y)]
+        if len(points) > 1:
+            self.draw.line(points, fill=colour, width=width)
+        for px, py in points:
+            self.draw.ellipse((px - 3, py - 3, px + 3, py + 3), fill=colour)
+
+    def legend(self, names: Sequence[str], colours: Sequence[tuple[int, int, int]]) -> None:
+        x0, y0, x1, _ = self.area
+        for k, (name, colour) in enumerate(zip(names, colours)):
+            y = y0 + 10 + 16 * k
+            self.draw.line((x0 + 8, y, x0 + 28, y), fill=colour, width=3)
+            self._text((x0 + 34, y), name, "lm")
+
+
+def _font() -> Any:
+    return ImageFont.load_default()
+
+
+def _finite_range(values: np.ndarray, fallback: tuple[float, float]) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return fallback
+    return float(finite.min()), float(finite.max())
+
+
+def scatter_plot(
+    pred: Sequence[float] | np.ndarray,
+    true: Sequence[float] | np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    title: str,
+    size: int = 480,
+) -> Path:
+    """Write a ``size`` x ``size`` PNG of ``pred`` (y axis) against ``true`` (x axis) with the
+    identity line y = x; both axes span the same range, [0, 1] unless a value lies outside it."""
+    p, t = np.asarray(pred, dtype=np.float64).reshape(-1), np.asarray(true, dtype=np.float64).reshape(-1)
+    if p.shape != t.shape:
+        raise ValueError(f"scatter_plot: {p.size} predictions but {t.size} true scores")
+    low, high = _finite_range(np.concatenate([p, t, [0.0, 1.0]]), (0.0, 1.0))
+    ticks = nice_ticks(low, high)
+    img = Image.new("RGB", (size, size), BACKGROUND)
+    panel = _Panel(ImageDraw.Draw(img), (0, 0, size, size), ticks, ticks, _font())
+    panel.frame(title, "true score", "predicted score")
+    start, end = panel.to_pixel(ticks[0], ticks[0]), panel.to_pixel(ticks[-1], ticks[-1])
+    panel.draw.line((*start, *end), fill=(120, 120, 120), width=1)
+    colour = PALETTE[0]
+    for x, y in zip(t, p):
+        if math.isfinite(x) and math.isfinite(y):
+            px, py = panel.to_pixel(x, y)
+            panel.draw.ellipse((px - 2.5, py - 2.5, px + 2.5, py + 2.5), outline=colour, fill=colour)
+    panel.legend(["identity y = x"], [(120, 120, 120)])
+    return _save(img, path)
+
+
+def _series(history: Sequence[Mapping[str, Any]], *keys: str) -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    for record in history:
+        value: Any = record
+        for key in keys:
+            value = value.get(key) if isinstance(value, Mapping) else None
+        if isinstance(value, (int, float)):
+            xs.append(float(record["epoch"]))
+            ys.append(float(value))
+    return xs, ys
+
+
+def curves_plot(
+    runs: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: str | os.PathLike[str],
+    *,
+    title: str = "training curves",
+    metric: str = "score",
+    panel_size: tuple[int, int] = (480, 360),
+) -> Path:
+    """Write a two-panel PNG for ``runs`` ({run name: per-epoch records}): validation ``metric``
+    (``record["val"][metric]``) per epoch on the left, mean training loss (``record["train"]["loss"]``)
+    per epoch on the right, one colour per run."""
+    if not runs:
+        raise ValueError("curves_plot: no runs to draw")
+    width, height = panel_size
+    img = Image.new("RGB", (2 * width, height + 24), BACKGROUND)
+    draw, font = ImageDraw.Draw(img), _font()
+    draw.text((width, 12), title, fill=INK, font=font, anchor="mm")
+    colours = [PALETTE[k % len(PALETTE)] for k in range(len(runs))]
+    for column, (keys, label) in enumerate(((("val", metric), f"validation {metric}"), (("train", "loss"), "training loss"))):
+        series = [_series(history, *keys) for history in runs.values()]
+        xs = np.array([x for s in series for x in s[0]] or [1.0])
+        ys = np.array([y for s in series for y in s[1]] or [0.0])
+        x_ticks = nice_ticks(1.0, max(float(xs.max()), 2.0), 6, min_step=1.0)
+        y_ticks = nice_ticks(*_finite_range(ys, (0.0, 1.0)))
+        panel = _Panel(draw, (column * width, 24, (column + 1) * width, height + 24), x_ticks, y_ticks, font)
+        panel.frame(f"{label} per epoch", "epoch", label)
+        for (run_x, run_y), colour in zip(series, colours):
+            panel.polyline(run_x, run_y, colour)
+        panel.legend(list(runs), colours)
+    return _save(img, path)
+
+
+def _save(img: Image.Image, path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, format="PNG")
+    return path

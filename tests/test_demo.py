@@ -1,0 +1,175 @@
+"""``kdfiqa demo --quick`` end to end, its outputs checked against independent recomputations, and
+the PIL plots."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy import stats
+
+from kdfiqa._warnings import import_fvcore_nn
+from kdfiqa.checkpoint import load_model
+from kdfiqa.cli.main import main
+from kdfiqa.data import FIQADataset, build_transform
+from kdfiqa.demo import MODEL_ROLES, PLANS
+from kdfiqa.plots import PALETTE, curves_plot, nice_ticks, scatter_plot
+
+METRIC_KEYS = {"srcc", "plcc", "krcc", "rmse", "score", "n"}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """(output folder, exit status, printed text) of one ``kdfiqa demo --quick`` run."""
+    out = tmp_path_factory.mktemp("demo") / "out"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = main(["demo", "--quick", "--out", str(out), "--seed", "0", "--device", "cpu"])
+    return out, status, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def summary(demo):
+    out, status, _ = demo
+    assert status == 0
+    return json.loads((out / "summary.json").read_text())
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return [(name, float(score)) for name, score in csv.reader(f)]
+
+
+def test_demo_prints_the_table_and_says_the_data_is_synthetic(demo):
+    _, status, text = demo
+    assert status == 0
+    assert "SYNTHETIC" in text and "not rated by people" in text
+    for word in ("teacher", "student with KD", "student without KD", "SRCC", "PLCC", "score", "params",
+                 "GFLOPs@224", "vquala2025", "fits", "KD gain"):
+        assert word in text, word
+    assert "224x224" in text  # the budget is about deployment at 224, said in the output
+
+
+def test_summary_has_every_figure(summary):
+    plan = PLANS["quick"]
+    assert summary["synthetic_data"] is True and "synthetic" in summary["data_note"]
+    assert summary["budget_resolution"] == [224, 224]
+    assert summary["train_resolution"] == [plan.image_size, plan.image_size]
+    assert summary["splits"] == {"labeled": plan.labeled, "val": plan.val, "unlabeled": plan.unlabeled,
+                                 "test": plan.test}
+    assert set(summary["models"]) == set(MODEL_ROLES)
+    for role, row in summary["models"].items():
+        assert METRIC_KEYS | {"params", "gflops_224", "within_budget", "network", "checkpoint"} <= set(row), role
+        assert row["n"] == plan.test
+        assert math.isclose(row["score"], (row["srcc"] + row["plcc"]) / 2, abs_tol=1e-12)
+    for key in ("srcc", "plcc", "score"):
+        expected = summary["models"]["student_kd"][key] - summary["models"]["student_no_kd"][key]
+        assert math.isclose(summary["kd_gain"][key], expected, abs_tol=1e-12)
+    kd, control = summary["models"]["student_kd"], summary["models"]["student_no_kd"]
+    assert kd["network"] == control["network"] == plan.student
+    assert kd["steps"] == control["steps"] > 0  # same number of optimisation steps
+
+
+def test_splits_are_disjoint_and_unlabeled_scores_unused(demo, summary):
+    out, _, _ = demo
+    files = {name: out / path for name, path in summary["split_files"].items()}
+    names = {name: [n for n, _ in _read_csv(path)] for name, path in files.items() if name != "unlabeled"}
+    names["unlabeled"] = files["unlabeled"].read_text().split()
+    all_names = [n for part in names.values() for n in part]
+    assert len(all_names) == len(set(all_names)) == sum(summary["splits"].values())
+    pseudo = _read_csv(out / "pseudo_labels.csv")
+    assert sorted(n for n, _ in pseudo) == sorted(names["unlabeled"])
+    assert all(0.0 <= s <= 1.0 for _, s in pseudo)
+
+
+def test_checkpoints_reproduce_the_summary_figures(demo, summary):
+    """Load each saved checkpoint, score the saved test split and recompute the metrics with scipy."""
+    out, _, _ = demo
+    size = summary["train_resolution"]
+    test = FIQADataset(out / summary["image_root"], out / summary["split_files"]["test"],
+                       transform=build_transform({"mode": "resize", "size": size}))
+    images = torch.stack([test[i]["image"] for i in range(len(test))])
+    mos = np.array([float(test[i]["score"]) for i in range(len(test))])
+    fvnn = import_fvcore_nn()
+    for role, row in summary["models"].items():
+        model = load_model(out / row["checkpoint"])
+        assert model.model_name == row["network"]
+        with torch.no_grad():
+            pred = model(images).reshape(-1).double().numpy()
+        saved = dict(_read_csv(out / "predictions" / f"{role}.csv"))
+        np.testing.assert_allclose([saved[n] for n in test.names], pred, rtol=0, atol=1e-5)
+        assert math.isclose(row["srcc"], stats.spearmanr(pred, mos)[0], abs_tol=1e-5), role
+        assert math.isclose(row["plcc"], stats.pearsonr(pred, mos)[0], abs_tol=1e-5), role
+        assert math.isclose(row["rmse"], float(np.sqrt(np.mean((pred - mos) ** 2))), abs_tol=1e-5), role
+        assert row["params"] == fvnn.parameter_count(model)[""] == sum(p.numel() for p in model.parameters())
+        assert row["within_budget"] == (row["gflops_224"] <= 0.5 and row["params"] <= 5_000_000)
+    student = load_model(out / summary["models"]["student_kd"]["checkpoint"])
+    flops = fvnn.FlopCountAnalysis(student, torch.zeros(1, 3, 224, 224))
+    flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    # fvcore skips fused attention; kdfiqa counts it as its two matmuls, so it can only be higher.
+    assert summary["models"]["student_kd"]["gflops_224"] >= flops.total() / 1e9 > 0.1
+    assert summary["models"]["student_kd"]["within_budget"] is True
+
+
+def _non_background_fraction(path) -> float:
+    img = np.asarray(Image.open(path).convert("RGB"))
+    return float(np.mean(np.any(img != 255, axis=-1)))
+
+
+def test_plots_are_decodable_and_drawn(demo):
+    out, _, _ = demo
+    pngs = sorted((out / "plots").glob("*.png"))
+    assert {p.name for p in pngs} == {f"scatter_{role}.png" for role in MODEL_ROLES} | {"training_curves.png"}
+    for path in pngs:
+        with Image.open(path) as img:
+            img.verify()
+        with Image.open(path) as img:
+            assert img.format == "PNG" and min(img.size) >= 300
+            assert len(img.convert("RGB").getcolors(1 << 20)) > 5
+        assert 0.02 < _non_background_fraction(path) < 0.6, path.name
+
+
+def test_scatter_puts_points_where_the_values_are(tmp_path):
+    """A point at (true, pred) = (0.8, 0.2) lands right of and below one at (0.2, 0.8)."""
+    path = scatter_plot([0.2, 0.8], [0.8, 0.2], tmp_path / "s.png", title="two points", size=400)
+    img = np.asarray(Image.open(path).convert("RGB"))
+    ys, xs = np.nonzero(np.all(img == PALETTE[0], axis=-1))
+    assert xs.size > 0
+    left, right = xs < xs.mean(), xs > xs.mean()
+    assert ys[right].mean() > ys[left].mean()  # image rows grow downwards: the lower pred sits lower
+
+
+def test_curves_plot_draws_each_run(tmp_path):
+    runs = {
+        "a": [{"epoch": e, "train": {"loss": 1.0 / e}, "val": {"score": 0.1 * e}} for e in (1, 2, 3)],
+        "b": [{"epoch": e, "train": {"loss": 2.0 / e}, "val": {"score": None}} for e in (1, 2, 3)],
+    }
+    img = np.asarray(Image.open(curves_plot(runs, tmp_path / "c.png")).convert("RGB"))
+    for colour in PALETTE[:2]:
+        assert np.all(img == colour, axis=-1).sum() > 50
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "expected"),
+    [(0.0, 1.0, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]), (1.0, 12.0, [0.0, 5.0, 10.0, 15.0]),
+     (0.013, 0.047, [0.01, 0.02, 0.03, 0.04, 0.05])],
+)
+def test_nice_ticks(low, high, expected):
+    assert nice_ticks(low, high) == pytest.approx(expected)
+
+
+def test_nice_ticks_minimum_step():
+    assert nice_ticks(1.0, 2.0, 6, min_step=1.0) == [1.0, 2.0]
+
+
+def test_missing_images_folder_is_a_one_line_error(tmp_path, capsys):
+    status = main(["demo", "--quick", "--out", str(tmp_path / "o"), "--images", str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and "nowhere" in err[0]
