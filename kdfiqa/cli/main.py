@@ -16,7 +16,7 @@ from typing import Sequence
 from .. import __version__
 from ..errors import KdfiqaError
 
-COMMANDS = ("train", "distill", "pseudo-label", "evaluate", "predict", "export", "budget", "models", "recipes")
+COMMANDS = ("train", "distill", "pseudo-label", "evaluate", "predict", "export", "budget", "models", "recipes", "demo")
 """Sub-command modules under :mod:`kdfiqa.cli`, in the order ``--help`` lists them."""
 
 
