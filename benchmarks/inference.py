@@ -153,10 +153,9 @@ def run(quick: bool) -> dict:
     if not met:
         notes.append(
             f"gap: {DEFAULT_STUDENT} turns fewer of its multiply-adds into images per second than the "
-            "convolution-only peers: its window attention (padding, window partition/reverse, "
-            "softmax, many small batched matmuls) and LayerNorm/GELU in stages 3-4 are memory-bound "
-            "work fvcore does not count, while depth-wise and point-wise convolutions map onto "
-            "oneDNN kernels")
+            "convolution-only peers. Not profiled here; the likely limit is its window attention "
+            "(padding, window partition and reverse, softmax, many small matmuls) and the LayerNorm/GELU "
+            "of stages 3-4: memory-bound work that fvcore does not count")
     if not settings["compile_models"]:
         notes.append("quick mode: torch.compile not run (compiling takes minutes on this CPU); "
                      "the full run compiles the default student and the peers at 224")
