@@ -106,6 +106,8 @@ class DataSection:
     """Image root of ``pseudo_csv`` (default: ``unlabeled``, else ``root``)."""
     unlabeled: str | None = None
     """Folder of unlabeled images (pseudo-labelling, self-training, SSAR pretraining)."""
+    skip_bad: bool = False
+    """Drop missing, empty, truncated or undecodable images (each logged) instead of stopping."""
 
 
 @dataclass

@@ -185,8 +185,10 @@ def labeled_data(config: RunConfig) -> tuple[Dataset, Dataset]:
         pseudo = FIQADataset(pseudo_root, data.pseudo_csv, transform=train_tf)
         train = FIQADataset.merge([train, pseudo])
         log.info("training on %d labeled + %d pseudo-labeled images", len(train) - len(pseudo), len(pseudo))
-    for dataset in (train, val):
-        validate_images(dataset)
+    skipped = sum(validate_images(dataset, skip_bad=data.skip_bad) for dataset in (train, val))
+    if skipped:
+        log.warning("skipped %d unreadable image(s) (--skip-bad); training on %d, validating on %d",
+                    skipped, len(train), len(val))
     return train, val
 
 

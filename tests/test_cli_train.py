@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 
 import pytest
 import yaml
@@ -88,6 +90,7 @@ def test_recipes_lists_every_recipe_and_shows_one(capsys):
 
 
 def test_over_budget_student_is_refused_before_training_unless_allowed(capsys, caplog, tmp_path, data):
+    caplog.set_level(logging.INFO)
     images, labels = data
     base = ["distill", "--model", TINY, "--set", "model.kwargs.width=600", "--teacher", TINY,
             "--root", images, "--csv", labels, "--device", "cpu", "--quiet", "--epochs", "1",
@@ -113,3 +116,24 @@ def test_resume_continues_the_run(capsys, tmp_path, data):
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     assert "saved" in out
+
+
+def test_bad_images_stop_the_run_unless_skipped(capsys, caplog, tmp_path, data):
+    caplog.set_level(logging.INFO)
+    images, labels = data
+    copy = tmp_path / "images"
+    shutil.copytree(images, copy)
+    victims = sorted(copy.glob("*.png"))[:2]
+    victims[0].write_bytes(victims[0].read_bytes()[:100])  # truncated
+    victims[1].write_bytes(b"")  # empty
+    base = ["train", "--model", TINY, "--root", copy, "--csv", labels, "--device", "cpu", "--quiet",
+            "--epochs", "1", "--batch-size", "4", "--val-fraction", "0.2"]
+    code, _, err = _run(capsys, [*base, "--out", tmp_path / "stopped"])
+    assert code == 2
+    assert all(v.name in err for v in victims) and "--skip-bad" in err
+    assert not (tmp_path / "stopped" / "last.pt").exists()
+    code, _, err = _run(capsys, [*base, "--skip-bad", "--out", tmp_path / "skipped"])
+    assert code == 0, err
+    assert "skipped 2 unreadable image(s)" in caplog.text
+    assert all(v.name in caplog.text for v in victims)
+    assert (tmp_path / "skipped" / "last.pt").is_file()

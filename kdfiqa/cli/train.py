@@ -41,6 +41,7 @@ FLAG_KEYS: dict[str, str] = {
     "sampler": "data.sampler",
     "pseudo_csv": "data.pseudo_csv",
     "unlabeled": "data.unlabeled",
+    "skip_bad": "data.skip_bad",
     "model": "model.name",
     "input": "model.input",
     "init": "model.init",
@@ -88,6 +89,8 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     data.add_argument("--sampler", choices=["ssus"], help="score-stratified uniform sampling (RankCORE)")
     data.add_argument("--pseudo-csv", metavar="FILE", help="pseudo-labels added to the training labels")
     data.add_argument("--unlabeled", metavar="DIR", help="unlabeled images (pseudo-labelling, self-training, SSAR)")
+    data.add_argument("--skip-bad", action="store_true", default=None,
+                      help="drop unreadable images (each logged, counted) instead of stopping")
     model = p.add_argument_group("model")
     model.add_argument("--model", metavar="NAME", help="registered model or timm:NAME (`kdfiqa models`)")
     model.add_argument("--input", type=input_size_arg, metavar="SIZE", help="training resolution: 224 or 224x336")
