@@ -7,7 +7,8 @@ The public API, re-exported here:
 * budgets: :class:`Budget`, :data:`VQUALA2025`, :func:`measure`, :func:`check`,
   :class:`BudgetExceeded`, :class:`CostReport`;
 * distillation: :class:`Teacher`, :class:`Student`, :class:`Distiller`, :class:`Supervised`;
-* training: :class:`Trainer`, :class:`TrainConfig`;
+* training and deployment: :class:`Trainer`, :class:`TrainConfig`, :func:`load_model` (a kdfiqa
+  checkpoint), :func:`export_model` (TorchScript/ONNX, budget re-checked), :func:`pseudo_label`;
 * losses and metrics: :func:`create_loss`, :func:`list_losses`, :class:`WeightedSum`,
   :func:`evaluate`;
 * data: :class:`FIQADataset`, :class:`UnlabeledImageFolder`, :func:`build_transform`,
@@ -19,10 +20,12 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .budget import VQUALA2025, Budget, BudgetExceeded, CostReport, check, measure
+from .checkpoint import load_model
 from .data import FIQADataset, UnlabeledImageFolder, build_transform, make_synthetic_fiqa
-from .distill import Distiller, Student, Supervised, Teacher
+from .distill import Distiller, Student, Supervised, Teacher, pseudo_label
 from .engine import Trainer, TrainConfig
 from .errors import KdfiqaError
+from .export import export_model
 from .losses import WeightedSum, create_loss, list_losses
 from .metrics import evaluate
 from .models import (
@@ -58,11 +61,14 @@ __all__ = [
     "create_loss",
     "create_model",
     "evaluate",
+    "export_model",
     "iRMB",
     "iiRMB",
     "list_losses",
     "list_models",
+    "load_model",
     "make_synthetic_fiqa",
     "measure",
+    "pseudo_label",
     "register_model",
 ]
