@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import time
@@ -89,14 +90,15 @@ class DemoPlan:
 
 
 PLANS: dict[str, DemoPlan] = {
-    "default": DemoPlan(image_size=32, labeled=96, val=48, unlabeled=480, test=192, teacher="emo2_5m",
+    "default": DemoPlan(image_size=32, labeled=128, val=64, unlabeled=640, test=256, teacher="emo2_5m",
                         student="emo2_1m", teacher_epochs=12, student_epochs=3, batch_size=32, lr=2e-3,
                         loss="1.0*mse + 0.5*plcc"),
-    "quick": DemoPlan(image_size=32, labeled=16, val=8, unlabeled=32, test=16, teacher="emo2_5m",
+    "quick": DemoPlan(image_size=32, labeled=16, val=8, unlabeled=32, test=16, teacher="emo2_1m",
                       student="emo2_1m", teacher_epochs=1, student_epochs=1, batch_size=16, lr=2e-3,
                       loss="1.0*mse + 0.5*plcc"),
 }
-"""``default``: the full demo (a few minutes on 2 CPU cores); ``quick``: a smoke run of every stage."""
+"""``default``: the full demo (a few minutes on 2 CPU cores), EMOv2-5M teacher; ``quick``: a smoke run of
+every stage, with an EMOv2-1M teacher (the student's layout) so that one network is measured."""
 
 
 def _say(console: Console, text: str) -> None:
@@ -155,12 +157,22 @@ def _fit(objective: nn.Module, train: ImageSamples, val: ImageSamples, config: T
     return history, trainer.best_path
 
 
-def _test(model: nn.Module, test: ImageSamples, device: torch.device) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+def _test(model: nn.Module, test: ImageSamples, device: torch.device
+          ) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
     """Challenge metrics of ``model`` on the test set, with its predictions and the true scores."""
     loader = DataLoader(test, batch_size=64, shuffle=False)
     preds = predict(model, loader, device=device, channels_last=True)
     pred, mos = preds.scores.double().numpy(), preds.mos.double().numpy()
     return evaluate(pred, mos), pred, mos
+
+
+def _write_predictions(path: Path, names: list[str], pred: np.ndarray, mos: np.ndarray) -> None:
+    """Headed CSV ``image,predicted,true`` with every float at full precision."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(("image", "predicted", "true"))
+        writer.writerows((name, repr(float(p)), repr(float(m))) for name, p, m in zip(names, pred, mos))
 
 
 def _cost(report: CostReport, budget: Budget) -> dict[str, Any]:
@@ -185,6 +197,11 @@ def _table(summary: Mapping[str, Any]) -> Table:
     return table
 
 
+def _usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def run_demo(
     out_dir: str | os.PathLike[str],
     *,
@@ -198,19 +215,34 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the demo of the module docstring into ``out_dir`` and return its summary.
 
+    torch uses at most one thread per usable core while it runs (more would only contend).
+
     ``quick`` picks the ``quick`` plan of :data:`PLANS` (``plan`` overrides either); ``images`` is a
     folder of the user's own unlabeled face photos used as clean sources instead of drawn faces;
     ``device`` is ``cpu``, ``cuda`` or ``auto``. Writes into ``out_dir``: ``data/`` (the synthetic
     set), ``splits/`` (the four parts), ``pseudo_labels.csv``, one training folder per model
-    (``best.pt``, ``last.pt``, ``log.jsonl``), ``predictions/`` (test predictions per model),
+    (``best.pt``, ``last.pt``, ``log.jsonl``), ``predictions/`` (``image,predicted,true`` on the test set per model),
     ``plots/`` (``scatter_<model>.png``, ``training_curves.png``) and ``summary.json``, whose
     ``models`` entry holds, per model, the test metrics of :func:`kdfiqa.metrics.evaluate`, the
     parameter count, the GFLOPs at 224 and the budget verdict.
     """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(min(threads, _usable_cores()))
+    try:
+        return _run(Path(out_dir), plan or PLANS["quick" if quick else "default"], quick=quick, seed=seed,
+                    images=images, device=device, budget=budget, console=console or Console())
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(out: Path, plan: DemoPlan, *, quick: bool, seed: int, images: str | os.PathLike[str] | None,
+         device: str, budget: Budget, console: Console) -> dict[str, Any]:
     started = time.perf_counter()
-    plan = plan or PLANS["quick" if quick else "default"]
-    console = console or Console()
-    out = Path(out_dir)
+    timings: dict[str, float] = {}
+
+    def lap(stage: str) -> None:
+        timings[stage] = round(time.perf_counter() - started - sum(timings.values()), 3)
+
     out.mkdir(parents=True, exist_ok=True)
     torch_device = init_distributed(device).device
     source = "crops of your photos in " + str(images) if images is not None else "procedurally drawn cartoon faces"
@@ -225,24 +257,28 @@ def run_demo(
     split_files = _write_splits(parts, out / "splits")
     labeled, val, test = parts["labeled"], parts["val"].with_transform(eval_tf), parts["test"].with_transform(eval_tf)
     unlabeled = ImageSamples([Sample(s.name, s.path) for s in parts["unlabeled"].samples], transform=eval_tf)
+    lap("data")
     _say(console, f"data: {plan.total_images} images of {plan.image_size}x{plan.image_size} in {made.image_dir}; "
                   + ", ".join(f"{name} {len(p)}" for name, p in parts.items())
                   + " (the unlabeled part's scores are not used)")
 
-    _say(console, f"teacher: {plan.teacher} ({model_info(plan.teacher).description}) trained on the {plan.labeled} labeled images, "
-                  f"{plan.teacher_epochs} epochs at {plan.image_size}x{plan.image_size}")
+    _say(console, f"teacher: {plan.teacher} ({model_info(plan.teacher).description}) trained on the "
+                  f"{plan.labeled} labeled images, {plan.teacher_epochs} epochs at {plan.image_size}x{plan.image_size}")
     teacher_model = _new_model(plan.teacher, plan, seed)
     teacher_history, teacher_ckpt = _fit(Supervised(teacher_model, plan.loss), labeled, val,
                                          _train_config(plan, out / "teacher", plan.teacher_epochs, seed, device))
     teacher = Teacher(load_model(teacher_ckpt), input_size=plan.image_size, device=torch_device)
+    lap("teacher")
 
     pseudo_csv = out / "pseudo_labels.csv"
     pseudo_label(teacher, unlabeled, pseudo_csv, batch_size=64)
     pseudo = FIQADataset(made.image_dir, pseudo_csv, transform=train_tf)
+    lap("pseudo_labels")
     _say(console, f"pseudo-labels: the teacher scored the {len(pseudo)} unlabeled images -> {pseudo_csv}")
 
     student_gate = Student(_new_model(plan.student, plan, seed), budget=budget, input_sizes=BUDGET_RESOLUTION)
     gate = student_gate.reports[0]
+    lap("budget_check")
     _say(console, f"budget: {plan.student} at {BUDGET_RESOLUTION}x{BUDGET_RESOLUTION}: {gate.gflops:.4f} GFLOPs, "
                   f"{gate.params:,} params: fits {budget.describe()} (checked before training; the demo "
                   f"trains at {plan.image_size}x{plan.image_size} only for speed)")
@@ -261,6 +297,7 @@ def run_demo(
         objective = Supervised(_new_model(plan.student, plan, seed), plan.loss)
         histories[role], checkpoints[role] = _fit(
             objective, data, val, _train_config(plan, out / role, plan.student_epochs, seed, device), steps_data)
+        lap(role)
 
     models: dict[str, Any] = {}
     pred_dir = out / "predictions"
@@ -270,7 +307,7 @@ def run_demo(
         if model.model_name not in costs:
             costs[model.model_name] = measure(model, BUDGET_RESOLUTION)
         metrics, pred, mos = _test(model, test, torch_device)
-        write_scores_csv(pred_dir / f"{role}.csv", test.names, pred)
+        _write_predictions(pred_dir / f"{role}.csv", test.names, pred, mos)
         scatter_plot(pred, mos, out / "plots" / f"scatter_{role}.png",
                      title=f"{ROLE_TITLES[role]} ({model.model_name}): SRCC {metrics['srcc']:.3f}")
         models[role] = {
@@ -282,6 +319,7 @@ def run_demo(
             "steps": histories[role][-1]["step"] if histories[role] else 0,
         }
     curves_plot(histories, out / "plots" / "training_curves.png", title="kdfiqa demo (synthetic data)")
+    lap("evaluation")
 
     summary = {
         "synthetic_data": True,
@@ -298,6 +336,7 @@ def run_demo(
         "models": models,
         "kd_gain": {k: models["student_kd"][k] - models["student_no_kd"][k] for k in ("srcc", "plcc", "score")},
         "elapsed_s": time.perf_counter() - started,
+        "timings_s": timings,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     console.print(_table(summary))

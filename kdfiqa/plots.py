@@ -178,7 +178,8 @@ def curves_plot(
     draw, font = ImageDraw.Draw(img), _font()
     draw.text((width, 12), title, fill=INK, font=font, anchor="mm")
     colours = [PALETTE[k % len(PALETTE)] for k in range(len(runs))]
-    for column, (keys, label) in enumerate(((("val", metric), f"validation {metric}"), (("train", "loss"), "training loss"))):
+    panels = ((("val", metric), f"validation {metric}"), (("train", "loss"), "training loss"))
+    for column, (keys, label) in enumerate(panels):
         series = [_series(history, *keys) for history in runs.values()]
         xs = np.array([x for s in series for x in s[0]] or [1.0])
         ys = np.array([y for s in series for y in s[1]] or [0.0])
