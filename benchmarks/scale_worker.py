@@ -22,7 +22,7 @@ from kdfiqa.distill import Supervised
 from kdfiqa.engine import TrainConfig, Trainer, evaluate_model, init_distributed, shutdown_distributed
 from kdfiqa.models import create_model
 
-MODEL = "emo2_1m"
+MODEL = "mobilenetv3_small_fiqa"
 
 
 def main(argv: list[str]) -> None:
