@@ -110,6 +110,25 @@ def test_unused_parameters_are_reported():
     assert report.params == 4 * 27 + 4 + 4 * 64 + 64
 
 
+def test_unused_parameters_found_for_fixed_size_models_too():
+    class FixedSize(nn.Module):
+        """Accepts only 96x96 inputs (like a ViT with a fixed position table)."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.spare = nn.Parameter(torch.zeros(7))
+
+        def forward(self, x):
+            if x.shape[-1] != 96:
+                raise ValueError("this model only takes 96x96 images")
+            return self.conv(x).mean((2, 3))
+
+    report = measure(FixedSize(), 96)
+    assert report.unused_params == ["spare"]
+    assert report.flops == 94 * 94 * 4 * 27
+
+
 def test_check_raises_with_resolution_and_costliest_modules():
     model = timm.create_model("mobilenetv3_small_100", pretrained=False)
     at_128, at_224 = measure(model, 128), measure(model, 224)
