@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(rows))
         return 0
     table = Table(title=f"registered models ({len(rows)}), budget {VQUALA2025.describe()}")
-    for col in ("name", "role", "input", "params", "GFLOPs", "vquala2025"):
+    table.add_column("name", no_wrap=True, min_width=max((len(r["name"]) for r in rows), default=4))
+    for col in ("role", "input", "params", "GFLOPs", "vquala2025"):
         table.add_column(col, justify="right" if col in ("params", "GFLOPs") else "left")
     for r in rows:
         table.add_row(r["name"], r["role"], "x".join(map(str, r["input_size"])), f"{r['params']:,}",
