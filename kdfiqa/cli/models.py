@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(rows))
         return 0
     table = Table(title=f"registered models ({len(rows)}), budget {VQUALA2025.describe()}")
-    table.add_column("name", no_wrap=True, min_width=max((len(r["name"]) for r in rows), default=4))
+    table.add_column("name", overflow="fold")  # a narrow terminal folds a name, never cuts it
     for col in ("role", "input", "params", "GFLOPs", "vquala2025"):
         table.add_column(col, justify="right" if col in ("params", "GFLOPs") else "left")
     for r in rows:
