@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -356,3 +357,25 @@ def test_drop_path_drops_whole_samples():
     assert 120 < int((per_sample[:, 0] == 0).sum()) < 280
     assert torch.equal(layer.eval()(torch.ones(3, 2)), torch.ones(3, 2))
     assert F.mse_loss(out.mean(), torch.tensor(1.0)) < 0.05
+
+
+class _HeadInput(torch.nn.Module):
+    def __init__(self, backbone: torch.nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_head_input(x)
+
+
+@pytest.mark.parametrize("name", ["emo_1m", "emo2_1m"])
+def test_trace_at_224_stays_valid_where_windows_need_padding(name):
+    """At 224 no window needs padding; a trace taken there must still crop correctly at 97x131."""
+    features = _HeadInput(create_backbone(name)).eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(features, torch.randn(1, 3, 224, 224), check_trace=False)
+        x = torch.randn(2, 3, 97, 131)
+        expected = features(x)
+        assert expected.shape[-2:] == (4, 5)
+        torch.testing.assert_close(traced(x), expected, rtol=0, atol=1e-5)

@@ -312,9 +312,8 @@ def window_attention(
     assert out is not None
     if attn_pre:
         out = v(out)
-    if pad_r > 0 or pad_b > 0:
-        out = out[:, :, :h, :w].contiguous()
-    return out
+    # Always crop (a no-op without padding), so a traced graph stays valid at every resolution.
+    return out[:, :, :h, :w].contiguous()
 
 
 class WindowAttention(nn.Module):
