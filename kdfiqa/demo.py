@@ -145,10 +145,7 @@ def _train_config(plan: DemoPlan, out: Path, epochs: int, seed: int, device: str
 def _new_model(name: str, plan: DemoPlan, seed: int) -> nn.Module:
     """``name`` from the registry with initial weights fixed by ``seed``."""
     torch.manual_seed(seed)
-    kwargs = {"layer_scale": plan.layer_scale}
-    model = create_model(name, **kwargs)
-    model.model_kwargs = kwargs
-    return model
+    return create_model(name, layer_scale=plan.layer_scale)
 
 
 def _fit(objective: nn.Module, train: ImageSamples, val: ImageSamples, config: TrainConfig,

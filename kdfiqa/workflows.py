@@ -90,7 +90,6 @@ def build_model(config: RunConfig) -> nn.Module:
     if section.head is not None:
         kwargs["head"] = dict(section.head)
     model = create_model(section.name, **kwargs)
-    model.model_kwargs = kwargs
     if section.init:
         if not Path(section.init).is_file():
             raise CheckpointError(f"model.init: {section.init} does not exist; give a kdfiqa checkpoint")
