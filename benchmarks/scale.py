@@ -70,10 +70,11 @@ def run(quick: bool) -> dict:
         + ("identical metrics (srcc, plcc, krcc, rmse, score, n compared exactly)" if identical else
            "metrics that differ by at most "
            f"{max(abs(one['eval'][m] - two['eval'][m]) for m in METRICS):.1e} (n {one['eval']['n']} vs "
-           f"{two['eval']['n']}): not bit-identical. Likely cause, not isolated here: float32 kernels give "
-           "slightly different results at 2 threads (one process) and 1 thread (each of two)"),
-        "the two training runs are not bit-identical (each process normalises its own half-batch in "
-        "batch norm), so their own validation SRCCs differ slightly",
+           f"{two['eval']['n']}): not bit-identical"),
+        "both evaluations run one thread per process, so each image meets the same float32 kernels",
+        "the two training runs are not the same computation: each process normalises its own half-batch "
+        "in batch norm (SyncBatchNorm needs GPUs), so the runs drift apart and their own validation "
+        f"metrics differ (here on {n_val} barely trained validation images)",
         SHARED_MACHINE_NOTE,
     ]
     return {

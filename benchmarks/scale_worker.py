@@ -5,7 +5,8 @@ usage: python -m torch.distributed.run --standalone --nproc_per_node N -m benchm
 
 The global batch and the machine's threads are split evenly between the N processes. Rank 0 writes
 ``OUT_DIR/result.json``: the training history and the metrics of ``EVAL_CKPT`` (``-``: this run's own
-``last.pt``) evaluated by all N processes together.
+``last.pt``) evaluated by all N processes together, each process on one thread (float32 kernels may
+round differently at different thread counts, which is not what is compared).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def main(argv: list[str]) -> None:
     data_dir, out = Path(data_dir), Path(out)
     ctx = init_distributed("cpu")
     torch.set_num_threads(max(1, int(threads) // ctx.world_size))
+    train_threads = torch.get_num_threads()
     torch.manual_seed(0)
     transform = build_transform({"mode": "resize", "size": int(size)})
     train = FIQADataset(data_dir / "train" / "images", data_dir / "train" / "synthetic_labels.csv", transform=transform)
@@ -39,9 +41,10 @@ def main(argv: list[str]) -> None:
     history = Trainer(Supervised(create_model(MODEL, pretrained=False), "mse"), train, val, config).fit()
     model = create_model(MODEL, pretrained=False)
     load_weights(model, out / "last.pt" if eval_ckpt == "-" else eval_ckpt)
+    torch.set_num_threads(1)  # the same kernels in every process, whatever the world size
     metrics, _ = evaluate_model(model, val, ctx, batch_size=4)
     if ctx.is_main:
-        result = {"world_size": ctx.world_size, "threads_per_process": torch.get_num_threads(),
+        result = {"world_size": ctx.world_size, "threads_per_process": train_threads,
                   "history": history, "eval": metrics}
         (out / "result.json").write_text(json.dumps(result, default=float))
     shutdown_distributed()
