@@ -296,16 +296,18 @@ def _device(config: RunConfig) -> torch.device:
 
 def pseudo_label_folder(teachers: Sequence[str] | str, images: str | os.PathLike[str], out_csv: str | os.PathLike[str],
                         *, teacher_input: Any = None, calibrate_root: str | None = None,
-                        calibrate_csv: str | None = None, normalize: str = "imagenet",
-                        batch_size: int = 32, num_workers: int = 0,
+                        calibrate_csv: str | None = None, calibrate_holdout: tuple[float, int] | None = None,
+                        normalize: str = "imagenet", batch_size: int = 32, num_workers: int = 0,
                         device: str | torch.device | None = None) -> Path:
     """Score every image under ``images`` with the teacher(s) into the challenge-format ``out_csv``.
 
     Images are resized to the teacher's resolution (``teacher_input``, else the first network's own)
     with ``normalize``. With ``calibrate_root``/``calibrate_csv`` (a labeled set) the scores are
     mapped to the label scale by a 4-parameter logistic fitted on it (the ECNU-SJTU winner's method).
+    ``calibrate_holdout`` = ``(val_fraction, split_seed)`` leaves out the validation share that
+    :func:`labeled_data` splits off the same CSV, so validation labels never shape the pseudo-labels.
     """
-    from .data import FIQADataset, UnlabeledImageFolder, build_transform
+    from .data import FIQADataset, UnlabeledImageFolder, build_transform, split_dataset
     from .distill import Teacher, pseudo_label
 
     teacher = Teacher(list(teachers) if not isinstance(teachers, str) else teachers,
@@ -321,6 +323,8 @@ def pseudo_label_folder(teachers: Sequence[str] | str, images: str | os.PathLike
         calibration = FIQADataset(_require(calibrate_root, "--root (the labeled images) for --calibrate"),
                                   _require(calibrate_csv, "--csv (the labels) for --calibrate"),
                                   transform=transform)
+        if calibrate_holdout is not None:
+            calibration = split_dataset(calibration, *calibrate_holdout)[0]
     pseudo_label(teacher, folder, out_csv, calibrate_on=calibration, batch_size=batch_size,
                  num_workers=num_workers)
     return Path(out_csv)
@@ -354,6 +358,7 @@ def _label_unlabeled(config: RunConfig, teachers: Sequence[str], out_csv: Path) 
                             teacher_input=config.distill.teacher_input,
                             calibrate_root=data.root if config.distill.calibrate else None,
                             calibrate_csv=data.csv if config.distill.calibrate else None,
+                            calibrate_holdout=None if data.val_csv else (data.val_fraction, data.split_seed),
                             normalize=normalize, batch_size=config.train.batch_size,
                             num_workers=config.train.num_workers, device=_device(config))
 
