@@ -27,7 +27,8 @@ The student is measured with fvcore at its training and test resolutions before 
 --budget it stops with status 2 unless --allow-over-budget (then a loud warning is logged). A
 --teacher is a registered name, timm:NAME, a kdfiqa checkpoint or an image,score CSV (offline);
 several are averaged. With --unlabeled the teacher first pseudo-labels those images (--calibrate maps
-them onto the label scale with a 4-parameter logistic, --self-train N retrains the teacher N times on
+them onto the label scale with a 4-parameter logistic fitted on the training labels, never on the
+validation share, --self-train N retrains the teacher N times on
 labels + its pseudo-labels) and the student trains on labels + pseudo-labels. --distill-loss none
 trains on labels (+ pseudo-labels) only. The saved student holds no projector or teacher weight.
 """
@@ -68,7 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     kd.add_argument("--allow-over-budget", action="store_true", default=None,
                     help="train a student over budget anyway (loudly logged)")
     kd.add_argument("--calibrate", action="store_true", default=None,
-                    help="map pseudo-labels to the label scale (4-parameter logistic on --csv)")
+                    help="map pseudo-labels to the label scale (4-parameter logistic fitted on the "
+                         "training share of --csv)")
     kd.add_argument("--self-train", type=int, metavar="N", help="self-training rounds of the teacher")
     p.set_defaults(func=run)
 
