@@ -44,3 +44,28 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     for key in ("srcc", "plcc", "krcc", "rmse", "score"):
         assert report["metrics"][key] == pytest.approx(single[key], rel=1e-6), key
     assert json.loads(log[0])["val"]["score"] == pytest.approx(single["score"], rel=1e-6)
+
+
+def _torchrun(script: str, *args: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None), env.pop("RANK", None), env.pop("LOCAL_RANK", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(SCRIPTS / script), *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_torchrun_mid_epoch_resume_restores_every_ranks_rng(tmp_path):
+    full, broken = tmp_path / "full", tmp_path / "broken"
+    _torchrun("engine_ddp_resume.py", str(full), "full")
+    _torchrun("engine_ddp_resume.py", str(broken), "crash")
+    interrupted = load_checkpoint(broken / "last.pt")
+    assert interrupted["step"] == 6 and interrupted["epoch"] == 1  # mid-epoch 2 (4 steps an epoch)
+    ranks = interrupted["trainer"]["rank_rng"]
+    assert len(ranks) == 2 and not torch.equal(ranks[0]["now"]["torch"], ranks[1]["now"]["torch"])
+    _torchrun("engine_ddp_resume.py", str(broken), "resume")
+    a, b = load_checkpoint(full / "last.pt"), load_checkpoint(broken / "last.pt")
+    assert a["step"] == b["step"] == 8
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key

@@ -10,7 +10,8 @@ Trainer optimises the objective's parameters that require grad and writes, into
 * ``log.jsonl``, one line per epoch.
 
 Resuming (``fit(resume=path)``) restores the weights, optimiser, schedule, grad scaler, EMA, the
-position inside the epoch and every RNG, then replays the interrupted epoch's data order and skips
+position inside the epoch and every RNG (each rank's own under ``torchrun`` with the same number
+of processes), then replays the interrupted epoch's data order and skips
 the batches already trained on: on CPU with the same config a resumed run ends with the same
 weights, bit for bit, as an uninterrupted one. (Skipping re-reads those batches from the loader so
 that augmentation randomness in data-loading workers is reproduced exactly.) Parameters that only
@@ -249,8 +250,19 @@ class Trainer:
                 "history": [dict(r) for r in self.history],
                 "objective": _objective_own_state(self.objective),
                 "world_size": self.ctx.world_size,
+                "rank_rng": self._rank_rngs(),
             },
         )
+
+    def _rank_rngs(self) -> list[dict[str, Any]]:
+        """Every rank's RNG states (epoch start and now), so each rank resumes its own streams.
+
+        A collective under ``torchrun``: every rank builds each checkpoint. Empty in one process,
+        where the checkpoint's ``"rng"`` is the only stream.
+        """
+        if not self.ctx.distributed:
+            return []
+        return all_gather_objects({"epoch": self._epoch_rng, "now": rng_state()}, self.ctx)
 
     def _save(self, path: Path, ckpt: dict) -> None:
         """Write ``ckpt`` on rank 0, refusing to replace a good file with non-finite weights."""
@@ -299,9 +311,13 @@ class Trainer:
         self.stopped_early = bool(state["stopped_early"])
         self.history = [dict(r) for r in state["history"]]
         self._epoch_rng = state["epoch_rng"]
+        resume_rng = ckpt["rng"]
+        ranks = state.get("rank_rng") or []
+        if self.ctx.distributed and len(ranks) == self.ctx.world_size:
+            self._epoch_rng, resume_rng = ranks[self.ctx.rank]["epoch"], ranks[self.ctx.rank]["now"]
         self._sums = dict(state["epoch_terms"])
         self._count = int(state["epoch_batches"])
-        return int(ckpt["epoch"]), int(state["batch_in_epoch"]), ckpt["rng"]
+        return int(ckpt["epoch"]), int(state["batch_in_epoch"]), resume_rng
 
     # ------------------------------------------------------------------------------- signals
 
