@@ -41,8 +41,8 @@ def machine() -> dict[str, Any]:
 
 
 SHARED_MACHINE_NOTE = (
-    "the machine was shared with other jobs while this ran (see load_average_1min in the JSON): "
-    "absolute figures are noisy; the ratios compare runs interleaved in the same process"
+    "absolute figures move with other jobs' load on the machine (load_average_1min in the JSON, "
+    "taken when the result was written); the ratios compare runs interleaved in the same process"
 )
 
 
