@@ -126,7 +126,8 @@ def fit_logistic4(pred: Any, mos: Any) -> Callable[[Any], np.ndarray]:
     Uses ``scipy.optimize.curve_fit`` from ``b1 = max(mos)``, ``b2 = min(mos)``,
     ``b3 = mean(pred)``, ``b4 = std(pred)``. Raises :class:`LogisticFitError` (a
     :class:`DataError`) with fewer than 4 samples, or when the fit does not converge or gives
-    non-finite parameters.
+    non-finite parameters. A fit whose parameter covariance cannot be estimated (few samples, a
+    flat stretch of the curve) is still the least-squares fit and is returned.
     """
     p, m = _as_pair(pred, mos, min_samples=1)
     if p.size < 4:
@@ -134,9 +135,11 @@ def fit_logistic4(pred: Any, mos: Any) -> Callable[[Any], np.ndarray]:
     p0 = [m.max(), m.min(), p.mean(), p.std() or 1.0]
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", optimize.OptimizeWarning)
+            # "Covariance of the parameters could not be estimated": the least-squares fit itself is
+            # still returned, and only the parameters (never their covariance) are used.
+            warnings.simplefilter("ignore", optimize.OptimizeWarning)
             params, _ = optimize.curve_fit(_logistic4, p, m, p0=p0, maxfev=20000)
-    except (RuntimeError, ValueError, optimize.OptimizeWarning) as err:
+    except (RuntimeError, ValueError) as err:
         raise LogisticFitError(f"4-parameter logistic fit of pred to mos failed: {err}") from None
     if not np.all(np.isfinite(params)):
         raise LogisticFitError("4-parameter logistic fit of pred to mos gave non-finite parameters")

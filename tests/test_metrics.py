@@ -185,6 +185,26 @@ def test_failed_fit_falls_back_to_raw_plcc_with_a_warning(monkeypatch):
         plcc(p, m, fit="cubic")
 
 
+def test_fit_whose_covariance_cannot_be_estimated_is_still_returned(monkeypatch):
+    rng = np.random.default_rng(1)
+    p, m = rng.random(12), rng.random(12)
+    real_curve_fit = metrics.optimize.curve_fit
+    calls = []
+
+    def fit_then_warn(*args, **kwargs):
+        params, cov = real_curve_fit(*args, **kwargs)
+        calls.append(params)
+        warnings.warn("Covariance of the parameters could not be estimated", metrics.optimize.OptimizeWarning)
+        return params, np.full_like(cov, np.inf)
+
+    monkeypatch.setattr(metrics.optimize, "curve_fit", fit_then_warn)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fitted = fit_logistic4(p, m)
+    (params,) = calls
+    assert fitted(p) == pytest.approx(Logistic4(*params)(p), abs=1e-12)
+
+
 def test_evaluate_and_challenge_score():
     rng = np.random.default_rng(5)
     p = rng.random(50)
