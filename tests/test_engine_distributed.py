@@ -21,14 +21,18 @@ from kdfiqa.checkpoint import load_checkpoint, load_weights  # noqa: E402
 from kdfiqa.engine import evaluate_model, init_distributed  # noqa: E402
 
 
-@pytest.mark.slow
-def test_torchrun_two_processes_match_one_process(tmp_path):
+def _torchrun(script: str, *args: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None), env.pop("RANK", None), env.pop("LOCAL_RANK", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(SCRIPTS / "engine_ddp.py"), str(tmp_path)]
+           str(SCRIPTS / script), *args]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one_process(tmp_path):
+    _torchrun("engine_ddp.py", str(tmp_path))
     report = json.loads((tmp_path / "ddp_metrics.json").read_text())
     assert report["world_size"] == 2
     assert report["index"] == list(range(9))  # 9 samples on 2 ranks: the padding counted once
@@ -44,15 +48,6 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     for key in ("srcc", "plcc", "krcc", "rmse", "score"):
         assert report["metrics"][key] == pytest.approx(single[key], rel=1e-6), key
     assert json.loads(log[0])["val"]["score"] == pytest.approx(single["score"], rel=1e-6)
-
-
-def _torchrun(script: str, *args: str) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None), env.pop("RANK", None), env.pop("LOCAL_RANK", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(SCRIPTS / script), *args]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
 
 
 @pytest.mark.slow
