@@ -3,8 +3,8 @@
 Both loops do the same work on the same in-memory batches (decoded once, so image decoding does not
 dilute the comparison), with the same threads: the seed's pair (EMOv2-5M teacher, frozen, eval mode;
 EMOv2-1M student, train mode), the same losses (MSE on the labels + temperature MSE on the teacher's
-logits, kdfiqa's loss modules called directly in the hand loop), AdamW with the same settings and the
-same starting weights. A step is timed from the end of one step to the end of the next, so it
+logits, kdfiqa's loss modules called directly in the hand loop), the teacher's forward before the
+student's, AdamW with the same settings and the same starting weights. A step is timed from the end of one step to the end of the next, so it
 includes fetching the batch from the loader; the first step of every epoch is left out (warm-up).
 Epochs of the loops alternate (their order reversed every round, so none always runs last), and
 the median step time of each gives its images/s; a bootstrap interval of each ratio shows how much
@@ -93,9 +93,9 @@ def _hand_epoch(teacher: nn.Module, student: nn.Module, data: Dataset, batch: in
     student.train()
     ends = []
     for item in loader:
-        student_logits = student.forward_logits(item["image"]).reshape(-1)
         with torch.no_grad():
             teacher_logits = teacher.forward_logits(item["image"]).reshape(-1)
+        student_logits = student.forward_logits(item["image"]).reshape(-1)
         loss = task(student_logits.sigmoid(), item["score"]) + distill(student_logits, teacher_logits)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -104,8 +104,12 @@ class Distiller(nn.Module):
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         with capturing(self._taps):
+            # The frozen teacher runs first: its temporaries are freed before the student's forward
+            # starts keeping activations for backward, so the two never hold memory at once (on CPU,
+            # the other order re-faults fresh pages for every teacher temporary, about 10% of a step).
+            teacher_logits = self.teacher(batch).reshape(-1)
             student_logits = self.model.forward_logits(batch["image"]).reshape(-1)
-            teacher_logits = self.teacher(batch).reshape(-1).to(student_logits.dtype)
+            teacher_logits = teacher_logits.to(student_logits.dtype)
             features = [(s.take(), t.take()) for s, t in zip(self._student_taps, self._teacher_taps)]
         scores = student_logits.sigmoid()
         total: Tensor = student_logits.new_zeros(())
