@@ -14,9 +14,9 @@ import warnings
 
 import timm
 import torch
-from fvcore.nn import FlopCountAnalysis
 from torch import nn
 
+from kdfiqa._warnings import import_fvcore_nn
 from kdfiqa.budget import measure, parse_input_size
 from kdfiqa.models import create_model, list_models, model_info
 
@@ -30,7 +30,7 @@ QUICK_MODELS = ("emo2_1m", "emo2_5m", "mobilenetv3_large_fiqa")
 def _fvcore_alone(model: nn.Module, x: torch.Tensor) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        analysis = FlopCountAnalysis(model, x)
+        analysis = import_fvcore_nn().FlopCountAnalysis(model, x)
         analysis.unsupported_ops_warnings(False)
         analysis.uncalled_modules_warnings(False)
         analysis.total()
