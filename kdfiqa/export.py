@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,19 +168,47 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: InputSize, *,
     onnx = _import_onnx()
     path = Path(path)
     example = _example(parse_input_size(input_size), 1, seed=0)
-    with _eval_mode(model), torch.no_grad(), warnings.catch_warnings():
+    with _eval_mode(model), torch.no_grad(), warnings.catch_warnings(), _native_stdout_silenced():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model, (example,), str(path), dynamo=False, opset_version=opset,
-            input_names=["image"], output_names=["score"],
-            dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}, "score": {0: "batch"}},
-        )
+        try:
+            torch.onnx.export(
+                model, (example,), str(path), dynamo=False, opset_version=opset,
+                input_names=["image"], output_names=["score"],
+                dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}, "score": {0: "batch"}},
+            )
+        except Exception as exc:  # the exporter raises many types; the user needs one line
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = reason.split(" Please feel free")[0].split("  [Caused by")[0].rstrip(". ")
+            raise ExportError(
+                f"ONNX export of {getattr(model, 'model_name', type(model).__name__)} failed ({reason}); "
+                "export --format torchscript instead, or write that operation so that it works for any "
+                "height and width") from exc
     graph = onnx.load(str(path))
     entry = graph.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, _metadata_json(meta)
     onnx.checker.check_model(graph)
     onnx.save(graph, str(path))
     return path
+
+
+@contextlib.contextmanager
+def _native_stdout_silenced() -> Iterator[None]:
+    """Point the process's stdout (file descriptor 1) at the null device: when it fails, the
+    TorchScript ONNX exporter prints its whole graph there from C++, before the exception that
+    :func:`export_onnx` turns into one line."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):  # no usable descriptor 1: nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 @contextlib.contextmanager

@@ -54,14 +54,14 @@ def data(tmp_path_factory) -> dict:
     return {"root": images, "csv": labels, "names": names, "mos": mos, "ckpt": ckpt, "model": model}
 
 
-def calibrated_model() -> torch.nn.Module:
-    """An untrained model whose batch-norm statistics were estimated on random images.
+def calibrated_model(name: str = MODEL) -> torch.nn.Module:
+    """An untrained model ``name`` whose batch-norm statistics were estimated on random images.
 
     Freshly initialised, its scores hardly depend on the input; with real statistics they spread, so
     correlations and per-image comparisons mean something.
     """
     torch.manual_seed(0)
-    model = create_model(MODEL)
+    model = create_model(name)
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.momentum = None  # cumulative average over the calibration batches

@@ -83,6 +83,16 @@ def test_emo_windows_export_at_every_resolution(tmp_path):
     assert min(v.eager_spread for v in result.verifications) > 1e-3  # the comparison is not vacuous
 
 
+def test_lighthspa_pooled_keys_export_at_every_resolution(tmp_path):
+    # LightHSPA pools keys and values adaptively to 7x7, which ONNX can express only for a fixed input
+    # size; the export writes the same averages as matrix products. Maps of 7x7, 4x5 and 10x8 here.
+    model = calibrated_model("lighthspa_fiqa")
+    result = export_model(model, tmp_path, formats=["onnx"], input_sizes=[224],
+                          verify_sizes=[224, (97, 131), (320, 256)])
+    assert len(result.verifications) == 3 and all(v.passed for v in result.verifications)
+    assert min(v.eager_spread for v in result.verifications) > 1e-3  # the comparison is not vacuous
+
+
 def test_onnx_graph_has_dynamic_height_width_and_metadata(tmp_path):
     result = export_model(tiny_model(), tmp_path, formats=["onnx"], input_sizes=[64],
                           meta={"eval_transform": {"size": 64}})
@@ -195,3 +205,35 @@ def test_cli_export_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert main(["export", str(tmp_path / "nope.pt"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "nope.pt" in err
+
+
+UNEXPORTABLE = """
+import torch
+import torch.nn.functional as F
+
+
+class GridPooled(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return torch.sigmoid(F.adaptive_avg_pool2d(self.conv(x), 3).mean(dim=(1, 2, 3))[:, None])
+
+
+def build():
+    return GridPooled()
+"""
+
+
+def test_cli_export_onnx_failure_is_one_line_exit_2(tmp_path, capfd):
+    # Adaptive pooling to a 3x3 grid cannot be written in ONNX for a dynamic input size.
+    path = tmp_path / "unexportable.py"
+    path.write_text(UNEXPORTABLE)
+    assert main(["export", f"{path}:build", "--out", str(tmp_path / "out"), "--format", "onnx",
+                 "--input", "32"]) == 2
+    out, err = capfd.readouterr()
+    assert out == ""  # the exporter's own graph dump is silenced
+    assert len(err.strip().splitlines()) == 1
+    assert "ONNX export of GridPooled failed" in err and "adaptive_avg_pool2d" in err
+    assert not (tmp_path / "out" / "model.onnx").exists()

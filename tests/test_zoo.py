@@ -13,7 +13,7 @@ from kdfiqa._warnings import import_fvcore_nn
 from kdfiqa.errors import ConfigError
 from kdfiqa.models import create_model, list_models, model_info
 from kdfiqa.models.dualbranch import LargeKernelBlock
-from kdfiqa.models.lighthspa import LightHSPA
+from kdfiqa.models.lighthspa import LightHSPA, adaptive_avg_pool
 
 fvnn = import_fvcore_nn()
 
@@ -136,6 +136,13 @@ def test_lighthspa_attention_equals_sdpa_on_pooled_keys():
     assert q.shape[-1] == k.shape[-1] == 4 and k.shape[2] == 9
     mixed = F.scaled_dot_product_attention(q, k, v).transpose(-2, -1).reshape(2, 32, 5, 7)
     torch.testing.assert_close(attn(x), x + attn.proj(mixed), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("h, w", [(7, 7), (9, 11), (4, 5), (13, 3), (30, 17), (1, 1)])
+def test_lighthspa_export_pooling_equals_adaptive_avg_pool(monkeypatch, h, w):
+    x = torch.randn(2, 5, h, w, generator=torch.Generator().manual_seed(h * 100 + w))
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)  # the matrix form
+    torch.testing.assert_close(adaptive_avg_pool(x, 7), F.adaptive_avg_pool2d(x, 7), rtol=0, atol=1e-6)
 
 
 def test_lighthspa_options():

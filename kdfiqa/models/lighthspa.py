@@ -47,6 +47,28 @@ class SpatialAttention(nn.Module):
         return x * torch.sigmoid(self.conv(pooled))
 
 
+def _pooling_matrix(n: int | Tensor, m: int, like: Tensor) -> Tensor:
+    """(m, n) weights of adaptive average pooling from ``n`` positions to ``m``: row i averages
+    positions ⌊i·n/m⌋ to ⌈(i+1)·n/m⌉ - 1, the windows ``F.adaptive_avg_pool2d`` uses."""
+    i = torch.arange(m, device=like.device)
+    start = torch.div(i * n, m, rounding_mode="floor")
+    end = torch.div((i + 1) * n + m - 1, m, rounding_mode="floor")
+    j = torch.arange(n, device=like.device)
+    inside = (j >= start[:, None]) & (j < end[:, None])
+    return inside.to(like.dtype) / (end - start).to(like.dtype)[:, None]
+
+
+def adaptive_avg_pool(x: Tensor, size: int) -> Tensor:
+    """``F.adaptive_avg_pool2d(x, size)``; while exporting to ONNX, the same averages written as two
+    matrix products, because the exporter can only express adaptive pooling for a fixed input size
+    and kdfiqa exports with dynamic height and width."""
+    if not torch.onnx.is_in_onnx_export():
+        return F.adaptive_avg_pool2d(x, size)
+    rows = _pooling_matrix(x.shape[-2], size, x)
+    cols = _pooling_matrix(x.shape[-1], size, x)
+    return rows @ x @ cols.transpose(0, 1)
+
+
 class DepthwiseSeparable(nn.Sequential):
     """3x3 depth-wise conv then 1x1 point-wise conv (``dim_in`` → ``dim_out``), both without bias."""
 
@@ -85,7 +107,7 @@ class LightHSPA(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
-        pooled = F.adaptive_avg_pool2d(x, self.pool_size)
+        pooled = adaptive_avg_pool(x, self.pool_size)
         q, k, v = self._heads(self.q(x)), self._heads(self.k(pooled)), self._heads(self.v(pooled))
         attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
         mixed = (attn @ v).transpose(-2, -1).reshape(b, c, h, w)
