@@ -8,11 +8,14 @@ import random
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from kdfiqa import __version__
@@ -137,7 +140,7 @@ def test_missing_corrupt_and_foreign_files_give_one_clear_line(tmp_path):
     good = save_checkpoint(tmp_path / "good.pt", build_checkpoint(Tiny()))
     data = good.read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
-    (tmp_path / "noise.pt").write_bytes(os.urandom(2000))
+    (tmp_path / "noise.pt").write_bytes(random.Random(0).randbytes(2000))
     for name in ("cut.pt", "noise.pt"):
         with pytest.raises(CheckpointError, match="corrupt") as info:
             load_checkpoint(tmp_path / name)
@@ -153,6 +156,19 @@ def test_missing_corrupt_and_foreign_files_give_one_clear_line(tmp_path):
     torch.save(future, tmp_path / "future.pt")
     with pytest.raises(CheckpointError, match=r"kdfiqa\.checkpoint\.v9.*kdfiqa 9\.0\.0"):
         load_checkpoint(tmp_path / "future.pt")
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=st.binary(max_size=3000), pickle_header=st.booleans())
+def test_random_bytes_are_a_corrupt_checkpoint_never_a_crash(tmp_path, payload, pickle_header):
+    path = tmp_path / "random.pt"
+    path.write_bytes((b"\x80\x02" if pickle_header else b"") + payload)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and nothing from the loader leaks out as a warning
+        try:
+            load_checkpoint(path)
+        except CheckpointError as exc:
+            assert "random.pt" in str(exc) and "\n" not in str(exc)
 
 
 def test_load_model_rebuilds_through_the_registry(tmp_path, tiny_registered):
