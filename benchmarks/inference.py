@@ -218,6 +218,10 @@ def run(quick: bool) -> dict:
                      + ", ".join(f"{p} {compiled[p]:.1f}" for p in PEERS if p in compiled)
                      + f"; compiling speeds {DEFAULT_STUDENT} up "
                      f"{compiled[DEFAULT_STUDENT] / student:.2f}x over eager (compile time not counted)")
+    notes.append("'-' under compile: torch.compile runs for " + ", ".join(settings["compile_models"])
+                 + f" at {', '.join(map(str, settings['compile_sizes']))} px and batch "
+                 + " and ".join(map(str, settings["compile_batches"]))
+                 + " only, because compiling takes a minute or more per model and shape on a small CPU")
     notes.append("images/s per GFLOP is read as achieved multiply-adds per second (images/s x fvcore "
                  "GMACs per image): a model that is cheaper per image must not also be slower per "
                  "multiply-add")
