@@ -23,6 +23,12 @@ images/s per GFLOP, i.e. the same achieved multiply-add rate, eager at 224 and t
 from __future__ import annotations
 
 import copy
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -79,6 +85,34 @@ def op_breakdown(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
         times[group] += event.self_cpu_time_total
     total = sum(times.values()) or 1.0
     return {group: 100.0 * t / total for group, t in times.items()}
+
+
+KEEP_FREED_MEMORY = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2 ** 40)}
+"""glibc allocator settings that keep freed memory in the process for reuse: by default every block
+above the mmap threshold (at most 32 MiB) is mapped fresh and unmapped again, so each large activation
+map costs page faults on first touch."""
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def allocator_effect(names: tuple[str, ...], batch: int, size: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Eager seconds and page faults per pass of each model under glibc's default allocator settings
+    and under :data:`KEEP_FREED_MEMORY`, each in a fresh process (:mod:`benchmarks.allocator_probe`),
+    the two settings alternating ``rounds`` times; medians per model and setting."""
+    runs: dict[str, dict[str, list[dict]]] = {n: {"default": [], "keep": []} for n in names}
+    for index in range(rounds):
+        for name in names:
+            for setting in ("default", "keep") if index % 2 == 0 else ("keep", "default"):
+                env = {k: v for k, v in os.environ.items() if k not in KEEP_FREED_MEMORY}
+                if setting == "keep":
+                    env.update(KEEP_FREED_MEMORY)
+                done = subprocess.run([sys.executable, "-m", "benchmarks.allocator_probe", name, str(batch),
+                                       str(size), "3"], cwd=REPO, env=env, capture_output=True, text=True,
+                                      check=True)
+                runs[name][setting].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return {name: {f"{setting} {key}": statistics.median(r[key] for r in results)
+                   for setting, results in by_setting.items() for key in ("seconds", "faults_per_pass")}
+            for name, by_setting in runs.items()}
 
 
 def _settings(quick: bool) -> dict[str, Any]:
@@ -198,6 +232,7 @@ def run(quick: bool) -> dict:
         top = sorted(shares[name].items(), key=lambda kv: -kv[1])
         notes.append(f"where eager time goes, {name} (batch {batch}, {size}x{size}, torch.profiler self "
                      "time): " + ", ".join(f"{group} {share:.0f}%" for group, share in top if share >= 1))
+    glibc = platform.libc_ver()[0] == "glibc"
     if not met:
         student_share = shares[DEFAULT_STUDENT]
         uncounted = sum(student_share[g] for g in ("activations", "layout copies", "element-wise"))
@@ -206,9 +241,26 @@ def run(quick: bool) -> dict:
             f"{uncounted:.0f}% of its time goes to activations, layout copies (window partition and reverse) "
             "and element-wise work, none of which fvcore counts; its convolutions "
             "themselves run on wide activation maps at 112x112 and 56x56 (a 16 -> 64 expansion and 5x5 "
-            "depthwise kernels at 112x112), memory-bound layers that reach a small share of the GEMM rate. "
+            "depthwise kernels at 112x112), memory-bound layers that reach a small share of the GEMM rate"
+            + ("; its large maps also meet the allocator (see below). " if glibc else ". ") +
             "This is the architecture as published (the parameter and FLOP counts equal the official "
             "model's), not overhead of kdfiqa's implementation"
+        )
+    if glibc:
+        print("  allocator check", flush=True)
+        effect = allocator_effect((DEFAULT_STUDENT, *PEERS), batch, size, rounds=2)
+        gmacs = {r["model"]: r["GFLOPs"] * batch for r in rows if r["input"] == size and r["batch"] == batch}
+        ratio = {setting: gmacs[DEFAULT_STUDENT] / effect[DEFAULT_STUDENT][f"{setting} seconds"]
+                 / max(gmacs[p] / effect[p][f"{setting} seconds"] for p in PEERS) for setting in ("default", "keep")}
+        setting = " ".join(f"{k}={v}" for k, v in KEEP_FREED_MEMORY.items())
+        notes.append(
+            f"allocator, eager, batch {batch}, {size}x{size}, each model in fresh processes: with glibc's "
+            "default settings a pass page-faults " + ", ".join(
+                f"{n} {e['default faults_per_pass'] * 4096 / 2 ** 30:.2f} GiB" for n, e in effect.items())
+            + f" of fresh memory (4 KiB pages); with {setting} (freed memory kept for reuse) it runs "
+            + ", ".join(f"{n} {e['default seconds'] / e['keep seconds']:.2f}x" for n, e in effect.items())
+            + f" as fast; {DEFAULT_STUDENT}'s GMAC/s ratio to the best peer in these processes goes from "
+            f"{ratio['default']:.2f} to {ratio['keep']:.2f}"
         )
     compiled = {r["model"]: r["compile img/s"] * r["GFLOPs"] for r in rows
                 if r["input"] == size and r["batch"] == batch and r["compile img/s"] != "-"}
