@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import resource
-import statistics
 import sys
-import time
 
 import torch
 
 from kdfiqa.models import create_model
+
+from .common import median_seconds
 
 
 def main(argv: list[str]) -> None:
@@ -26,16 +26,12 @@ def main(argv: list[str]) -> None:
     torch.manual_seed(0)
     model = create_model(name, pretrained=False).eval()
     x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
-    times = []
     with torch.inference_mode():
-        model(x)
+        model(x)  # warm-up, outside the page-fault count
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - start)
+        seconds = median_seconds(lambda: model(x), repeats=repeats, warmup=0)
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-    print(json.dumps({"seconds": statistics.median(times), "faults_per_pass": faults / repeats}))
+    print(json.dumps({"seconds": seconds, "faults_per_pass": faults / repeats}))
 
 
 if __name__ == "__main__":

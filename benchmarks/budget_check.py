@@ -58,14 +58,15 @@ def run(quick: bool) -> dict:
     for name in names:
         print(f"  {name}", flush=True)
         model = create_model(name)
-        size = model_info(name).default_input_size
+        size = parse_input_size(model_info(name).default_input_size)
         report = measure(model, size)
         seconds = median_seconds(lambda: measure(model, size), repeats=repeats)
         rows.append({"model": name, "input": "x".join(map(str, size)), "params": report.params,
                      "GFLOPs": report.gflops, "seconds": seconds})
+        if name == "emo2_5m":
+            reference, reference_model, reference_size = rows[-1], model, size
     if "emo2_5m" in names:
-        reference, model = next(r for r in rows if r["model"] == "emo2_5m"), create_model("emo2_5m")
-        size = parse_input_size(model_info("emo2_5m").default_input_size)
+        model, size = reference_model, reference_size
     else:
         model, size = timm.create_model("efficientnet_b0", pretrained=False), parse_input_size(224)
         reference = {"model": "timm:efficientnet_b0", "input": "x".join(map(str, size)),

@@ -16,6 +16,8 @@ from typing import Any, Callable, Iterator
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parent.parent
+"""The repository root: the working folder of benchmarks that start ``python -m benchmarks.*`` workers."""
 
 
 def machine() -> dict[str, Any]:

@@ -41,7 +41,7 @@ from torch.profiler import ProfilerActivity, profile
 from kdfiqa.budget import measure
 from kdfiqa.models import create_model, list_models, model_info
 
-from .common import SHARED_MACHINE_NOTE, gemm_gmacs, interleaved_medians, scratch_dir
+from .common import REPO, SHARED_MACHINE_NOTE, gemm_gmacs, interleaved_medians, scratch_dir
 
 TITLE = "Student inference"
 DEFAULT_STUDENT = "emo2_1m"
@@ -91,8 +91,6 @@ KEEP_FREED_MEMORY = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2 **
 """glibc allocator settings that keep freed memory in the process for reuse: by default every block
 above the mmap threshold (at most 32 MiB) is mapped fresh and unmapped again, so each large activation
 map costs page faults on first touch."""
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def allocator_effect(names: tuple[str, ...], batch: int, size: int, rounds: int) -> dict[str, dict[str, float]]:

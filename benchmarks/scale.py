@@ -21,10 +21,9 @@ from pathlib import Path
 
 from kdfiqa.data import make_synthetic_fiqa
 
-from .common import scratch_dir
+from .common import REPO, scratch_dir
 
 TITLE = "Scale: 1 vs 2 processes (torchrun, gloo, CPU)"
-REPO = Path(__file__).resolve().parent.parent
 METRICS = ("srcc", "plcc", "krcc", "rmse", "score")
 
 

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ._warnings import import_fvcore_nn
-from .errors import KdfiqaError
+from .errors import KdfiqaError, first_line
 
 __all__ = [
     "Budget",
@@ -207,7 +207,7 @@ def _total(model: nn.Module, x: torch.Tensor, where: str) -> Any:
             warnings.simplefilter("ignore")
             analysis.total()
     except Exception as exc:  # fvcore wraps tracing failures of every kind
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise MeasurementError(
             f"cannot measure {where}: fvcore could not trace it ({reason}); "
             "a model that cannot be traced is never reported as within budget") from exc

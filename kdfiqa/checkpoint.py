@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .errors import CheckpointError, KdfiqaError
+from .errors import CheckpointError, KdfiqaError, first_line
 
 __all__ = [
     "FORMAT",
@@ -231,7 +231,7 @@ def _read(path: Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights_only" not in str(exc).lower() and "weights only" not in str(exc).lower():
-            raise CheckpointError(f"{path}: corrupt checkpoint ({_first_line(exc)})") from None
+            raise CheckpointError(f"{path}: corrupt checkpoint ({_named_first_line(exc)})") from None
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         what = f" (it references {found.group(1)})" if found else ""
         raise CheckpointError(
@@ -240,14 +240,13 @@ def _read(path: Path) -> Any:
         ) from None
     except Exception as exc:  # damaged bytes make the restricted unpickler fail in many ways
         raise CheckpointError(
-            f"{path}: corrupt or truncated checkpoint ({_first_line(exc)}); use another copy "
+            f"{path}: corrupt or truncated checkpoint ({_named_first_line(exc)}); use another copy "
             "(last.pt / best.pt) or re-run training"
         ) from None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+def _named_first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
 
 
 def load_checkpoint(path: PathLike) -> dict[str, Any]:

@@ -8,6 +8,13 @@ of showing a traceback (``--debug`` shows it).
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type name when the message is empty: what a
+    one-line error quotes of an exception raised by a library."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class KdfiqaError(Exception):
     """A problem with the user's input (a path, a file, a flag, a config value)."""
 

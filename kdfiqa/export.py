@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .budget import Budget, BudgetExceeded, CostReport, InputSize, measure, parse_input_size
-from .errors import KdfiqaError
+from .errors import KdfiqaError, first_line
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -177,7 +177,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: InputSize, *,
                 dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}, "score": {0: "batch"}},
             )
         except Exception as exc:  # the exporter raises many types; the user needs one line
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc)
             reason = reason.split(" Please feel free")[0].split("  [Caused by")[0].rstrip(". ")
             raise ExportError(
                 f"ONNX export of {getattr(model, 'model_name', type(model).__name__)} failed ({reason}); "

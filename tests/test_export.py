@@ -177,9 +177,9 @@ def build():
 """
 
 
-def _factory_file(tmp_path) -> str:
+def _factory_file(tmp_path, source: str = FACTORY) -> str:
     path = tmp_path / "factories.py"
-    path.write_text(FACTORY)
+    path.write_text(source)
     return f"{path}:build"
 
 
@@ -228,10 +228,8 @@ def build():
 
 def test_cli_export_onnx_failure_is_one_line_exit_2(tmp_path, capfd):
     # Adaptive pooling to a 3x3 grid cannot be written in ONNX for a dynamic input size.
-    path = tmp_path / "unexportable.py"
-    path.write_text(UNEXPORTABLE)
-    assert main(["export", f"{path}:build", "--out", str(tmp_path / "out"), "--format", "onnx",
-                 "--input", "32"]) == 2
+    target = _factory_file(tmp_path, UNEXPORTABLE)
+    assert main(["export", target, "--out", str(tmp_path / "out"), "--format", "onnx", "--input", "32"]) == 2
     out, err = capfd.readouterr()
     assert out == ""  # the exporter's own graph dump is silenced
     assert len(err.strip().splitlines()) == 1

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, first_line
 from .emo_blocks import ConvNormAct, PatchEmbed, iiRMB, iRMB, make_norm
 from .registry import register_backbone
 
@@ -324,7 +324,7 @@ def _read_checkpoint(path: str | os.PathLike, source: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise CheckpointError(f"{source}: cannot be loaded as a weights-only checkpoint ({reason})") from exc
 
 
