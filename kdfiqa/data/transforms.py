@@ -167,7 +167,9 @@ class PairedViews:
     from one draw of ``geometry`` and one horizontal flip (probability 0.5 when ``flip``).
 
     A view's size ``None`` keeps the box at its own resolution. Returns a dict of tensors keyed by
-    view name; for a stacked geometry each tensor is (N, 3, H, W).
+    view name; for a stacked geometry each tensor is (N, 3, H, W). ``spec`` is the
+    :func:`build_transform` spec it was built from (presets expanded), ``None`` when built by hand:
+    the Trainer records a validation transform's spec as the model's evaluation transform.
     """
 
     def __init__(
@@ -184,6 +186,7 @@ class PairedViews:
         self.views = dict(views)
         self.flip = flip
         self.normalize = normalize
+        self.spec: dict[str, Any] | None = None
 
     def _render(self, img: Image.Image, box: Box, size: Size | None, flip: bool) -> torch.Tensor:
         if size is None:
@@ -306,6 +309,8 @@ def build_transform(spec: str | Mapping[str, Any]) -> PairedViews:
     teacher = spec.get("teacher_size")
     if teacher is not None:
         views["teacher_image"] = None if teacher == "native" else _size(spec, "teacher_size")
-    return PairedViews(
+    views_out = PairedViews(
         _geometry(mode, spec), views, flip=bool(spec.get("flip", False)), normalize=spec.get("normalize", "imagenet")
     )
+    views_out.spec = {**spec, "normalize": views_out.normalize}
+    return views_out
