@@ -12,6 +12,10 @@ deliberate departures keep the check honest:
 
 The model is handed back as it came: the same train/eval flags, buffers (batch-norm statistics),
 parameters, ``requires_grad`` flags and gradients.
+
+torch and fvcore are imported by the functions that measure, so the budgets themselves
+(:class:`Budget`, :data:`VQUALA2025`, :func:`parse_input_size`) cost nothing to import: ``kdfiqa
+budget --help`` does not load torch.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ import contextlib
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence, Union
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, Union
 
 from ._warnings import import_fvcore_nn
 from .errors import KdfiqaError, first_line
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 __all__ = [
     "Budget",
@@ -49,6 +54,9 @@ class Budget:
     max_gflops: float
     max_params: int
     name: str = "custom"
+    deploy_size: tuple[int, int, int] | None = None
+    """The (C, H, W) a student of this budget is deployed at, where training checks it by default
+    (the challenge's 224x224); ``None``: the model's own size."""
 
     def fits(self, report: "CostReport") -> bool:
         """Whether ``report`` is within both limits (limits are inclusive)."""
@@ -58,7 +66,7 @@ class Budget:
         return f"{self.name} (<= {self.max_gflops:g} GFLOPs, <= {self.max_params:,} params)"
 
 
-VQUALA2025 = Budget(max_gflops=0.5, max_params=5_000_000, name="vquala2025")
+VQUALA2025 = Budget(max_gflops=0.5, max_params=5_000_000, name="vquala2025", deploy_size=(3, 224, 224))
 """The VQualA 2025 FIQA challenge's limits: 0.5 GFLOPs (fvcore) and 5 M parameters."""
 
 
@@ -157,29 +165,34 @@ def _sdpa_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
 
 @contextlib.contextmanager
 def _preserved(model: nn.Module) -> Iterator[None]:
-    """Restore modes, buffers, parameters, ``requires_grad`` and ``.grad`` of ``model`` on exit."""
-    modes = {m: m.training for m in model.modules()}
+    """``model`` in eval mode; on exit its modes, buffers, parameters, ``requires_grad`` and
+    ``.grad`` as they were."""
+    import torch
+
+    from .modes import evaluating
+
     state = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()
              if isinstance(v, torch.Tensor)}
     params = dict(model.named_parameters())
     flags = {n: p.requires_grad for n, p in params.items()}
     grads = {n: p.grad for n, p in params.items()}
-    try:
-        yield
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-        with torch.no_grad():
-            current = model.state_dict(keep_vars=True)
-            for k, v in state.items():
-                current[k].copy_(v)
-        for n, p in params.items():
-            p.requires_grad_(flags[n])
-            p.grad = grads[n]
+    with evaluating(model, no_grad=False):
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                current = model.state_dict(keep_vars=True)
+                for k, v in state.items():
+                    current[k].copy_(v)
+            for n, p in params.items():
+                p.requires_grad_(flags[n])
+                p.grad = grads[n]
 
 
 def _probe(model: nn.Module, input_size: tuple[int, int, int], batch_size: int,
            kind: str = "randn") -> torch.Tensor:
+    import torch
+
     ref = next(model.parameters(), None)
     device = ref.device if ref is not None else torch.device("cpu")
     dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
@@ -201,6 +214,8 @@ def _analysis(model: nn.Module, x: torch.Tensor):
 
 
 def _total(model: nn.Module, x: torch.Tensor, where: str) -> Any:
+    import torch
+
     analysis = _analysis(model, x)
     try:
         with warnings.catch_warnings(), torch.no_grad():
@@ -226,6 +241,8 @@ def _self_flops(by_module: Counter) -> dict[str, int]:
 
 
 def _unused_parameters(model: nn.Module, x: torch.Tensor) -> list[str]:
+    import torch
+
     named = [(n, p) for n, p in model.named_parameters() if p.is_floating_point()]
     if not named:
         return []
@@ -279,7 +296,6 @@ def measure(model: nn.Module, input_size: InputSize, *, batch_size: int = 1,
     size = parse_input_size(input_size)
     fvnn = import_fvcore_nn()
     with _preserved(model):
-        model.eval()
         x = _probe(model, size, batch_size)
         where = f"{getattr(model, 'model_name', type(model).__name__)} at {'x'.join(map(str, size))}"
         analysis = _total(model, x, where)
@@ -300,7 +316,6 @@ def measure(model: nn.Module, input_size: InputSize, *, batch_size: int = 1,
 def _assert_input_independent(model: nn.Module, report: CostReport, where: str) -> None:
     """Trace again with inputs of other sign and scale; a different count means data-dependent cost."""
     with _preserved(model):
-        model.eval()
         for kind in ("positive", "negative"):
             total = int(_total(model, _probe(model, report.input_size, report.batch_size, kind),
                                where).total())

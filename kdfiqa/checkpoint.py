@@ -8,8 +8,14 @@ A checkpoint is a ``dict`` holding only tensors and plain values (``dict``, ``li
 
 ``format``          :data:`FORMAT`, the tag this module reads.
 ``kdfiqa_version``  the kdfiqa release that wrote the file.
-``model``           ``{"name": registry name or None, "kwargs": {...}}``:
-                    ``kdfiqa.models.create_model(name, **kwargs)`` rebuilds the network.
+``model``           ``{"name": registry name or None, "kwargs": {...}, "deploy": {...}}``:
+                    ``kdfiqa.models.create_model(name, **kwargs)`` rebuilds the network (only the
+                    kwargs :func:`kdfiqa.models.restorable_kwargs` allows are replayed);
+                    ``deploy`` is its :class:`~kdfiqa.models.deploy.DeployConfig` as
+                    ``to_dict()`` (input size, evaluation transform, normalisation, output kind),
+                    which :func:`load_model` puts back on the rebuilt model. Files written before
+                    ``deploy`` existed get the rebuilt model's own config, at the ``config``'s
+                    ``model.input`` size with its ``data.eval_transform`` where it has them.
 ``state_dict``      the trained model's weights (only the model: no teacher, no projector).
 ``optimizer``       ``optimizer.state_dict()`` or None.
 ``scheduler``       the learning-rate schedule's ``state_dict()`` or None.
@@ -22,8 +28,8 @@ A checkpoint is a ``dict`` holding only tensors and plain values (``dict``, ``li
 ``config``          the resolved run configuration as a plain dict.
 ``metrics``         the latest validation metrics (``{}`` when none yet).
 
-Writers may add further plain keys (the Trainer stores its position inside an epoch under
-``"trainer"``). Files are written atomically: a temporary file in the same folder is written,
+Writers may add further plain keys: the Trainer stores its resumable state under ``"trainer"``
+(its format is :mod:`kdfiqa.engine.state`'s). Files are written atomically: a temporary file in the same folder is written,
 flushed to disk and renamed over the target, so a process killed during a save leaves the previous
 file intact.
 """
@@ -45,7 +51,9 @@ import torch
 from torch import nn
 
 from . import __version__
-from .errors import CheckpointError, KdfiqaError, first_line
+from .errors import CheckpointError, ConfigError, KdfiqaError, first_line
+from .models import create_model, restorable_kwargs
+from .models.deploy import DeployConfig, deploy_config, set_deploy_config
 
 __all__ = [
     "FORMAT",
@@ -67,15 +75,11 @@ _PLAIN = (type(None), bool, int, float, str, torch.Tensor)
 
 
 def describe_model(model: nn.Module) -> dict[str, Any]:
-    """``{"name", "kwargs"}`` rebuilding ``model`` through the registry.
-
-    ``name`` is the ``model_name`` that ``create_model`` sets (None for a model built by hand);
-    ``kwargs`` are the ``model_kwargs`` the model carries, if any.
-    """
-    return {
-        "name": getattr(model, "model_name", None),
-        "kwargs": dict(getattr(model, "model_kwargs", None) or {}),
-    }
+    """``{"name", "kwargs", "deploy"}``: what rebuilds ``model`` through the registry and how it is
+    deployed, from its :func:`~kdfiqa.models.deploy.deploy_config` (``name`` is None for a model
+    built by hand)."""
+    deploy = deploy_config(model).to_dict()
+    return {"name": deploy["name"], "kwargs": deploy["kwargs"], "deploy": deploy}
 
 
 def rng_state() -> dict[str, Any]:
@@ -322,16 +326,76 @@ def load_weights(
 
     ``weights="auto"`` takes the EMA weights when the checkpoint has them (they are the ones that
     were validated and selected) and the trained weights otherwise. A checkpoint for another model
-    raises a :class:`~kdfiqa.errors.CheckpointError` saying which model the file holds.
+    raises a :class:`~kdfiqa.errors.CheckpointError` saying which model the file holds. The model
+    keeps its own deploy config (:func:`load_model` restores the file's).
     """
     path = Path(path)
     ckpt = load_checkpoint(path)
-    name = getattr(model, "model_name", None)
+    name = deploy_config(model).name
     held = ckpt["model"].get("name")
     if name is not None and held is not None and name != held:
         raise CheckpointError(f"{_holds(path, ckpt)}, not {name!r}; pass a matching model")
     _fill(model, path, ckpt, weights)
     return ckpt
+
+
+def _replayed_kwargs(path: Path, ckpt: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The stored factory kwargs, ``pretrained`` forced off, refused unless
+    :func:`~kdfiqa.models.restorable_kwargs` allows every one."""
+    kwargs = ckpt["model"].get("kwargs") or {}
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise CheckpointError(f"{path}: model kwargs must be a mapping with string keys, "
+                              f"got {type(kwargs).__name__}")
+    try:
+        allowed = restorable_kwargs(name)
+    except KdfiqaError as exc:
+        raise CheckpointError(f"{_holds(path, ckpt)}, which cannot be built here: {exc}") from None
+    refused = sorted(set(kwargs) - allowed - {"pretrained"})
+    if refused:
+        raise CheckpointError(
+            f"{_holds(path, ckpt)}: refused to replay model argument(s) {', '.join(refused)}; a "
+            f"checkpoint may set only {', '.join(sorted(allowed)) or 'none'} for {name!r}")
+    if "pretrained" in kwargs:  # files of older releases: the weights come from the file
+        kwargs = {**kwargs, "pretrained": False}
+    return dict(kwargs)
+
+
+def _stored_deploy(path: Path, ckpt: Mapping[str, Any], name: str,
+                   kwargs: Mapping[str, Any]) -> DeployConfig | None:
+    """``ckpt["model"]["deploy"]`` validated, or ``None`` for a file written before it existed."""
+    stored = ckpt["model"].get("deploy")
+    if stored is None:
+        return None
+    try:
+        config = DeployConfig.from_dict(stored, source=f"{path}: model.deploy")
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
+    if config.name != name or config.kwargs != {k: v for k, v in kwargs.items() if k != "pretrained"}:
+        raise CheckpointError(f"{_holds(path, ckpt)}, but its model.deploy describes {config.name!r} "
+                              f"{dict(config.kwargs)}; the file was altered, use another copy")
+    return config
+
+
+def _legacy_deploy(path: Path, ckpt: Mapping[str, Any], model: nn.Module) -> DeployConfig:
+    """For a file without ``model.deploy``: ``model``'s own config at the run configuration's
+    ``model.input`` size and with its ``data.eval_transform``, where the file has them."""
+    config = ckpt.get("config")
+
+    def section(key: str) -> Mapping[str, Any]:
+        value = config.get(key) if isinstance(config, Mapping) else None
+        return value if isinstance(value, Mapping) else {}
+
+    changes: dict[str, Any] = {}
+    spec = section("data").get("eval_transform")
+    if spec is not None:
+        changes["eval_transform"] = {"preset": spec} if isinstance(spec, str) else spec
+    size = section("model").get("input") or (spec.get("size") if isinstance(spec, Mapping) else None)
+    if size is not None:
+        changes["input_size"] = size
+    try:
+        return deploy_config(model).replace(**changes)
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: config.model.input / config.data.eval_transform: {exc}") from None
 
 
 def load_model(
@@ -342,12 +406,13 @@ def load_model(
 ) -> nn.Module:
     """Rebuild the model a checkpoint holds through the registry, load its weights, set eval mode.
 
-    ``expected_name`` (optional) refuses a checkpoint made for another model. Registry kwargs are
-    replayed with ``pretrained=False``: the weights come from the file, nothing is downloaded.
-    ``weights`` is as in :func:`load_weights`.
+    ``expected_name`` (optional) refuses a checkpoint made for another model. The stored kwargs are
+    replayed only when :func:`kdfiqa.models.restorable_kwargs` allows each of them, with
+    ``pretrained=False``: the weights come from the file, nothing is downloaded or opened. The
+    model gets the file's deploy config back (see the module docstring for older files).
+    ``weights`` is as in :func:`load_weights`. Every failure, a constructor rejecting the stored
+    values included, is one :class:`~kdfiqa.errors.CheckpointError` line.
     """
-    from .models import create_model
-
     path = Path(path)
     ckpt = load_checkpoint(path)
     name = ckpt["model"].get("name")
@@ -356,14 +421,19 @@ def load_model(
             f"{path} holds weights of a model built outside the registry (no model name); build "
             "the model yourself and use kdfiqa.checkpoint.load_weights(model, path)"
         )
+    if not isinstance(name, str):
+        raise CheckpointError(f"{path}: model name must be a string, got {type(name).__name__}")
     if expected_name is not None and name != expected_name:
         raise CheckpointError(f"{_holds(path, ckpt)}, not {expected_name!r}")
-    kwargs = dict(ckpt["model"].get("kwargs") or {})
-    if "pretrained" in kwargs:
-        kwargs["pretrained"] = False
+    kwargs = _replayed_kwargs(path, ckpt, name)
+    deploy = _stored_deploy(path, ckpt, name, kwargs)
     try:
         model = create_model(name, **kwargs)
     except KdfiqaError as exc:
         raise CheckpointError(f"{_holds(path, ckpt)}, which cannot be built here: {exc}") from None
+    except Exception as exc:  # stored values reach timm and torch constructors, which fail in many ways
+        raise CheckpointError(f"{_holds(path, ckpt)}, which cannot be built here: "
+                              f"{_named_first_line(exc)}") from exc
     _fill(model, path, ckpt, weights)
+    set_deploy_config(model, deploy or _legacy_deploy(path, ckpt, model))
     return model.eval()

@@ -35,6 +35,7 @@ import yaml
 
 from .engine.config import TrainConfig
 from .errors import ConfigError
+from .options import finite, in_range, one_of, option
 
 __all__ = [
     "COMMANDS",
@@ -62,97 +63,212 @@ SizeSpec = Union[int, list]
 """A resolution: ``224`` (square) or ``[height, width]``."""
 
 
+def _size_field(where: str, value: Any) -> None:
+    """Raise unless ``value`` (when not None) is an input size such as 224 or [224, 336]."""
+    if value is None:
+        return
+    from .budget import parse_input_size
+
+    try:
+        parse_input_size(tuple(value) if isinstance(value, list) else value)
+    except Exception:
+        raise ConfigError(f"{where}: {value!r} is not an input size such as 224 or [224, 336]") from None
+
+
+def _transform_field(where: str, spec: Any) -> None:
+    """Build ``spec`` once (with a stand-in size when it leaves ``size`` to the model) so a bad
+    transform is refused before any model is built."""
+    if spec is None:
+        return
+    from .data.transforms import build_transform
+
+    probe = dict(spec)
+    if probe.get("mode") != "native" and "preset" not in probe:
+        probe.setdefault("size", 32)
+    try:
+        build_transform(probe)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
 @dataclass
 class ModelSection:
     """The network being trained."""
 
-    name: str | None = None
+    name: str | None = option(None, flag="--model", metavar="NAME",
+                              help="registered model or timm:NAME (`kdfiqa models`)")
     """Registered model name or ``timm:NAME`` (``kdfiqa models`` lists them)."""
-    kwargs: dict = field(default_factory=dict)
+    kwargs: dict = option(factory=dict, help="keyword arguments of the model factory")
     """Keyword arguments for the model factory (e.g. ``drop_path_rate``)."""
-    head: dict | None = None
+    head: dict | None = option(None, help="quality-head options for backbone names")
     """Quality-head options for backbone names (see :class:`kdfiqa.models.heads.FIQARegressor`)."""
-    input: SizeSpec | None = None
+    input: SizeSpec | None = option(None, flag="--input", metavar="SIZE",
+                                    help="training resolution: 224 or 224x336 (default: the model's)")
     """Training resolution, filling ``size`` in transforms that leave it out (default: the model's)."""
-    init: str | None = None
+    init: str | None = option(None, flag="--init", metavar="CKPT", help="start from the weights of a kdfiqa checkpoint")
     """A kdfiqa checkpoint whose weights start the run (fine-tuning)."""
-    pretrained: bool = False
+    pretrained: bool = option(False, flag="--pretrained",
+                              help="load the model's published weights (needs them locally or a network)")
     """Load the factory's published weights (needs them on disk or a network connection)."""
+
+    def __post_init__(self) -> None:
+        _size_field("model.input (--input)", self.input)
 
 
 @dataclass
 class DataSection:
     """Where the images and labels are and how they are turned into tensors."""
 
-    root: str | None = None
-    csv: str | None = None
-    val_root: str | None = None
+    root: str | None = option(None, flag="--root", metavar="DIR", help="folder the CSV's image names are relative to")
+    csv: str | None = option(None, flag="--csv", metavar="FILE",
+                             help="labels: challenge format (image_name,score) or a headed CSV")
+    val_root: str | None = option(None, flag="--val-root", metavar="DIR", help="image folder of --val-csv (default: --root)")
     """Image root of ``val_csv`` (default: ``root``)."""
-    val_csv: str | None = None
-    val_fraction: float = 0.1
+    val_csv: str | None = option(None, flag="--val-csv", metavar="FILE", help="validation labels (default: a split of --csv)")
+    val_fraction: float = option(0.1, flag="--val-fraction", metavar="F",
+                                 help="share of --csv held out for validation (default 0.1)")
     """Held-out share of ``csv`` when no ``val_csv`` is given."""
-    split_seed: int = 0
-    train_transform: dict | None = None
+    split_seed: int = option(0, help="seed of the validation split")
+    train_transform: dict | None = option(None, help="training transform spec (kdfiqa.data.build_transform)")
     """Spec for :func:`kdfiqa.data.build_transform`; ``size`` defaults to ``model.input``."""
-    eval_transform: dict | None = None
-    """Spec used for validation, and by ``evaluate``/``predict``/``export`` of the saved model."""
-    sampler: str | None = None
+    eval_transform: dict | None = option(None, help="evaluation transform spec")
+    """Spec used for validation; it becomes the trained model's deployment transform, which
+    ``evaluate``/``predict``/``export`` apply."""
+    sampler: str | None = option(None, flag="--sampler", choices=("ssus",),
+                                 help="score-stratified uniform sampling (RankCORE)")
     """``None`` (shuffle) or ``"ssus"`` (RankCORE's score-stratified uniform sampler)."""
-    strata: int = 10
+    strata: int = option(10, help="score strata of the ssus sampler")
     """Number of score strata for the ``ssus`` sampler."""
-    pseudo_csv: str | None = None
+    samples_per_epoch: int | None = option(
+        None, flag="--samples-per-epoch", metavar="N",
+        help="draw N training samples an epoch (fresh random orders, cycled) instead of one pass")
+    """Epoch length in samples (:class:`~kdfiqa.data.samplers.FixedLengthSampler`): runs on data
+    sets of different sizes take the same number of steps."""
+    pseudo_csv: str | None = option(None, flag="--pseudo-csv", metavar="FILE",
+                                    help="pseudo-labels added to the training labels, used as given")
     """Pseudo-labels (``image,score``) added to the training labels (offline distillation)."""
-    pseudo_root: str | None = None
-    """Image root of ``pseudo_csv`` (default: ``unlabeled``, else ``root``)."""
-    unlabeled: str | None = None
-    """Folder of unlabeled images (pseudo-labelling, self-training, SSAR pretraining)."""
-    skip_bad: bool = False
+    pseudo_root: str | None = option(None, flag="--pseudo-root", metavar="DIR",
+                                     help="folder the --pseudo-csv names are relative to (default: --root)")
+    """Image root of ``pseudo_csv`` (default: ``root``); for a CSV written by ``kdfiqa pseudo-label``
+    that is its ``--images`` folder."""
+    unlabeled: str | None = option(None, flag="--unlabeled", metavar="DIR",
+                                   help="images for the teacher to pseudo-label (distill) or for SSAR pretraining (train)")
+    """Folder of unlabeled images: ``distill`` has the teacher label it (never together with
+    ``pseudo_csv``); ``train`` uses it for SSAR pretraining."""
+    skip_bad: bool = option(False, flag="--skip-bad",
+                            help="drop unreadable images (each logged, counted) instead of stopping")
     """Drop missing, empty, truncated or undecodable images (each logged) instead of stopping."""
+    allow_outside_root: bool = option(False, flag="--allow-outside-root",
+                                      help="accept CSV names that lead outside their image folder (../, symlinks)")
+    """Accept image names that resolve outside their root (refused by default)."""
+
+    def __post_init__(self) -> None:
+        finite("data.val_fraction (--val-fraction)", self.val_fraction, low=0.0, high=1.0,
+               low_open=True, high_open=True)
+        in_range("data.strata", self.strata, 2)
+        in_range("data.samples_per_epoch (--samples-per-epoch)", self.samples_per_epoch, 1)
+        if self.sampler is not None and self.samples_per_epoch is not None:
+            raise ConfigError("--sampler ssus draws its own epochs; drop --samples-per-epoch or the sampler")
+        if self.sampler is not None:
+            one_of("data.sampler (--sampler)", self.sampler, ("ssus",))
+        _transform_field("data.train_transform", self.train_transform)
+        _transform_field("data.eval_transform", self.eval_transform)
 
 
 @dataclass
 class LossSection:
     """The task loss on scores against MOS."""
 
-    task: str = "mse"
+    task: str = option("mse", flag="--task-loss", metavar="FORMULA",
+                       help='loss against the labels, e.g. "0.75*plcc + 0.25*rank"')
     """A registered name or a formula such as ``"0.75*plcc + 0.25*rank"``."""
+
+    def __post_init__(self) -> None:
+        _loss_field("loss.task (--task-loss)", self.task)
+
+
+def _loss_field(where: str, formula: str | None) -> None:
+    """Parse ``formula`` into its loss terms so an unknown loss is refused before any model is built."""
+    if formula is None:
+        return
+    from .losses import WeightedSum
+
+    try:
+        WeightedSum(formula)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 @dataclass
 class DistillSection:
     """Teachers and what the student learns from them."""
 
-    teachers: list = field(default_factory=list)
+    teachers: list = option(factory=list, flag="--teacher", metavar="SOURCE", repeat=True, commands=("distill",),
+                            help="name, timm:NAME, checkpoint.pt or scores.csv (repeat for an ensemble)")
     """Each a registered name, ``timm:NAME``, a checkpoint or a ``image,score`` CSV; several are averaged."""
-    teacher_input: SizeSpec | None = None
+    teacher_input: SizeSpec | None = option(None, flag="--teacher-input", metavar="SIZE", commands=("distill",),
+                                            help="teacher resolution, e.g. 512 (default: the teacher's own)")
     """The teachers' resolution (their own view of each crop); default: the teacher's own."""
-    loss: str | None = "temperature_mse"
+    loss: str | None = option("temperature_mse", flag="--distill-loss", metavar="FORMULA", commands=("distill",),
+                              help='loss on the logits, e.g. "0.5*temperature_mse"; none: labels only')
     """Distillation formula on logits, e.g. ``"0.5*temperature_mse"``; ``None`` when the teacher only
     teaches through pseudo-labels (offline distillation)."""
-    feature: list = field(default_factory=list)
-    """Feature losses as ``LOSS:STUDENT_MODULE:TEACHER_MODULE`` (module paths on the bare models)."""
-    budget: str | None = "vquala2025"
-    """Budget the student must fit before training starts (``None``: no check)."""
-    allow_over_budget: bool = False
-    calibrate: bool = False
+    feature: list = option(factory=list, flag="--feature-loss", metavar="S:T[:LOSS[:W]]", repeat=True,
+                           commands=("distill",), help="match student module S to teacher module T (repeatable)")
+    """Feature losses as ``STUDENT_MODULE:TEACHER_MODULE[:LOSS[:WEIGHT]]`` (module paths on the bare models)."""
+    budget: str | None = option("vquala2025", flag="--budget", metavar="NAME", commands=("distill",),
+                                help="budget the student must fit before training starts (vquala2025; none: no check)")
+    """Budget the student must fit before training starts (``None``/``"none"``: no check)."""
+    deploy_input: list = option(factory=list, flag="--deploy-input", metavar="SIZE", repeat=True, commands=("distill",),
+                                help="size(s) the student is deployed at, where the budget is checked "
+                                     "(default: the budget's, 224 for vquala2025, never below --input)")
+    """Deployment resolutions the budget is checked at (default: the budget's deployment size, never
+    smaller than the training input, and the evaluation size)."""
+    allow_over_budget: bool = option(False, flag="--allow-over-budget", commands=("distill",),
+                                     help="train a student over budget anyway (loudly logged)")
+    calibrate: bool = option(False, flag="--calibrate", commands=("distill",),
+                             help="map the teacher's pseudo-labels of --unlabeled to the label scale "
+                                  "(4-parameter logistic fitted on the training share of --csv)")
     """Map pseudo-labels to the label scale with a 4-parameter logistic fitted on the labeled set."""
-    self_train: int = 0
+    self_train: int = option(0, flag="--self-train", metavar="N", commands=("distill",),
+                             help="self-training rounds of the teacher on labels + its pseudo-labels")
     """Rounds of self-training: the teacher is retrained on labels ∪ its pseudo-labels this many times
     before it labels the student's data (ECNU-SJTU's loop)."""
+
+    def __post_init__(self) -> None:
+        from .distill.features import parse_feature_pairs
+
+        if isinstance(self.loss, str) and self.loss.strip().lower() in ("none", "null", ""):
+            self.loss = None  # "--distill-loss none": the teacher teaches through pseudo-labels only
+        _size_field("distill.teacher_input (--teacher-input)", self.teacher_input)
+        for size in self.deploy_input:
+            _size_field("distill.deploy_input (--deploy-input)", size)
+        _loss_field("distill.loss (--distill-loss)", self.loss)
+        in_range("distill.self_train (--self-train)", self.self_train, 0)
+        if self.budget is not None and self.budget != "none":
+            from .budget_presets import get_budget
+
+            get_budget(self.budget)
+        parse_feature_pairs(self.feature)
 
 
 @dataclass
 class SSARSection:
     """Self-Supervised Adaptive Ranking pretraining (seed §2, RankCORE)."""
 
-    epochs: int = 0
+    epochs: int = option(0, help="SSAR pretraining epochs (0: off)")
     """Pretraining epochs on (I, T_s(I)) pairs before supervised training; 0 turns SSAR off."""
-    margin: float = 0.1
+    margin: float = option(0.1, help="lambda of the adaptive margin")
     """λ of the adaptive margin m(s) = λ·s."""
-    lr: float | None = None
+    lr: float | None = option(None, help="pretraining learning rate (default: train.lr)")
     """Pretraining learning rate (default: ``train.lr``)."""
-    degradations: list = field(default_factory=list)
+    degradations: list = option(factory=list, help="degradation names to draw T from")
     """Degradation names to draw T from (default: all of :mod:`kdfiqa.data.degradations`)."""
+
+    def __post_init__(self) -> None:
+        in_range("ssar.epochs", self.epochs, 0)
+        finite("ssar.margin", self.margin, low=0.0)
+        finite("ssar.lr", self.lr, low=0.0, low_open=True)
 
 
 @dataclass
@@ -354,9 +470,9 @@ def _describe(hint: Any) -> str:
 def _check_type(value: Any, hint: Any) -> Any:
     """``value`` if it fits ``hint`` (ints accepted for floats), else raise ``TypeError``."""
     if typing.get_origin(hint) in _UNION_TYPES:
-        for option in typing.get_args(hint):
+        for alternative in typing.get_args(hint):
             try:
-                return _check_type(value, option)
+                return _check_type(value, alternative)
             except TypeError:
                 continue
         raise TypeError

@@ -1,28 +1,34 @@
 """The built-in demo: kdfiqa's whole workflow, offline, on synthetic data, in a few minutes.
 
-:func:`run_demo` (``kdfiqa demo``) does, with nothing but the installed package:
+:func:`run_demo` (``kdfiqa demo``) is a built-in recipe run through the stages of
+:mod:`kdfiqa.pipeline`, the same functions ``kdfiqa train``, ``pseudo-label`` and ``distill`` call;
+every stage's config is stored in its checkpoint, so each run can be repeated from the command line.
 
 1. **Data**: :func:`kdfiqa.data.make_synthetic_fiqa` draws cartoon faces (or crops the user's own
    photos, ``images=DIR``), degrades them at known severities and derives a MOS-like score. The data
    is synthetic and the demo says so. It is split at random into a small *labeled* set, a labeled
-   *validation* set (model selection), a larger *unlabeled* set whose scores are thrown away, and a
-   held-out *test* set that only the final evaluation sees.
-2. **Teacher**: an EMOv2 network trained on the labeled set.
-3. **Pseudo-labels**: the teacher scores the unlabeled images (offline distillation, as in the
-   ECNU-SJTU entry of the seed).
-4. **Budget**: the student, EMOv2-1M (the seed's student), is checked against
-   :data:`~kdfiqa.budget.VQUALA2025` at 224x224, the resolution it would be deployed at, before any
-   training step. The demo trains at a small resolution only to be quick on a CPU.
-5. **Students**: the student trained on labels ∪ pseudo-labels (with KD), and the *same* student
-   (same initial weights, seed, loss, optimiser and number of optimisation steps) trained on the
-   labels alone (the control). The only difference is the teacher's pseudo-labels.
-6. **Report**: the three models on the test set (SRCC, PLCC, challenge score), their size and cost
-   at 224 and the budget verdict, as a table, ``summary.json``, checkpoints and PNG plots.
+   *validation* set (model selection only), a larger *unlabeled* set whose scores are thrown away,
+   and a held-out *test* set that only the final evaluation sees, each in its own folder.
+2. **Teacher** (:func:`~kdfiqa.pipeline.train`): an EMOv2 network trained on the labeled set at a
+   higher resolution than the students, at which the degradations are better visible, and for more
+   epochs: it is stronger because it sees more, as in the seed's 2077Agent recipe.
+3. **Pseudo-labels** (:func:`~kdfiqa.pipeline.pseudo_label`): the teacher scores the unlabeled
+   images, calibrated onto the label scale by a 4-parameter logistic (the ECNU-SJTU way).
+4. **Students** (:func:`~kdfiqa.pipeline.train` and :func:`~kdfiqa.pipeline.run_distill`), EMOv2-1M
+   (the seed's student), budget-checked against :data:`~kdfiqa.budget.VQUALA2025` at 224x224 (its
+   deployment size) before any step: the *control* on the labels alone; *offline KD* on labels ∪
+   pseudo-labels; *online KD* through :class:`~kdfiqa.distill.Distiller` (HybridLoss on labels +
+   0.5 · temperature MSE against the frozen teacher, which sees the higher-resolution view of the
+   same crop); both *combined*; and the ablation, online KD under an *untrained* teacher. Every
+   student has the same architecture, initial weights, optimiser and number of optimiser steps
+   (fixed-length epochs); checkpoints are picked on the validation split only.
+5. **Report**: every model on the test set through its checkpoint's own deployment transform
+   (SRCC, PLCC, challenge score, each student's gain over the control), its size and cost at 224
+   and the budget verdict, as a table, ``summary.json``, checkpoints and PNG plots.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import time
@@ -32,29 +38,31 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.table import Table
-from torch import nn
-from torch.utils.data import DataLoader, RandomSampler
 
+from . import pipeline
 from .budget import VQUALA2025, Budget, CostReport, measure
-from .checkpoint import load_model
-from .data import FIQADataset, ImageSamples, Sample, build_transform, make_synthetic_fiqa
-from .distill import Student, Supervised, Teacher, pseudo_label, write_scores_csv
-from .engine import Trainer, TrainConfig, init_distributed, predict
-from .metrics import evaluate
-from .models import create_model, model_info
-from .plots import curves_plot, scatter_plot
+from .config import RunConfig
+from .engine import init_distributed
+from .errors import DataError
 
-__all__ = ["DemoPlan", "PLANS", "BUDGET_RESOLUTION", "MODEL_ROLES", "run_demo"]
+__all__ = ["DemoPlan", "PLANS", "BUDGET_RESOLUTION", "MODEL_ROLES", "STUDENT_ROLES", "ROLE_TITLES", "run_demo"]
 
 BUDGET_RESOLUTION = 224
-"""The student is budget-checked (and its cost reported) at this deployment resolution."""
+"""The students are budget-checked (and every cost reported) at this deployment resolution."""
 
-MODEL_ROLES = ("teacher", "student_kd", "student_no_kd")
-"""The three models of the demo, as keyed in ``summary.json``."""
+STUDENT_ROLES = ("control", "offline_kd", "online_kd", "combined_kd", "untrained_teacher_kd")
+"""The students of the demo, as keyed in ``summary.json``."""
 
-ROLE_TITLES = {"teacher": "teacher", "student_kd": "student with KD", "student_no_kd": "student without KD"}
+MODEL_ROLES = ("teacher", *STUDENT_ROLES)
+
+ROLE_TITLES = {
+    "teacher": "teacher",
+    "control": "student alone (control)",
+    "offline_kd": "student, offline KD",
+    "online_kd": "student, online KD",
+    "combined_kd": "student, offline + online KD",
+    "untrained_teacher_kd": "student, online KD, untrained teacher",
+}
 """How the table and the plots name the models."""
 
 SPLITS = ("labeled", "val", "unlabeled", "test")
@@ -67,8 +75,7 @@ class DemoPlan:
     image_size: int
     """Side of the students' views: they train and are evaluated at this resolution."""
     teacher_size: int
-    """Side of the synthetic images and of the teacher's views. As in the seed's 2077Agent recipe
-    (teacher at 512, student at 224), the teacher sees more detail than the students."""
+    """Side of the synthetic images and of the teacher's views."""
     labeled: int
     val: int
     unlabeled: int
@@ -77,15 +84,8 @@ class DemoPlan:
     student: str
     teacher_epochs: int
     student_epochs: int
-    """Both students run this many epochs of ``labeled + unlabeled`` samples each: the same steps."""
+    """Every student runs this many epochs of ``labeled + unlabeled`` samples: the same steps."""
     batch_size: int
-    lr: float
-    loss: str
-    """Task loss of every run, a :class:`~kdfiqa.losses.WeightedSum` formula."""
-    layer_scale: float = 1.0
-    """Initial EMOv2 layer scale. The ImageNet recipe's 1e-6 needs thousands of steps before the
-    blocks contribute; from scratch on a few hundred images, 1.0 learns in a few hundred steps.
-    It only sets initial values: the architecture and its cost are unchanged."""
 
     @property
     def total_images(self) -> int:
@@ -93,108 +93,167 @@ class DemoPlan:
 
 
 PLANS: dict[str, DemoPlan] = {
-    "default": DemoPlan(image_size=48, teacher_size=64, labeled=128, val=64, unlabeled=640, test=256,
-                        teacher="emo2_5m", student="emo2_1m", teacher_epochs=16, student_epochs=3, batch_size=32, lr=2e-3,
-                        loss="1.0*mse + 0.5*plcc"),
+    "default": DemoPlan(image_size=48, teacher_size=64, labeled=128, val=64, unlabeled=512, test=256,
+                        teacher="emo2_5m", student="emo2_1m", teacher_epochs=16, student_epochs=2, batch_size=32),
     "quick": DemoPlan(image_size=32, teacher_size=32, labeled=16, val=8, unlabeled=32, test=16, teacher="emo2_1m",
-                      student="emo2_1m", teacher_epochs=1, student_epochs=1, batch_size=16, lr=2e-3,
-                      loss="1.0*mse + 0.5*plcc"),
+                      student="emo2_1m", teacher_epochs=1, student_epochs=1, batch_size=16),
 }
-"""``default``: the full demo (about 3.5 minutes on 2 idle CPU cores), an EMOv2-5M teacher at 64x64 and
-EMOv2-1M students at 48x48; ``quick``: a smoke run of every stage, with an EMOv2-1M teacher (the
-student's layout) so that one network is measured."""
+"""``default``: the full demo, an EMOv2-5M teacher at 64x64 and EMOv2-1M students at 48x48;
+``quick``: a smoke run of every stage, with an EMOv2-1M teacher (the student's layout). The losses,
+optimiser and schedule are the packaged ``demo`` recipe's."""
 
 
-def _say(console: Console, text: str) -> None:
+@dataclass(frozen=True)
+class DemoData:
+    """The demo's splits as labels sources, and the unlabeled images' folder."""
+
+    labeled: pipeline.Labels
+    val: pipeline.Labels
+    test: pipeline.Labels
+    unlabeled: Path
+    note: str
+
+    def sizes(self) -> dict[str, int]:
+        from .data import read_labels
+
+        sizes = {name: len(read_labels(getattr(self, name).csv)) for name in ("labeled", "val", "test")}
+        sizes["unlabeled"] = sum(1 for _ in self.unlabeled.iterdir())
+        return {name: sizes[name] for name in SPLITS}
+
+
+def _say(console: Any, text: str) -> None:
     console.print(text, highlight=False)
 
 
-def _split(dataset: FIQADataset, plan: DemoPlan, seed: int) -> dict[str, FIQADataset]:
-    """A random split of ``dataset`` into the four parts of :data:`SPLITS`, sized by ``plan``."""
-    order = np.random.default_rng(seed).permutation(len(dataset)).tolist()
-    parts, start = {}, 0
+def _make_data(out: Path, plan: DemoPlan, seed: int, images: str | os.PathLike[str] | None) -> DemoData:
+    """Synthetic faces split at random into one folder per split, with a labels CSV per labeled split
+    (the unlabeled split's scores are not written anywhere the demo reads)."""
+    from .data import make_synthetic_fiqa, read_labels
+    from .distill import write_scores_csv
+
+    made = make_synthetic_fiqa(out / "data", plan.total_images, size=plan.teacher_size, seed=seed, sources=images)
+    labels = read_labels(made.labels)
+    order = np.random.default_rng(seed).permutation(len(labels)).tolist()
+    folders: dict[str, Path] = {}
+    start = 0
     for name in SPLITS:
-        count = getattr(plan, name)
-        parts[name] = dataset.subset(sorted(order[start:start + count]))
-        start += count
-    return parts
+        part = [labels[i] for i in sorted(order[start:start + getattr(plan, name)])]
+        start += getattr(plan, name)
+        folder = out / "splits" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for label in part:
+            os.replace(made.image_dir / label.name, folder / label.name)
+        if name != "unlabeled":
+            write_scores_csv(out / "splits" / f"{name}.csv", [x.name for x in part], [x.score for x in part])
+        folders[name] = folder
+    made.image_dir.rmdir()
+    splits = {n: pipeline.Labels(out / "splits" / f"{n}.csv", folders[n]) for n in ("labeled", "val", "test")}
+    return DemoData(**splits, unlabeled=folders["unlabeled"],
+                    note=(made.image_dir.parent / "SYNTHETIC_DATA.txt").read_text().strip())
 
 
-def _write_splits(parts: Mapping[str, FIQADataset], folder: Path) -> dict[str, Path]:
-    """Challenge-format CSVs of the labeled parts and a name list of the unlabeled part."""
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for name, part in parts.items():
-        if name == "unlabeled":
-            path = folder / "unlabeled.txt"
-            path.write_text("".join(f"{n}\n" for n in part.names))
-        else:
-            path = write_scores_csv(folder / f"{name}.csv", part.names, part.scores.tolist())
-        files[name] = path
-    return files
+def _config(plan: DemoPlan, data: DemoData, out: Path, *, role: str, seed: int, device: str) -> RunConfig:
+    """The run config of one model: the packaged ``demo`` recipe (``kdfiqa recipes demo``) for the
+    teacher's (``train``) or the students' (``distill``) command, with the plan's data, sizes and
+    epochs; the same form ``kdfiqa train/distill --config`` reads. The control and the offline
+    student have no online teacher (``distill.loss`` null)."""
+    from .config import ConfigLayer, load_recipe, resolve_config
+
+    teacher = role == "teacher"
+    size = plan.teacher_size if teacher else plan.image_size
+    command = "train" if teacher else "distill"
+    layer = {
+        "description": f"kdfiqa demo: {ROLE_TITLES[role]}",
+        "model": {"name": plan.teacher if teacher else plan.student, "input": size},
+        "data": {"root": str(data.labeled.root), "csv": str(data.labeled.csv), "val_root": str(data.val.root),
+                 "val_csv": str(data.val.csv),
+                 "samples_per_epoch": None if teacher else plan.labeled + plan.unlabeled},
+        "train": {"output_dir": str(out / role), "epochs": plan.teacher_epochs if teacher else plan.student_epochs,
+                  "batch_size": plan.batch_size, "seed": seed, "device": device},
+        "distill": {"loss": None, "teacher_input": plan.teacher_size},
+    }
+    return resolve_config(command, [*load_recipe("demo", command), ConfigLayer("kdfiqa demo plan", layer)])
 
 
-def _train_config(plan: DemoPlan, out: Path, epochs: int, seed: int, device: str) -> TrainConfig:
-    return TrainConfig(
-        output_dir=str(out), epochs=epochs, batch_size=plan.batch_size, val_batch_size=64, optimizer="adamw",
-        lr=plan.lr, weight_decay=1e-4, scheduler="cosine", warmup_epochs=0.0, monitor="score",
-        channels_last=True, seed=seed, device=device, quiet=True,
-    )
+def _recipe_distill_loss() -> str:
+    """The online distillation loss of the ``demo`` recipe's students."""
+    from .config import load_recipe, resolve_config
+
+    return resolve_config("distill", load_recipe("demo", "distill")).distill.loss
 
 
-def _new_model(name: str, plan: DemoPlan, seed: int) -> nn.Module:
-    """``name`` from the registry with initial weights fixed by ``seed``."""
-    torch.manual_seed(seed)
-    return create_model(name, layer_scale=plan.layer_scale)
+def _student_config(base: RunConfig, *, teacher: Path | None, pseudo: pipeline.Labels | None,
+                    recipe_loss: str | None) -> RunConfig:
+    """``base`` with the teacher it distils from online (``teacher``, with the recipe's distillation
+    loss, the teacher seeing its own view of each crop) and the pseudo-labels it adds."""
+    import dataclasses
+
+    data = base.data
+    if pseudo is not None:
+        data = dataclasses.replace(data, pseudo_csv=str(pseudo.csv), pseudo_root=str(pseudo.root))
+    distill = dataclasses.replace(base.distill, teachers=[str(teacher)] if teacher else [],
+                                  loss=recipe_loss if teacher else None)
+    return dataclasses.replace(base, data=data, distill=distill)
 
 
-def _fit(objective: nn.Module, train: ImageSamples, val: ImageSamples, config: TrainConfig,
-         samples_per_epoch: int | None = None) -> tuple[list[dict[str, Any]], Path]:
-    """Train and return (per-epoch records, best checkpoint). ``samples_per_epoch`` draws that many
-    training samples per epoch (cycling through the set in fresh random orders)."""
-    sampler = RandomSampler(train, num_samples=samples_per_epoch) if samples_per_epoch else None
-    trainer = Trainer(objective, train, val, config, sampler=sampler)
-    history = trainer.fit()
-    return history, trainer.best_path
+def _untrained_teacher(config: RunConfig, path: Path) -> Path:
+    """The teacher network as initialised (the same seed), saved as a checkpoint for the ablation."""
+    from .checkpoint import build_checkpoint, save_checkpoint
+    from .models.deploy import deploy_config, set_deploy_config
+
+    model = pipeline.build_model(config)
+    set_deploy_config(model, deploy_config(model).replace(input_size=config.model.input))
+    return save_checkpoint(path, build_checkpoint(model, config=config.to_dict()))
 
 
-def _test(model: nn.Module, test: ImageSamples, device: torch.device
-          ) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
-    """Challenge metrics of ``model`` on the test set, with its predictions and the true scores."""
-    loader = DataLoader(test, batch_size=64, shuffle=False)
-    preds = predict(model, loader, device=device, channels_last=True)
+def _test(checkpoint: Path, test: pipeline.Labels, device: torch.device) -> tuple[dict[str, float], list[str],
+                                                                                 np.ndarray, np.ndarray]:
+    """Challenge metrics of a checkpoint on the test split, fed by its own deployment transform, with
+    the test names, its predictions and the true scores."""
+    from torch.utils.data import DataLoader
+
+    from .data import FIQADataset
+    from .engine import predict
+    from .inference import load_inference_model
+    from .metrics import evaluate
+
+    loaded = load_inference_model(checkpoint)
+    dataset = FIQADataset(test.root, test.csv, transform=loaded.transform())
+    preds = predict(loaded.model.to(device), DataLoader(dataset, batch_size=64, shuffle=False), device=device)
     pred, mos = preds.scores.double().numpy(), preds.mos.double().numpy()
-    return evaluate(pred, mos), pred, mos
-
-
-def _write_predictions(path: Path, names: list[str], pred: np.ndarray, mos: np.ndarray) -> None:
-    """Headed CSV ``image,predicted,true`` with every float at full precision."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(("image", "predicted", "true"))
-        writer.writerows((name, repr(float(p)), repr(float(m))) for name, p, m in zip(names, pred, mos))
+    return evaluate(pred, mos), list(preds.names), pred, mos
 
 
 def _cost(report: CostReport, budget: Budget) -> dict[str, Any]:
     return {"params": report.params, "gflops_224": report.gflops, "within_budget": budget.fits(report)}
 
 
-def _table(summary: Mapping[str, Any]) -> Table:
+SHORT_TITLES = {"teacher": "teacher", "control": "control (alone)", "offline_kd": "offline KD",
+                "online_kd": "online KD", "combined_kd": "offline+online KD",
+                "untrained_teacher_kd": "untrained teacher"}
+"""Table row names, short enough for an 80-column terminal."""
+
+
+def _table(summary: Mapping[str, Any]) -> Any:
+    from rich import box
+    from rich.table import Table
+
     budget, models = summary["budget"]["name"], summary["models"]
     table = Table(
         title=f"kdfiqa demo on SYNTHETIC data: held-out test set ({summary['splits']['test']} images)",
-        caption=f"teacher {models['teacher']['network']}, students {models['student_kd']['network']}; params "
-                f"and GFLOPs (fvcore) at {BUDGET_RESOLUTION}x{BUDGET_RESOLUTION}; only the student is deployed, "
-                f"so only it must fit {budget}",
+        caption=f"teacher {models['teacher']['network']}, students {models['control']['network']}; gain: score "
+                f"minus the control's; params and GFLOPs (fvcore) at {BUDGET_RESOLUTION}x{BUDGET_RESOLUTION}, "
+                f"where a deployed student must fit {budget}",
+        box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, padding=(0, 1),
     )
-    for column in ("model", "SRCC", "PLCC", "score", "params", f"GFLOPs@{BUDGET_RESOLUTION}", budget):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    for column in ("model", "SRCC", "PLCC", "score", "gain", "params", "GFLOPs", "budget"):
+        table.add_column(column, justify="left" if column == "model" else "right", no_wrap=True)
     for role in MODEL_ROLES:
         row = models[role]
-        table.add_row(ROLE_TITLES[role], f"{row['srcc']:.4f}", f"{row['plcc']:.4f}", f"{row['score']:.4f}",
+        gain = "" if role in ("teacher", "control") else f"{summary['gains'][role]['score']:+.3f}"
+        table.add_row(SHORT_TITLES[role], f"{row['srcc']:.3f}", f"{row['plcc']:.3f}", f"{row['score']:.3f}", gain,
                       f"{row['params'] / 1e6:.2f}M", f"{row['gflops_224']:.3f}",
-                      "fits" if row["within_budget"] else "over")
+                      "fits" if row["within_budget"] else "OVER")
     return table
 
 
@@ -212,7 +271,7 @@ def run_demo(
     device: str = "cpu",
     plan: DemoPlan | None = None,
     budget: Budget = VQUALA2025,
-    console: Console | None = None,
+    console: Any = None,
 ) -> dict[str, Any]:
     """Run the demo of the module docstring into ``out_dir`` and return its summary.
 
@@ -221,12 +280,15 @@ def run_demo(
     ``quick`` picks the ``quick`` plan of :data:`PLANS` (``plan`` overrides either); ``images`` is a
     folder of the user's own unlabeled face photos used as clean sources instead of drawn faces;
     ``device`` is ``cpu``, ``cuda`` or ``auto``. Writes into ``out_dir``: ``data/`` (the synthetic
-    set), ``splits/`` (the four parts), ``pseudo_labels.csv``, one training folder per model
-    (``best.pt``, ``last.pt``, ``log.jsonl``), ``predictions/`` (``image,predicted,true`` on the test set per model),
-    ``plots/`` (``scatter_<model>.png``, ``training_curves.png``) and ``summary.json``, whose
-    ``models`` entry holds, per model, the test metrics of :func:`kdfiqa.metrics.evaluate`, the
-    parameter count, the GFLOPs at 224 and the budget verdict.
+    set's notes), ``splits/`` (one image folder per split and the labeled splits' CSVs),
+    ``pseudo_labels.csv``, one training folder per model (``best.pt``, ``last.pt``, ``log.jsonl``),
+    ``predictions/`` (``image,predicted,true`` on the test set per model), ``plots/``
+    (``scatter_<model>.png``, ``training_curves.png``) and ``summary.json``, whose ``models`` entry
+    holds, per model, the test metrics of :func:`kdfiqa.metrics.evaluate`, the parameter count, the
+    GFLOPs at 224 and the budget verdict, and whose ``gains`` entry each student's gain over the control.
     """
+    from rich.console import Console
+
     threads = torch.get_num_threads()
     torch.set_num_threads(min(threads, _usable_cores()))
     try:
@@ -237,119 +299,115 @@ def run_demo(
 
 
 def _run(out: Path, plan: DemoPlan, *, quick: bool, seed: int, images: str | os.PathLike[str] | None,
-         device: str, budget: Budget, console: Console) -> dict[str, Any]:
+         device: str, budget: Budget, console: Any) -> dict[str, Any]:
+    from .data.csv_files import write_table
+    from .models import model_info
+    from .plots import curves_plot, scatter_plot
+
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
     def lap(stage: str) -> None:
         timings[stage] = round(time.perf_counter() - started - sum(timings.values()), 3)
 
+    if images is not None and not Path(images).is_dir():
+        raise DataError(f"--images {images}: no such folder; give a folder of face photos")
     out.mkdir(parents=True, exist_ok=True)
-    torch_device = init_distributed(device).device
+    ctx = init_distributed(device)
     source = "crops of your photos in " + str(images) if images is not None else "procedurally drawn cartoon faces"
-
     _say(console, f"[bold]kdfiqa demo[/bold]: SYNTHETIC data ({source}), degraded at known severities; "
                   "scores are computed from the severities, not rated by people.")
-    made = make_synthetic_fiqa(out / "data", plan.total_images, size=plan.teacher_size, seed=seed, sources=images)
-    train_tf = build_transform({"mode": "resize", "size": plan.image_size, "flip": True})
-    eval_tf = build_transform({"mode": "resize", "size": plan.image_size})
-    teacher_train_tf = build_transform({"mode": "resize", "size": plan.teacher_size, "flip": True})
-    teacher_eval_tf = build_transform({"mode": "resize", "size": plan.teacher_size})
-    everything = FIQADataset(made.image_dir, made.labels, transform=train_tf)
-    parts = _split(everything, plan, seed)
-    split_files = _write_splits(parts, out / "splits")
-    labeled, val, test = parts["labeled"], parts["val"].with_transform(eval_tf), parts["test"].with_transform(eval_tf)
-    unlabeled = ImageSamples([Sample(s.name, s.path) for s in parts["unlabeled"].samples],
-                             transform=teacher_eval_tf)
+    data = _make_data(out, plan, seed, images)
+    sizes = data.sizes()
     lap("data")
-    _say(console, f"data: {plan.total_images} images of {plan.teacher_size}x{plan.teacher_size} in {made.image_dir}; "
-                  + ", ".join(f"{name} {len(p)}" for name, p in parts.items())
+    _say(console, f"data: {plan.total_images} images of {plan.teacher_size}x{plan.teacher_size} in {out / 'splits'}; "
+                  + ", ".join(f"{name} {count}" for name, count in sizes.items())
                   + " (the unlabeled part's scores are not used)")
 
+    configs = {role: _config(plan, data, out, role=role, seed=seed, device=device) for role in MODEL_ROLES}
+    distill_loss = _recipe_distill_loss()
     _say(console, f"teacher: {plan.teacher} ({model_info(plan.teacher).description}) trained on the "
                   f"{plan.labeled} labeled images, {plan.teacher_epochs} epochs at {plan.teacher_size}x{plan.teacher_size} "
                   f"(students: {plan.image_size}x{plan.image_size})")
-    teacher_model = _new_model(plan.teacher, plan, seed)
-    teacher_history, teacher_ckpt = _fit(
-        Supervised(teacher_model, plan.loss), labeled.with_transform(teacher_train_tf),
-        val.with_transform(teacher_eval_tf), _train_config(plan, out / "teacher", plan.teacher_epochs, seed, device))
-    teacher = Teacher(load_model(teacher_ckpt), input_size=plan.teacher_size, device=torch_device)
+    results = {"teacher": pipeline.train(configs["teacher"], ctx=ctx)}
+    teacher_ckpt = results["teacher"].checkpoint
     lap("teacher")
 
-    pseudo_csv = out / "pseudo_labels.csv"
-    pseudo_label(teacher, unlabeled, pseudo_csv, batch_size=64)
-    pseudo = FIQADataset(made.image_dir, pseudo_csv, transform=train_tf)
+    teacher = pipeline.build_teacher(configs["teacher"], ctx, [str(teacher_ckpt)])
+    pseudo = pipeline.pseudo_label(teacher, data.unlabeled, out / "pseudo_labels.csv", calibrate_on=data.labeled,
+                                   batch_size=64, ctx=ctx)
     lap("pseudo_labels")
-    _say(console, f"pseudo-labels: the teacher scored the {len(pseudo)} unlabeled images -> {pseudo_csv}")
+    _say(console, f"pseudo-labels: the teacher scored the {sizes['unlabeled']} unlabeled images, calibrated on "
+                  f"the labels (4-parameter logistic) -> {pseudo.csv}")
 
-    student_gate = Student(_new_model(plan.student, plan, seed), budget=budget, input_sizes=BUDGET_RESOLUTION)
-    gate = student_gate.reports[0]
-    lap("budget_check")
+    gate = measure(pipeline.build_model(configs["control"]), BUDGET_RESOLUTION)
     _say(console, f"budget: {plan.student} at {BUDGET_RESOLUTION}x{BUDGET_RESOLUTION}: {gate.gflops:.4f} GFLOPs, "
-                  f"{gate.params:,} params: fits {budget.describe()} (checked before training; the demo "
-                  f"trains at {plan.image_size}x{plan.image_size} only for speed)")
-
-    steps_data = len(labeled) + len(pseudo)
-    kd_train = FIQADataset.merge([labeled, pseudo])
-    runs = {
-        "student_kd": (kd_train, "labels + teacher pseudo-labels"),
-        "student_no_kd": (labeled, "labels only (control)"),
+                  f"{gate.params:,} params: {'fits' if budget.fits(gate) else 'does not fit'} {budget.describe()} "
+                  f"(every distilled student is checked again before its first step; the demo trains at {plan.image_size}x{plan.image_size} only for speed)")
+    untrained = _untrained_teacher(configs["teacher"], out / "untrained_teacher" / "init.pt")
+    students = {
+        "control": (None, None, "labels only"),
+        "offline_kd": (None, pseudo, "labels + calibrated pseudo-labels"),
+        "online_kd": (teacher_ckpt, None, f"labels, {distill_loss} against the teacher"),
+        "combined_kd": (teacher_ckpt, pseudo, f"labels + pseudo-labels, {distill_loss} against the teacher"),
+        "untrained_teacher_kd": (untrained, None, f"labels, {distill_loss} against an untrained teacher"),
     }
-    histories = {"teacher": teacher_history}
-    checkpoints = {"teacher": teacher_ckpt}
-    for role, (data, what) in runs.items():
+    steps = plan.student_epochs * ((plan.labeled + plan.unlabeled) // plan.batch_size)
+    for role, (online, labels, what) in students.items():
         _say(console, f"{ROLE_TITLES[role]}: {plan.student} on {what}, {plan.student_epochs} epochs of "
-                      f"{steps_data} samples ({plan.student_epochs * (steps_data // plan.batch_size)} steps)")
-        objective = Supervised(_new_model(plan.student, plan, seed), plan.loss)
-        histories[role], checkpoints[role] = _fit(
-            objective, data, val, _train_config(plan, out / role, plan.student_epochs, seed, device), steps_data)
+                      f"{plan.labeled + plan.unlabeled} samples ({steps} steps)")
+        if online is None and labels is None:
+            results[role] = pipeline.train(configs[role], ctx=ctx)
+        else:
+            configs[role] = _student_config(configs[role], teacher=online, pseudo=labels, recipe_loss=distill_loss)
+            results[role] = pipeline.run_distill(configs[role], ctx=ctx)
         lap(role)
 
     models: dict[str, Any] = {}
-    pred_dir = out / "predictions"
-    costs = {plan.student: gate}  # one measurement per network: both students share theirs
+    costs = {plan.student: gate}  # one measurement per network: the students share theirs
     for role in MODEL_ROLES:
-        model = load_model(checkpoints[role])
-        if model.model_name not in costs:
-            costs[model.model_name] = measure(model, BUDGET_RESOLUTION)
-        views = teacher_eval_tf if role == "teacher" else eval_tf
-        metrics, pred, mos = _test(model, test.with_transform(views), torch_device)
-        _write_predictions(pred_dir / f"{role}.csv", test.names, pred, mos)
+        result = results[role]
+        metrics, names, pred, mos = _test(result.checkpoint, data.test, ctx.device)
+        network = configs[role].model.name
+        if network not in costs:
+            costs[network] = measure(pipeline.build_model(configs[role]), BUDGET_RESOLUTION)
+        write_table(out / "predictions" / f"{role}.csv", ("image", "predicted", "true"),
+                    [(n, float(p), float(m)) for n, p, m in zip(names, pred, mos)])
         scatter_plot(pred, mos, out / "plots" / f"scatter_{role}.png",
-                     title=f"{ROLE_TITLES[role]} ({model.model_name}): SRCC {metrics['srcc']:.3f}")
+                     title=f"{ROLE_TITLES[role]} ({network}): SRCC {metrics['srcc']:.3f}")
         models[role] = {
-            "network": model.model_name,
-            **metrics,
-            **_cost(costs[model.model_name], budget),
-            "checkpoint": checkpoints[role].relative_to(out).as_posix(),
-            "epochs": len(histories[role]),
-            "steps": histories[role][-1]["step"] if histories[role] else 0,
+            "network": network, **metrics, **_cost(costs[network], budget),
+            "checkpoint": result.checkpoint.relative_to(out).as_posix(),
+            "epochs": len(result.history), "steps": result.history[-1]["step"] if result.history else 0,
         }
-    curves_plot(histories, out / "plots" / "training_curves.png", title="kdfiqa demo (synthetic data)")
+    curves_plot({ROLE_TITLES[r]: results[r].history for r in MODEL_ROLES}, out / "plots" / "training_curves.png",
+                title="kdfiqa demo (synthetic data): validation score per epoch")
     lap("evaluation")
 
+    control = models["control"]
     summary = {
         "synthetic_data": True,
-        "data_note": (made.image_dir.parent / "SYNTHETIC_DATA.txt").read_text().strip(),
+        "data_note": data.note,
         "seed": seed,
         "quick": quick,
         "plan": asdict(plan),
         "train_resolution": [plan.image_size, plan.image_size],
+        "teacher_resolution": [plan.teacher_size, plan.teacher_size],
         "budget_resolution": [BUDGET_RESOLUTION, BUDGET_RESOLUTION],
         "budget": {"name": budget.name, "max_gflops": budget.max_gflops, "max_params": budget.max_params},
-        "splits": {name: len(p) for name, p in parts.items()},
-        "split_files": {name: path.relative_to(out).as_posix() for name, path in split_files.items()},
-        "image_root": made.image_dir.relative_to(out).as_posix(),
+        "splits": sizes,
+        "split_files": {name: getattr(data, name).csv.relative_to(out).as_posix() for name in ("labeled", "val", "test")},
+        "split_roots": {name: getattr(data, name).root.relative_to(out).as_posix() for name in ("labeled", "val", "test")},
         "models": models,
-        "kd_gain": {k: models["student_kd"][k] - models["student_no_kd"][k] for k in ("srcc", "plcc", "score")},
+        "gains": {role: {k: models[role][k] - control[k] for k in ("srcc", "plcc", "score")}
+                  for role in STUDENT_ROLES if role != "control"},
         "elapsed_s": time.perf_counter() - started,
         "timings_s": timings,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     console.print(_table(summary))
-    gain = summary["kd_gain"]["score"]
-    _say(console, f"KD gain on the held-out test set: {gain:+.4f} score "
-                  f"({'the distilled student beats' if gain > 0 else 'the distilled student does not beat'} "
-                  f"the same student trained without the teacher). Outputs in {out}; "
-                  f"{summary['elapsed_s']:.0f} s.")
+    gains = summary["gains"]
+    _say(console, "KD gain over the control on the held-out test set (score): "
+                  + ", ".join(f"{ROLE_TITLES[r].removeprefix('student, ')} {gains[r]['score']:+.4f}" for r in gains)
+                  + f". Outputs in {out}; {summary['elapsed_s']:.0f} s.")
     return summary

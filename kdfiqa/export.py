@@ -14,6 +14,12 @@ Exporting is three steps, in this order:
    be at most ``atol`` (default :data:`DEFAULT_ATOL` = 1e-4 on scores in (0, 1)); a larger difference
    means the export froze something that depends on the input size, and the file is deleted rather
    than left to be deployed.
+
+By default a model is exported at its deploy config's input size
+(:class:`~kdfiqa.models.deploy.DeployConfig`) and the files carry that config, its evaluation
+transform included. torch, numpy and the exporters are imported by the functions that use them, so
+the constants (:data:`EXPORT_FORMATS`, :data:`DEFAULT_ATOL`, :data:`DEFAULT_OPSET`) cost nothing to
+import: command-line parsers use them.
 """
 
 from __future__ import annotations
@@ -25,14 +31,15 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
-
-import numpy as np
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from .budget import Budget, BudgetExceeded, CostReport, InputSize, measure, parse_input_size
 from .errors import KdfiqaError, first_line
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -57,7 +64,7 @@ SUFFIXES = {"torchscript": ".pt", "onnx": ".onnx"}
 METADATA_KEY = "kdfiqa.json"
 """Name of the JSON metadata entry (TorchScript extra file, ONNX ``metadata_props`` key)."""
 
-Runner = Callable[[torch.Tensor], np.ndarray]
+Runner = Callable[["torch.Tensor"], "np.ndarray"]
 
 
 class ExportError(KdfiqaError):
@@ -117,6 +124,8 @@ def _example(input_size: tuple[int, int, int], batch_size: int, seed: int) -> to
     Images that differ in their global statistics give a trained model different scores, so a
     comparison with the eager model is not satisfied by a near-constant output.
     """
+    import torch
+
     g = torch.Generator().manual_seed(seed)
     b, (c, _, w) = batch_size, input_size
     noise = torch.randn((b, *input_size), generator=g)
@@ -137,9 +146,13 @@ def export_torchscript(model: nn.Module, path: str | Path, input_size: InputSize
     ``meta`` is stored as the JSON extra file :data:`METADATA_KEY`
     (``torch.jit.load(path, _extra_files={"kdfiqa.json": ""})`` reads it back).
     """
+    import torch
+
+    from .modes import evaluating
+
     path = Path(path)
     example = _example(parse_input_size(input_size), 1, seed=0)
-    with _eval_mode(model), torch.no_grad(), warnings.catch_warnings():
+    with evaluating(model), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
         traced = torch.jit.trace(model, example, check_trace=False)
@@ -165,10 +178,14 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: InputSize, *,
     """
     if opset < DEFAULT_OPSET:
         raise ExportError(f"--opset {opset} is too old: dynamic height and width need opset >= {DEFAULT_OPSET}")
+    import torch
+
+    from .modes import evaluating
+
     onnx = _import_onnx()
     path = Path(path)
     example = _example(parse_input_size(input_size), 1, seed=0)
-    with _eval_mode(model), torch.no_grad(), warnings.catch_warnings(), _native_stdout_silenced():
+    with evaluating(model), warnings.catch_warnings(), _native_stdout_silenced():
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
@@ -180,7 +197,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: InputSize, *,
             reason = first_line(exc)
             reason = reason.split(" Please feel free")[0].split("  [Caused by")[0].rstrip(". ")
             raise ExportError(
-                f"ONNX export of {getattr(model, 'model_name', type(model).__name__)} failed ({reason}); "
+                f"ONNX export of {_display_name(model)} failed ({reason}); "
                 "export --format torchscript instead, or write that operation so that it works for any "
                 "height and width") from exc
     graph = onnx.load(str(path))
@@ -211,20 +228,18 @@ def _native_stdout_silenced() -> Iterator[None]:
         os.close(saved)
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put a module in eval mode and give it back with every sub-module's own flag."""
-    modes = {m: m.training for m in model.modules()}
-    try:
-        yield model.eval()
-    finally:
-        for module, mode in modes.items():
-            module.training = mode
+def _display_name(model: nn.Module) -> str:
+    """The model's registry name, else its class name."""
+    from .models.deploy import deploy_config
+
+    return deploy_config(model).name or type(model).__name__
 
 
 def load_exported(path: str | Path, fmt: str) -> Runner | None:
     """A callable running the exported file on a CPU tensor batch, or ``None`` when it cannot be run
     here (ONNX without onnxruntime)."""
+    import torch
+
     if fmt == "torchscript":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
@@ -253,8 +268,12 @@ def verify_exported(model: nn.Module, runner: Runner, fmt: str,
                     sizes: Iterable[InputSize], *, atol: float = DEFAULT_ATOL,
                     batch_size: int = 3, seed: int = 0) -> list[Verification]:
     """Run ``runner`` and the eager ``model`` (eval mode, on CPU) on the same random batch at each size."""
+    import numpy as np
+
+    from .modes import evaluating
+
     results = []
-    with _eval_mode(model), torch.no_grad():
+    with evaluating(model):
         for i, size in enumerate(sizes):
             size = parse_input_size(size)
             x = _example(size, batch_size, seed + i)
@@ -288,23 +307,27 @@ def export_model(
     Args:
         model: a FIQA model (image batch → scores (B, 1)); it is moved to the CPU for export.
         input_sizes: the resolution(s) the model will be deployed at; the first is the tracing size.
-            Default: ``model.default_input_size``.
+            Default: its deploy config's ``input_size``.
         budget: checked at every size in ``input_sizes``; ``None`` skips the check.
         allow_over_budget: export anyway when over ``budget`` (the result says so).
         verify_sizes: resolutions of the random verification batches (default:
             :func:`verification_sizes` of the first input size).
-        name: file stem (default: ``model.model_name`` or ``"model"``).
-        meta: JSON-serialisable facts stored in the files (e.g. the evaluation transform).
+        name: file stem (default: the deploy config's ``name`` or ``"model"``).
+        meta: JSON-serialisable facts stored in the files, over the defaults: ``model_name``,
+            ``input_sizes``, ``deploy`` (the deploy config) and ``eval_transform`` (its transform).
 
     Raises :class:`BudgetExceeded`, :class:`~kdfiqa.budget.MeasurementError`, or :class:`ExportError`
     when a format is unknown, a dependency is missing or an exported file disagrees with the eager model.
     """
+    from .models.deploy import deploy_config
+
     unknown = [f for f in formats if f not in EXPORT_FORMATS]
     if unknown or not formats:
         raise ExportError(f"unknown export format(s) {unknown or formats!r}; choose from {', '.join(EXPORT_FORMATS)}")
     model = model.cpu()
-    sizes = [parse_input_size(s) for s in (input_sizes or [getattr(model, "default_input_size", 224)])]
-    stem = name or getattr(model, "model_name", None) or "model"
+    deploy = deploy_config(model)
+    sizes = [parse_input_size(s) for s in (input_sizes or [deploy.input_size])]
+    stem = name or deploy.name or "model"
     reports: list[CostReport] = []
     within: bool | None = None
     if budget is not None:
@@ -315,7 +338,9 @@ def export_model(
             raise BudgetExceeded(budget, over[0], stem)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"model_name": stem, "input_sizes": [list(s) for s in sizes], **(meta or {})}
+    described = deploy.to_dict()
+    meta = {"model_name": stem, "input_sizes": [list(s) for s in sizes], "deploy": described,
+            "eval_transform": described["eval_transform"], **(meta or {})}
     result = ExportResult(paths={}, budget_reports=reports, within_budget=within)
     checks = [parse_input_size(s) for s in (verify_sizes or verification_sizes(sizes[0]))]
     for fmt in dict.fromkeys(formats):

@@ -1,44 +1,40 @@
 """Score images with a trained model: the library behind ``kdfiqa predict`` and ``kdfiqa evaluate``.
 
 * :func:`load_inference_model` loads a checkpoint (or builds any target ``kdfiqa budget`` accepts)
-  together with its evaluation transform: ``ckpt["config"]["data"]["eval_transform"]`` as written by
-  the training command, else a resize to the model's ``default_input_size`` with ImageNet
-  normalisation. ``input_size``, ``native`` (no resize: the seed's DERS evaluation at the original
-  resolution) and ``multi_crop`` (mean over N random crops: the challenge baseline's 20-crop test)
-  override it.
+  together with its evaluation transform: the one its deploy config names
+  (:class:`~kdfiqa.models.deploy.DeployConfig`, restored from the checkpoint; for files written
+  before checkpoints stored it, the run's ``config.data.eval_transform``, else a resize to the
+  model's default input size). ``input_size``, ``native`` (no resize: the seed's DERS evaluation at
+  the original resolution) and ``multi_crop`` (mean over N random crops: the challenge baseline's
+  20-crop test) override it.
 * :func:`predict_images` scores files and folders (searched recursively for image extensions) of any
   resolution; :func:`write_scores_csv` writes them as ``image,score`` with that header line.
 * :func:`evaluate_csv` scores a labeled CSV under an image root and computes the challenge metrics
   (SRCC, PLCC, KRCC, RMSE and the challenge score), optionally after a 4-parameter logistic mapping
   of the predictions. Under ``torchrun`` each rank scores its share and the metrics are computed on
   the full set gathered from every rank.
+
+torch, the data pipeline and the metrics are imported by the functions that use them, so the
+constants (:data:`DEVICES`) cost nothing to import: command-line parsers use them.
 """
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
-
-import torch
-from torch import nn
-from torch.utils.data import DataLoader
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .budget import InputSize, parse_input_size
-from .checkpoint import load_checkpoint
-from .data.datasets import FIQADataset, ImageSamples
-from .data.images import validate_images
-from .data.transforms import PRESETS, build_transform
-from .engine.distributed import DistContext, init_distributed
-from .engine.evaluation import evaluate_model, predict
 from .errors import ConfigError
-from .metrics import FITS, evaluate
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .engine.distributed import DistContext
 
 __all__ = [
     "InferenceModel",
     "ImageScores",
-    "default_eval_transform",
     "resolve_eval_transform",
     "load_inference_model",
     "predict_images",
@@ -47,8 +43,6 @@ __all__ = [
     "DEVICES",
 ]
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
-IMAGENET = "imagenet"
 DEVICES = ("auto", "cpu", "cuda")
 """Where to score: ``auto`` is CUDA when available; under ``torchrun`` each rank uses its own GPU."""
 
@@ -75,13 +69,9 @@ class InferenceModel:
 
     def transform(self) -> Callable:
         """The image → tensor callable built from :attr:`transform_spec` by :mod:`kdfiqa.data`."""
+        from .data.transforms import build_transform
+
         return build_transform(self.transform_spec)
-
-
-def default_eval_transform(model: nn.Module) -> dict[str, Any]:
-    """Resize the whole image to ``model.default_input_size``, ImageNet normalisation."""
-    _, h, w = parse_input_size(tuple(getattr(model, "default_input_size", (3, 224, 224))))
-    return {"mode": "resize", "size": [h, w], "normalize": IMAGENET}
 
 
 def resolve_eval_transform(base: str | dict[str, Any] | None, model: nn.Module, *,
@@ -89,25 +79,22 @@ def resolve_eval_transform(base: str | dict[str, Any] | None, model: nn.Module, 
                            multi_crop: int | None = None) -> dict[str, Any]:
     """The evaluation transform spec (:func:`kdfiqa.data.build_transform` keys) after overrides.
 
-    ``base`` is the checkpoint's spec (a dict, a preset name or ``{"preset": ...}``) or ``None``
-    for :func:`default_eval_transform`. ``input_size`` replaces the size; ``native`` keeps each image
-    at its own resolution (scored one at a time); ``multi_crop=N`` scores N random crops of the size
-    and averages them. The teacher view and flips of a training spec are dropped.
+    ``base`` is a spec (a dict, a preset name or ``{"preset": ...}``) completed against ``model``'s
+    deploy config (its size and normalisation fill what the spec leaves out; the teacher view and
+    flips of a training spec are dropped), or ``None`` for the deploy config's own evaluation
+    transform. ``input_size`` replaces the size; ``native`` keeps each image at its own resolution
+    (scored one at a time); ``multi_crop=N`` scores N random crops of the size and averages them.
     """
+    from .models.deploy import deploy_config
+
     if native and multi_crop:
         raise ConfigError("--native and --multi-crop cannot be combined: choose one evaluation mode")
     if multi_crop is not None and multi_crop < 1:
         raise ConfigError(f"--multi-crop must be a positive number of crops, got {multi_crop}")
-    if isinstance(base, str):
-        base = {"preset": base}
-    spec = dict(base) if base else default_eval_transform(model)
-    if "preset" in spec:
-        if spec["preset"] not in PRESETS:
-            raise ConfigError(f"eval_transform preset {spec['preset']!r} is unknown; "
-                              f"choose one of {', '.join(PRESETS)}")
-        spec = {**PRESETS[spec.pop("preset")], **spec}
-    for key in ("teacher_size", "flip"):
-        spec.pop(key, None)
+    deploy = deploy_config(model)
+    if base is not None:
+        deploy = deploy.replace(eval_transform={"preset": base} if isinstance(base, str) else base)
+    spec = dict(deploy.eval_transform)
     if input_size is not None:
         _, h, w = parse_input_size(input_size)
         spec["size"] = [h, w]
@@ -115,30 +102,22 @@ def resolve_eval_transform(base: str | dict[str, Any] | None, model: nn.Module, 
         if spec.get("mode") == "native":
             spec["mode"] = "resize"
     if native:
-        spec = {"mode": "native", "normalize": spec.get("normalize", IMAGENET)}
+        spec = {"mode": "native", "normalize": spec["normalize"]}
     elif multi_crop:
-        spec = {"mode": "multi_crop", "size": spec.get("size", default_eval_transform(model)["size"]),
-                "num_crops": int(multi_crop), "normalize": spec.get("normalize", IMAGENET)}
+        spec = {"mode": "multi_crop", "size": spec.get("size", list(deploy.input_size[1:])),
+                "num_crops": int(multi_crop), "normalize": spec["normalize"]}
     return spec
 
 
 def load_inference_model(target: str | Path, *, input_size: InputSize | None = None,
                          native: bool = False, multi_crop: int | None = None) -> InferenceModel:
-    """Load a checkpoint (or build a model target) in eval mode with its evaluation transform spec."""
+    """Load a checkpoint (or build a model target) in eval mode with its evaluation transform spec:
+    its deploy config's, after the overrides of :func:`resolve_eval_transform`."""
     from .targets import load_target
 
-    target = str(target)
-    base = None
-    if target.endswith(CHECKPOINT_SUFFIXES):
-        config = load_checkpoint(target).get("config") or {}
-        base = ((config.get("data") or {}) if isinstance(config, dict) else {}).get("eval_transform")
-        if base is not None and not isinstance(base, (dict, str)):
-            raise ConfigError(f"{target}: config.data.eval_transform must be a mapping or a preset "
-                              f"name, got {type(base).__name__}")
-    model = load_target(target).eval()
-    spec = resolve_eval_transform(base, model, input_size=input_size, native=native,
-                                  multi_crop=multi_crop)
-    return InferenceModel(model=model, transform_spec=spec, source=target)
+    model = load_target(str(target)).eval()
+    spec = resolve_eval_transform(None, model, input_size=input_size, native=native, multi_crop=multi_crop)
+    return InferenceModel(model=model, transform_spec=spec, source=str(target))
 
 
 @dataclass
@@ -163,6 +142,12 @@ def predict_images(loaded: InferenceModel, paths: Iterable[str | Path], *, batch
     images raise one :class:`DataError` listing all of them, unless ``skip_bad`` (then they are
     logged, left out and counted).
     """
+    from torch.utils.data import DataLoader
+
+    from .data.datasets import ImageSamples
+    from .data.images import validate_images
+    from .engine.evaluation import predict
+
     dataset = ImageSamples.from_paths(list(paths), transform=loaded.transform())
     skipped = validate_images(dataset, skip_bad=skip_bad)
     ctx = _local_context(device)
@@ -174,30 +159,35 @@ def predict_images(loaded: InferenceModel, paths: Iterable[str | Path], *, batch
 
 def write_scores_csv(path: str | Path, scores: ImageScores, *, sort: bool = False) -> Path:
     """Write the header line ``image,score`` then one row per image, best first when ``sort``."""
-    path = Path(path)
+    from .data.csv_files import write_scores
+
     pairs = scores.ranked() if sort else list(zip(scores.names, scores.scores))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["image", "score"])
-        writer.writerows((name, f"{score:.6f}") for name, score in pairs)
-    return path
+    return write_scores(path, [n for n, _ in pairs], [s for _, s in pairs], header=True, float_format=".6f")
 
 
 def evaluate_csv(loaded: InferenceModel, root: str | Path, csv_path: str | Path, *,
                  batch_size: int = 32, device: str = "auto", fit: str | None = None,
-                 num_workers: int = 0) -> dict[str, float | int]:
+                 num_workers: int = 0, skip_bad: bool = False,
+                 allow_outside_root: bool = False) -> dict[str, float | int]:
     """Challenge metrics of ``loaded`` on the labeled ``csv_path`` (image names relative to ``root``).
 
     Returns ``{"srcc", "plcc", "krcc", "rmse", "score", "n"}`` (:func:`kdfiqa.metrics.evaluate`).
     With ``fit="logistic4"`` PLCC and RMSE are computed after a 4-parameter logistic mapping fitted on
     this set (the ECNU-SJTU evaluation); SRCC and KRCC do not change. Under ``torchrun`` each rank
     scores its share and every rank gets the metrics of the full set gathered from all ranks.
+    ``skip_bad`` leaves unreadable images out (each logged) instead of stopping;
+    ``allow_outside_root`` accepts names that resolve outside ``root``.
     """
+    from .data.datasets import FIQADataset
+    from .data.images import validate_images
+    from .engine.distributed import init_distributed
+    from .engine.evaluation import evaluate_model
+    from .metrics import FITS, evaluate
+
     if fit is not None and fit not in FITS:
         raise ConfigError(f"--fit {fit!r} is unknown; choose from {', '.join(FITS)}")
-    dataset = FIQADataset(root, csv_path, transform=loaded.transform())
-    validate_images(dataset)
+    dataset = FIQADataset(root, csv_path, transform=loaded.transform(), allow_outside_root=allow_outside_root)
+    validate_images(dataset, skip_bad=skip_bad)
     ctx = init_distributed(device)
     metrics, preds = evaluate_model(loaded.model.to(ctx.device), dataset, ctx,
                                     batch_size=_batch_size(loaded, batch_size), num_workers=num_workers)
@@ -214,6 +204,10 @@ def _batch_size(loaded: InferenceModel, batch_size: int) -> int:
 
 def _local_context(device: str) -> DistContext:
     """This process alone on ``device`` (auto, cpu or cuda), whatever the environment says."""
+    import torch
+
+    from .engine.distributed import DistContext
+
     if device not in DEVICES:
         raise ConfigError(f"--device {device!r} is not one of {', '.join(DEVICES)}")
     if device == "cuda" and not torch.cuda.is_available():

@@ -1,23 +1,29 @@
-"""Turn a command-line TARGET into a model.
+"""Turn a TARGET string into a model: the one resolver behind ``kdfiqa budget``, ``export``,
+``predict``, ``evaluate`` and :class:`~kdfiqa.distill.Teacher`.
 
 A TARGET is one of:
 
 * a registered model name (``emo2_1m``, ``mobilenetv3_large_fiqa``; ``kdfiqa models`` lists them);
 * ``timm:NAME``: any timm model, built with ``pretrained=False`` unless asked otherwise;
 * ``path/to/file.py:factory`` or ``package.module:factory``: a callable returning an ``nn.Module``;
-* a checkpoint written by kdfiqa (``*.pt``/``*.pth``).
+* a checkpoint written by kdfiqa (``*.pt``/``*.pth``/``*.ckpt``, or any other existing file), rebuilt
+  by :func:`kdfiqa.checkpoint.load_model` with its deploy config.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from .checkpoint import load_model
 from .errors import ConfigError, KdfiqaError
+from .models import create_model
+from .models.registry import TIMM_PREFIX
 
 __all__ = ["load_target"]
 
@@ -54,16 +60,19 @@ def _from_callable(spec: str) -> nn.Module:
     return model
 
 
-def load_target(target: str, **model_kwargs: Any) -> nn.Module:
-    """Build or load the model named by ``target`` (see the module docstring for the forms)."""
-    from .models import create_model
+def load_target(target: str | os.PathLike, **model_kwargs: Any) -> nn.Module:
+    """Build or load the model named by ``target`` (see the module docstring for the forms).
 
+    ``model_kwargs`` go to :func:`kdfiqa.models.create_model` for registered names and
+    ``timm:NAME`` (e.g. ``pretrained=True``); a checkpoint or a factory builds its model itself.
+    """
+    target = os.fspath(target)
     if target.endswith(CHECKPOINT_SUFFIXES):
-        from .checkpoint import load_model
-
         return load_model(target)
-    if ":" in target and not target.startswith("timm:"):
+    if ":" in target and not target.startswith(TIMM_PREFIX):
         return _from_callable(target)
+    if Path(target).is_file():
+        return load_model(target)
     try:
         return create_model(target, **model_kwargs)
     except KdfiqaError:

@@ -45,6 +45,18 @@ def test_harness_runs_one_benchmark_quick_and_renders_it(tmp_path, monkeypatch):
     assert "| n | GMAC/s |" in readme and "| 64 |" in readme and "- stand-in" in readme
 
 
+def test_cli_startup_runs_quick_into_a_folder_and_renders(tmp_path):
+    assert harness.main(["cli_startup", "--quick", "--no-readme", "--results", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "cli_startup.json").read_text())
+    assert result["benchmark"] == "cli_startup" and result["quick"] is True and isinstance(result["met"], bool)
+    rows = {row["command"]: row for row in result["rows"]}
+    assert set(rows) == {"kdfiqa --help", "kdfiqa budget --help", 'python -c "import torch"'}
+    assert rows['python -c "import torch"']["x import torch"] == 1.0
+    assert rows['python -c "import torch"']["heavy modules"] == "torch"
+    assert all(row["seconds"] > 0 for row in rows.values())
+    assert "### Command-line start-up time" in (tmp_path / "README.md").read_text()
+
+
 def test_every_listed_benchmark_module_has_the_harness_shape():
     for name in harness.BENCHMARKS:
         module = importlib.import_module(f"benchmarks.{name}")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import timm
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -30,7 +31,7 @@ from kdfiqa.checkpoint import (
     set_rng_state,
 )
 from kdfiqa.errors import CheckpointError
-from kdfiqa.models import registry
+from kdfiqa.models import deploy_config, registry, set_deploy_config
 
 SCRIPTS = Path(__file__).parent / "scripts"
 
@@ -43,18 +44,16 @@ class Tiny(nn.Module):
 
 
 @pytest.fixture
-def tiny_registered(monkeypatch):
+def tiny_registered():
     """A registry entry "ckpt_tiny" for the test's duration only."""
 
     def tiny(width: int = 3, pretrained: bool = False) -> nn.Module:
         assert not pretrained, "load_model must never ask for downloaded weights"
-        model = Tiny(width)
-        model.model_kwargs = {"width": width, "pretrained": pretrained}
-        return model
+        return Tiny(width)
 
-    info = registry.ModelInfo("ckpt_tiny", (3, 16, 16), True, "test model")
-    monkeypatch.setitem(registry._MODELS, "ckpt_tiny", (tiny, info))
-    return registry.create_model
+    registry.register_model(tiny, name="ckpt_tiny", default_input_size=(3, 16, 16))
+    yield registry.create_model
+    registry.MODELS.remove("ckpt_tiny")
 
 
 def draws() -> tuple:
@@ -229,3 +228,89 @@ def test_sigkill_during_a_save_keeps_the_previous_file(tmp_path):
     assert len(partial) == 1  # the kill did land in the middle of writing the new one
     with pytest.raises((RuntimeError, EOFError, pickle.UnpicklingError)):
         torch.load(partial[0], weights_only=True)
+
+
+def _rewritten(tmp_path: Path, ckpt: dict, name: str = "edited.pt", **model: object) -> Path:
+    """``ckpt`` with ``ckpt["model"]`` entries replaced (a key given None is removed), saved as is."""
+    spec = {**ckpt["model"], **model}
+    path = tmp_path / name
+    torch.save({**ckpt, "model": {k: v for k, v in spec.items() if v is not None}}, path)
+    return path
+
+
+def _one_line(exc: pytest.ExceptionInfo) -> str:
+    text = str(exc.value)
+    assert "\n" not in text and "Traceback" not in text
+    return text
+
+
+def test_deploy_config_is_stored_and_restored(tmp_path, tiny_registered):
+    model = tiny_registered("ckpt_tiny", width=5)
+    set_deploy_config(model, deploy_config(model).replace(input_size=(3, 12, 20), normalize="symmetric"))
+    ckpt = build_checkpoint(model)
+    assert ckpt["model"] == {"name": "ckpt_tiny", "kwargs": {"width": 5},
+                             "deploy": deploy_config(model).to_dict()}
+    back = load_model(save_checkpoint(tmp_path / "m.pt", ckpt))
+    assert deploy_config(back) == deploy_config(model)
+    assert back.deploy_config.eval_transform == {"mode": "resize", "size": [12, 20], "normalize": "symmetric"}
+
+
+def test_files_without_deploy_take_the_run_config_then_the_registry_default(tmp_path, tiny_registered):
+    model = tiny_registered("ckpt_tiny", width=5)
+    old = build_checkpoint(model, config={"model": {"input": [24, 28]},
+                                          "data": {"eval_transform": {"mode": "resize", "normalize": "none"}}})
+    back = load_model(_rewritten(tmp_path, old, deploy=None, kwargs={"width": 5, "pretrained": True}))
+    assert back.deploy_config.input_size == (3, 24, 28)
+    assert back.deploy_config.eval_transform == {"mode": "resize", "size": [24, 28], "normalize": "none"}
+    preset = build_checkpoint(model, config={"data": {"eval_transform": "conquerit_test"}})
+    back = load_model(_rewritten(tmp_path, preset, deploy=None))
+    assert (back.deploy_config.normalize, back.deploy_config.eval_transform["mode"]) == ("symmetric", "center_crop")
+    bare = load_model(_rewritten(tmp_path, build_checkpoint(model), deploy=None))
+    assert bare.deploy_config.input_size == (3, 16, 16)  # the registry's default_input_size
+    with pytest.raises(CheckpointError, match=r"config\.data\.eval_transform.*mode") as info:
+        load_model(_rewritten(tmp_path, build_checkpoint(model, config={"data": {"eval_transform": {"mode": "zoom"}}}),
+                              deploy=None))
+    _one_line(info)
+
+
+@pytest.mark.parametrize("deploy, needle", [
+    ([1, 2], "must be a mapping"),
+    ({"name": "ckpt_tiny", "kwargs": {"width": 5}, "colour": "red"}, "unknown deploy field"),
+    ({"name": "ckpt_tiny", "kwargs": {"width": 5}, "input_size": [3, 0, 8]}, "input_size"),
+    ({"name": "ckpt_tiny", "kwargs": {"width": 5}, "eval_transform": {"mode": "zoom"}}, "mode"),
+    ({"name": "ckpt_tiny", "kwargs": {"width": 5}, "output": "softmax"}, "output"),
+    ({"name": "ckpt_tiny", "kwargs": {"width": 7}}, "altered"),
+    ({"name": "emo2_1m", "kwargs": {"width": 5}}, "altered"),
+])
+def test_a_malformed_deploy_config_is_one_line(tmp_path, tiny_registered, deploy, needle):
+    ckpt = build_checkpoint(tiny_registered("ckpt_tiny", width=5))
+    with pytest.raises(CheckpointError, match=needle) as info:
+        load_model(_rewritten(tmp_path, ckpt, deploy=deploy))
+    assert "edited.pt" in _one_line(info)
+
+
+def test_stored_kwargs_outside_the_allow_list_are_refused_before_building(tmp_path, monkeypatch, tiny_registered):
+    ckpt = build_checkpoint(tiny_registered("ckpt_tiny", width=5))
+    with pytest.raises(CheckpointError, match=r"refused to replay model argument\(s\) colour;.*only width") as info:
+        load_model(_rewritten(tmp_path, ckpt, deploy=None, kwargs={"width": 5, "colour": 1}))
+    _one_line(info)
+    timm_ckpt = build_checkpoint(registry.create_model("timm:mobilenetv3_small_050", drop_rate=0.1))
+    calls = []
+    monkeypatch.setattr(timm, "create_model", lambda *a, **kw: calls.append(kw))
+    for key in ("checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
+        kwargs = {"drop_rate": 0.1, key: "/etc/passwd"}
+        with pytest.raises(CheckpointError, match=f"refused to replay model argument\\(s\\) {key};") as info:
+            load_model(_rewritten(tmp_path, timm_ckpt, deploy=None, kwargs=kwargs))
+        assert "drop_rate" in _one_line(info)
+    assert calls == []  # nothing was built, no file was opened
+
+
+def test_a_constructor_rejecting_stored_kwargs_is_one_line(tmp_path):
+    model = registry.create_model("timm:mobilenetv3_small_050", drop_rate=0.1)
+    ckpt = build_checkpoint(model)
+    path = _rewritten(tmp_path, ckpt, deploy=None, kwargs={"img_size": 64})  # a CNN takes no img_size
+    with pytest.raises(CheckpointError, match=r"cannot be built here: TypeError: .*img_size") as info:
+        load_model(path)
+    _one_line(info)
+    back = load_model(save_checkpoint(tmp_path / "ok.pt", ckpt))
+    assert back.deploy_config.kwargs == {"drop_rate": 0.1} and back.backbone.model.drop_rate == 0.1

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import timm
 import torch
 
 from kdfiqa import __version__
@@ -124,6 +123,19 @@ def test_models_lists_every_registered_model_with_its_verdict(capsys):
     assert rows["emo2_1m"]["within_vquala2025"] and rows["emo2_1m"]["role"] == "student"
     assert not rows["emo2_5m"]["within_vquala2025"] and rows["emo2_5m"]["role"] == "teacher"
     assert rows["emo2_1m"]["params"] == sum(p.numel() for p in create_model("emo2_1m").parameters())
+
+
+def test_command_modules_and_their_parsers_import_nothing_heavy():
+    code = """
+import argparse, sys
+from kdfiqa.cli import budget, evaluate, export, models, predict
+sub = argparse.ArgumentParser().add_subparsers()
+for command in (budget, evaluate, export, models, predict):
+    command.register(sub)
+print(",".join(m for m in ("torch", "timm", "fvcore", "rich", "scipy", "PIL") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == ""
 
 
 def test_entry_point_version_and_help():

@@ -19,7 +19,7 @@ from kdfiqa.checkpoint import build_checkpoint, save_checkpoint
 from kdfiqa.cli.main import main
 from kdfiqa.errors import ConfigError
 from kdfiqa.inference import load_inference_model, resolve_eval_transform
-from kdfiqa.models import create_model
+from kdfiqa.models import create_model, deploy_config, set_deploy_config
 
 MODEL = "emo_1m"
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -48,9 +48,9 @@ def data(tmp_path_factory) -> dict:
     labels = root / "labels.csv"
     labels.write_text("".join(f"{n},{s:.4f}\n" for n, s in zip(names, mos)))
     model = calibrated_model()
+    set_deploy_config(model, deploy_config(model).replace(input_size=(3, 48, 56)))  # as training does
     ckpt = root / "model.pt"
-    save_checkpoint(ckpt, build_checkpoint(model, config={
-        "data": {"eval_transform": {"mode": "resize", "size": [48, 56], "normalize": "imagenet"}}}))
+    save_checkpoint(ckpt, build_checkpoint(model))
     return {"root": images, "csv": labels, "names": names, "mos": mos, "ckpt": ckpt, "model": model}
 
 
@@ -88,7 +88,7 @@ def _read_scores(path: Path) -> tuple[list[str], dict[str, float]]:
     return [r[0] for r in rows[1:]], {r[0]: float(r[1]) for r in rows[1:]}
 
 
-def test_predict_folder_uses_the_checkpoint_transform(data, tmp_path):
+def test_predict_folder_uses_the_checkpoint_deploy_transform(data, tmp_path):
     out = tmp_path / "scores.csv"
     assert main(["predict", str(data["ckpt"]), str(data["root"]), "--out", str(out), "--device", "cpu"]) == 0
     order, scores = _read_scores(out)
@@ -170,13 +170,23 @@ def test_eval_transform_overrides():
         resolve_eval_transform(None, model, native=True, multi_crop=2)
 
 
-def test_checkpoint_without_eval_transform_falls_back_to_model_size(tmp_path):
+def test_checkpoint_of_an_untrained_model_uses_the_registry_default(tmp_path):
     model = create_model(MODEL)
     path = tmp_path / "bare.pt"
     save_checkpoint(path, build_checkpoint(model))
     loaded = load_inference_model(path)
     assert loaded.input_size == tuple(model.default_input_size)
     assert loaded.transform_spec["normalize"] == "imagenet"
+
+
+def test_older_checkpoint_without_deploy_uses_its_run_config_transform(tmp_path):
+    ckpt = build_checkpoint(create_model(MODEL), config={
+        "data": {"eval_transform": {"mode": "resize", "size": [40, 44], "normalize": "symmetric"}}})
+    del ckpt["model"]["deploy"]
+    path = save_checkpoint(tmp_path / "old.pt", ckpt)
+    loaded = load_inference_model(path)
+    assert loaded.transform_spec == {"mode": "resize", "size": [40, 44], "normalize": "symmetric"}
+    assert loaded.input_size == (3, 40, 44) and deploy_config(loaded.model).input_size == (3, 40, 44)
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -111,7 +111,9 @@ def test_resume_continues_the_run(capsys, tmp_path, data):
     base = ["train", "--model", TINY, "--root", images, "--csv", labels, "--device", "cpu", "--quiet",
             "--batch-size", "8", "--val-fraction", "0.2", "--out", tmp_path / "run"]
     assert _run(capsys, [*base, "--epochs", "1"])[0] == 0
-    code, out, err = _run(capsys, [*base, "--epochs", "2", "--resume"])
+    code, _, err = _run(capsys, [*base, "--epochs", "2", "--resume"])
+    assert code == 2 and "train.epochs was 1" in err and "--allow-changes" in err, err
+    code, out, err = _run(capsys, [*base, "--epochs", "2", "--resume", "--allow-changes"])
     assert code == 0, err
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,11 +17,14 @@ import torch
 from PIL import Image
 from scipy import stats
 
+from kdfiqa import pipeline
 from kdfiqa._warnings import import_fvcore_nn
-from kdfiqa.checkpoint import load_model
+from kdfiqa.checkpoint import load_checkpoint, load_model
 from kdfiqa.cli.main import main
+from kdfiqa.config import RunConfig
 from kdfiqa.data import FIQADataset, build_transform
-from kdfiqa.demo import MODEL_ROLES, PLANS
+from kdfiqa.demo import MODEL_ROLES, PLANS, ROLE_TITLES, SHORT_TITLES, STUDENT_ROLES
+from kdfiqa.distill import Teacher
 from kdfiqa.plots import PALETTE, curves_plot, nice_ticks, scatter_plot
 
 METRIC_KEYS = {"srcc", "plcc", "krcc", "rmse", "score", "n"}
@@ -51,8 +56,9 @@ def test_demo_prints_the_table_and_says_the_data_is_synthetic(demo):
     _, status, text = demo
     assert status == 0
     assert "SYNTHETIC" in text and "not rated by people" in text
-    for word in ("teacher", "student with KD", "student without KD", "SRCC", "PLCC", "score", "params",
-                 "GFLOPs@224", "vquala2025", "fits", "KD gain"):
+    for role in MODEL_ROLES:
+        assert SHORT_TITLES[role] in text and ROLE_TITLES[role] in text, role
+    for word in ("SRCC", "PLCC", "score", "gain", "params", "GFLOPs", "vquala2025", "fits", "KD gain"):
         assert word in text, word
     assert "224x224" in text  # the budget is about deployment at 224, said in the output
 
@@ -69,36 +75,72 @@ def test_summary_has_every_figure(summary):
         assert METRIC_KEYS | {"params", "gflops_224", "within_budget", "network", "checkpoint"} <= set(row), role
         assert row["n"] == plan.test
         assert math.isclose(row["score"], (row["srcc"] + row["plcc"]) / 2, abs_tol=1e-12)
-    for key in ("srcc", "plcc", "score"):
-        expected = summary["models"]["student_kd"][key] - summary["models"]["student_no_kd"][key]
-        assert math.isclose(summary["kd_gain"][key], expected, abs_tol=1e-12)
-    kd, control = summary["models"]["student_kd"], summary["models"]["student_no_kd"]
-    assert kd["network"] == control["network"] == plan.student
-    assert kd["steps"] == control["steps"] > 0  # same number of optimisation steps
+    control = summary["models"]["control"]
+    assert set(summary["gains"]) == set(STUDENT_ROLES) - {"control"}
+    for role, gain in summary["gains"].items():
+        for key in ("srcc", "plcc", "score"):
+            assert math.isclose(gain[key], summary["models"][role][key] - control[key], abs_tol=1e-12)
+    steps = {summary["models"][role]["steps"] for role in STUDENT_ROLES}
+    assert len(steps) == 1 and steps.pop() > 0  # every student takes the same number of optimiser steps
+    assert {summary["models"][role]["network"] for role in STUDENT_ROLES} == {plan.student}
+
+
+def test_students_share_initial_weights_and_differ_only_in_their_teacher(demo, summary):
+    out, _, _ = demo
+    configs = {role: load_checkpoint(out / summary["models"][role]["checkpoint"])["config"] for role in STUDENT_ROLES}
+    for config in configs.values():
+        assert config["train"] == {**configs["control"]["train"], "output_dir": config["train"]["output_dir"]}
+        assert config["model"] == configs["control"]["model"]
+    assert configs["control"]["data"]["pseudo_csv"] is None and configs["control"]["distill"]["teachers"] == []
+    assert configs["offline_kd"]["data"]["pseudo_csv"] and configs["offline_kd"]["distill"]["loss"] is None
+    assert configs["online_kd"]["distill"]["loss"] and configs["online_kd"]["data"]["pseudo_csv"] is None
+    assert configs["combined_kd"]["distill"]["loss"] and configs["combined_kd"]["data"]["pseudo_csv"]
+    assert configs["untrained_teacher_kd"]["distill"]["teachers"] != configs["online_kd"]["distill"]["teachers"]
 
 
 def test_splits_are_disjoint_and_unlabeled_scores_unused(demo, summary):
     out, _, _ = demo
-    files = {name: out / path for name, path in summary["split_files"].items()}
-    names = {name: [n for n, _ in _read_csv(path)] for name, path in files.items() if name != "unlabeled"}
-    names["unlabeled"] = files["unlabeled"].read_text().split()
+    names = {name: [n for n, _ in _read_csv(out / path)] for name, path in summary["split_files"].items()}
+    names["unlabeled"] = sorted(p.name for p in (out / "splits" / "unlabeled").iterdir())
     all_names = [n for part in names.values() for n in part]
     assert len(all_names) == len(set(all_names)) == sum(summary["splits"].values())
     pseudo = _read_csv(out / "pseudo_labels.csv")
-    assert sorted(n for n, _ in pseudo) == sorted(names["unlabeled"])
+    assert sorted(n for n, _ in pseudo) == names["unlabeled"]
     assert all(0.0 <= s <= 1.0 for _, s in pseudo)
 
 
-def test_checkpoints_reproduce_the_summary_figures(demo, summary):
-    """Load each saved checkpoint, score the saved test split and recompute the metrics with scipy."""
+def test_the_demo_student_is_the_cli_and_api_student(demo, summary, tmp_path):
+    """The demo runs the CLI's stages: its combined-KD student's stored config, given to
+    ``kdfiqa distill --config`` and to :func:`kdfiqa.pipeline.distill`, gives the same weights, bit for bit."""
     out, _, _ = demo
-    size = summary["train_resolution"]
-    test = FIQADataset(out / summary["image_root"], out / summary["split_files"]["test"],
-                       transform=build_transform({"mode": "resize", "size": size}))
-    images = torch.stack([test[i]["image"] for i in range(len(test))])
-    mos = np.array([float(test[i]["score"]) for i in range(len(test))])
+    ckpt = load_checkpoint(out / summary["models"]["combined_kd"]["checkpoint"])
+    config = RunConfig.from_dict(ckpt["config"])
+    stored = tmp_path / "combined.yaml"
+    stored.write_text(config.to_yaml())
+    assert main(["distill", "--config", str(stored), "--out", str(tmp_path / "cli")]) == 0
+    api_config = dataclasses.replace(
+        config, train=dataclasses.replace(config.train, output_dir=str(tmp_path / "api")),
+        data=dataclasses.replace(config.data, pseudo_csv=None, pseudo_root=None))
+    teacher = Teacher(config.distill.teachers[0])
+    pseudo = pipeline.Labels(Path(config.data.pseudo_csv), Path(config.data.pseudo_root))
+    api = pipeline.distill(api_config, teacher=teacher, pseudo=pseudo)
+    for other in (load_checkpoint(tmp_path / "cli" / "best.pt"), load_checkpoint(api.checkpoint)):
+        assert set(other["state_dict"]) == set(ckpt["state_dict"])
+        for name, tensor in ckpt["state_dict"].items():
+            assert torch.equal(other["state_dict"][name], tensor), name
+
+
+def test_checkpoints_reproduce_the_summary_figures(demo, summary):
+    """Load each saved checkpoint, score the saved test split at its own resolution and recompute the
+    metrics with scipy."""
+    out, _, _ = demo
     fvnn = import_fvcore_nn()
     for role, row in summary["models"].items():
+        size = summary["teacher_resolution"] if role == "teacher" else summary["train_resolution"]
+        test = FIQADataset(out / summary["split_roots"]["test"], out / summary["split_files"]["test"],
+                           transform=build_transform({"mode": "resize", "size": size}))
+        images = torch.stack([test[i]["image"] for i in range(len(test))])
+        mos = np.array([float(test[i]["score"]) for i in range(len(test))])
         model = load_model(out / row["checkpoint"])
         assert model.model_name == row["network"]
         with torch.no_grad():
@@ -116,12 +158,12 @@ def test_checkpoints_reproduce_the_summary_figures(demo, summary):
         assert math.isclose(row["rmse"], float(np.sqrt(np.mean((saved_pred - mos) ** 2))), abs_tol=1e-9), role
         assert row["params"] == fvnn.parameter_count(model)[""] == sum(p.numel() for p in model.parameters())
         assert row["within_budget"] == (row["gflops_224"] <= 0.5 and row["params"] <= 5_000_000)
-    student = load_model(out / summary["models"]["student_kd"]["checkpoint"])
+    student = load_model(out / summary["models"]["combined_kd"]["checkpoint"])
     flops = fvnn.FlopCountAnalysis(student, torch.zeros(1, 3, 224, 224))
     flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     # fvcore skips fused attention; kdfiqa counts it as its two matmuls, so it can only be higher.
-    assert summary["models"]["student_kd"]["gflops_224"] >= flops.total() / 1e9 > 0.1
-    assert summary["models"]["student_kd"]["within_budget"] is True
+    assert summary["models"]["combined_kd"]["gflops_224"] >= flops.total() / 1e9 > 0.1
+    assert summary["models"]["combined_kd"]["within_budget"] is True
 
 
 def _non_background_fraction(path) -> float:

@@ -28,14 +28,19 @@ def _pair(teacher_width: int = 6):
     return teacher, TinyFIQA(4)
 
 
-def _steps(objective: torch.nn.Module, n: int = 3) -> None:
+def _steps(objective: torch.nn.Module, n: int = 3, loss=None) -> None:
+    """``n`` SGD steps on ``loss(batch)`` (default: the objective's own forward)."""
     params = [p for p in objective.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=0.1)
     objective.train()
     for i in range(n):
         opt.zero_grad()
-        objective(batch(4, 16, seed=i))["loss"].backward()
+        (loss or objective)(batch(4, 16, seed=i))["loss"].backward()
         opt.step()
+
+
+def _tensor_ids(module: torch.nn.Module) -> set[int]:
+    return {id(t) for t in [*module.parameters(), *module.buffers()]}
 
 
 def test_teacher_bn_statistics_and_weights_unchanged_after_distillation_steps():
@@ -57,9 +62,28 @@ def test_trainable_parameters_are_student_and_projectors_never_teacher():
     distiller = Distiller(teacher, student, feature_losses=FEATURES)
     trainable = {id(p) for p in distiller.parameters() if p.requires_grad}
     student_ids = {id(p) for p in student.parameters()}
-    projector_ids = {id(p) for p in distiller.feature_losses.parameters()}
+    projector_ids = {id(p) for p in distiller.trainable.feature_losses.parameters()}
     assert trainable == student_ids | projector_ids
     assert not trainable & {id(p) for p in teacher.parameters()}
+    # the trainable part (what a trainer wraps in DDP) holds no teacher tensor at all
+    assert {id(p) for p in distiller.trainable.parameters()} == student_ids | projector_ids
+    assert not _tensor_ids(distiller.trainable) & _tensor_ids(teacher)
+    assert distiller.model is student
+
+
+def test_forward_is_the_trainable_part_on_the_frozen_part():
+    teacher, student = _pair()
+    distiller = Distiller(teacher, student, "mse", "temperature_mse", FEATURES)
+    b = batch(4, 16)
+    frozen = distiller.frozen_forward(b)
+    assert frozen.logits.shape == (4,) and not frozen.logits.requires_grad
+    assert [tuple(f.shape) for f in frozen.features] == [(4, 6, 24, 24)]  # at the teacher's size
+    assert not any(f.requires_grad for f in frozen.features)
+    split = distiller.trainable(b, frozen)
+    whole = distiller(b)
+    assert split.keys() == whole.keys()
+    for key in whole:
+        assert split[key].item() == pytest.approx(whole[key].item(), rel=1e-6), key
 
 
 def test_saved_student_has_exactly_the_bare_students_parameters():
@@ -71,7 +95,7 @@ def test_saved_student_has_exactly_the_bare_students_parameters():
     assert saved.keys() == fresh.state_dict().keys()
     saved_params = sum(saved[name].numel() for name, _ in fresh.named_parameters())
     assert saved_params == sum(p.numel() for p in fresh.parameters())
-    projector_params = sum(p.numel() for p in distiller.feature_losses.parameters())
+    projector_params = sum(p.numel() for p in distiller.trainable.feature_losses.parameters())
     assert projector_params == 8 * 6 + 6  # 1x1 conv from the student's 8 channels to the teacher's 6
     assert Student(distiller.model).reports[0].params == sum(p.numel() for p in fresh.parameters())
 
@@ -88,7 +112,7 @@ def test_loss_is_the_weighted_sum_of_task_distill_and_feature_terms():
     f_s = student.backbone[:5](b["image"])
     task = sum((torch.sigmoid(s) - y) ** 2 for s, y in zip(z_s, b["score"])) / 4
     distill = create_loss("temperature_mse")(z_s, z_t)
-    feature = distiller.feature_losses[0](f_s, f_t)
+    feature = distiller.trainable.feature_losses[0](f_s, f_t)
     assert out["task"].item() == pytest.approx(task.item(), rel=1e-5)
     assert out["distill"].item() == pytest.approx(distill.item(), rel=1e-5)
     assert out["feature/backbone.4"].item() == pytest.approx(feature.item(), rel=1e-5)
@@ -101,7 +125,7 @@ def test_hooks_keep_nothing_outside_the_distillers_forward():
     distiller = Distiller(teacher, student, feature_losses=FEATURES)
     distiller(batch(2))
     student(batch(2)["image"])  # e.g. validation, or a user's own forward with autograd
-    assert all(tap.value is None for tap in distiller._student_taps + distiller._teacher_taps)
+    assert all(tap.value is None for tap in distiller.trainable.taps + distiller._teacher_taps)
     copy.deepcopy(student)  # a non-leaf activation held by a hook would make this fail
 
 
@@ -142,11 +166,12 @@ def test_feature_hooks_are_named_on_the_unwrapped_model_under_ddp(gloo_group):
     with pytest.raises(ConfigError, match="module.backbone.4"):
         Distiller(teacher, wrapped, feature_losses=[("module.backbone.4", "backbone.1")])
     plain = Distiller(teacher, copy.deepcopy(student), feature_losses={"stage": ("backbone.4", "backbone.1")})
-    plain.feature_losses.load_state_dict(distiller.feature_losses.state_dict())
+    plain.trainable.feature_losses.load_state_dict(distiller.trainable.feature_losses.state_dict())
     b = batch(4)
     assert distiller(b)["feature/stage"].item() == pytest.approx(plain(b)["feature/stage"].item(), rel=1e-6)
-    # the trainer's way: DDP around the whole objective; hooks keep working, state dict keys stay bare
-    ddp_objective = DistributedDataParallel(distiller)
-    _steps(ddp_objective, 2)
+    # the trainer's way: the teacher outside, DDP around the trainable part; hooks keep working,
+    # state dict keys stay bare
+    ddp_trainable = DistributedDataParallel(distiller.trainable)
+    _steps(distiller, 2, loss=lambda b: ddp_trainable(b, distiller.frozen_forward(b)))
     assert set(distiller.model.state_dict()) == set(TinyFIQA(4).state_dict())
-    assert isinstance(distiller.feature_losses[0], FeatureLoss)
+    assert isinstance(distiller.trainable.feature_losses[0], FeatureLoss)

@@ -11,7 +11,7 @@ from torch import nn
 
 from distill_tiny_models import DictDataset
 from kdfiqa.data.labels import read_labels
-from kdfiqa.distill import Teacher, pseudo_label
+from kdfiqa.distill import Teacher, pseudo_label, write_scores_csv
 from kdfiqa.errors import DataError
 
 
@@ -76,3 +76,9 @@ def test_calibration_on_unlabelled_data_is_an_error(tmp_path):
     with pytest.raises(DataError, match="no 'score'"):
         pseudo_label(PixelLogit(), _images([0.0] * 5), tmp_path / "p.csv", calibrate_on=_images([0.0] * 5))
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_write_scores_csv_writes_eight_significant_digits_atomically(tmp_path):
+    out = write_scores_csv(tmp_path / "deep" / "p.csv", ["a.png", "b,c.png"], np.array([1 / 3, 0.5]))
+    assert out.read_bytes() == b'a.png,0.33333333\n"b,c.png",0.5\n'
+    assert [p.name for p in out.parent.iterdir()] == ["p.csv"]

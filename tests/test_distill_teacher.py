@@ -8,13 +8,13 @@ import torch
 from scipy.special import expit, logit
 from torch import nn
 
-import kdfiqa.distill.teacher as teacher_module
+import kdfiqa.targets
 from distill_tiny_models import TINY_NAME, ConstantLogit, TinyFIQA, batch
 from kdfiqa.checkpoint import build_checkpoint, save_checkpoint
 from kdfiqa.distill import Teacher
 from kdfiqa.distill.score_table import LOGIT_EPS
 from kdfiqa.errors import ConfigError, DataError
-from kdfiqa.models import create_model
+from kdfiqa.models import create_model, deploy_config, set_deploy_config
 
 
 class RecordingModel(TinyFIQA):
@@ -75,9 +75,27 @@ def test_registered_name_checkpoint_and_timm_sources(tmp_path, monkeypatch):
     assert isinstance(Teacher(TINY_NAME).network, TinyFIQA)
 
     calls = []
-    monkeypatch.setattr(teacher_module, "create_model", lambda name, **kw: calls.append((name, kw)) or TinyFIQA())
+    monkeypatch.setattr(kdfiqa.targets, "create_model", lambda name, **kw: calls.append((name, kw)) or TinyFIQA())
     Teacher("timm:resnet18", model_kwargs={"pretrained": False})
     assert calls == [("timm:resnet18", {"pretrained": False})]
+
+
+def test_sources_resolve_through_load_target_and_run_at_their_deploy_size(tmp_path):
+    torch.manual_seed(0)
+    model = create_model(TINY_NAME)
+    assert Teacher(model).input_size == (3, 16, 16)  # the registry's default_input_size
+    set_deploy_config(model, deploy_config(model).replace(input_size=(3, 20, 24)))
+    path = save_checkpoint(tmp_path / "teacher.ckpt", build_checkpoint(model))
+    teacher = Teacher(path)
+    assert teacher.input_size == (3, 20, 24)  # the checkpoint's deploy config, not the registry's 16
+    recorded = RecordingModel()
+    recorded.load_state_dict(teacher.network.state_dict())
+    Teacher(set_deploy_config(recorded, deploy_config(teacher.network)))(batch(2, 16))
+    assert recorded.seen.shape == (2, 3, 20, 24)
+    factory = tmp_path / "teachers.py"
+    factory.write_text("from distill_tiny_models import TinyFIQA\n\ndef build():\n    return TinyFIQA(width=3)\n")
+    assert Teacher(f"{factory}:build").network.head.in_features == 6
+    assert Teacher(ConstantLogit(0.0)).input_size is None  # no size known: fed as it is
 
 
 def test_bad_sources_are_config_errors():

@@ -1,5 +1,6 @@
-"""torchrun with two CPU processes (gloo): DDP training runs, only rank 0 writes, and the gathered
-validation metrics equal one process's metrics on the same checkpoint."""
+"""torchrun with two CPU processes (gloo): DDP training runs, only rank 0 writes, the gathered
+validation metrics equal one process's metrics on the same checkpoint, mid-epoch resume restores
+every rank's streams, and distillation wraps only the trainable part (never the teacher) in DDP."""
 
 from __future__ import annotations
 
@@ -64,3 +65,25 @@ def test_torchrun_mid_epoch_resume_restores_every_ranks_rng(tmp_path):
     assert a["step"] == b["step"] == 8
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
+    # the interrupted epoch's loss sums of both ranks were saved and counted once on resume
+    for full_epoch, resumed_epoch in zip(a["trainer"]["history"], b["trainer"]["history"]):
+        assert resumed_epoch["train"] == pytest.approx(full_epoch["train"], rel=1e-9)
+
+
+@pytest.mark.slow
+def test_torchrun_distillation_wraps_only_the_trainable_part_and_keeps_ranks_in_step(tmp_path):
+    _torchrun("engine_ddp_distill.py", str(tmp_path))
+    report = json.loads((tmp_path / "ddp_distill.json").read_text())
+    assert report["world_size"] == 2 and report["ddp"]
+    assert report["teacher_tensors_in_ddp"] == 0  # no teacher parameter or buffer under DDP
+    assert report["ddp_params_are_student_and_projector"]
+    assert report["trainable_same_on_ranks"] and report["projector_changed"]
+    assert report["teacher_same_on_ranks"] and report["teacher_unchanged"]
+    assert {"loss", "task", "distill", "feature/bn"} <= set(report["train_terms"])
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert last["step"] == 4  # 16 samples / 2 ranks / batch 4, 2 epochs
+    trained = torch.load(tmp_path / "trained.pt", weights_only=True)
+    for key, value in last["state_dict"].items():
+        assert torch.equal(value, trained[f"model.{key}"]), key
+    for key, value in last["trainer"]["objective"].items():
+        assert torch.equal(value, trained[key]), key

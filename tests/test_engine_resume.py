@@ -15,8 +15,9 @@ import torch
 SCRIPTS = Path(__file__).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
-from engine_toys import ToyFaces, ToyNet, ToyObjective  # noqa: E402
+from engine_toys import ToyFaces, ToyNet, ToyObjective, toy_distiller  # noqa: E402
 
+from kdfiqa.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from kdfiqa.engine import Callback, TrainConfig, Trainer  # noqa: E402
 
 TOTAL_STEPS = 15  # engine_train.py: 22 samples, batch 4, drop_last -> 5 steps x 3 epochs
@@ -88,25 +89,54 @@ class StopAt(Callback):
             raise RuntimeError("simulated crash")
 
 
-def in_process_run(out: Path, resume: Path | None = None, crash_at: int | None = None) -> None:
+def in_process_run(out: Path, resume: Path | None = None, crash_at: int | None = None,
+                   objective=lambda: ToyObjective(ToyNet())) -> None:
     torch.manual_seed(0)
     config = TrainConfig(output_dir=str(out), epochs=2, batch_size=4, lr=0.05, optimizer="sgd",
                          scheduler="step", step_size=1, save_every_steps=3, device="cpu",
                          deterministic=True, seed=3, quiet=True)
     callbacks = [StopAt(crash_at)] if crash_at else []
-    Trainer(ToyObjective(ToyNet()), ToyFaces(18), None, config, callbacks=callbacks).fit(resume)
+    Trainer(objective(), ToyFaces(18), None, config, callbacks=callbacks).fit(resume)
+
+
+def crash_and_resume(tmp_path: Path, objective, edit=lambda ckpt: None) -> tuple[dict, dict]:
+    """(last.pt of an uninterrupted run, of a run crashed at step 7 and resumed from step 6 after
+    ``edit`` changed its checkpoint)."""
+    in_process_run(tmp_path / "a", objective=objective)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        in_process_run(tmp_path / "b", crash_at=7, objective=objective)
+    path = tmp_path / "b" / "last.pt"
+    ckpt = load_checkpoint(path)
+    assert ckpt["step"] == 6  # mid-epoch 2 (4 steps per epoch)
+    edit(ckpt)
+    save_checkpoint(path, ckpt)
+    in_process_run(tmp_path / "b", resume=path, objective=objective)
+    a, b = load(tmp_path / "a" / "last.pt"), load(path)
+    assert a["step"] == b["step"] == 8
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    assert a["trainer"]["history"][-1]["train"] == b["trainer"]["history"][-1]["train"]
+    return a, b
 
 
 def test_mid_epoch_resume_in_process_without_workers(tmp_path):
     """num_workers=0: augmentation noise comes from the main process RNG, restored on resume."""
-    in_process_run(tmp_path / "a")
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        in_process_run(tmp_path / "b", crash_at=7)
-    assert load(tmp_path / "b" / "last.pt")["step"] == 6  # mid-epoch 2 (4 steps per epoch)
-    in_process_run(tmp_path / "b", resume=tmp_path / "b" / "last.pt")
-    a, b = load(tmp_path / "a" / "last.pt"), load(tmp_path / "b" / "last.pt")
-    assert a["step"] == b["step"] == 8
-    for key, value in a["state_dict"].items():
-        assert torch.equal(value, b["state_dict"][key]), key
+    a, b = crash_and_resume(tmp_path, lambda: ToyObjective(ToyNet()))
     assert torch.equal(a["trainer"]["objective"]["projector.weight"],
                        b["trainer"]["objective"]["projector.weight"])
+
+
+def test_distillation_resumes_bit_identical_with_its_projector(tmp_path):
+    a, b = crash_and_resume(tmp_path, toy_distiller)
+    for key in ("feature_losses.0.projector.weight", "feature_losses.0.projector.bias"):
+        assert torch.equal(a["trainer"]["objective"][key], b["trainer"]["objective"][key]), key
+
+
+def test_checkpoints_written_before_train_state_still_resume(tmp_path):
+    """Older files kept epoch and step at the top level only, and no rank_rng in one process."""
+
+    def downgrade(ckpt: dict) -> None:
+        del ckpt["trainer"]["epoch"], ckpt["trainer"]["step"]
+        ckpt["trainer"]["rank_rng"] = []
+
+    crash_and_resume(tmp_path, lambda: ToyObjective(ToyNet()), downgrade)

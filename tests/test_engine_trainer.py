@@ -1,11 +1,16 @@
-"""The Trainer in one process: learning, files written, early stopping, non-finite losses,
-native-resolution and multi-crop validation."""
+"""The Trainer in one process: complete after __init__, learning, files written, callbacks (early
+stopping, best.pt only on improvement, hooks), Ctrl-C, distillation with the teacher outside the
+trained module, non-finite losses, native-resolution and multi-crop validation."""
 
 from __future__ import annotations
 
+import copy
 import json
+import os
+import signal
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,10 +19,23 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))
 
-from engine_toys import ToyFaces, ToyNet, ToyObjective  # noqa: E402
+from engine_toys import ToyFaces, ToyNet, ToyObjective, toy_distiller  # noqa: E402
 
 from kdfiqa.checkpoint import load_checkpoint, load_weights  # noqa: E402
-from kdfiqa.engine import NonFiniteLossError, TrainConfig, Trainer, predict  # noqa: E402
+from kdfiqa.data import build_transform  # noqa: E402
+from kdfiqa.engine import (  # noqa: E402
+    BestCheckpoint,
+    Callback,
+    EarlyStopping,
+    JsonlLog,
+    NonFiniteLossError,
+    ProgressDisplay,
+    TrainConfig,
+    Trainer,
+    TrainingInterrupted,
+    TrainState,
+    predict,
+)
 from kdfiqa.engine.distributed import init_distributed  # noqa: E402
 from kdfiqa.engine.evaluation import evaluate_model  # noqa: E402
 from kdfiqa.errors import DataError  # noqa: E402
@@ -57,6 +75,23 @@ def test_training_improves_validation_and_writes_best_last_and_log(tmp_path):
     assert stats.spearmanr(out.scores, out.mos)[0] == pytest.approx(best["metrics"]["srcc"])
 
 
+def test_a_trainer_is_complete_after_init(tmp_path):
+    torch.manual_seed(0)
+    objective = ToyObjective(ToyNet())
+    ctx = init_distributed("cpu")
+    trainer = Trainer(objective, ToyFaces(20), None, config(tmp_path, patience=2, ema_decay=0.9),
+                      ctx=ctx)
+    assert trainer.ctx is ctx
+    assert len(trainer.loader) == 2 and trainer.schedule is not None and trainer.ema is not None
+    assert trainer.net is trainer.trainable is objective  # one process: no DDP wrapper
+    optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in objective.parameters()}
+    assert [type(c) for c in trainer.callbacks] == [EarlyStopping, BestCheckpoint, JsonlLog,
+                                                     ProgressDisplay]
+    assert trainer.state == TrainState() and trainer.history == [] and trainer.best_metric is None
+    assert not trainer.stopped_early and not any(tmp_path.iterdir())  # nothing written before fit
+
+
 def test_early_stopping_after_patience_epochs_without_improvement(tmp_path):
     torch.manual_seed(0)
     cfg = config(tmp_path, epochs=6, optimizer="sgd", lr=1e-30, scheduler="none", patience=2)
@@ -66,6 +101,120 @@ def test_early_stopping_after_patience_epochs_without_improvement(tmp_path):
     history = trainer.fit()
     assert trainer.stopped_early and len(history) == 3
     assert [r["best"] for r in history] == [True, False, False]
+    # best.pt was written only when the score improved (epoch 1), last.pt after every epoch
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 1
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert last["epoch"] == 3 and last["trainer"]["bad_epochs"] == 2 and last["trainer"]["stopped_early"]
+
+
+def _records(*bests: bool, monitor: str = "score") -> list[dict]:
+    return [{"best": b, "val": {monitor: 0.5}} for b in bests]
+
+
+def test_early_stopping_counts_epochs_without_improvement_in_the_train_state():
+    trainer = SimpleNamespace(state=TrainState())
+    stopper = EarlyStopping(patience=2)
+    for record in _records(True, False, True, False):
+        stopper.on_epoch_end(trainer, record)
+        assert not trainer.state.stopped_early
+    stopper.on_epoch_end(trainer, {"best": False, "val": {}})  # no monitored metric: not counted
+    assert trainer.state.bad_epochs == 1 and not trainer.state.stopped_early
+    stopper.on_epoch_end(trainer, _records(False)[0])
+    assert trainer.state.bad_epochs == 2 and trainer.state.stopped_early
+
+
+def test_best_checkpoint_writes_only_on_improvement(tmp_path):
+    saved = []
+    trainer = SimpleNamespace(save_checkpoint=saved.append)
+    best = BestCheckpoint(tmp_path / "best.pt")
+    for record in _records(True, False, False, True, False):
+        best.on_epoch_end(trainer, record)
+    assert saved == [tmp_path / "best.pt"] * 2
+
+
+class Recorder(Callback):
+    """Records every hook call; ends training after epoch ``stop_after`` through the train state."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.calls: list[tuple] = []
+        self.stop_after = stop_after
+
+    def on_fit_start(self, trainer):
+        self.calls.append(("fit_start", trainer.state.epoch))
+
+    def on_epoch_start(self, trainer, epoch):
+        self.calls.append(("epoch_start", epoch))
+
+    def on_step_end(self, trainer, step, terms):
+        self.calls.append(("step", step))
+
+    def on_epoch_end(self, trainer, record):
+        self.calls.append(("epoch_end", record["epoch"], trainer.history[-1] is record))
+        if record["epoch"] == self.stop_after:
+            trainer.state.stopped_early = True
+
+    def on_fit_end(self, trainer):
+        self.calls.append(("fit_end",))
+
+
+def test_callback_hooks_run_in_order_and_can_stop_training(tmp_path):
+    torch.manual_seed(0)
+    recorder = Recorder(stop_after=2)
+    trainer = Trainer(ToyObjective(ToyNet()), ToyFaces(16), None, config(tmp_path, batch_size=8),
+                      callbacks=[recorder])
+    history = trainer.fit()
+    assert len(history) == 2 and trainer.stopped_early
+    assert recorder.calls == [
+        ("fit_start", 0),
+        ("epoch_start", 0), ("step", 1), ("step", 2), ("epoch_end", 1, True),
+        ("epoch_start", 1), ("step", 3), ("step", 4), ("epoch_end", 2, True),
+        ("fit_end",),
+    ]
+    assert load_checkpoint(tmp_path / "last.pt")["trainer"]["stopped_early"]
+
+
+class SigintAt(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer, step, terms) -> None:
+        if step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_says_at_once_how_to_resume_then_saves_last(tmp_path, capsys):
+    torch.manual_seed(0)
+    cfg = config(tmp_path, epochs=1, batch_size=2, quiet=False)
+    trainer = Trainer(ToyObjective(ToyNet()), ToyFaces(16), None, cfg, callbacks=[SigintAt(2)])
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(TrainingInterrupted, match="resume with"):
+        trainer.fit()
+    assert signal.getsignal(signal.SIGINT) is before
+    lines = capsys.readouterr().err.splitlines()
+    notice = f"stopping after this step; resume with --resume (last.pt: {tmp_path / 'last.pt'})"
+    assert lines.count(notice) == 1
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 3  # the step after the signal
+
+
+def test_distillation_trains_student_and_projector_with_the_teacher_outside(tmp_path):
+    torch.manual_seed(0)
+    distiller = toy_distiller()
+    teacher = copy.deepcopy(distiller.teacher.state_dict())
+    projector = distiller.trainable.feature_losses[0].projector.weight.detach().clone()
+    trainer = Trainer(distiller, ToyFaces(16), ToyFaces(8, seed=1), config(tmp_path, epochs=2))
+    assert trainer.trainable is trainer.net is distiller.trainable
+    optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in distiller.trainable.parameters()}
+    assert not optimised & {id(p) for p in distiller.teacher.parameters()}
+    history = trainer.fit()
+    assert {"loss", "task", "distill", "feature/bn"} <= set(history[0]["train"])
+    for key, value in distiller.teacher.state_dict().items():
+        assert torch.equal(value, teacher[key]), key
+    assert not torch.equal(distiller.trainable.feature_losses[0].projector.weight, projector)
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert set(last["state_dict"]) == set(ToyNet().state_dict())
+    assert set(last["trainer"]["objective"]) == {"feature_losses.0.projector.weight",
+                                                 "feature_losses.0.projector.bias"}
 
 
 def test_non_finite_loss_names_step_and_images_and_keeps_last_good(tmp_path):
@@ -87,6 +236,16 @@ def test_non_finite_loss_names_step_and_images_and_keeps_last_good(tmp_path):
         assert all(torch.isfinite(t).all() for t in last["state_dict"].values() if t.is_floating_point())
     else:
         assert not (tmp_path / "last.pt").exists()
+
+
+def test_the_validation_transform_becomes_the_models_deploy_config(tmp_path):
+    torch.manual_seed(0)
+    val = ToyFaces(8, seed=1)
+    val.transform = build_transform({"mode": "resize", "size": 16, "normalize": "symmetric"})
+    Trainer(ToyObjective(ToyNet()), ToyFaces(16), val, config(tmp_path, epochs=1)).fit()
+    deploy = load_checkpoint(tmp_path / "best.pt")["model"]["deploy"]
+    assert deploy["input_size"] == [3, 16, 16] and deploy["normalize"] == "symmetric"
+    assert deploy["eval_transform"]["mode"] == "resize" and deploy["eval_transform"]["size"] == [16, 16]
 
 
 def test_native_resolution_validation_with_batch_size_one(tmp_path):

@@ -21,6 +21,7 @@ from kdfiqa.export import (
     export_model,
     verification_sizes,
 )
+from kdfiqa.models import DeployConfig, set_deploy_config
 
 from test_cli_inference import calibrated_model  # an untrained model whose scores depend on the image
 
@@ -111,10 +112,28 @@ def test_torchscript_metadata_and_training_flags_restored(tmp_path):
     model.body[1].eval()  # a mixed state must come back exactly
     result = export_model(model, tmp_path, formats=["torchscript"], input_sizes=[32], name="tiny")
     assert result.paths["torchscript"].name == "tiny.pt"
-    extra = {METADATA_KEY: ""}
-    torch.jit.load(str(result.paths["torchscript"]), _extra_files=extra)
-    assert json.loads(extra[METADATA_KEY])["model_name"] == "tiny"
+    assert _metadata(result.paths["torchscript"])["model_name"] == "tiny"
     assert model.training and not model.body[1].training and model.body[4].training
+
+
+def _metadata(path) -> dict:
+    extra = {METADATA_KEY: ""}
+    torch.jit.load(str(path), _extra_files=extra)
+    return json.loads(extra[METADATA_KEY])
+
+
+def test_defaults_come_from_the_deploy_config(tmp_path):
+    derived = export_model(tiny_model(), tmp_path / "a", formats=["torchscript"])
+    assert derived.verifications[0].input_size == (3, 48, 64)  # no config attached: default_input_size
+    assert derived.paths["torchscript"].name == "model.pt"
+    config = DeployConfig("tiny_deployed", input_size=(3, 40, 32),
+                          eval_transform={"mode": "center_crop", "resize": 48}, normalize="symmetric")
+    result = export_model(set_deploy_config(tiny_model(), config), tmp_path / "b", formats=["torchscript"])
+    assert result.paths["torchscript"].name == "tiny_deployed.pt"
+    assert result.verifications[0].input_size == (3, 40, 32)
+    meta = _metadata(result.paths["torchscript"])
+    assert meta["input_sizes"] == [[3, 40, 32]] and DeployConfig.from_dict(meta["deploy"]) == config
+    assert meta["eval_transform"] == {"mode": "center_crop", "size": [40, 32], "resize": 48, "normalize": "symmetric"}
 
 
 def test_verification_catches_a_frozen_size_and_removes_the_file(tmp_path):

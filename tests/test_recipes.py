@@ -11,7 +11,7 @@ from kdfiqa.config import build_layers, list_recipes, resolve_config
 from kdfiqa.models import create_model
 from tiny_fiqa import TINY, synthetic
 
-RECIPES = ("2077agent", "conquerit", "bit_ssvgg", "ders", "rankcore", "ecnu_sjtu", "vquala_baseline")
+RECIPES = ("2077agent", "conquerit", "bit_ssvgg", "ders", "rankcore", "ecnu_sjtu", "vquala_baseline", "demo")
 
 # (command, key, value) as stated in issue 6 / the seed.
 STATED = {
@@ -53,6 +53,10 @@ STATED = {
         ("distill", "model.name", "edgenext_xxs_fiqa"), ("distill", "loss.task", "1.0*mse + 1.0*plcc"),
         ("distill", "distill.calibrate", True), ("distill", "distill.self_train", 1), ("distill", "distill.loss", None),
     ],
+    "demo": [
+        ("train", "model.name", "emo2_5m"), ("distill", "model.name", "emo2_1m"), ("distill", "loss.task", "hybrid"),
+        ("distill", "distill.loss", "0.5*temperature_mse"), ("train", "model.kwargs.layer_scale", 1.0),
+    ],
     "vquala_baseline": [
         ("train", "model.name", "mobilenetv2_fiqa"), ("train", "train.optimizer", "adam"), ("train", "train.lr", 5e-4),
         ("train", "train.weight_decay", 1e-5), ("train", "loss.task", "mse"), ("train", "train.epochs", 20),
@@ -70,6 +74,7 @@ STUDENTS = {
     "rankcore": ("train", [(3, 224, 224)]),
     "ecnu_sjtu": ("distill", [(3, 224, 224)]),
     "vquala_baseline": ("train", [(3, 224, 224)]),
+    "demo": ("distill", [(3, 224, 224)]),
 }
 
 
@@ -123,7 +128,7 @@ def test_recipe_runs_one_step_on_tiny_data(name, tmp_path, tiny_data):
     torch.manual_seed(0)
     command, _ = STUDENTS[name]
     extra: list[str] = []
-    if name == "2077agent":
+    if name in ("2077agent", "demo"):
         extra = ["--teacher", "emo2_5m", "--teacher-input", "64"]
     if name == "ecnu_sjtu":
         # the Swin-B teacher is replaced by a tiny one so that one step stays fast; the student side

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.table import Table
-
-from ..budget import VQUALA2025, Budget, CostReport, measure, parse_input_size
+from ..budget_presets import BUDGETS, DEFAULT_BUDGET
 from ..errors import ConfigError
-from ..targets import load_target
 
-PRESETS = {VQUALA2025.name: VQUALA2025}
+if TYPE_CHECKING:
+    from ..budget import Budget, CostReport
 
 EXAMPLES = """examples:
   kdfiqa budget emo2_1m
@@ -28,6 +26,7 @@ EXAMPLES = """examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``budget`` sub-command (imports nothing heavy)."""
     p = subparsers.add_parser(
         "budget", help="check a model against a FLOPs/params budget",
         description="Measure TARGET with fvcore (eval mode, batch 1, one multiply-add = one FLOP) at "
@@ -35,25 +34,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", help="registered model name, timm:NAME, file.py:factory, "
                                   "package.module:factory, or a kdfiqa checkpoint")
-    p.add_argument("--input", nargs="+", metavar="SIZE", type=_size,
-                   help="input size(s): 224, 224x336 or 3x224x336 (default: the model's own)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default=VQUALA2025.name,
-                   help="named budget (default: %(default)s)")
-    p.add_argument("--max-gflops", type=float, help="override the preset's GFLOPs limit")
-    p.add_argument("--max-params", type=int, help="override the preset's parameter limit")
+    p.add_argument("--input", nargs="+", metavar="SIZE", type=size_arg,
+                   help="input size(s): 224, 224x336 or 3x224x336 (default: the model's deploy size; "
+                        "for a checkpoint, the size it was trained for)")
+    add_budget_flags(p, "--preset", help="named budget (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.set_defaults(func=run)
 
 
-def _size(text: str) -> tuple[int, int, int]:
+def add_budget_flags(p: argparse.ArgumentParser, flag: str, *extra_choices: str, help: str) -> None:
+    """The budget choice ``flag`` (a :data:`~kdfiqa.budget_presets.BUDGETS` name or one of
+    ``extra_choices``, stored as ``args.preset``) and ``--max-gflops``/``--max-params`` overriding it."""
+    p.add_argument(flag, choices=[*BUDGETS, *extra_choices], default=DEFAULT_BUDGET, dest="preset", help=help)
+    p.add_argument("--max-gflops", type=float, help="override the budget's GFLOPs limit")
+    p.add_argument("--max-params", type=int, help="override the budget's parameter limit")
+
+
+def size_arg(text: str) -> tuple[int, int, int]:
+    """argparse type of an input size: ``224``, ``224x336`` or ``3x224x336`` → (C, H, W)."""
+    from ..budget import parse_input_size
+
     try:
         return parse_input_size(text)
     except Exception:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an input size such as 224 or 224x336")
+        raise argparse.ArgumentTypeError(f"{text!r} is not an input size such as 224 or 224x336") from None
 
 
 def resolve_budget(args: argparse.Namespace) -> Budget:
-    base = PRESETS[args.preset]
+    """The budget named by ``args.preset`` with the ``--max-gflops``/``--max-params`` overrides."""
+    from ..budget import Budget
+    from ..budget_presets import get_budget
+
+    base = get_budget(args.preset)
     if args.max_gflops is None and args.max_params is None:
         return base
     for flag, value in (("--max-gflops", args.max_gflops), ("--max-params", args.max_params)):
@@ -65,9 +77,14 @@ def resolve_budget(args: argparse.Namespace) -> Budget:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Measure the target at each size (default: its deploy config's input size) against the budget."""
+    from ..budget import measure
+    from ..models.deploy import deploy_config
+    from ..targets import load_target
+
     budget = resolve_budget(args)
     model = load_target(args.target)
-    sizes = args.input or [tuple(getattr(model, "default_input_size", (3, 224, 224)))]
+    sizes = args.input or [deploy_config(model).input_size]
     reports = [measure(model, size, strict=True) for size in sizes]
     within = all(budget.fits(r) for r in reports)
     if args.json:
@@ -84,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_human(target: str, budget: Budget, reports: list[CostReport]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     table = Table(title=f"{target} vs {budget.describe()}")
     for col in ("input", "GFLOPs", "params", "limit", "verdict"):

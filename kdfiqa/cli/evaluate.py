@@ -5,12 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from rich.console import Console
-from rich.table import Table
-
-from ..engine.distributed import init_distributed, shutdown_distributed
-from ..inference import evaluate_csv, load_inference_model
-from ..metrics import FITS
 from .predict import add_inference_flags
 
 METRIC_KEYS = ("srcc", "plcc", "krcc", "rmse", "score", "n")
@@ -28,6 +22,7 @@ its share, metrics are computed on the full set gathered from all ranks, and onl
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``evaluate`` sub-command (imports nothing heavy)."""
     p = subparsers.add_parser(
         "evaluate", help="SRCC, PLCC, KRCC, RMSE and challenge score on a labeled CSV",
         description="Score the images of a labeled CSV (challenge format image_name,score without a "
@@ -36,20 +31,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("target", metavar="CKPT", help="checkpoint (*.pt), or registered name/timm:NAME/file.py:factory")
     p.add_argument("--root", required=True, metavar="DIR", help="folder the CSV's image names are relative to")
     p.add_argument("--csv", required=True, metavar="FILE", help="labeled CSV")
-    p.add_argument("--fit", choices=FITS,
+    p.add_argument("--fit", type=_fit, metavar="logistic4",
                    help="map predictions with a 4-parameter logistic fitted on this set before PLCC/RMSE")
     p.add_argument("--json", action="store_true", help='print {"srcc", "plcc", "krcc", "rmse", "score", "n"}')
+    p.add_argument("--skip-bad", action="store_true", help="leave unreadable images out (each logged, counted)")
+    p.add_argument("--allow-outside-root", action="store_true",
+                   help="accept CSV names that lead outside --root (../, symlinks)")
     add_inference_flags(p)
     p.set_defaults(func=run)
 
 
+def _fit(text: str) -> str:
+    """argparse type of ``--fit``: one of :data:`kdfiqa.metrics.FITS` (imported only when given)."""
+    from ..metrics import FITS
+
+    if text not in FITS:
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(FITS)})")
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
+    """Score the CSV's images and print the metrics (only rank 0 under torchrun)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..engine.distributed import init_distributed, shutdown_distributed
+    from ..inference import evaluate_csv, load_inference_model
+
     ctx = init_distributed(args.device)  # joins the torchrun group when there is one
     try:
         loaded = load_inference_model(args.target, input_size=args.input, native=args.native,
                                       multi_crop=args.multi_crop)
         metrics = evaluate_csv(loaded, args.root, args.csv, batch_size=args.batch_size,
-                               device=args.device, fit=args.fit, num_workers=args.workers)
+                               device=args.device, fit=args.fit, num_workers=args.workers,
+                               skip_bad=args.skip_bad, allow_outside_root=args.allow_outside_root)
     finally:
         shutdown_distributed()
     if not ctx.is_main:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.table import Table
+from ..export import DEFAULT_ATOL, DEFAULT_OPSET, EXPORT_FORMATS
+from .budget import add_budget_flags, resolve_budget, size_arg
 
-from ..budget import BudgetExceeded
-from ..export import DEFAULT_ATOL, DEFAULT_OPSET, EXPORT_FORMATS, ExportResult, export_model
-from ..inference import load_inference_model
-from .budget import PRESETS, _size, resolve_budget
+if TYPE_CHECKING:
+    from ..export import ExportResult
 
 NO_BUDGET = "none"
 
@@ -28,11 +27,13 @@ EXAMPLES = """examples:
 
 Files: DIR/NAME.pt (TorchScript, torch.jit.load) and DIR/NAME.onnx (input "image" (B,3,H,W) with
 dynamic B, H, W; output "score" (B,1) in (0,1)). Both hold a "kdfiqa.json" metadata entry with the
-model name, the export sizes and the evaluation transform. ONNX needs pip install 'kdfiqa[onnx]'.
+model name, the export sizes, the deploy config and the evaluation transform. ONNX needs
+pip install 'kdfiqa[onnx]'.
 """
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``export`` sub-command (imports nothing heavy)."""
     p = subparsers.add_parser(
         "export", help="export to TorchScript/ONNX, re-check the budget, verify against eager",
         description="Export a model (a kdfiqa checkpoint, or any target `kdfiqa budget` accepts) to "
@@ -44,15 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     p.add_argument("--format", nargs="+", choices=EXPORT_FORMATS, default=list(EXPORT_FORMATS),
                    dest="formats", help="formats to write (default: both)")
-    p.add_argument("--input", nargs="+", metavar="SIZE", type=_size,
+    p.add_argument("--input", nargs="+", metavar="SIZE", type=size_arg,
                    help="deployment size(s), e.g. 224 or 224x336; the first is the tracing size "
-                        "(default: the checkpoint's evaluation size, else the model's own)")
-    p.add_argument("--budget", choices=sorted(PRESETS) + [NO_BUDGET], default=next(iter(PRESETS)),
-                   dest="preset", help="budget to re-check at each --input size (default: %(default)s)")
-    p.add_argument("--max-gflops", type=float, help="override the budget's GFLOPs limit")
-    p.add_argument("--max-params", type=int, help="override the budget's parameter limit")
+                        "(default: the model's deploy size, for a checkpoint the size it was trained for)")
+    add_budget_flags(p, "--budget", NO_BUDGET,
+                     help="budget to re-check at each --input size (default: %(default)s)")
     p.add_argument("--allow-over-budget", action="store_true", help="export even when over the budget")
-    p.add_argument("--verify-input", nargs="+", metavar="SIZE", type=_size,
+    p.add_argument("--verify-input", nargs="+", metavar="SIZE", type=size_arg,
                    help="resolutions of the random verification inputs (default: the tracing size, "
                         "a smaller and a larger one with odd sides)")
     p.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="allowed |exported - eager| on scores")
@@ -62,14 +61,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Export the target at its deploy size (or ``--input``), its deploy config in the files."""
+    from rich.console import Console
+
+    from ..budget import BudgetExceeded
+    from ..export import export_model
+    from ..targets import load_target
+
     budget = None if args.preset == NO_BUDGET else resolve_budget(args)
-    loaded = load_inference_model(args.target)
-    sizes = args.input or [loaded.input_size or loaded.model.default_input_size]
+    model = load_target(args.target)
     try:
         result = export_model(
-            loaded.model, args.out, formats=args.formats, input_sizes=sizes, budget=budget,
+            model, args.out, formats=args.formats, input_sizes=args.input, budget=budget,
             allow_over_budget=args.allow_over_budget, verify_sizes=args.verify_input, atol=args.atol,
-            opset=args.opset, meta={"source": args.target, "eval_transform": loaded.transform_spec})
+            opset=args.opset, meta={"source": args.target})
     except BudgetExceeded as exc:
         first, *rest = str(exc).splitlines()
         console = Console(stderr=True)
@@ -100,6 +105,9 @@ def _as_json(result: ExportResult) -> dict:
 
 
 def _print_human(result: ExportResult) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     table = Table(title="exported files vs eager model")
     for col in ("format", "input", "max |diff|", "eager spread", "verdict"):

@@ -1,9 +1,12 @@
 """``kdfiqa``: the command-line entry point.
 
 Each sub-command lives in its own module exposing ``register(subparsers)``, which adds its parser and
-sets ``func`` to a ``run(args) -> int`` callable. Expected failures (bad paths, flags or files) are
-:class:`~kdfiqa.errors.KdfiqaError`: they print one line on stderr and exit with status 2; ``--debug``
-shows the traceback instead.
+sets ``func`` to a ``run(args) -> int`` callable. A sub-command module imports at module level only
+what its parser needs, and its heavy dependencies (torch, timm, fvcore, scipy, rich) inside ``run``,
+so that ``kdfiqa --help`` and ``kdfiqa COMMAND --help`` start without them.
+
+Expected failures (bad paths, flags or files) are :class:`~kdfiqa.errors.KdfiqaError`: they print one
+line on stderr and exit with status 2; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``kdfiqa`` parser with every sub-command of :data:`COMMANDS` registered."""
     parser = _Parser(
         prog="kdfiqa",
         description="Distil a face-image-quality teacher into a student that fits a compute budget.",
@@ -41,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``kdfiqa`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -1,21 +1,16 @@
-"""``kdfiqa models``: list registered models with their cost at their default resolution."""
+"""``kdfiqa models``: list registered models with their cost at their deploy resolution."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from rich.console import Console
-from rich.table import Table
-
-from ..budget import VQUALA2025, measure
-from ..models import create_model, list_models, model_info
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``models`` sub-command (imports nothing heavy)."""
     p = subparsers.add_parser(
         "models", help="list registered models with params, GFLOPs and budget verdict",
-        description="Build every registered model (random weights) and measure it at its default "
+        description="Build every registered model (random weights) and measure it at its deploy "
                     "input size against the vquala2025 budget.")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'emo2_*'")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
@@ -23,15 +18,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def describe_models(pattern: str = "*") -> list[dict]:
-    """One row per registered model: name, role, default input size, params, GFLOPs, verdict."""
+    """One row per registered model: name, role, deploy input size, params, GFLOPs, verdict."""
+    from ..budget import VQUALA2025, measure
+    from ..models import create_model, deploy_config, list_models, model_info
+
     rows = []
     for name in list_models(pattern):
         info = model_info(name)
-        report = measure(create_model(name), info.default_input_size)
+        model = create_model(name)
+        size = deploy_config(model).input_size
+        report = measure(model, size)
         rows.append({
             "name": name,
             "role": "student" if info.is_student else "teacher",
-            "input_size": list(info.default_input_size),
+            "input_size": list(size),
             "params": report.params,
             "gflops": report.gflops,
             "within_vquala2025": VQUALA2025.fits(report),
@@ -41,6 +41,12 @@ def describe_models(pattern: str = "*") -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print the table (or JSON list) of :func:`describe_models`."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..budget import VQUALA2025
+
     rows = describe_models(args.pattern)
     if args.json:
         print(json.dumps(rows))

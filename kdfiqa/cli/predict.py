@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
-
-from ..inference import DEVICES, load_inference_model, predict_images, write_scores_csv
-from .budget import _size
+from ..inference import DEVICES
+from .budget import size_arg
 
 EXAMPLES = """examples:
   kdfiqa predict runs/student/best.pt photos/ --out scores.csv
@@ -21,12 +19,13 @@ found inside a given folder) and its predicted quality score in (0, 1), higher i
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``predict`` sub-command (imports nothing heavy)."""
     p = subparsers.add_parser(
         "predict", help="score images and folders, write an image,score CSV",
         description="Score image files and folders (searched recursively for .png .jpg .jpeg .bmp "
-                    ".webp .tif .tiff) of any resolution with a checkpoint's model and evaluation "
-                    "transform. Unreadable images stop the run with one message listing them all, "
-                    "unless --skip-bad.",
+                    ".webp .tif .tiff) of any resolution with a checkpoint's model and the evaluation "
+                    "transform of its deploy config (the size and normalisation it was trained for). "
+                    "Unreadable images stop the run with one message listing them all, unless --skip-bad.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", metavar="CKPT", help="checkpoint (*.pt), or registered name/timm:NAME/file.py:factory")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders")
@@ -39,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_inference_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by ``predict`` and ``evaluate``: transform overrides, batch size, device."""
-    p.add_argument("--input", type=_size, metavar="SIZE",
+    p.add_argument("--input", type=size_arg, metavar="SIZE",
                    help="resize to this size instead of the checkpoint's (e.g. 224 or 224x336)")
     p.add_argument("--native", action="store_true", help="no resize: each image at its own resolution")
     p.add_argument("--multi-crop", type=int, metavar="N", help="average the scores of N random crops")
@@ -50,10 +49,15 @@ def add_inference_flags(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Score the images and write the CSV."""
+    from rich.console import Console
+
+    from ..inference import load_inference_model, predict_images, write_scores_csv
+
     loaded = load_inference_model(args.target, input_size=args.input, native=args.native,
                                   multi_crop=args.multi_crop)
     scores = predict_images(loaded, args.paths, batch_size=args.batch_size, device=args.device,
-                                 skip_bad=args.skip_bad, num_workers=args.workers)
+                            skip_bad=args.skip_bad, num_workers=args.workers)
     path = write_scores_csv(args.out, scores, sort=args.sort)
     console = Console(stderr=True)
     console.print(f"scored {len(scores.names)} images -> {path}", markup=False, highlight=False)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..workflows import is_main_process, pseudo_label_folder
-from .train import input_size_arg, setup_logging
+from .config_flags import input_size_arg
+from .train import setup_logging
 
 EXAMPLES = """examples:
   kdfiqa pseudo-label --teacher runs/teacher/best.pt --images data/unlabeled --out pseudo.csv
@@ -14,12 +14,13 @@ EXAMPLES = """examples:
   kdfiqa pseudo-label --teacher runs/a/best.pt --teacher runs/b/best.pt --teacher-input 448 \\
       --images data/unlabeled --out pseudo.csv
   kdfiqa distill --model emo2_1m --root data/train --csv data/train.csv \\
-      --pseudo-csv pseudo.csv --unlabeled data/unlabeled --teacher runs/teacher/best.pt --out runs/student
+      --pseudo-csv pseudo.csv --pseudo-root data/unlabeled --teacher runs/teacher/best.pt --out runs/student
 
 The CSV is header-less image_name,score (the challenge format), names relative to --images, so that
-`kdfiqa train|distill --pseudo-csv FILE --unlabeled DIR` trains on labels + pseudo-labels. With
---calibrate the teacher also scores the labeled set (--root, --csv) and its raw scores are mapped to
-the label scale by the 4-parameter logistic fitted there (the challenge winner's method).
+`kdfiqa train|distill --pseudo-csv FILE --pseudo-root DIR` trains on labels + these pseudo-labels,
+used as given. With --calibrate the teacher also scores the labeled set (--root, --csv) and its raw
+scores are mapped to the label scale by the 4-parameter logistic fitted there (the challenge
+winner's method).
 """
 
 
@@ -41,21 +42,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--csv", metavar="FILE", help="labels for --calibrate")
     p.add_argument("--batch-size", type=int, default=32, metavar="B")
     p.add_argument("--workers", type=int, default=0, metavar="N")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="default: cpu")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .. import pipeline
+    from ..distill import Teacher
+    from ..engine import init_distributed
     from ..errors import ConfigError
 
     if args.calibrate and not (args.root and args.csv):
         raise ConfigError("--calibrate needs the labeled set: add --root DIR --csv FILE")
     if not args.calibrate and (args.root or args.csv):
         raise ConfigError("--root/--csv are only used with --calibrate; add --calibrate or drop them")
+    if args.batch_size < 1 or args.workers < 0:
+        raise ConfigError("--batch-size must be >= 1 and --workers >= 0")
     setup_logging()
-    path = pseudo_label_folder(args.teacher, args.images, args.out, teacher_input=args.teacher_input,
-                               calibrate_root=args.root, calibrate_csv=args.csv, normalize=args.normalize,
-                               batch_size=args.batch_size, num_workers=args.workers, device=args.device)
-    if is_main_process():
-        print(f"wrote {path}")
+    ctx = init_distributed(args.device)
+    teacher = Teacher(args.teacher, input_size=args.teacher_input, device=ctx.device)
+    calibrate = pipeline.Labels(Path(args.csv), Path(args.root)) if args.calibrate else None
+    labels = pipeline.pseudo_label(teacher, args.images, args.out, calibrate_on=calibrate, normalize=args.normalize,
+                                   batch_size=args.batch_size, num_workers=args.workers, ctx=ctx)
+    if ctx.is_main:
+        print(f"wrote {labels.csv}")
     return 0

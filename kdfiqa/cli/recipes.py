@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
-from rich.table import Table
-
-from ..config import COMMANDS, list_recipes, load_recipe, recipe_path, resolve_config
-
 EXAMPLES = """examples:
   kdfiqa recipes
   kdfiqa recipes 2077agent
@@ -22,6 +17,8 @@ A recipe reproduces a published setup; flags and --set SECTION.KEY=VALUE overrid
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from ..config import COMMANDS
+
     p = subparsers.add_parser(
         "recipes", help="list the seed's recipes, or show one",
         description="Without NAME, list the packaged recipes with a one-line description. With NAME, "
@@ -34,6 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..config import list_recipes, load_recipe, recipe_path, resolve_config
     from ..errors import ConfigError
 
     if args.name is None:

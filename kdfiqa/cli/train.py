@@ -1,8 +1,8 @@
 """``kdfiqa train``: train a FIQA model (a teacher, or a student without a teacher) on labeled images.
 
-The flags shared with ``kdfiqa distill`` (data, model, optimisation, recipe/config/--set) are defined
-here by :func:`add_run_flags` and turned into a resolved :class:`~kdfiqa.config.RunConfig` by
-:func:`run_config_from_args`.
+The flags shared with ``kdfiqa distill`` come from the run configuration's fields
+(:mod:`kdfiqa.cli.config_flags`); :func:`run_config_from_args` layers recipe, ``--config`` file,
+flags and ``--set`` into a :class:`~kdfiqa.config.RunConfig`, and :func:`kdfiqa.pipeline.train` runs it.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
+import warnings
 from typing import Any
 
-from ..budget import parse_input_size
-from ..config import RunConfig, build_layers, resolve_config
-from ..workflows import RunResult, is_main_process, train_model
+from .config_flags import add_config_flags, config_from_args
 
 EXAMPLES = """examples:
   kdfiqa train --root data/train --csv data/train.csv --model emo2_5m --input 512 --out runs/teacher
@@ -29,114 +29,68 @@ EXAMPLES = """examples:
 Settings apply in this order, later winning: the recipe (`kdfiqa recipes` lists them), --config
 file, dedicated flags, --set SECTION.KEY=VALUE (sections: model, data, train, loss, distill, ssar).
 --print-config shows the resolved settings without training. Checkpoints (best.pt, last.pt) and
-log.jsonl go to --out; best.pt is what `kdfiqa evaluate/predict/export` take.
+log.jsonl go to --out; best.pt is what `kdfiqa evaluate/predict/export` take. The same command and
+--seed give the same weights on CPU.
 """
 
-FLAG_KEYS: dict[str, str] = {
-    "root": "data.root",
-    "csv": "data.csv",
-    "val_root": "data.val_root",
-    "val_csv": "data.val_csv",
-    "val_fraction": "data.val_fraction",
-    "sampler": "data.sampler",
-    "pseudo_csv": "data.pseudo_csv",
-    "unlabeled": "data.unlabeled",
-    "skip_bad": "data.skip_bad",
-    "model": "model.name",
-    "input": "model.input",
-    "init": "model.init",
-    "pretrained": "model.pretrained",
-    "out": "train.output_dir",
-    "epochs": "train.epochs",
-    "batch_size": "train.batch_size",
-    "lr": "train.lr",
-    "weight_decay": "train.weight_decay",
-    "optimizer": "train.optimizer",
-    "scheduler": "train.scheduler",
-    "amp": "train.amp",
-    "ema": "train.ema_decay",
-    "seed": "train.seed",
-    "device": "train.device",
-    "workers": "train.num_workers",
-    "quiet": "train.quiet",
-    "task_loss": "loss.task",
-}
-"""Dedicated flag (argparse dest) → config key. Flags left out of a sub-command are skipped."""
 
-
-def input_size_arg(text: str) -> Any:
-    try:
-        _, h, w = parse_input_size(text)
-    except Exception:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an input size such as 224 or 224x336")
-    return h if h == w else [h, w]
-
-
-def add_run_flags(p: argparse.ArgumentParser) -> None:
-    """The flags every training command takes (data, model, optimisation, configuration)."""
+def add_run_flags(p: argparse.ArgumentParser, command: str) -> None:
+    """The flags of a training command: configuration layering, then one group per config section."""
     cfg = p.add_argument_group("configuration")
     cfg.add_argument("--recipe", metavar="NAME", help="start from a packaged recipe (`kdfiqa recipes`) or a YAML file")
     cfg.add_argument("--config", metavar="FILE", help="YAML file with model/data/train/loss/distill/ssar sections")
     cfg.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                      help="override any setting, e.g. --set train.lr=1e-4 (repeatable)")
     cfg.add_argument("--print-config", action="store_true", help="print the resolved settings as YAML and exit")
-    data = p.add_argument_group("data")
-    data.add_argument("--root", metavar="DIR", help="folder the CSV's image names are relative to")
-    data.add_argument("--csv", metavar="FILE", help="labels: challenge format (image_name,score) or a headed CSV")
-    data.add_argument("--val-csv", metavar="FILE", help="validation labels (default: a split of --csv)")
-    data.add_argument("--val-root", metavar="DIR", help="image folder of --val-csv (default: --root)")
-    data.add_argument("--val-fraction", type=float, metavar="F", help="share of --csv held out for validation (0.1)")
-    data.add_argument("--sampler", choices=["ssus"], help="score-stratified uniform sampling (RankCORE)")
-    data.add_argument("--pseudo-csv", metavar="FILE", help="pseudo-labels added to the training labels")
-    data.add_argument("--unlabeled", metavar="DIR", help="unlabeled images (pseudo-labelling, self-training, SSAR)")
-    data.add_argument("--skip-bad", action="store_true", default=None,
-                      help="drop unreadable images (each logged, counted) instead of stopping")
-    model = p.add_argument_group("model")
-    model.add_argument("--model", metavar="NAME", help="registered model or timm:NAME (`kdfiqa models`)")
-    model.add_argument("--input", type=input_size_arg, metavar="SIZE", help="training resolution: 224 or 224x336")
-    model.add_argument("--init", metavar="CKPT", help="start from the weights of a kdfiqa checkpoint")
-    model.add_argument("--pretrained", action="store_true", default=None,
-                       help="load the model's published weights (needs them locally or a network)")
-    train = p.add_argument_group("training")
-    train.add_argument("--out", metavar="RUNDIR", help="folder for best.pt, last.pt and log.jsonl")
-    train.add_argument("--epochs", type=int, metavar="N")
-    train.add_argument("--batch-size", type=int, metavar="B")
-    train.add_argument("--lr", type=float)
-    train.add_argument("--weight-decay", type=float, metavar="WD")
-    train.add_argument("--optimizer", metavar="NAME", help="adam, adamw or sgd")
-    train.add_argument("--scheduler", metavar="NAME", help="none, cosine, step or plateau")
-    train.add_argument("--amp", metavar="MODE", help="mixed precision on CUDA: none, bf16 or fp16")
-    train.add_argument("--ema", type=float, metavar="DECAY", help="keep an EMA of the weights, e.g. 0.999")
-    train.add_argument("--task-loss", metavar="FORMULA", help='loss against the labels, e.g. "0.75*plcc + 0.25*rank"')
-    train.add_argument("--seed", type=int)
-    train.add_argument("--device", metavar="DEV", help="auto (default), cpu or cuda")
-    train.add_argument("--workers", type=int, metavar="N", help="data-loading worker processes")
-    train.add_argument("--quiet", action="store_true", default=None, help="no progress bar or epoch tables")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    cfg.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    cfg.add_argument("--allow-changes", action="store_true",
+                     help="with --resume: accept changed schedule or data settings (e.g. more --epochs)")
+    add_config_flags(p, command)
 
 
-def run_config_from_args(args: argparse.Namespace, command: str,
-                         flag_keys: dict[str, str] = FLAG_KEYS) -> RunConfig:
+def run_config_from_args(args: argparse.Namespace, command: str) -> Any:
     """The resolved config: recipe, then --config, then dedicated flags, then --set."""
-    flags = {key: getattr(args, dest) for dest, key in flag_keys.items() if hasattr(args, dest)}
-    layers = build_layers(command, recipe=args.recipe, config_file=args.config, flags=flags, sets=args.sets)
+    from ..config import build_layers, resolve_config
+
+    layers = build_layers(command, recipe=args.recipe, config_file=args.config, flags=config_from_args(args),
+                          sets=args.sets)
     return resolve_config(command, layers)
 
 
-def setup_logging() -> None:
-    """kdfiqa's own log lines on stderr, from rank 0 only."""
-    logging.basicConfig(level=logging.INFO if is_main_process() else logging.ERROR,
-                        format="%(message)s", stream=sys.stderr)
+def setup_logging(quiet: bool = False) -> None:
+    """kdfiqa's own log lines on stderr, from rank 0 only (warnings and errors only when ``quiet``);
+    warnings from the libraries it calls become one-line notes, each said once."""
+    from ..pipeline import is_main_process
+
+    level = logging.ERROR if not is_main_process() else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(format="%(message)s", stream=sys.stderr)
+    logging.getLogger("kdfiqa").setLevel(level)
+    seen: set[str] = set()
+
+    def note(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        text = (str(message).strip().splitlines() or [category.__name__])[0]
+        if text not in seen and is_main_process():
+            seen.add(text)
+            print(f"note: {text}", file=sys.stderr)
+
+    warnings.showwarning = note
 
 
-def report(result: RunResult) -> None:
-    """One summary line per run on rank 0: where the model is and its best validation figures."""
+def report(result: Any, seconds: float) -> None:
+    """The end-of-run summary on rank 0: the best epoch and its figures, time, files, what next."""
+    from ..pipeline import is_main_process
+
     if not is_main_process():
         return
     best = [r for r in result.history if r.get("best")] or result.history[-1:]
-    metrics = best[-1].get("val", {}) if best else {}
+    record = best[-1] if best else {}
+    metrics = record.get("val", {})
     figures = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("srcc", "plcc", "score") if metrics.get(k) is not None)
-    print(f"saved {result.checkpoint}" + (f" ({figures})" if figures else ""))
+    epoch = f" (best epoch {record['epoch']}: {figures})" if figures else ""
+    files = ", ".join(p.name for p in (result.output_dir / n for n in ("best.pt", "last.pt", "log.jsonl")) if p.exists())
+    print(f"saved {result.checkpoint}{epoch} in {seconds:.0f} s; {result.output_dir} holds {files}")
+    print(f"next: kdfiqa evaluate {result.checkpoint} --root DIR --csv FILE   |   "
+          f"kdfiqa export {result.checkpoint} --out DIR")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -145,15 +99,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train a FIQA model (e.g. a teacher) on images under --root labeled by --csv, "
                     "validating every epoch with SRCC, PLCC and the challenge score.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_run_flags(p)
+    add_run_flags(p, "train")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import pipeline
+
     config = run_config_from_args(args, "train")
     if args.print_config:
         print(config.to_yaml(), end="")
         return 0
-    setup_logging()
-    report(train_model(config, resume=args.resume))
+    setup_logging(config.train.quiet)
+    started = time.perf_counter()
+    report(pipeline.train(config, resume=args.resume, allow_changes=args.allow_changes), time.perf_counter() - started)
     return 0

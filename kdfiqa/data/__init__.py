@@ -1,8 +1,9 @@
-"""Face-quality data: labels, safe image decoding, data sets, paired views, SSUS, degradations,
-synthetic demo data."""
+"""Face-quality data: labels and score CSV files, safe image decoding, data sets, paired views, SSUS,
+degradations, synthetic demo data."""
 
 from __future__ import annotations
 
+from .csv_files import write_scores, write_table
 from .datasets import FIQADataset, ImageSamples, Sample, UnlabeledImageFolder, split_dataset
 from .degradations import DEGRADATIONS, RandomDegradation, degrade
 from .images import IMAGE_EXTENSIONS, MAX_PIXELS, check_image, load_rgb, validate_images
@@ -35,4 +36,6 @@ __all__ = [
     "resolve_image_path",
     "split_dataset",
     "validate_images",
+    "write_scores",
+    "write_table",
 ]

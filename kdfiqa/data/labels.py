@@ -10,18 +10,18 @@ Two layouts are accepted:
 In both layouts a name without an extension refers to ``NAME.png`` (the challenge's names carry no
 extension); the name is kept as written in the CSV and the ``.png`` is added to the file name only.
 Every problem raises :class:`~kdfiqa.errors.DataError` with one line naming the file, the line and
-the field at fault.
+the field at fault. The file is read by :func:`kdfiqa.data.csv_files.read_rows`.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..errors import DataError
+from .csv_files import read_rows
 
 __all__ = ["Label", "IMAGE_COLUMNS", "SCORE_COLUMNS", "DEFAULT_EXTENSION", "read_labels", "image_file_name"]
 
@@ -75,28 +75,6 @@ def _parse_score(text: str, where: str, score_range: tuple[float, float] | None)
     return value
 
 
-def _read_rows(path: Path) -> list[tuple[int, list[str]]]:
-    """Non-blank rows with their 1-based line numbers."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            rows = []
-            for row in reader:
-                if any(cell.strip() for cell in row):
-                    rows.append((reader.line_num, row))
-            return rows
-    except FileNotFoundError:
-        raise DataError(f"{path}: label file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, expected a CSV file of labels") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8 CSV") from None
-    except csv.Error as exc:
-        raise DataError(f"{path}: malformed CSV: {exc}") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
-
-
 def read_labels(
     path: str | os.PathLike[str], *, score_range: tuple[float, float] | None = (0.0, 1.0)
 ) -> list[Label]:
@@ -107,7 +85,7 @@ def read_labels(
     appear twice, and in a header-less file every row has exactly two fields.
     """
     path = Path(path)
-    rows = _read_rows(path)
+    rows = read_rows(path, what="label file")
     if not rows:
         raise DataError(f"{path}: no rows; expected 'image_name,score' lines (or a header with image and score columns)")
     first_line, first = rows[0]

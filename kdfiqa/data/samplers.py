@@ -1,4 +1,5 @@
-"""Score-Stratified Uniform Sampler (SSUS), from the RankCORE method in the seed (ISeeCV team)."""
+"""Training samplers: the Score-Stratified Uniform Sampler (SSUS) of the RankCORE method in the seed
+(ISeeCV team), and fixed-length epochs (:class:`FixedLengthSampler`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from torch.utils.data import Sampler
 
 from ..errors import DataError
 
-__all__ = ["SSUSSampler", "score_strata"]
+__all__ = ["SSUSSampler", "FixedLengthSampler", "score_strata"]
 
 
 def score_strata(scores: Sequence[float] | np.ndarray, num_strata: int) -> list[np.ndarray]:
@@ -63,3 +64,36 @@ class SSUSSampler(Sampler[int]):
         offsets = (torch.rand(self.num_samples, generator=generator, dtype=torch.float64) * sizes[which]).long()
         for stratum, offset in zip(which.tolist(), offsets.tolist()):
             yield int(self.strata[stratum][offset])
+
+
+class FixedLengthSampler(Sampler[int]):
+    """Epochs of exactly ``num_samples`` indices of a data set of ``size``: fresh random orders of the
+    whole set, concatenated and cut (every sample seen as evenly as the length allows).
+
+    Two runs on data sets of different sizes then take the same number of optimiser steps, as the
+    demo's students do (the control's labels alone and the distilled student's labels ∪
+    pseudo-labels). The order of epoch ``e`` comes from a generator seeded by ``seed + e``
+    (:meth:`set_epoch`), so it is reproducible and a resumed run replays it.
+    """
+
+    def __init__(self, size: int, num_samples: int, seed: int = 0) -> None:
+        if size < 1:
+            raise DataError("FixedLengthSampler: no samples to draw from")
+        if num_samples < 1:
+            raise DataError(f"FixedLengthSampler: num_samples={num_samples} must be at least 1")
+        self.size = size
+        self.num_samples = num_samples
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        rounds = -(-self.num_samples // self.size)
+        order = torch.cat([torch.randperm(self.size, generator=generator) for _ in range(rounds)])
+        return iter(order[: self.num_samples].tolist())

@@ -14,7 +14,6 @@ an undegraded image scores about 0.95. The files say that they are synthetic: im
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..errors import DataError
+from .csv_files import write_scores, write_table
 from .datasets import UnlabeledImageFolder
 from .degradations import degrade
 from .images import load_rgb
@@ -34,6 +34,8 @@ IMPACT = {"blur": 1.0, "noise": 0.8, "jpeg": 0.6, "downup": 0.9, "overexpose": 0
 """How much each degradation at severity 1 lowers the score (see the module docstring)."""
 
 SCORE_NOISE = 0.02
+SCORE_FORMAT = ".6f"
+"""How the CSV files write a score: six decimals, far finer than the score noise."""
 NUM_DEGRADATIONS_P = (0.15, 0.55, 0.30)
 """Probabilities of applying 0, 1 and 2 degradations to an image."""
 
@@ -183,13 +185,10 @@ def make_synthetic_fiqa(
         name = f"synthetic_{i:05d}.png"
         img.save(image_dir / name, compress_level=1)
         rows.append((name, score, ";".join(f"{k}:{s:.4f}" for k, s in severities.items())))
-    labels, details = out / "synthetic_labels.csv", out / "synthetic_degradations.csv"
-    with open(labels, "w", newline="") as f:
-        csv.writer(f).writerows((name, f"{score:.6f}") for name, score, _ in rows)
-    with open(details, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(("image", "score", "degradations"))
-        writer.writerows((name, f"{score:.6f}", degs) for name, score, degs in rows)
+    names, scores, _ = zip(*rows)
+    labels = write_scores(out / "synthetic_labels.csv", names, scores, float_format=SCORE_FORMAT)
+    details = write_table(out / "synthetic_degradations.csv", ("image", "score", "degradations"), rows,
+                          float_format=SCORE_FORMAT)
     (out / "SYNTHETIC_DATA.txt").write_text(
         "This data set is synthetic, made by kdfiqa.data.make_synthetic_fiqa: "
         + ("cartoon faces drawn procedurally" if sources is None else f"crops of the photos in {sources}")

@@ -2,7 +2,9 @@
 
 * :class:`Teacher`: a frozen network, checkpoint, registered model, or CSV of scores (or an ensemble);
 * :class:`Student`: the model to train, refused before training when over its compute budget;
-* :class:`Distiller`: task + distillation + feature losses of a student under a teacher;
+* :class:`Distiller`: task + distillation + feature losses of a student under a teacher, split into
+  the frozen teacher pass (:class:`TeacherOutput`) and the trainable side (:class:`StudentLoss`),
+  the only part the Trainer optimises and wraps in DDP;
 * :class:`Supervised`: plain training on labels; :class:`SSARObjective`: label-free SSAR pretraining
   on :class:`SSARPairs`;
 * :func:`pseudo_label`: offline distillation, a teacher's (optionally calibrated) scores as a CSV.
@@ -12,7 +14,7 @@ Every objective has ``.model`` (what is trained and saved) and ``forward(batch) 
 
 from __future__ import annotations
 
-from .distiller import Distiller
+from .distiller import Distiller, StudentLoss, TeacherOutput
 from .features import FeaturePair
 from .objective import LossSpec, Supervised, as_weighted_sum
 from .pseudo_label import TeacherScores, pseudo_label, score_with_teacher, write_scores_csv
@@ -25,6 +27,8 @@ __all__ = [
     "Teacher",
     "Student",
     "Distiller",
+    "StudentLoss",
+    "TeacherOutput",
     "Supervised",
     "SSARObjective",
     "SSARPairs",

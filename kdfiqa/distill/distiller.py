@@ -1,37 +1,105 @@
-"""The distillation objective: a frozen teacher guides a budget-checked student."""
+"""The distillation objective: a frozen teacher guides a budget-checked student.
+
+A :class:`Distiller` splits into its frozen part, :meth:`Distiller.frozen_forward` (the teacher's
+logits and tapped features, without autograd), and its trainable part, :class:`StudentLoss`
+(``Distiller.trainable``: the student, the projectors and the loss modules), as the objective
+protocol describes (:mod:`kdfiqa.distill.objective`); a trainer wraps only the latter in DDP.
+"""
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..losses import WeightedSum
 from .features import FeaturePair, FeatureTap, build_feature_loss, capturing, parse_feature_pairs
+from ..modes import evaluating
 from .objective import LossSpec, as_weighted_sum, logged, targets_of
 from .student import Student
 from .teacher import Teacher, TeacherSource
 
-__all__ = ["Distiller"]
-
-
-@contextlib.contextmanager
-def _probing(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no autograd for a probe forward, every module's mode restored afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for module, mode in modes:
-            module.training = mode
+__all__ = ["Distiller", "StudentLoss", "TeacherOutput"]
 
 
 def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters(), torch.empty(0)).device
+
+
+class TeacherOutput(NamedTuple):
+    """What the frozen teacher gives the trainable side for one batch, without autograd history:
+    its ``logits`` (shape (B,)) and the tapped ``features``, one per feature pair in order."""
+
+    logits: Tensor
+    features: list[Tensor]
+
+
+class StudentLoss(nn.Module):
+    """The trainable side of a :class:`Distiller`: the student, its projectors and loss modules.
+
+    ``forward(batch, teacher)`` runs the student on ``batch["image"]`` and returns the loss dict of
+    :class:`Distiller` against the :class:`TeacherOutput` ``teacher``. ``feature_losses`` hold one
+    loss module (with its projector) per pair of ``feature_pairs``, and ``taps`` the hooks on the
+    student's modules named by those pairs.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        task_loss: WeightedSum | None,
+        distill_loss: WeightedSum | None,
+        feature_pairs: Sequence[FeaturePair],
+        feature_losses: Sequence[nn.Module],
+        taps: Sequence[FeatureTap],
+        *,
+        task_weight: float,
+        distill_weight: float,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.task_loss = task_loss
+        self.distill_loss = distill_loss
+        self.feature_pairs = list(feature_pairs)
+        self.feature_losses = nn.ModuleList(feature_losses)
+        self.taps = list(taps)
+        self.task_weight = float(task_weight)
+        self.distill_weight = float(distill_weight)
+
+    def forward(self, batch: Mapping[str, Any], teacher: TeacherOutput) -> dict[str, Tensor]:
+        with capturing(self.taps):
+            student_logits = self.model.forward_logits(batch["image"]).reshape(-1)
+            student_features = [tap.take() for tap in self.taps]
+        teacher_logits = teacher.logits.to(student_logits.dtype)
+        scores = student_logits.sigmoid()
+        total: Tensor = student_logits.new_zeros(())
+        terms: dict[str, Tensor] = {}
+        if self.task_loss is not None:
+            targets = targets_of(batch, scores, remedy="build the Distiller with task_loss=None")
+            value, parts = self.task_loss(scores, targets)
+            total = total + self.task_weight * value
+            terms.update({"task": value, **{f"task/{k}": v for k, v in parts.items()}})
+        if self.distill_loss is not None:
+            value, parts = self.distill_loss(
+                scores, teacher_logits.sigmoid(), student_logits=student_logits, teacher_logits=teacher_logits
+            )
+            total = total + self.distill_weight * value
+            terms.update({"distill": value, **{f"distill/{k}": v for k, v in parts.items()}})
+        features = zip(self.feature_pairs, self.feature_losses, student_features, teacher.features)
+        for pair, loss, student_feat, teacher_feat in features:
+            value = loss(student_feat, teacher_feat)
+            total = total + pair.weight * value
+            terms[f"feature/{pair.name}"] = value
+        return logged(total, terms)
+
+    def extra_repr(self) -> str:
+        parts = [f"task_weight={self.task_weight}", f"distill_weight={self.distill_weight}"]
+        if self.task_loss is not None:
+            parts.append(f"task: {self.task_loss}")
+        if self.distill_loss is not None:
+            parts.append(f"distill: {self.distill_loss}")
+        return ", ".join(parts)
 
 
 class Distiller(nn.Module):
@@ -52,12 +120,14 @@ class Distiller(nn.Module):
     ``feature_losses`` lists ``(student_module, teacher_module[, loss[, weight]])`` (or maps a term
     name to one): forward hooks on those module paths of the **unwrapped** student and of the teacher
     network capture their outputs. Each loss (default ``"feature"``) owns its projector, sized at
-    construction by one probe forward in eval mode; projectors live here, never in the student.
+    construction by one probe forward in eval mode; projectors live in ``trainable``, never in the
+    student.
 
     ``teacher`` is a :class:`Teacher` or anything :class:`Teacher` accepts; ``student`` a
     :class:`Student` or a model (then checked against the default budget). ``.model`` is the bare
     student, the only module a trainer saves; the teacher is frozen, so ``.train()`` leaves it in
-    eval mode and its parameters never require grad.
+    eval mode and its parameters never require grad. ``forward(batch)`` is
+    ``trainable(batch, frozen_forward(batch))``.
     """
 
     def __init__(
@@ -74,67 +144,50 @@ class Distiller(nn.Module):
         super().__init__()
         self.teacher = teacher if isinstance(teacher, Teacher) else Teacher(teacher)
         self.student = student if isinstance(student, Student) else Student(student)
-        self.model = self.student.model
-        self.task_loss = as_weighted_sum(task_loss) if task_loss is not None else None
-        self.distill_loss = as_weighted_sum(distill_loss) if distill_loss is not None else None
-        self.task_weight = float(task_weight)
-        self.distill_weight = float(distill_weight)
-        self.feature_pairs = parse_feature_pairs(feature_losses)
-        if self.task_loss is None and self.distill_loss is None and not self.feature_pairs:
+        pairs = parse_feature_pairs(feature_losses)
+        if task_loss is None and distill_loss is None and not pairs:
             raise ConfigError("the distiller has no loss: give a task_loss, a distill_loss or feature_losses")
-        self._student_taps = [FeatureTap(self.model, p.student, "student") for p in self.feature_pairs]
-        self._teacher_taps = (
-            [FeatureTap(self.teacher.network, p.teacher, "teacher") for p in self.feature_pairs]
-            if self.feature_pairs else []
+        model = self.student.model
+        student_taps = [FeatureTap(model, p.student, "student") for p in pairs]
+        self._teacher_taps = [FeatureTap(self.teacher.network, p.teacher, "teacher") for p in pairs]
+        self.trainable = StudentLoss(
+            model,
+            as_weighted_sum(task_loss) if task_loss is not None else None,
+            as_weighted_sum(distill_loss) if distill_loss is not None else None,
+            pairs,
+            self._build_feature_losses(model, pairs, student_taps),
+            student_taps,
+            task_weight=task_weight,
+            distill_weight=distill_weight,
         )
-        self._taps = self._student_taps + self._teacher_taps
-        self.feature_losses = nn.ModuleList(self._build_feature_losses(self.feature_pairs))
 
-    def _build_feature_losses(self, pairs: list[FeaturePair]) -> list[nn.Module]:
+    @property
+    def model(self) -> nn.Module:
+        """The bare student network: what is trained and saved."""
+        return self.trainable.model
+
+    def _build_feature_losses(self, model: nn.Module, pairs: list[FeaturePair],
+                              student_taps: list[FeatureTap]) -> list[nn.Module]:
         if not pairs:
             return []
         student_size = self.student.input_sizes[0]
         teacher_size = self.teacher.input_size or student_size
         network = self.teacher.network
-        with _probing(self.model), _probing(network), capturing(self._taps):
-            self.model.forward_logits(torch.zeros(1, *student_size, device=_device_of(self.model)))
+        with evaluating(model), evaluating(network), capturing(student_taps + self._teacher_taps):
+            model.forward_logits(torch.zeros(1, *student_size, device=_device_of(model)))
             network.forward_logits(torch.zeros(1, *teacher_size, device=_device_of(network)))
-            examples = [(s.take(), t.take()) for s, t in zip(self._student_taps, self._teacher_taps)]
+            examples = [(s.take(), t.take()) for s, t in zip(student_taps, self._teacher_taps)]
         return [build_feature_loss(p.loss, s, t) for p, (s, t) in zip(pairs, examples)]
 
-    def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
-        with capturing(self._taps):
-            # The frozen teacher runs first: its temporaries are freed before the student's forward
-            # starts keeping activations for backward, so the two never hold memory at once (on CPU,
-            # the other order re-faults fresh pages for every teacher temporary, about 10% of a step).
-            teacher_logits = self.teacher(batch).reshape(-1)
-            student_logits = self.model.forward_logits(batch["image"]).reshape(-1)
-            teacher_logits = teacher_logits.to(student_logits.dtype)
-            features = [(s.take(), t.take()) for s, t in zip(self._student_taps, self._teacher_taps)]
-        scores = student_logits.sigmoid()
-        total: Tensor = student_logits.new_zeros(())
-        terms: dict[str, Tensor] = {}
-        if self.task_loss is not None:
-            targets = targets_of(batch, scores, remedy="build the Distiller with task_loss=None")
-            value, parts = self.task_loss(scores, targets)
-            total = total + self.task_weight * value
-            terms.update({"task": value, **{f"task/{k}": v for k, v in parts.items()}})
-        if self.distill_loss is not None:
-            value, parts = self.distill_loss(
-                scores, teacher_logits.sigmoid(), student_logits=student_logits, teacher_logits=teacher_logits
-            )
-            total = total + self.distill_weight * value
-            terms.update({"distill": value, **{f"distill/{k}": v for k, v in parts.items()}})
-        for pair, loss, (student_feat, teacher_feat) in zip(self.feature_pairs, self.feature_losses, features):
-            value = loss(student_feat, teacher_feat)
-            total = total + pair.weight * value
-            terms[f"feature/{pair.name}"] = value
-        return logged(total, terms)
+    def frozen_forward(self, batch: Mapping[str, Any]) -> TeacherOutput:
+        """The teacher's logits and tapped features for ``batch``, computed without autograd."""
+        with capturing(self._teacher_taps):
+            logits = self.teacher(batch).reshape(-1)
+            features = [tap.take() for tap in self._teacher_taps]
+        return TeacherOutput(logits, features)
 
-    def extra_repr(self) -> str:
-        parts = [f"task_weight={self.task_weight}", f"distill_weight={self.distill_weight}"]
-        if self.task_loss is not None:
-            parts.append(f"task: {self.task_loss}")
-        if self.distill_loss is not None:
-            parts.append(f"distill: {self.distill_loss}")
-        return ", ".join(parts)
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        # The frozen teacher runs first: its temporaries are freed before the student's forward
+        # starts keeping activations for backward, so the two never hold memory at once (on CPU,
+        # the other order re-faults fresh pages for every teacher temporary, about 10% of a step).
+        return self.trainable(batch, self.frozen_forward(batch))

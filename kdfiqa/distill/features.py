@@ -40,7 +40,10 @@ class FeaturePair:
 
     @classmethod
     def from_spec(cls, spec: Any, name: str = "") -> "FeaturePair":
-        """Read ``(student, teacher[, loss[, weight]])``, a mapping with those keys, or a FeaturePair."""
+        """Read ``(student, teacher[, loss[, weight]])``, the same as a ``"S:T[:LOSS[:WEIGHT]]"`` string
+        (the command line's ``--feature-loss``), a mapping with those keys, or a FeaturePair."""
+        if isinstance(spec, str):
+            spec = _split_spec(spec)
         if isinstance(spec, FeaturePair):
             pair = spec
         elif isinstance(spec, Mapping):
@@ -58,6 +61,18 @@ class FeaturePair:
                 f"feature loss {spec!r}: expected (student_module, teacher_module[, loss[, weight]])"
             )
         return cls(pair.student, pair.teacher, pair.loss, float(pair.weight), name or pair.name or pair.student)
+
+
+def _split_spec(text: str) -> tuple[Any, ...]:
+    parts: list[Any] = text.split(":")
+    if not 2 <= len(parts) <= 4 or not all(parts[:2]):
+        raise ConfigError(f"feature loss {text!r}: expected STUDENT_MODULE:TEACHER_MODULE[:LOSS[:WEIGHT]]")
+    if len(parts) == 4:
+        try:
+            parts[3] = float(parts[3])
+        except ValueError:
+            raise ConfigError(f"feature loss {text!r}: weight {parts[3]!r} is not a number") from None
+    return tuple(parts)
 
 
 def parse_feature_pairs(specs: Sequence[Any] | Mapping[str, Any] | None) -> list[FeaturePair]:

@@ -1,10 +1,31 @@
 """Training objectives: what the Trainer minimises for one batch.
 
-An *objective* is an ``nn.Module`` with a ``.model`` attribute (the network that is trained and
-saved) and ``forward(batch) -> dict[str, Tensor]`` whose ``"loss"`` entry is the scalar to
-back-propagate; every other entry is a detached scalar for logging. The Trainer optimises
-``objective.parameters()`` that require grad and saves only ``objective.model.state_dict()``, so
-parameters that exist only for training (projectors, ...) belong to the objective, never to the model.
+The objective protocol
+----------------------
+An *objective* is an ``nn.Module`` with
+
+* ``.model``: the network that is trained and saved (the Trainer saves only
+  ``objective.model.state_dict()``, so parameters that exist only for training, such as
+  projectors, belong to the objective, never to the model);
+* ``forward(batch) -> dict[str, Tensor]``: ``"loss"`` is the scalar to back-propagate, every other
+  entry a detached scalar for logging.
+
+An objective with a frozen part (a teacher) also splits into
+
+* ``frozen_forward(batch)``: runs the frozen modules without autograd and returns what the
+  trainable side needs (for :class:`~kdfiqa.distill.Distiller`, a
+  :class:`~kdfiqa.distill.distiller.TeacherOutput`: teacher logits and tapped features);
+* ``trainable``: the ``nn.Module`` holding every parameter that is trained (the model, projectors,
+  loss modules), whose ``forward(batch, frozen)`` returns the loss dict;
+
+and then ``forward(batch)`` is ``trainable(batch, frozen_forward(batch))``. The Trainer calls
+``frozen_forward`` first (its temporaries are freed before the trainable forward keeps activations
+for backward), optimises the parameters of ``trainable`` that require grad, and under ``torchrun``
+wraps only ``trainable`` in DDP, so the frozen part is never synchronised. Objectives without a
+frozen part (:class:`Supervised`, :class:`~kdfiqa.distill.SSARObjective`) define neither: they are
+trainable as a whole. The Trainer checkpoints, for resuming, the parameters and buffers of the
+trainable module's submodules outside ``.model`` that own trainable parameters, named as in that
+module (:mod:`kdfiqa.engine.state`).
 """
 
 from __future__ import annotations

@@ -7,10 +7,8 @@ are mapped onto the label scale by a 4-parameter logistic fitted on a labelled s
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.csv_files import write_scores
 from ..errors import DataError
 from ..metrics import fit_logistic4
 from .score_table import batch_names
@@ -27,6 +26,9 @@ from .teacher import Teacher, TeacherSource
 __all__ = ["TeacherScores", "score_with_teacher", "pseudo_label", "write_scores_csv"]
 
 log = logging.getLogger(__name__)
+
+PSEUDO_LABEL_FORMAT = ".8g"
+"""How a pseudo-label is written: eight significant digits."""
 
 
 @dataclass
@@ -65,19 +67,9 @@ def score_with_teacher(
 
 
 def write_scores_csv(path: str | os.PathLike[str], names: Sequence[str], scores: Sequence[float]) -> Path:
-    """Write header-less ``image_name,score`` rows (the challenge format) atomically to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerows((name, f"{float(score):.8g}") for name, score in zip(names, scores))
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    """Write header-less ``image_name,score`` rows (the challenge format) atomically to ``path``, the
+    scores to :data:`PSEUDO_LABEL_FORMAT` (see :func:`kdfiqa.data.csv_files.write_scores`)."""
+    return write_scores(path, names, scores, float_format=PSEUDO_LABEL_FORMAT)
 
 
 def pseudo_label(

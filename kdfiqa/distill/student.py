@@ -29,12 +29,20 @@ def _size_list(sizes: Any) -> list[tuple[int, int, int]]:
     return [parse_input_size(s) for s in ([sizes] if one else list(sizes))]
 
 
+def _deploy_size(model: nn.Module) -> tuple[int, int, int] | None:
+    """The size ``model`` is deployed at: its deployment config's, else its ``default_input_size``."""
+    from ..models.deploy import attached_deploy_config
+
+    attached = attached_deploy_config(model)
+    return attached.input_size if attached is not None else getattr(model, "default_input_size", None)
+
+
 class Student:
     """A model to train and the budget it must fit, checked at construction, before any step.
 
     The model (unwrapped from DDP, see :func:`unwrap_model`) is measured with
     :func:`kdfiqa.budget.check` at each of ``input_sizes``: the resolution(s) it will be evaluated at,
-    by default its ``default_input_size``. Over budget, or not measurable, it raises
+    by default its deployment size (:mod:`kdfiqa.models.deploy`). Over budget, or not measurable, it raises
     :class:`~kdfiqa.budget.BudgetExceeded` (or :class:`~kdfiqa.budget.MeasurementError`) unless
     ``allow_over_budget``, in which case a loud warning is logged and ``within_budget`` is false.
 
@@ -53,7 +61,7 @@ class Student:
         self.model = unwrap_model(model)
         self.budget = budget
         if input_sizes is None:
-            input_sizes = getattr(self.model, "default_input_size", None)
+            input_sizes = _deploy_size(self.model)
             if input_sizes is None:
                 raise ConfigError(
                     f"student {type(self.model).__name__} has no default_input_size; pass input_sizes "

@@ -11,23 +11,27 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..budget import parse_input_size
-from ..checkpoint import load_model
 from ..errors import ConfigError
-from ..models import create_model
+from ..models.deploy import attached_deploy_config
+from ..targets import load_target
 from .score_table import ScoreTable, score_to_logit
 
 __all__ = ["TeacherSource", "NetworkTeacher", "Teacher"]
 
 TeacherSource = Union[nn.Module, str, os.PathLike]
-"""What a teacher can be made of: a FIQA model, a registered model name, ``timm:NAME``, a kdfiqa
-checkpoint (``.pt``/``.pth``), or a CSV of precomputed scores."""
+"""What a teacher can be made of: a FIQA model, any target :func:`kdfiqa.targets.load_target`
+resolves (a registered model name, ``timm:NAME``, ``file.py:factory``, a kdfiqa checkpoint), or a
+CSV of precomputed scores."""
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth")
 SCORES_SUFFIXES = (".csv",)
 
 
 class NetworkTeacher(nn.Module):
     """One teacher network and the resolution it runs at.
+
+    The resolution is ``input_size``, else the input size of the deploy config the network carries
+    (:class:`~kdfiqa.models.deploy.DeployConfig`: a registry model's default, a checkpoint's trained
+    size), else its ``default_input_size``, else unknown (``None``).
 
     ``forward(batch)`` feeds ``batch["teacher_image"]`` when the batch has it (the data set rendered
     the teacher's own view of the same crop), otherwise ``batch["image"]`` (the student's view,
@@ -43,7 +47,10 @@ class NetworkTeacher(nn.Module):
                 "kdfiqa.models.heads.FIQARegressor or give it one returning pre-sigmoid scores (B, 1)"
             )
         self.network = network
-        size = input_size if input_size is not None else getattr(network, "default_input_size", None)
+        deployed = attached_deploy_config(network)
+        size = (input_size if input_size is not None
+                else deployed.input_size if deployed is not None
+                else getattr(network, "default_input_size", None))
         self.input_size = parse_input_size(size) if size is not None else None
 
     def forward(self, batch: Mapping[str, Any]) -> Tensor:
@@ -62,13 +69,9 @@ def _member(source: TeacherSource, input_size: Any, model_kwargs: Mapping[str, A
         return NetworkTeacher(source, input_size)
     if not isinstance(source, (str, os.PathLike)):
         raise ConfigError(f"teacher {source!r}: expected a model, a model name, a checkpoint or a scores CSV")
-    path = Path(source)
-    suffix = path.suffix.lower()
-    if suffix in SCORES_SUFFIXES:
-        return ScoreTable(path)
-    if suffix in CHECKPOINT_SUFFIXES or path.is_file():
-        return NetworkTeacher(load_model(path), input_size)
-    return NetworkTeacher(create_model(str(source), **model_kwargs), input_size)
+    if Path(source).suffix.lower() in SCORES_SUFFIXES:
+        return ScoreTable(Path(source))
+    return NetworkTeacher(load_target(source, **model_kwargs), input_size)
 
 
 class Teacher(nn.Module):
@@ -80,13 +83,14 @@ class Teacher(nn.Module):
     (:func:`~kdfiqa.distill.score_table.score_to_logit`). Averaging scores keeps every member's vote
     on the label scale, where an offline CSV and a network agree.
 
-    * Networks run at their own resolution: ``input_size``, else the model's
-      ``default_input_size`` (see :class:`NetworkTeacher` for which view is fed).
+    * Networks run at their own resolution: ``input_size``, else their deploy config's (see
+      :class:`NetworkTeacher` for the fallbacks and for which view is fed).
     * A CSV teacher looks scores up by ``batch["name"]`` (:class:`ScoreTable`).
     * Frozen for its whole life: built in eval mode with ``requires_grad=False``; :meth:`train` keeps
       eval mode (so batch-norm statistics never move, even inside a training objective) and
       ``forward`` runs without autograd.
 
+    Sources other than models and CSVs are resolved by :func:`kdfiqa.targets.load_target`;
     ``model_kwargs`` go to :func:`kdfiqa.models.create_model` for registered names and ``timm:NAME``
     (e.g. ``{"pretrained": True}``); ``device`` moves the networks there (outputs come back on the
     batch's device).

@@ -3,6 +3,8 @@
 Defaults follow the challenge baseline described in the seed (Adam-family optimiser, lr 5e-4,
 weight decay 1e-5, batch 64, 20 epochs). A config round-trips through a plain dict
 (:meth:`TrainConfig.to_dict` / :meth:`TrainConfig.from_dict`), which is what checkpoints store.
+Each field is declared once with :func:`kdfiqa.options.option`: its flag on the command line
+(``kdfiqa train --lr``) is generated from it.
 """
 
 from __future__ import annotations
@@ -12,75 +14,78 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..errors import ConfigError
+from ..options import finite, in_range, one_of, option
 
 __all__ = ["TrainConfig", "MONITOR_MODES"]
 
 MONITOR_MODES = {"score": "max", "srcc": "max", "plcc": "max", "krcc": "max", "rmse": "min"}
 """Validation metrics that can select the best checkpoint, and whether higher or lower is better."""
 
-_CHOICES = {
-    "optimizer": ("adam", "adamw", "sgd"),
-    "scheduler": ("none", "cosine", "step", "plateau"),
-    "amp": ("none", "bf16", "fp16"),
-    "device": ("auto", "cpu", "cuda"),
-    "monitor": tuple(MONITOR_MODES),
-}
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("none", "cosine", "step", "plateau")
+AMP_MODES = ("none", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
 class TrainConfig:
-    """Settings of one training run (see each field's comment)."""
+    """Settings of one training run (see each field's help)."""
 
-    output_dir: str = "runs/train"  # best.pt, last.pt and log.jsonl go here
-    epochs: int = 20
-    batch_size: int = 64
-    val_batch_size: int | None = None  # None: batch_size; 1 for native-resolution validation
-    num_workers: int = 0
-    drop_last: bool = True  # training batches only; validation always sees every sample
-    optimizer: str = "adamw"  # adam | adamw | sgd
-    lr: float = 5e-4
-    weight_decay: float = 1e-5
-    momentum: float = 0.9  # SGD only
-    betas: tuple[float, float] = (0.9, 0.999)  # Adam/AdamW only
-    scheduler: str = "cosine"  # none | cosine (per step, after warm-up) | step | plateau (per epoch)
-    warmup_epochs: float = 0.0  # linear warm-up length (cosine only), may be fractional
-    warmup_start_factor: float = 0.01  # warm-up starts at lr * this
-    min_lr: float = 0.0  # floor of the cosine schedule
-    step_size: int = 5  # StepLR: epochs between decays
-    gamma: float = 0.1  # StepLR / plateau decay factor
-    plateau_patience: int = 2  # ReduceLROnPlateau patience (epochs)
-    grad_clip: float | None = None  # max global gradient norm; None: no clipping
-    amp: str = "none"  # none | bf16 | fp16 (CUDA only; ignored with a note on CPU)
-    channels_last: bool = False
-    ema_decay: float | None = None  # e.g. 0.999: keep, validate and save a moving average
-    monitor: str = "score"  # validation metric that selects best.pt and drives early stopping
-    patience: int | None = None  # early stopping: epochs without improvement; None: never
-    seed: int = 0
-    deterministic: bool = False  # deterministic kernels (needed for bit-exact resume on GPU)
-    device: str = "auto"  # auto | cpu | cuda
-    save_every_steps: int | None = None  # also write last.pt every N steps (mid-epoch resume)
-    find_unused_parameters: bool = False  # DDP: only when some trained parameters skip a step
-    quiet: bool = False  # no progress bar, no epoch table (log.jsonl is still written)
+    output_dir: str = option("runs/train", flag="--out", metavar="RUNDIR",
+                             help="folder for best.pt, last.pt and log.jsonl")
+    epochs: int = option(20, flag="--epochs", metavar="N", help="training epochs")
+    batch_size: int = option(64, flag="--batch-size", metavar="B", help="training images per step")
+    val_batch_size: int | None = option(None, help="validation batch (None: batch_size; 1 at native resolution)")
+    num_workers: int = option(0, flag="--workers", metavar="N", help="data-loading worker processes")
+    drop_last: bool = option(True, help="drop the last partial training batch (validation sees every sample)")
+    optimizer: str = option("adamw", flag="--optimizer", choices=OPTIMIZERS, help="optimiser")
+    lr: float = option(5e-4, flag="--lr", help="peak learning rate")
+    weight_decay: float = option(1e-5, flag="--weight-decay", metavar="WD", help="weight decay")
+    momentum: float = option(0.9, help="SGD momentum")
+    betas: tuple[float, float] = option((0.9, 0.999), help="Adam/AdamW betas")
+    scheduler: str = option("cosine", flag="--scheduler", choices=SCHEDULERS,
+                            help="cosine (per step, after warm-up), step or plateau (per epoch), none")
+    warmup_epochs: float = option(0.0, help="linear warm-up length (cosine only), may be fractional")
+    warmup_start_factor: float = option(0.01, help="warm-up starts at lr * this")
+    min_lr: float = option(0.0, help="floor of the cosine schedule")
+    step_size: int = option(5, help="StepLR: epochs between decays")
+    gamma: float = option(0.1, help="StepLR / plateau decay factor")
+    plateau_patience: int = option(2, help="ReduceLROnPlateau patience (epochs)")
+    grad_clip: float | None = option(None, help="max global gradient norm; None: no clipping")
+    amp: str = option("none", flag="--amp", choices=AMP_MODES, help="mixed precision on CUDA")
+    channels_last: bool = option(False, help="channels-last memory format for the model and batches")
+    ema_decay: float | None = option(None, flag="--ema", metavar="DECAY",
+                                     help="keep, validate and save an EMA of the weights, e.g. 0.999")
+    monitor: str = option("score", choices=tuple(MONITOR_MODES),
+                          help="validation metric that selects best.pt and drives early stopping")
+    patience: int | None = option(None, flag="--patience", metavar="N",
+                                  help="early stopping: epochs without improvement")
+    seed: int = option(0, flag="--seed", help="seed of the initial weights, data order and augmentation")
+    deterministic: bool = option(False, help="deterministic kernels (needed for bit-exact resume on GPU)")
+    device: str = option("auto", flag="--device", choices=DEVICES, help="auto: CUDA when available")
+    save_every_steps: int | None = option(None, help="also write last.pt every N steps (mid-epoch resume)")
+    find_unused_parameters: bool = option(False, help="DDP: only when some trained parameters skip a step")
+    quiet: bool = option(False, flag="--quiet", help="no progress bar or epoch lines (log.jsonl is still written)")
 
     def __post_init__(self) -> None:
-        for name, allowed in _CHOICES.items():
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ConfigError(f"train config field {name!r}: {value!r} is not one of {allowed}")
-        positive = ("epochs", "batch_size", "step_size", "val_batch_size", "save_every_steps",
-                    "patience")
-        for name in positive:
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"train config field {name!r}: {value!r} must be an integer >= 1")
-        if self.num_workers < 0 or self.plateau_patience < 0:
-            raise ConfigError("train config fields 'num_workers'/'plateau_patience' must be >= 0")
-        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0 or self.min_lr < 0:
-            raise ConfigError("train config: lr must be > 0; weight_decay, warmup_epochs, min_lr >= 0")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ConfigError(f"train config field 'grad_clip': {self.grad_clip!r} must be > 0")
-        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
-            raise ConfigError(f"train config field 'ema_decay': {self.ema_decay!r} must be in (0, 1)")
+        where = "train config field {!r}".format
+        for name, allowed in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS), ("amp", AMP_MODES),
+                              ("device", DEVICES), ("monitor", tuple(MONITOR_MODES))):
+            one_of(where(name), getattr(self, name), allowed)
+        for name in ("epochs", "batch_size", "step_size", "val_batch_size", "save_every_steps", "patience"):
+            in_range(where(name), getattr(self, name), 1)
+        for name in ("num_workers", "plateau_patience"):
+            in_range(where(name), getattr(self, name), 0)
+        finite(where("lr"), self.lr, low=0.0, low_open=True)
+        for name in ("weight_decay", "warmup_epochs", "min_lr", "momentum", "warmup_start_factor"):
+            finite(where(name), getattr(self, name), low=0.0)
+        finite(where("gamma"), self.gamma, low=0.0, low_open=True)
+        finite(where("grad_clip"), self.grad_clip, low=0.0, low_open=True)
+        finite(where("ema_decay"), self.ema_decay, low=0.0, high=1.0, low_open=True, high_open=True)
+        if len(tuple(self.betas)) != 2:
+            raise ConfigError(f"{where('betas')}: {self.betas!r} must be two numbers")
+        for beta in self.betas:
+            finite(where("betas"), beta, low=0.0, high=1.0, high_open=True)
         self.betas = tuple(self.betas)  # type: ignore[assignment]
 
     def to_dict(self) -> dict[str, Any]:

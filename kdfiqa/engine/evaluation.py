@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..errors import DataError
+from ..modes import evaluating
 from .amp import autocast
 from .distributed import DistContext, all_gather_objects
 
@@ -59,14 +60,12 @@ def predict(
     raise a :class:`~kdfiqa.errors.DataError` suggesting batch size 1 (native resolution).
     """
     device = torch.device(device)
-    was_training = model.training
-    model.eval()
     index: list[int] = []
     names: list[str] = []
     scores: list[Tensor] = []
     mos: list[Tensor] = []
     labeled = True
-    try:
+    with evaluating(model):
         for batch in _batches(loader):
             images = batch["image"].to(device, non_blocking=True)
             if channels_last and images.dim() == 4:
@@ -78,8 +77,6 @@ def predict(
             labeled = labeled and "score" in batch
             if labeled:
                 mos.append(batch["score"].reshape(-1).float())
-    finally:
-        model.train(was_training)
     return Predictions(
         index=index,
         names=names,

@@ -1,17 +1,12 @@
-"""What a training run shows and records: a live progress bar, an epoch table, a JSON-lines log.
+"""What a training run shows: a live progress bar over an epoch's steps and an end-of-epoch table.
 
-The bar (loss, lr, images/s, ETA) is drawn only on rank 0, on a terminal, and when not ``quiet``;
-the end-of-epoch table is printed on rank 0 unless ``quiet``. ``log.jsonl`` next to the checkpoints
-gets one JSON object per epoch: epoch, step, lr, the training loss terms, the validation metrics,
-the epoch's wall time and images per second.
+These are the drawing parts; :class:`kdfiqa.engine.callbacks.ProgressDisplay` decides when they are
+shown (rank 0, unless ``quiet``).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from rich.console import Console
@@ -25,20 +20,21 @@ from rich.progress import (
 )
 from rich.table import Table
 
-__all__ = ["TrainProgress", "epoch_table", "EpochLog"]
+__all__ = ["TrainProgress", "epoch_table"]
 
 
 class TrainProgress:
-    """A rich progress bar over one epoch's steps; every method is a no-op when disabled."""
+    """A rich progress bar (loss, lr, images/s, ETA) over one epoch's steps, drawn only when
+    ``console`` is a terminal; every method is a no-op otherwise."""
 
-    def __init__(self, enabled: bool, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True)
-        self.enabled = enabled and self.console.is_terminal
+    def __init__(self, console: Console) -> None:
+        self.console = console
         self._progress: Progress | None = None
         self._task: Any = None
 
     def start_epoch(self, epoch: int, epochs: int, total: int, done: int = 0) -> None:
-        if not self.enabled:
+        """Show the bar of epoch ``epoch`` (0-based) of ``epochs``: ``done`` of ``total`` steps."""
+        if not self.console.is_terminal:
             return
         self._progress = Progress(
             TextColumn(f"epoch {epoch + 1}/{epochs}"),
@@ -57,10 +53,12 @@ class TrainProgress:
                                              lr=0.0, ips=0.0)
 
     def update(self, *, loss: float, lr: float, images_per_s: float) -> None:
+        """Advance one step, showing its loss, the learning rate and the epoch's throughput."""
         if self._progress is not None:
             self._progress.update(self._task, advance=1, loss=loss, lr=lr, ips=images_per_s)
 
     def end_epoch(self) -> None:
+        """Remove the bar (it is transient); a no-op when none is shown."""
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
@@ -85,24 +83,3 @@ def _flat(record: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, An
             yield from _flat(value, f"{prefix}{key}/")
         else:
             yield f"{prefix}{key}", value
-
-
-class EpochLog:
-    """``log.jsonl``: one JSON object per finished epoch, each line flushed to disk when written."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-
-    def rewrite(self, records: Iterable[Mapping[str, Any]]) -> None:
-        """Replace the log with ``records`` (a resumed run restarts from its checkpoint's history)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "w", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record) + "\n")
-
-    def append(self, record: Mapping[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())

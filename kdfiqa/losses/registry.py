@@ -13,39 +13,38 @@ Every registered loss is an ``nn.Module`` class with a class attribute ``kind`` 
 
 from __future__ import annotations
 
-import difflib
-import fnmatch
 import inspect
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from torch import nn
 
 from ..errors import ConfigError
+from ..registry import Registry
 
-__all__ = ["LOSS_KINDS", "register_loss", "create_loss", "list_losses", "loss_class"]
+__all__ = ["LOSS_KINDS", "LOSSES", "register_loss", "create_loss", "list_losses", "loss_class"]
 
 LOSS_KINDS = ("task", "distill", "feature", "pair")
 
 L = TypeVar("L", bound=type)
 
-_LOSSES: dict[str, type[nn.Module]] = {}
+LOSSES: Registry[type[nn.Module]] = Registry("loss", plural="losses")
+"""Loss name → loss class."""
 
 
 def register_loss(cls: L | None = None, *, name: str | None = None) -> Any:
-    """Register a loss class under ``name`` (usable bare or as ``@register_loss(name="wing")``).
+    """Register a loss class under ``name`` (usable bare or as ``@register_loss(name="wing")``;
+    default: the class name in lower case).
 
     The class must define ``kind`` (one of :data:`LOSS_KINDS`). The registered name is stored on
     the class as ``loss_name``; it is the name a :class:`WeightedSum` prints for the term.
     """
 
     def decorate(c: L) -> L:
-        key = name or c.__name__.lower()
-        if key in _LOSSES:
-            raise ValueError(f"a loss named {key!r} is already registered")
         if getattr(c, "kind", None) not in LOSS_KINDS:
             raise ValueError(f"loss class {c.__name__} needs a class attribute kind in {LOSS_KINDS}")
+        key = name or c.__name__.lower()
+        LOSSES.register(c, name=key)
         c.loss_name = key
-        _LOSSES[key] = c
         return c
 
     return decorate(cls) if cls is not None else decorate
@@ -53,11 +52,7 @@ def register_loss(cls: L | None = None, *, name: str | None = None) -> Any:
 
 def loss_class(name: str) -> type[nn.Module]:
     """The class registered as ``name``; :class:`ConfigError` listing the known names otherwise."""
-    if name not in _LOSSES:
-        close = difflib.get_close_matches(name, sorted(_LOSSES), n=3, cutoff=0.6)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise ConfigError(f"unknown loss {name!r}; {hint}known losses: {', '.join(list_losses())}")
-    return _LOSSES[name]
+    return LOSSES.get(name)
 
 
 def create_loss(name: str, **kwargs: Any) -> nn.Module:
@@ -77,5 +72,4 @@ def create_loss(name: str, **kwargs: Any) -> nn.Module:
 
 def list_losses(pattern: str = "*", *, kind: str | None = None) -> list[str]:
     """Sorted registered loss names matching the shell-style ``pattern`` (and ``kind`` if given)."""
-    names = fnmatch.filter(_LOSSES, pattern)
-    return sorted(n for n in names if kind is None or _LOSSES[n].kind == kind)
+    return [n for n in LOSSES.list(pattern) if kind is None or LOSSES.get(n).kind == kind]

@@ -1,5 +1,7 @@
-"""FIQA models: EMO/EMOv2 building blocks and backbones, the quality head, the seed's model zoo."""
+"""FIQA models: EMO/EMOv2 building blocks and backbones, the quality head, the seed's model zoo, and
+the deployment config every model built here carries."""
 
+from .deploy import DeployConfig, deploy_config, set_deploy_config
 from .registry import (
     ModelInfo,
     create_backbone,
@@ -9,6 +11,7 @@ from .registry import (
     model_info,
     register_backbone,
     register_model,
+    restorable_kwargs,
 )
 from . import emo  # noqa: F401  (registers EMO backbones)
 from .emo import EMOBackbone, load_official_emo_weights
@@ -18,6 +21,7 @@ from .timm_backbone import TimmBackbone
 from . import dualbranch, edgenext, lighthspa, mobilenet  # noqa: F401  (register the seed's model zoo)
 
 __all__ = [
+    "DeployConfig",
     "EMOBackbone",
     "FIQARegressor",
     "ModelInfo",
@@ -25,6 +29,7 @@ __all__ = [
     "TimmBackbone",
     "create_backbone",
     "create_model",
+    "deploy_config",
     "iiRMB",
     "iRMB",
     "list_backbones",
@@ -33,4 +38,6 @@ __all__ = [
     "model_info",
     "register_backbone",
     "register_model",
+    "restorable_kwargs",
+    "set_deploy_config",
 ]

@@ -4,9 +4,15 @@ As timm attaches a ``pretrained_cfg`` to each model it builds, :func:`kdfiqa.mod
 attaches a frozen :class:`DeployConfig` (``model.deploy_config``): the registry name and factory
 keyword arguments that rebuild the network, the input size it is deployed at, the evaluation
 transform spec (for :func:`kdfiqa.data.build_transform`), the input normalisation and the output
-kind. Training sets the size and transform it was validated with; checkpoints store the config
-(``ckpt["model"]["deploy"]``), and ``evaluate``, ``predict``, ``export``, ``budget`` and
-:class:`~kdfiqa.distill.Teacher` read it back, whichever path wrote the checkpoint.
+kind. Training sets the size and transform it was validated with::
+
+    set_deploy_config(model, deploy_config(model).replace(input_size=(3, 64, 64),
+                                                          eval_transform=val_views.spec))
+
+:func:`kdfiqa.checkpoint.build_checkpoint` stores the config (``ckpt["model"]["deploy"]``),
+:func:`kdfiqa.checkpoint.load_model` puts it back on the rebuilt model, and ``evaluate``,
+``predict``, ``export``, ``budget`` and :class:`~kdfiqa.distill.Teacher` read it from there,
+whichever path wrote the checkpoint.
 
 The config holds plain values only (it round-trips through :meth:`DeployConfig.to_dict` /
 :meth:`DeployConfig.from_dict`, which checkpoints and YAML use).
@@ -23,7 +29,15 @@ from torch import nn
 
 from ..errors import ConfigError
 
-__all__ = ["OUTPUT_KINDS", "NORMALIZATIONS", "DeployConfig", "deploy_config", "set_deploy_config"]
+__all__ = [
+    "OUTPUT_KINDS",
+    "NORMALIZATIONS",
+    "DeployConfig",
+    "attached_deploy_config",
+    "deploy_config",
+    "output_kind",
+    "set_deploy_config",
+]
 
 OUTPUT_KINDS = ("sigmoid", "linear")
 """``sigmoid``: ``model(x)`` is a score in (0, 1) and ``forward_logits`` the value before it;
@@ -34,6 +48,10 @@ NORMALIZATIONS = ("imagenet", "symmetric", "none")
 
 ATTRIBUTE = "deploy_config"
 """Where a model keeps its config."""
+
+EVAL_ONLY_DROPPED = ("teacher_size", "flip")
+"""Transform keys of a training spec that an evaluation transform leaves out (the teacher's view,
+random flips)."""
 
 
 def _frozen(value: Any) -> Any:
@@ -72,7 +90,9 @@ class DeployConfig:
     input_size: tuple[int, int, int] = (3, 224, 224)
     """(C, H, W) the model is deployed at: budget checks and export use it."""
     eval_transform: Mapping[str, Any] = field(default_factory=dict)
-    """Spec for :func:`kdfiqa.data.build_transform` that turns an image into the model's input."""
+    """Spec for :func:`kdfiqa.data.build_transform` that turns an image into the model's input;
+    stored completed (preset expanded, ``size`` and ``normalize`` filled in, a training spec's
+    ``teacher_size`` and ``flip`` left out). Empty: resize to ``input_size``."""
     normalize: str = "imagenet"
     """Input normalisation, one of :data:`NORMALIZATIONS` (also the ``normalize`` of ``eval_transform``)."""
     output: str = "sigmoid"
@@ -80,32 +100,38 @@ class DeployConfig:
 
     def __post_init__(self) -> None:
         where = f"deploy config of {self.name or 'model'}"
+        if self.name is not None and not isinstance(self.name, str):
+            raise ConfigError(f"{where}: name {self.name!r} is not a string")
         object.__setattr__(self, "input_size", _size3(self.input_size, where))
         if self.normalize not in NORMALIZATIONS:
             raise ConfigError(f"{where}: normalize {self.normalize!r} is not one of {', '.join(NORMALIZATIONS)}")
         if self.output not in OUTPUT_KINDS:
             raise ConfigError(f"{where}: output {self.output!r} is not one of {', '.join(OUTPUT_KINDS)}")
-        if not isinstance(self.kwargs, Mapping) or not isinstance(self.eval_transform, Mapping):
-            raise ConfigError(f"{where}: kwargs and eval_transform must be mappings")
-        transform = dict(self.eval_transform) or {"mode": "resize", "size": list(self.input_size[1:])}
-        transform.setdefault("normalize", self.normalize)
-        if transform["normalize"] != self.normalize:
-            raise ConfigError(f"{where}: eval_transform normalize {transform['normalize']!r} differs from "
-                              f"normalize {self.normalize!r}")
+        for name in ("kwargs", "eval_transform"):
+            value = getattr(self, name)
+            if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+                raise ConfigError(f"{where}: {name} must be a mapping with string keys, got {type(value).__name__}")
+        transform = _eval_spec(self.eval_transform, self.input_size, self.normalize, where)
         object.__setattr__(self, "kwargs", _ReadOnly(self.kwargs))
         object.__setattr__(self, "eval_transform", _ReadOnly(transform))
 
     def replace(self, **changes: Any) -> "DeployConfig":
-        """A copy with ``changes`` (a new ``input_size`` without a new ``eval_transform`` resizes to it)."""
-        if "input_size" in changes and "eval_transform" not in changes:
-            size = _size3(changes["input_size"], f"deploy config of {self.name or 'model'}")
+        """A copy with ``changes``. A new ``input_size`` without a new ``eval_transform`` resizes the
+        transform to it; a new ``eval_transform`` that names its normalisation (itself or through its
+        preset) without a new ``normalize`` sets it."""
+        where = f"deploy config of {self.name or 'model'}"
+        if "eval_transform" not in changes and ("input_size" in changes or "normalize" in changes):
             spec = dict(self.eval_transform)
-            if spec.get("mode") != "native":
-                spec["size"] = list(size[1:])
+            if "input_size" in changes and spec.get("mode") != "native":
+                spec["size"] = list(_size3(changes["input_size"], where)[1:])
                 spec.pop("crop", None)
+            if "normalize" in changes:
+                spec["normalize"] = changes["normalize"]
             changes["eval_transform"] = spec
-        if "normalize" in changes and "eval_transform" not in changes:
-            changes["eval_transform"] = {**self.eval_transform, "normalize": changes["normalize"]}
+        elif "normalize" not in changes and isinstance(changes.get("eval_transform"), Mapping):
+            named = _expanded(changes["eval_transform"], where).get("normalize")
+            if named is not None:
+                changes["normalize"] = named
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -141,6 +167,41 @@ class DeployConfig:
                      self.normalize, self.output))
 
 
+def _expanded(spec: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A copy of a transform spec with its preset's fields filled in (the spec's own keys win)."""
+    from ..data.transforms import build_transform
+
+    spec = dict(spec)
+    if "preset" in spec:
+        try:
+            preset = build_transform({"preset": spec.pop("preset")}).spec
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: eval_transform: {exc}") from None
+        spec = {**preset, **spec}
+    return spec
+
+
+def _eval_spec(spec: Mapping[str, Any], input_size: tuple[int, int, int], normalize: str,
+               where: str) -> dict[str, Any]:
+    """``spec`` completed and checked: presets expanded, the size (unless native) and normalisation
+    filled in from the config, validated by :func:`kdfiqa.data.build_transform`, the keys of
+    :data:`EVAL_ONLY_DROPPED` left out. An empty spec resizes to ``input_size``."""
+    from ..data.transforms import build_transform
+
+    spec = _expanded(spec, where) or {"mode": "resize"}
+    spec.setdefault("normalize", normalize)
+    if spec.get("mode") != "native":
+        spec.setdefault("size", list(input_size[1:]))
+    try:
+        resolved = build_transform(spec).spec
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: eval_transform: {exc}") from None
+    if resolved["normalize"] != normalize:
+        raise ConfigError(f"{where}: eval_transform normalize {resolved['normalize']!r} differs from "
+                          f"normalize {normalize!r}")
+    return {k: v for k, v in resolved.items() if k not in EVAL_ONLY_DROPPED}
+
+
 class _ReadOnly(Mapping):
     """A read-only view of a copied mapping, so a frozen config cannot be changed through it."""
 
@@ -171,31 +232,47 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _output_kind(model: nn.Module) -> str:
+def output_kind(model: nn.Module) -> str:
+    """``"linear"`` when the model's head has no output activation (``out_activation=None``), else
+    ``"sigmoid"``."""
     head = getattr(model, "head", None)
     activation = getattr(head, "out_activation", "sigmoid")
     return "linear" if activation is None else "sigmoid"
 
 
+def attached_deploy_config(model: nn.Module) -> DeployConfig | None:
+    """The config ``model`` carries (attached by :func:`kdfiqa.models.create_model`,
+    :func:`set_deploy_config` or :func:`kdfiqa.checkpoint.load_model`), else ``None``."""
+    found = getattr(model, ATTRIBUTE, None)
+    return found if isinstance(found, DeployConfig) else None
+
+
 def deploy_config(model: nn.Module) -> DeployConfig:
     """``model``'s :class:`DeployConfig`: the one it carries, else one derived from what it exposes
-    (``model_name``, ``model_kwargs``, ``default_input_size``, its head's output activation)."""
-    found = getattr(model, ATTRIBUTE, None)
-    if isinstance(found, DeployConfig):
+    (``model_name``, ``model_kwargs``, ``default_input_size`` (default 224x224), its head's output
+    activation)."""
+    found = attached_deploy_config(model)
+    if found is not None:
         return found
     size = getattr(model, "default_input_size", None) or (3, 224, 224)
     return DeployConfig(
         name=getattr(model, "model_name", None),
         kwargs=dict(getattr(model, "model_kwargs", None) or {}),
         input_size=tuple(size),
-        output=_output_kind(model),
+        output=output_kind(model),
     )
 
 
 def set_deploy_config(model: nn.Module, config: DeployConfig) -> nn.Module:
-    """Attach ``config`` to ``model`` (returned, for chaining). ``nn.Module`` attributes that are not
-    modules, parameters or buffers are plain attributes, so the config never enters the state dict."""
+    """Attach ``config`` to ``model`` (returned, for chaining).
+
+    ``model.model_name`` and ``model.model_kwargs`` are set to the config's ``name`` and ``kwargs``
+    too, for code that reads them. ``nn.Module`` attributes that are not modules, parameters or
+    buffers are plain attributes, so none of this enters the state dict.
+    """
     if not isinstance(config, DeployConfig):
         raise TypeError(f"expected a DeployConfig, got {type(config).__name__}")
     object.__setattr__(model, ATTRIBUTE, config)
+    object.__setattr__(model, "model_name", config.name)
+    object.__setattr__(model, "model_kwargs", dict(config.kwargs))
     return model

@@ -133,7 +133,8 @@ class DualBranchBackbone(nn.Module):
         return torch.cat([self.local.forward_head_input(x), self.global_branch(x)], dim=1)
 
 
-@register_model(name="dualbranch_fiqa", default_input_size=INPUT_SIZE, is_student=True)
+@register_model(name="dualbranch_fiqa", default_input_size=INPUT_SIZE, is_student=True,
+                forwards=(DualBranchBackbone, LargeKernelBranch))
 def dualbranch_fiqa(pretrained: bool = False, head: dict[str, Any] | None = None, **kwargs: Any) -> FIQARegressor:
     """Dual-branch local (MobileNetV2) + global (31x31 large-kernel) network (BIT_ssvgg), 224x336."""
     return FIQARegressor(DualBranchBackbone(pretrained=pretrained, **kwargs), head=head,

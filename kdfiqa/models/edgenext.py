@@ -13,7 +13,7 @@ from typing import Any
 
 from .heads import FIQARegressor
 from .registry import register_model
-from .timm_backbone import timm_regressor
+from .timm_backbone import TIMM_BACKBONE_KWARGS, timm_regressor
 
 __all__ = ["edgenext_xxs_fiqa"]
 
@@ -21,7 +21,8 @@ INPUT_SIZE = (3, 224, 224)
 WINNER_HEAD = {"hidden": (128,), "norm": None, "act": "relu"}
 
 
-@register_model(name="edgenext_xxs_fiqa", default_input_size=INPUT_SIZE, is_student=True)
+@register_model(name="edgenext_xxs_fiqa", default_input_size=INPUT_SIZE, is_student=True,
+                forwards=(TIMM_BACKBONE_KWARGS,))
 def edgenext_xxs_fiqa(pretrained: bool = False, head: dict[str, Any] | None = None, **kwargs: Any) -> FIQARegressor:
     """EdgeNeXt-XXS with head Linear(168,128) → ReLU → Linear(128,1) (challenge winner's student), 224x224."""
     return timm_regressor("edgenext_xx_small", pretrained=pretrained, default_input_size=INPUT_SIZE,

@@ -217,6 +217,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
 
 def _create(
     name: str,
+    /,
     *,
     num_classes: int = 0,
     window_size: int | None = None,
@@ -242,49 +243,53 @@ def _create(
     return model
 
 
-@register_backbone(is_student=True)
+_FORWARDS = (_create, EMOBackbone)
+"""Where the presets' ``**kwargs`` go (what a checkpoint may replay)."""
+
+
+@register_backbone(is_student=True, forwards=_FORWARDS)
 def emo_1m(**kwargs: Any) -> EMOBackbone:
     """EMO-1M (ICCV 2023): iRMB, grid windows; 1.36M params / 0.26 GFLOPs with the ImageNet head."""
     return _create("emo_1m", **kwargs)
 
 
-@register_backbone(is_student=True)
+@register_backbone(is_student=True, forwards=_FORWARDS)
 def emo_2m(**kwargs: Any) -> EMOBackbone:
     """EMO-2M (ICCV 2023): iRMB, grid windows; 2.38M params / 0.44 GFLOPs with the ImageNet head."""
     return _create("emo_2m", **kwargs)
 
 
-@register_backbone(is_student=False)
+@register_backbone(is_student=False, forwards=_FORWARDS)
 def emo_5m(**kwargs: Any) -> EMOBackbone:
     """EMO-5M (ICCV 2023): iRMB, grid windows; 5.11M params / 0.90 GFLOPs with the ImageNet head."""
     return _create("emo_5m", **kwargs)
 
 
-@register_backbone(is_student=False)
+@register_backbone(is_student=False, forwards=_FORWARDS)
 def emo_6m(**kwargs: Any) -> EMOBackbone:
     """EMO-6M (ICCV 2023): iRMB, grid windows; 6.17M params / 0.96 GFLOPs with the ImageNet head."""
     return _create("emo_6m", **kwargs)
 
 
-@register_backbone(is_student=True)
+@register_backbone(is_student=True, forwards=_FORWARDS)
 def emo2_1m(**kwargs: Any) -> EMOBackbone:
     """EMOv2-1M: iiRMB, hybrid windows; 1.46M params / 0.28 GFLOPs with the ImageNet head (seed student)."""
     return _create("emo2_1m", **kwargs)
 
 
-@register_backbone(is_student=True)
+@register_backbone(is_student=True, forwards=_FORWARDS)
 def emo2_2m(**kwargs: Any) -> EMOBackbone:
     """EMOv2-2M: iiRMB, hybrid windows; 2.38M params / 0.49 GFLOPs with the ImageNet head."""
     return _create("emo2_2m", **kwargs)
 
 
-@register_backbone(is_student=False)
+@register_backbone(is_student=False, forwards=_FORWARDS)
 def emo2_5m(**kwargs: Any) -> EMOBackbone:
     """EMOv2-5M: iiRMB, hybrid windows; 5.13M params / 1.04 GFLOPs with the ImageNet head (seed teacher)."""
     return _create("emo2_5m", **kwargs)
 
 
-@register_backbone(is_student=False)
+@register_backbone(is_student=False, forwards=_FORWARDS)
 def emo2_20m(**kwargs: Any) -> EMOBackbone:
     """EMOv2-20M: iiRMB, hybrid windows; 20.2M params / 4.02 GFLOPs with the ImageNet head."""
     return _create("emo2_20m", **kwargs)

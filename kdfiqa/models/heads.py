@@ -155,7 +155,6 @@ class FIQARegressor(nn.Module):
         self.backbone = backbone
         self.head = QualityHead(in_features, **options)
         self.default_input_size = tuple(int(d) for d in default_input_size)
-        self.model_name = type(backbone).__name__
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The backbone's feature map (B, C, H', W')."""

@@ -87,7 +87,7 @@ class LightHSPA(nn.Module):
     Output: x + BN(1x1(softmax(q·kᵀ/√d)·v)).
     """
 
-    def __init__(self, dim: int, *, num_heads: int = 4, qk_reduction: int = 4, pool_size: int = 7) -> None:
+    def __init__(self, dim: int, /, *, num_heads: int = 4, qk_reduction: int = 4, pool_size: int = 7) -> None:
         super().__init__()
         if dim % num_heads:
             raise ConfigError(f"LightHSPA: width {dim} does not split into num_heads={num_heads}; "
@@ -140,7 +140,8 @@ class LightHSPABackbone(nn.Module):
         return self.conv_head(self.hspa(x))
 
 
-@register_model(name="lighthspa_fiqa", default_input_size=INPUT_SIZE, is_student=True)
+@register_model(name="lighthspa_fiqa", default_input_size=INPUT_SIZE, is_student=True,
+                forwards=(LightHSPABackbone, LightHSPA))
 def lighthspa_fiqa(pretrained: bool = False, head: dict[str, Any] | None = None, **kwargs: Any) -> FIQARegressor:
     """LightHSPA (DERS): MobileNetV2-style backbone, channel/spatial/LightHSPA attention, avg+max head, 224x224."""
     if pretrained:

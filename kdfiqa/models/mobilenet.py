@@ -2,7 +2,8 @@
 
 Each is a timm MobileNet without its classifier (timm's own pooling and pre-logits layers kept, so
 ``pretrained=True`` starts from timm's ImageNet weights) under a
-:class:`~kdfiqa.models.heads.QualityHead`.
+:class:`~kdfiqa.models.heads.QualityHead`. The Conquerit model expects inputs normalised to (-1, 1)
+(``normalize="symmetric"``), as its recipe trains and tests it.
 """
 
 from __future__ import annotations
@@ -11,23 +12,25 @@ from typing import Any
 
 from .heads import FIQARegressor
 from .registry import register_model
-from .timm_backbone import timm_regressor
+from .timm_backbone import TIMM_BACKBONE_KWARGS, timm_regressor
 
 __all__ = ["mobilenetv3_large_fiqa", "mobilenetv3_small_fiqa", "mobilenetv2_fiqa"]
 
 INPUT_SIZE = (3, 224, 224)
 
 
-@register_model(name="mobilenetv3_large_fiqa", default_input_size=INPUT_SIZE, is_student=True)
+@register_model(name="mobilenetv3_large_fiqa", default_input_size=INPUT_SIZE, is_student=True,
+                normalize="symmetric", forwards=(TIMM_BACKBONE_KWARGS,))
 def mobilenetv3_large_fiqa(
     pretrained: bool = False, head: dict[str, Any] | None = None, **kwargs: Any
 ) -> FIQARegressor:
-    """MobileNetV3-Large (Conquerit, seed §1.1) with the default quality head, 224x224."""
+    """MobileNetV3-Large (Conquerit, seed §1.1) with the default quality head, 224x224, inputs in (-1, 1)."""
     return timm_regressor("mobilenetv3_large_100", pretrained=pretrained, default_input_size=INPUT_SIZE,
                           head_defaults={}, head=head, **kwargs)
 
 
-@register_model(name="mobilenetv3_small_fiqa", default_input_size=INPUT_SIZE, is_student=True)
+@register_model(name="mobilenetv3_small_fiqa", default_input_size=INPUT_SIZE, is_student=True,
+                forwards=(TIMM_BACKBONE_KWARGS,))
 def mobilenetv3_small_fiqa(
     pretrained: bool = False, head: dict[str, Any] | None = None, **kwargs: Any
 ) -> FIQARegressor:
@@ -36,7 +39,8 @@ def mobilenetv3_small_fiqa(
                           head_defaults={}, head=head, **kwargs)
 
 
-@register_model(name="mobilenetv2_fiqa", default_input_size=INPUT_SIZE, is_student=True)
+@register_model(name="mobilenetv2_fiqa", default_input_size=INPUT_SIZE, is_student=True,
+                forwards=(TIMM_BACKBONE_KWARGS,))
 def mobilenetv2_fiqa(
     pretrained: bool = False, head: dict[str, Any] | None = None, **kwargs: Any
 ) -> FIQARegressor:

@@ -1,29 +1,39 @@
 """Name → factory registries for backbones and FIQA models.
 
-Two tables, in the manner of timm's ``register_model``/``create_model``:
+Two :class:`~kdfiqa.registry.Registry` tables, in the manner of timm's ``register_model``/``create_model``:
 
-* **backbones** map an input image to a feature map. A backbone module exposes
+* **backbones** (:data:`BACKBONES`) map an input image to a feature map. A backbone module exposes
   ``forward_features(x) -> (B, C, H, W)`` and ``num_features`` (C).
-* **models** are complete FIQA regressors: image → MOS in (0, 1), shape (B, 1).
+* **models** (:data:`MODELS`) are complete FIQA regressors: image → MOS in (0, 1), shape (B, 1).
 
 Every backbone name is also a model name: ``create_model("emo2_1m")`` puts a
 :class:`~kdfiqa.models.heads.QualityHead` on ``create_backbone("emo2_1m")``. ``timm:NAME`` names any
-timm model, used as a backbone.
+timm model, used as a backbone. Every model :func:`create_model` builds carries its
+:class:`~kdfiqa.models.deploy.DeployConfig`.
+
+A checkpoint replays only the factory keyword arguments :func:`restorable_kwargs` allows: the
+factory's own keyword parameters and those of the callables its ``**kwargs`` are declared to reach
+(``forwards=``), never ``pretrained`` or anything else that downloads or opens a file.
 """
 
 from __future__ import annotations
 
-import difflib
-import fnmatch
+import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Collection, Iterable, NamedTuple, TypeVar, Union
 
 from torch import nn
 
-from ..errors import ConfigError
+from ..registry import Registry
+from .deploy import NORMALIZATIONS, DeployConfig, output_kind, set_deploy_config
+from .heads import FIQARegressor
+from .timm_backbone import TIMM_BACKBONE_KWARGS, TimmBackbone
 
 __all__ = [
+    "BACKBONES",
+    "MODELS",
     "ModelInfo",
+    "UNSAFE_KWARGS",
     "register_backbone",
     "register_model",
     "create_backbone",
@@ -31,11 +41,20 @@ __all__ = [
     "list_models",
     "list_backbones",
     "model_info",
+    "restorable_kwargs",
 ]
 
 TIMM_PREFIX = "timm:"
+LISTING = "`kdfiqa models` lists them; any timm model is 'timm:NAME'"
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
+Forward = Union[Callable[..., Any], Collection[str]]
+"""Where a factory's ``**kwargs`` go: a callable (its keyword parameters count) or a set of names."""
+
+UNSAFE_KWARGS = frozenset({"pretrained", "checkpoint_path", "cache_dir", "file", "path", "url"})
+"""Keyword arguments a checkpoint never replays (nor any starting with ``pretrained``, such as
+timm's ``pretrained_cfg`` and ``pretrained_cfg_overlay``): they download weights or open files,
+and a checkpoint brings its own weights."""
 
 
 @dataclass(frozen=True)
@@ -46,26 +65,56 @@ class ModelInfo:
     default_input_size: tuple[int, int, int]
     is_student: bool
     description: str
+    normalize: str = "imagenet"
+    """Input normalisation the network expects (its deploy config's default)."""
+    restorable_kwargs: frozenset[str] = frozenset()
+    """The factory's keyword arguments a checkpoint may replay (see :func:`restorable_kwargs`)."""
 
 
-_BACKBONES: dict[str, tuple[Callable[..., nn.Module], ModelInfo]] = {}
-_MODELS: dict[str, tuple[Callable[..., nn.Module], ModelInfo]] = {}
+class Entry(NamedTuple):
+    """A registered factory and its facts."""
+
+    factory: Callable[..., nn.Module]
+    info: ModelInfo
+
+
+MODELS: Registry[Entry] = Registry("model", listing=LISTING)
+"""Complete FIQA models by name."""
+BACKBONES: Registry[Entry] = Registry("backbone", listing=LISTING)
+"""Backbones by name (each is a model name too)."""
+
+
+def _keywords(target: Forward) -> set[str]:
+    """The names a callable accepts by keyword, or the given names."""
+    if not callable(target):
+        return set(target)
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name for p in inspect.signature(target).parameters.values() if p.kind in kinds}
+
+
+def _safe(names: Iterable[str]) -> frozenset[str]:
+    return frozenset(n for n in names if n not in UNSAFE_KWARGS and not n.startswith("pretrained"))
 
 
 def _register(
-    table: dict[str, tuple[Callable[..., nn.Module], ModelInfo]],
+    table: Registry[Entry],
     fn: F | None,
     name: str | None,
     default_input_size: tuple[int, int, int],
     is_student: bool,
+    normalize: str,
+    forwards: Iterable[Forward],
 ) -> F | Callable[[F], F]:
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize {normalize!r} is not one of {', '.join(NORMALIZATIONS)}")
+    forwards = tuple(forwards)
+
     def decorate(f: F) -> F:
         key = name or f.__name__
-        if key in table:
-            raise ValueError(f"a factory named {key!r} is already registered")
         doc = (f.__doc__ or "").strip().splitlines()
-        info = ModelInfo(key, tuple(default_input_size), is_student, doc[0] if doc else "")
-        table[key] = (f, info)
+        accepted = _safe(set().union(_keywords(f), *(_keywords(t) for t in forwards)))
+        info = ModelInfo(key, tuple(default_input_size), is_student, doc[0] if doc else "", normalize, accepted)
+        table.register(Entry(f, info), name=key)
         return f
 
     return decorate(fn) if fn is not None else decorate
@@ -77,14 +126,19 @@ def register_backbone(
     name: str | None = None,
     default_input_size: tuple[int, int, int] = (3, 224, 224),
     is_student: bool = True,
+    normalize: str = "imagenet",
+    forwards: Iterable[Forward] = (),
 ) -> Any:
     """Register a backbone factory (usable bare or as ``@register_backbone(name=...)``).
 
     The factory takes keyword arguments (``pretrained``, ``num_classes``, ...) and returns a module
     with ``forward_features`` and ``num_features``. ``is_student`` says whether the backbone, with
-    its quality head, is meant to fit the default budget at ``default_input_size``.
+    its quality head, is meant to fit the default budget at ``default_input_size``; ``normalize``
+    is the input normalisation it expects (see :data:`~kdfiqa.models.deploy.NORMALIZATIONS`).
+    ``forwards`` names where the factory's ``**kwargs`` go (callables or sets of names), so that a
+    checkpoint may replay those too (:func:`restorable_kwargs`).
     """
-    return _register(_BACKBONES, fn, name, default_input_size, is_student)
+    return _register(BACKBONES, fn, name, default_input_size, is_student, normalize, forwards)
 
 
 def register_model(
@@ -93,26 +147,19 @@ def register_model(
     name: str | None = None,
     default_input_size: tuple[int, int, int] = (3, 224, 224),
     is_student: bool = True,
+    normalize: str = "imagenet",
+    forwards: Iterable[Forward] = (),
 ) -> Any:
-    """Register a complete FIQA model factory (usable bare or as ``@register_model(name=...)``)."""
-    return _register(_MODELS, fn, name, default_input_size, is_student)
-
-
-def _unknown(name: str, table: dict) -> ConfigError:
-    close = difflib.get_close_matches(name, sorted(table), n=5, cutoff=0.6)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; `kdfiqa models` lists them"
-    return ConfigError(f"unknown model {name!r}{hint} (any timm model: 'timm:NAME')")
+    """Register a complete FIQA model factory (usable bare or as ``@register_model(name=...)``);
+    the options are those of :func:`register_backbone`."""
+    return _register(MODELS, fn, name, default_input_size, is_student, normalize, forwards)
 
 
 def create_backbone(name: str, **kwargs: Any) -> nn.Module:
     """Build the backbone registered as ``name`` (or ``timm:NAME``) with ``kwargs``."""
     if name.startswith(TIMM_PREFIX):
-        from .timm_backbone import TimmBackbone
-
         return TimmBackbone(name[len(TIMM_PREFIX):], **kwargs)
-    if name not in _BACKBONES:
-        raise _unknown(name, _BACKBONES)
-    return _BACKBONES[name][0](**kwargs)
+    return BACKBONES.get(name).factory(**kwargs)
 
 
 def create_model(name: str, *, head: dict[str, Any] | None = None, **kwargs: Any) -> nn.Module:
@@ -121,39 +168,58 @@ def create_model(name: str, *, head: dict[str, Any] | None = None, **kwargs: Any
     Registered models are built by their own factory with ``kwargs``. A backbone name (or
     ``timm:NAME``) becomes a :class:`~kdfiqa.models.heads.FIQARegressor`: the backbone built with
     ``kwargs`` and a :class:`~kdfiqa.models.heads.QualityHead` built with ``head``.
+
+    The model carries its :class:`~kdfiqa.models.deploy.DeployConfig`: ``name``, the keyword
+    arguments (``head`` included, ``pretrained`` left out), its ``default_input_size``, a resize to
+    that size, the registered normalisation and the head's output kind.
     """
     recorded = dict(kwargs) if head is None else dict(kwargs, head=head)
-    if name in _MODELS:
-        model = _MODELS[name][0](**recorded)
+    info = model_info(name)
+    if name in MODELS:
+        model = MODELS.get(name).factory(**recorded)
     else:
-        info = model_info(name)
-        from .heads import FIQARegressor
-
         backbone = create_backbone(name, **kwargs)
         size = getattr(backbone, "default_input_size", None) or info.default_input_size
         model = FIQARegressor(backbone, head=head, default_input_size=size)
-    model.model_name = name
-    # What a checkpoint needs to rebuild this variant; its weights come from the checkpoint itself.
-    model.model_kwargs = {k: v for k, v in recorded.items() if k != "pretrained"}
-    return model
+    config = DeployConfig(
+        name=name,
+        kwargs={k: v for k, v in recorded.items() if k != "pretrained"},
+        input_size=tuple(getattr(model, "default_input_size", None) or info.default_input_size),
+        normalize=info.normalize,
+        output=output_kind(model),
+    )
+    return set_deploy_config(model, config)
 
 
 def model_info(name: str) -> ModelInfo:
     """Registry facts for ``name`` (a model, a backbone or ``timm:NAME``)."""
-    if name in _MODELS:
-        return _MODELS[name][1]
-    if name in _BACKBONES:
-        return _BACKBONES[name][1]
-    if name.startswith(TIMM_PREFIX):
-        return ModelInfo(name, (3, 224, 224), False, "timm model " + name[len(TIMM_PREFIX):])
-    raise _unknown(name, {**_MODELS, **_BACKBONES})
+    if name in MODELS:
+        return MODELS.get(name).info
+    if name in BACKBONES:
+        return BACKBONES.get(name).info
+    if isinstance(name, str) and name.startswith(TIMM_PREFIX):
+        return ModelInfo(name, (3, 224, 224), False, "timm model " + name[len(TIMM_PREFIX):],
+                         restorable_kwargs=TIMM_BACKBONE_KWARGS)
+    raise MODELS.unknown(name, list_models())
+
+
+def restorable_kwargs(name: str) -> frozenset[str]:
+    """The keyword arguments of ``create_model(name, ...)`` a checkpoint may replay.
+
+    Registered models: the factory's keyword parameters and those of its declared ``forwards``;
+    backbone names: the same for the backbone factory, plus ``head``; ``timm:NAME``: the timm
+    allow-list :data:`~kdfiqa.models.timm_backbone.TIMM_BACKBONE_KWARGS`, plus ``head``. Never any
+    of :data:`UNSAFE_KWARGS`.
+    """
+    info = model_info(name)
+    return info.restorable_kwargs if name in MODELS else info.restorable_kwargs | {"head"}
 
 
 def list_backbones(pattern: str = "*") -> list[str]:
     """Sorted names of registered backbones matching the shell-style ``pattern``."""
-    return sorted(fnmatch.filter(_BACKBONES, pattern))
+    return BACKBONES.list(pattern)
 
 
 def list_models(pattern: str = "*") -> list[str]:
     """Sorted names accepted by :func:`create_model`: registered models and every backbone."""
-    return sorted(fnmatch.filter(set(_MODELS) | set(_BACKBONES), pattern))
+    return sorted(set(MODELS.list(pattern)) | set(BACKBONES.list(pattern)))

@@ -9,7 +9,18 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from .heads import FIQARegressor
 
-__all__ = ["TimmBackbone", "timm_regressor"]
+__all__ = ["TIMM_KWARGS", "TIMM_BACKBONE_KWARGS", "TimmBackbone", "timm_regressor"]
+
+TIMM_KWARGS = frozenset({
+    "in_chans", "img_size", "window_size", "output_stride", "global_pool",
+    "drop_rate", "drop_path_rate", "drop_block_rate", "attn_drop_rate", "proj_drop_rate", "pos_drop_rate",
+})
+"""The ``timm.create_model`` keyword arguments a kdfiqa checkpoint may replay: architecture and
+regularisation settings only. Never ``pretrained``, ``pretrained_cfg``, ``pretrained_cfg_overlay``,
+``checkpoint_path``, ``cache_dir`` or anything else that downloads or opens a file."""
+
+TIMM_BACKBONE_KWARGS = TIMM_KWARGS | {"pooled"}
+""":data:`TIMM_KWARGS` and :class:`TimmBackbone`'s own ``pooled``."""
 
 
 class TimmBackbone(nn.Module):

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from kdfiqa.distill import Distiller, Student, Teacher
+
 
 class ToyFaces(Dataset):
     """``n`` random 16x16 images whose score is a fixed function of their content.
@@ -64,3 +66,10 @@ class ToyObjective(nn.Module):
         if self.nan_on_index is not None and bool((batch["index"] == self.nan_on_index).any()):
             loss = loss * float("nan")
         return {"loss": loss, "mse": mse.detach(), "aux": aux.detach()}
+
+
+def toy_distiller() -> Distiller:
+    """A frozen ToyNet(6) teacher guiding a ToyNet student through the labels, its logits and a
+    projected feature map (a trainable projector outside the student)."""
+    return Distiller(Teacher(ToyNet(6)), Student(ToyNet(), input_sizes=(3, 16, 16)), "mse",
+                     "temperature_mse", [("bn", "bn", "feature", 0.5)])

@@ -35,13 +35,15 @@ def test_teacher_pseudo_label_distill_evaluate_predict_export(tmp_path, capsys):
     assert len(rows) == 48 and all(0.0 <= float(score) <= 1.0 for _, score in rows)
 
     assert main(["distill", *common, "--teacher", str(teacher / "best.pt"), "--pseudo-csv", str(pseudo),
-                 "--unlabeled", str(unlabeled), "--distill-loss", "0.5*temperature_mse",
+                 "--pseudo-root", str(unlabeled), "--distill-loss", "0.5*temperature_mse",
                  "--epochs", "8", "--out", str(student)]) == 0
 
     ckpt = torch.load(student / "best.pt", weights_only=True, map_location="cpu")
     assert ckpt["config"]["data"]["eval_transform"] == {"mode": "resize", "size": [32, 32], "normalize": "imagenet"}
     assert ckpt["config"]["data"]["train_transform"]["teacher_size"] == [32, 32]
-    assert ckpt["model"] == {"name": TINY, "kwargs": {}}
+    assert ckpt["model"]["name"] == TINY and ckpt["model"]["kwargs"] == {}
+    assert ckpt["model"]["deploy"]["input_size"] == [3, 32, 32]
+    assert ckpt["config"]["data"]["pseudo_csv"] == str(pseudo)  # used as given
     assert ckpt["config"]["distill"]["teachers"] == [str(teacher / "best.pt")]
     from tiny_fiqa import TinyFIQA
 

@@ -1,0 +1,26 @@
+"""Named compute budgets: the table ``kdfiqa budget --preset``, ``kdfiqa export --budget`` and a run's
+``distill.budget`` choose from.
+
+Register your own with ``BUDGETS.register(Budget(max_gflops=0.3, max_params=2_000_000, name="edge"),
+name="edge")``. Importing this module costs no torch: command-line parsers list the names.
+"""
+
+from __future__ import annotations
+
+from .budget import VQUALA2025, Budget
+from .registry import Registry
+
+__all__ = ["BUDGETS", "DEFAULT_BUDGET", "get_budget"]
+
+BUDGETS: Registry[Budget] = Registry("budget")
+"""Budget name → :class:`~kdfiqa.budget.Budget`."""
+BUDGETS.register(VQUALA2025, name=VQUALA2025.name)
+
+DEFAULT_BUDGET = VQUALA2025.name
+"""The budget commands check against unless told otherwise."""
+
+
+def get_budget(name: str) -> Budget:
+    """The budget registered as ``name``; a one-line :class:`~kdfiqa.errors.ConfigError` naming the
+    closest registered names otherwise."""
+    return BUDGETS.get(name)

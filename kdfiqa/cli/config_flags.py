@@ -1,0 +1,101 @@
+"""Command-line flags generated from the run configuration's fields.
+
+Each field of a :class:`~kdfiqa.config.RunConfig` section declared with a ``flag``
+(:func:`kdfiqa.options.option`) becomes one argparse option of ``kdfiqa train``/``distill``: its type
+follows the field's hint (ints, finite floats, input sizes, on/off switches, repeatable list items),
+its choices and help come from the field. :func:`config_from_args` turns the parsed flags back into a
+layer of the config, applied after the recipe and ``--config`` file and before ``--set``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import typing
+from typing import Any, Callable
+
+__all__ = ["add_config_flags", "config_from_args", "input_size_arg", "finite_float"]
+
+_DEST = "_config_flags"
+"""Where the parser keeps ``dest -> section.field`` for :func:`config_from_args`."""
+
+
+def input_size_arg(text: str) -> Any:
+    """argparse type of a resolution: ``224`` → 224, ``224x336`` → [224, 336]."""
+    from ..budget import parse_input_size
+
+    try:
+        _, h, w = parse_input_size(text)
+    except Exception:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an input size such as 224 or 224x336") from None
+    return h if h == w else [h, w]
+
+
+def finite_float(text: str) -> float:
+    """argparse type of a finite float (``nan`` and ``inf`` are refused at parse time)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _converter(section: str, field: dataclasses.Field, hint: Any) -> Callable[[str], Any] | None:
+    """The argparse ``type`` for a field, from its hint (``None`` for switches)."""
+    if field.name in ("input", "teacher_input", "deploy_input"):
+        return input_size_arg
+    options = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    base = typing.get_origin(options[0]) or options[0]
+    if base is bool:
+        return None
+    if base is int:
+        return int
+    if base is float:
+        return finite_float
+    return str
+
+
+def _sections() -> list[tuple[str, type]]:
+    from ..config import SECTIONS
+
+    return list(SECTIONS.items())
+
+
+def add_config_flags(parser: argparse.ArgumentParser, command: str) -> None:
+    """Add every flag ``command`` offers, one argument group per config section."""
+    table: dict[str, str] = {}
+    for section, cls in _sections():
+        hints = typing.get_type_hints(cls)
+        fields = [f for f in dataclasses.fields(cls)
+                  if f.metadata.get("flag") and command in f.metadata.get("commands", ())]
+        if not fields:
+            continue
+        group = parser.add_argument_group(section)
+        for field in fields:
+            meta = field.metadata
+            dest = f"cfg_{section}_{field.name}"
+            kwargs: dict[str, Any] = {"dest": dest, "help": meta.get("help") or None, "default": None}
+            convert = _converter(section, field, hints[field.name])
+            if convert is None:
+                kwargs["action"] = "store_true"
+            else:
+                kwargs["type"] = convert
+                if meta.get("choices"):
+                    kwargs["choices"] = meta["choices"]
+                else:
+                    kwargs["metavar"] = meta.get("metavar") or field.name.upper()
+                if meta.get("repeat"):
+                    kwargs["action"] = "append"
+            group.add_argument(meta["flag"], **kwargs)
+            table[dest] = f"{section}.{field.name}"
+    parser.set_defaults(**{_DEST: table})
+
+
+def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The given flags as ``{"section.field": value}`` (flags left out are absent), the ``flags``
+    layer of :func:`kdfiqa.config.build_layers`."""
+    table = getattr(args, _DEST, {})
+    return {key: getattr(args, dest) for dest, key in table.items() if getattr(args, dest, None) is not None}

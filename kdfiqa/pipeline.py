@@ -1,0 +1,617 @@
+"""The stages of kdfiqa's main job, shared by the command line, the Python API and the demo.
+
+============================  =============================  ==================================
+stage                         takes                          returns
+============================  =============================  ==================================
+:func:`train`                 a :class:`RunConfig`           :class:`RunResult` (a checkpoint)
+:func:`pseudo_label`          a :class:`Teacher`, a folder   :class:`Labels` (CSV + image root)
+:func:`distill`               a config, a teacher, labels    :class:`RunResult` (the student)
+============================  =============================  ==================================
+
+``kdfiqa train`` is :func:`train`; ``kdfiqa pseudo-label`` is :func:`pseudo_label`; ``kdfiqa distill``
+is :func:`run_distill`, which builds the teacher once from ``distill.teachers``, checks the student's
+budget, runs ECNU-SJTU's self-training rounds and the teacher's labelling of ``data.unlabeled`` when
+asked, and then :func:`distill`; ``kdfiqa demo`` (:mod:`kdfiqa.demo`) calls the same stages. A stage
+takes explicit inputs and returns explicit outputs: no stage writes a value into a config that the
+next one reads back, and a pseudo-label CSV a user gives is used as given.
+
+Every stage validates its whole configuration (values, files, the validation split's size) before
+it builds a model; the distributed context is made once (:func:`kdfiqa.engine.init_distributed`)
+and passed down. A trained model's deployment config (:mod:`kdfiqa.models.deploy`) records the
+evaluation transform it was validated with, so ``evaluate``/``predict``/``export`` of its checkpoint
+feed it the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, Sampler
+
+from .budget import Budget, parse_input_size
+from .config import RunConfig
+from .engine.distributed import DistContext, init_distributed
+from .errors import CheckpointError, ConfigError
+
+__all__ = [
+    "Labels",
+    "RunResult",
+    "validate",
+    "build_model",
+    "build_teacher",
+    "build_student",
+    "train",
+    "pseudo_label",
+    "self_train",
+    "distill",
+    "run_distill",
+    "is_main_process",
+]
+
+log = logging.getLogger(__name__)
+
+PSEUDO_LABELS = "pseudo_labels.csv"
+MIN_VALIDATION = 3
+"""The fewest validation images that can rank a model (SRCC and PLCC need three)."""
+
+
+@dataclass(frozen=True)
+class Labels:
+    """A labels source: a CSV (formats in :mod:`kdfiqa.data.labels`) and the folder its names are
+    relative to. :func:`pseudo_label` returns one; :func:`distill` and :func:`train` take one as
+    ``pseudo`` and add it to the training share as given."""
+
+    csv: Path
+    root: Path
+
+    def dataset(self, transform: Any = None, *, allow_outside_root: bool = False) -> Any:
+        from .data import FIQADataset
+
+        return FIQADataset(self.root, self.csv, transform=transform, allow_outside_root=allow_outside_root)
+
+
+@dataclass
+class RunResult:
+    """Where a training stage left its files and what it saw."""
+
+    output_dir: Path
+    checkpoint: Path
+    """``best.pt`` (``last.pt`` when the run had no validation set)."""
+    history: list[dict[str, Any]]
+    config: RunConfig
+    """The resolved configuration stored in the checkpoints."""
+
+
+def is_main_process() -> bool:
+    """True outside ``torchrun`` and on its rank 0: the process that prints and writes files."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _context(config: RunConfig, ctx: DistContext | None) -> DistContext:
+    return ctx if ctx is not None else init_distributed(config.train.device)
+
+
+# -------------------------------------------------------------------------------------- validation
+
+
+def _required(value: str | None, what: str) -> str:
+    if not value:
+        raise ConfigError(f"{what} is required")
+    return value
+
+
+def _existing(path: str | None, flag: str, kind: str) -> None:
+    if path is None:
+        return
+    found = Path(path)
+    if kind == "dir" and not found.is_dir():
+        raise ConfigError(f"{flag} {path}: no such folder")
+    if kind == "file" and not found.is_file():
+        raise ConfigError(f"{flag} {path}: no such file")
+
+
+def validate(config: RunConfig, command: str, *, pseudo: Labels | None = None,
+             teacher_given: bool = False) -> None:
+    """Every check that needs no model: required settings, combinations, files and folders.
+
+    Values were checked when the config's sections were built; this adds what spans sections.
+    ``pseudo``/``teacher_given`` say what a caller of :func:`distill` hands over directly.
+    """
+    data, distill_ = config.data, config.distill
+    _check_model_name(_required(config.model.name, "a model to train: --model NAME (model.name)"))
+    _required(data.root, "--root DIR (data.root), the folder of labeled images,")
+    _required(data.csv, "--csv FILE (data.csv), the labels,")
+    if pseudo is not None and data.pseudo_csv:
+        raise ConfigError(f"pseudo-labels given twice: data.pseudo_csv ({data.pseudo_csv}) and {pseudo.csv}; give one")
+    if data.pseudo_root and not data.pseudo_csv:
+        raise ConfigError("--pseudo-root is the image folder of --pseudo-csv; add --pseudo-csv FILE or drop it")
+    if data.pseudo_csv and data.unlabeled and command == "distill":
+        raise ConfigError("--pseudo-csv (pseudo-labels used as given) and --unlabeled (a folder for the "
+                          "teacher to label) cannot be combined: give one; the CSV's image folder is --pseudo-root")
+    if command == "train":
+        if data.unlabeled and config.ssar.epochs == 0:
+            raise ConfigError("train uses --unlabeled only for SSAR pretraining (set ssar.epochs > 0); "
+                              "to train on pseudo-labels give --pseudo-csv FILE --pseudo-root DIR")
+    else:
+        online = distill_.loss is not None or bool(distill_.feature)
+        has_teacher = teacher_given or bool(distill_.teachers)
+        if not has_teacher and not (data.pseudo_csv or pseudo):
+            raise ConfigError("no teacher: pass --teacher (a model name, timm:NAME, checkpoint or scores CSV) "
+                              "or --pseudo-csv with pseudo-labels")
+        if online and not has_teacher:
+            raise ConfigError("--distill-loss/--feature-loss need a teacher: pass --teacher, or --distill-loss none")
+        if (distill_.calibrate or distill_.self_train) and not data.unlabeled:
+            raise ConfigError("--calibrate and --self-train act on the teacher's labels of --unlabeled DIR; "
+                              "add --unlabeled (to calibrate a CSV, use kdfiqa pseudo-label --calibrate)")
+        first = str(distill_.teachers[0]) if distill_.teachers else ""
+        if distill_.self_train and not first.endswith((".pt", ".pth")):
+            raise ConfigError("--self-train retrains the teacher, so the first --teacher must be a kdfiqa checkpoint")
+    for value, flag, kind in ((data.root, "--root", "dir"), (data.csv, "--csv", "file"),
+                              (data.val_root, "--val-root", "dir"), (data.val_csv, "--val-csv", "file"),
+                              (data.pseudo_csv, "--pseudo-csv", "file"), (data.pseudo_root, "--pseudo-root", "dir"),
+                              (data.unlabeled, "--unlabeled", "dir"), (config.model.init, "--init", "file")):
+        _existing(value, flag, kind)
+
+
+def _check_model_name(name: str) -> None:
+    """An unknown registered name (with close matches) or timm name, refused before anything is built."""
+    from .models import model_info
+    from .models.registry import TIMM_PREFIX
+
+    if name.startswith(TIMM_PREFIX):
+        import timm
+
+        if not timm.is_model(name[len(TIMM_PREFIX):]):
+            raise ConfigError(f"unknown timm model {name[len(TIMM_PREFIX):]!r} (timm.list_models() lists them)")
+        return
+    model_info(name)
+
+
+def _check_split(config: RunConfig, count: int) -> None:
+    """Refuse, before any model is built, a validation split too small to rank a model and a
+    training share that gives no full batch."""
+    data, train_cfg = config.data, config.train
+    if data.val_csv:
+        n_train = count
+    else:
+        n_val = max(1, round(count * data.val_fraction))
+        n_train = count - n_val
+        if n_val < MIN_VALIDATION:
+            raise ConfigError(
+                f"--val-fraction {data.val_fraction:g} of the {count} labels in {data.csv} leaves {n_val} "
+                f"validation image(s), fewer than the {MIN_VALIDATION} needed to rank a model: raise "
+                f"--val-fraction (e.g. {min(0.5, MIN_VALIDATION / max(count, 1) + 0.01):.2f}) or pass --val-csv")
+        if n_train < 1:
+            raise ConfigError(f"--val-fraction {data.val_fraction:g} leaves no training image of the {count} "
+                              f"in {data.csv}; lower --val-fraction")
+    if train_cfg.drop_last and n_train < train_cfg.batch_size and data.samples_per_epoch is None:
+        raise ConfigError(
+            f"the training share has {n_train} labeled image(s), fewer than --batch-size {train_cfg.batch_size}, "
+            f"so no full batch: lower --batch-size (e.g. {max(1, n_train)}) or keep the last partial batch "
+            "with --set train.drop_last=false")
+
+
+# ------------------------------------------------------------------------------------------ models
+
+
+def build_model(config: RunConfig) -> nn.Module:
+    """``config.model`` built through the registry with initial weights fixed by ``train.seed``
+    (the same command and seed give the same weights), started from ``model.init`` when given."""
+    from .checkpoint import load_weights
+    from .models import create_model
+
+    section = config.model
+    kwargs = dict(section.kwargs)
+    if section.pretrained:
+        kwargs["pretrained"] = True
+    if section.head is not None:
+        kwargs["head"] = dict(section.head)
+    torch.manual_seed(config.train.seed)
+    model = create_model(_required(section.name, "--model NAME (model.name)"), **kwargs)
+    if section.init:
+        if not Path(section.init).is_file():
+            raise CheckpointError(f"model.init: {section.init} does not exist; give a kdfiqa checkpoint")
+        load_weights(model, section.init)
+    return model
+
+
+def _hw(size: Any) -> list[int]:
+    _, h, w = parse_input_size(tuple(size) if isinstance(size, list) else size)
+    return [h, w]
+
+
+def resolve_transforms(config: RunConfig, model: nn.Module,
+                       teacher_size: Sequence[int] | None = None) -> RunConfig:
+    """A copy of ``config`` with ``model.input`` and both transform specs filled in.
+
+    ``model.input`` defaults to the model's deployment size; a transform without ``size`` gets it;
+    the training transform defaults to resize + flip and the evaluation one to a resize, both with
+    the training transform's normalisation. ``teacher_size`` adds the teacher's view of the same
+    crop to the training transform (unless it names one already).
+    """
+    from .models.deploy import deploy_config
+
+    size = _hw(config.model.input or tuple(deploy_config(model).input_size))
+    train_spec = dict(config.data.train_transform or {"mode": "resize", "flip": True})
+    normalize = train_spec.get("normalize", deploy_config(model).normalize)
+    train_spec.setdefault("normalize", normalize)
+    evaluation = dict(config.data.eval_transform or {"mode": "resize"})
+    evaluation.setdefault("normalize", normalize)
+    for spec in (train_spec, evaluation):
+        if spec.get("mode") != "native" and "preset" not in spec:
+            spec.setdefault("size", size)
+    if teacher_size is not None:
+        train_spec.setdefault("teacher_size", _hw(teacher_size))
+    return dataclasses.replace(
+        config,
+        model=dataclasses.replace(config.model, input=size),
+        data=dataclasses.replace(config.data, train_transform=train_spec, eval_transform=evaluation),
+    )
+
+
+NO_BUDGET = Budget(max_gflops=float("inf"), max_params=2**62, name="none")
+"""What ``--budget none`` checks against: nothing fails it."""
+
+
+def _budget(config: RunConfig) -> Budget:
+    from .budget_presets import get_budget
+
+    name = config.distill.budget
+    return NO_BUDGET if name is None or name == "none" else get_budget(name)
+
+
+def deploy_sizes(config: RunConfig, budget: Budget) -> list[tuple[int, int, int]]:
+    """Where the student's budget is checked: ``distill.deploy_input`` when given, else the budget's
+    deployment size (never smaller than the training input, which replaces it when larger), plus the
+    evaluation size when it differs."""
+    train_size = parse_input_size(tuple(config.model.input))
+    if config.distill.deploy_input:
+        sizes = [parse_input_size(tuple(s) if isinstance(s, list) else s) for s in config.distill.deploy_input]
+    else:
+        deploy = getattr(budget, "deploy_size", None) or train_size
+        smaller = deploy[1] < train_size[1] or deploy[2] < train_size[2]
+        sizes = [train_size if smaller else parse_input_size(deploy)]
+    spec = config.data.eval_transform or {}
+    crop = spec.get("crop", spec.get("size"))
+    if spec.get("mode") != "native" and crop is not None:
+        evaluation = parse_input_size(tuple(_hw(crop)))
+        if all(evaluation[i] > s[i] for s in sizes for i in (1, 2)):
+            sizes.append(evaluation)
+    return list(dict.fromkeys(sizes))
+
+
+def build_student(config: RunConfig, model: nn.Module | None = None) -> Any:
+    """The student of ``config``, budget-checked at :func:`deploy_sizes` before any training step
+    (over budget: :class:`~kdfiqa.budget.BudgetExceeded`, unless ``distill.allow_over_budget``)."""
+    from .distill import Student
+
+    model = model if model is not None else build_model(config)
+    config = resolve_transforms(config, model)
+    budget = _budget(config)
+    student = Student(model, budget=budget, input_sizes=deploy_sizes(config, budget),
+                      allow_over_budget=config.distill.allow_over_budget)
+    if student.within_budget and budget is not NO_BUDGET and is_main_process():
+        costs = "; ".join(f"{'x'.join(map(str, r.input_size[1:]))}: {r.gflops:.4f} GFLOPs, {r.params:,} params"
+                          for r in student.reports)
+        log.info("budget: %s fits %s at its deployment size (%s)", config.model.name, budget.describe(), costs)
+    return student
+
+
+def build_teacher(config: RunConfig, ctx: DistContext | None = None,
+                  sources: Sequence[str] | None = None) -> Any:
+    """The frozen teacher of ``distill.teachers`` (or ``sources``), built once, on ``ctx``'s device."""
+    from .distill import Teacher
+
+    teachers = list(sources if sources is not None else config.distill.teachers)
+    if not teachers:
+        return None
+    return Teacher(teachers, input_size=config.distill.teacher_input, device=_context(config, ctx).device)
+
+
+# -------------------------------------------------------------------------------------------- data
+
+
+def labeled_data(config: RunConfig, pseudo: Labels | None = None) -> tuple[Dataset, Dataset]:
+    """(train, validation) data sets of a config whose transforms are resolved.
+
+    Validation is ``data.val_csv`` or a ``val_fraction`` split of ``data.csv`` seeded by
+    ``split_seed``; pseudo-labels (``pseudo``, else ``data.pseudo_csv`` under ``data.pseudo_root``)
+    join the training part only. Every image is decoded once up front, so a bad file fails the run
+    before its first step.
+    """
+    from .data import FIQADataset, build_transform, split_dataset, validate_images
+
+    data = config.data
+    train_tf, eval_tf = build_transform(data.train_transform), build_transform(data.eval_transform)
+    outside = data.allow_outside_root
+    labeled = FIQADataset(data.root, data.csv, transform=train_tf, allow_outside_root=outside)
+    if data.val_csv:
+        train_set, val = labeled, FIQADataset(data.val_root or data.root, data.val_csv, transform=eval_tf,
+                                              allow_outside_root=outside)
+    else:
+        train_set, val = split_dataset(labeled, data.val_fraction, data.split_seed)
+        val = val.with_transform(eval_tf)
+    if pseudo is None and data.pseudo_csv:
+        pseudo = Labels(Path(data.pseudo_csv), Path(data.pseudo_root or data.root))
+    if pseudo is not None:
+        extra = pseudo.dataset(train_tf, allow_outside_root=outside)
+        train_set = FIQADataset.merge([train_set, extra])
+        log.info("training on %d labeled + %d pseudo-labeled images", len(train_set) - len(extra), len(extra))
+    skipped = sum(validate_images(dataset, skip_bad=data.skip_bad) for dataset in (train_set, val))
+    if skipped:
+        log.warning("skipped %d unreadable image(s) (--skip-bad); training on %d, validating on %d",
+                    skipped, len(train_set), len(val))
+    return train_set, val
+
+
+def _count_labels(config: RunConfig) -> int:
+    from .data import read_labels
+
+    return len(read_labels(config.data.csv))
+
+
+def _sampler(config: RunConfig, train_set: Dataset) -> Sampler[int] | None:
+    """SSUS (``data.sampler``), fixed-length epochs (``data.samples_per_epoch``) or ``None`` (the
+    Trainer's shuffled passes)."""
+    from .data.samplers import FixedLengthSampler, SSUSSampler
+
+    if config.data.sampler == "ssus":
+        return SSUSSampler(train_set.scores, num_strata=config.data.strata, seed=config.train.seed)
+    if config.data.samples_per_epoch is not None:
+        return FixedLengthSampler(len(train_set), config.data.samples_per_epoch, seed=config.train.seed)
+    return None
+
+
+# ---------------------------------------------------------------------------------------- training
+
+
+def _check_resumable(config: RunConfig, resume: bool) -> None:
+    """``resume`` needs a ``last.pt`` of this run (of its final stage or of an earlier one)."""
+    out = Path(config.train.output_dir)
+    if resume and not any(out.rglob("last.pt")):
+        raise CheckpointError(f"--resume: no last.pt under {out}; check --out, or start without --resume")
+
+
+RESUME_KEYS = {
+    "train": ("epochs", "batch_size", "drop_last", "optimizer", "lr", "weight_decay", "momentum", "betas",
+              "scheduler", "warmup_epochs", "warmup_start_factor", "min_lr", "step_size", "gamma",
+              "plateau_patience", "ema_decay", "seed"),
+    "data": ("root", "csv", "val_root", "val_csv", "val_fraction", "split_seed", "sampler", "strata",
+             "samples_per_epoch", "pseudo_csv", "pseudo_root", "train_transform"),
+}
+"""Settings that shape a run's schedule or data order: ``--resume`` refuses to change them silently."""
+
+
+def _check_unchanged(config: RunConfig, last: Path) -> None:
+    """Refuse to resume ``last`` with a setting of :data:`RESUME_KEYS` changed, naming it."""
+    from .checkpoint import load_checkpoint
+
+    stored = load_checkpoint(last).get("config") or {}
+    current = config.to_dict()
+    for section, keys in RESUME_KEYS.items():
+        before = stored.get(section) if isinstance(stored.get(section), dict) else {}
+        for key in keys:
+            if key in before and before[key] != current[section][key]:
+                raise ConfigError(
+                    f"--resume: {section}.{key} was {before[key]!r} in {last}, now {current[section][key]!r}; "
+                    "it changes the schedule or the data order: resume with the run's settings, or add "
+                    "--allow-changes to resume with the new one")
+
+
+def _fit(objective: nn.Module, train_set: Dataset, val: Dataset | None, config: RunConfig, ctx: DistContext, *,
+         sampler: Sampler[int] | None = None, resume: bool = False, allow_changes: bool = False) -> RunResult:
+    from .engine import Trainer
+
+    train_config = config.train
+    if (config.data.eval_transform or {}).get("mode") == "native" and train_config.val_batch_size is None:
+        train_config = dataclasses.replace(train_config, val_batch_size=1)
+    config = dataclasses.replace(config, train=train_config)
+    output_dir = Path(train_config.output_dir)
+    last = output_dir / "last.pt"
+    if resume and last.is_file() and not allow_changes:
+        _check_unchanged(config, last)
+    if ctx.is_main:
+        size = "x".join(map(str, _hw(config.model.input)))
+        log.info("%s: %s at %s on %s; %d training and %d validation images; %d epochs of batch %d; "
+                 "output %s%s", type(objective).__name__.lower(), config.model.name, size, ctx.device,
+                 len(train_set), len(val) if val is not None else 0, train_config.epochs, train_config.batch_size,
+                 output_dir, " (resuming)" if resume and last.is_file() else "")
+    trainer = Trainer(objective, train_set, val, train_config, sampler=sampler, ctx=ctx,
+                      run_config={k: v for k, v in config.to_dict().items() if k != "train"})
+    history = trainer.fit(resume=last if resume and last.is_file() else None)
+    best = output_dir / "best.pt"
+    return RunResult(output_dir, best if best.is_file() else last, history, config)
+
+
+def _stage(config: RunConfig, name: str, **train_changes: Any) -> RunConfig:
+    out = str(Path(config.train.output_dir) / name)
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, output_dir=out, **train_changes))
+
+
+def _ssar_pretrain(config: RunConfig, model: nn.Module, val: Dataset, ctx: DistContext, resume: bool) -> Path:
+    """SSAR stage (seed §2): rank (I, T_s(I)) pairs with the adaptive margin λ·s, no labels used."""
+    from .data import FIQADataset, UnlabeledImageFolder, build_transform
+    from .distill import SSARObjective
+    from .distill.ssar import SSARPairs
+
+    transform = build_transform(config.data.train_transform)
+    if config.data.unlabeled:
+        images = UnlabeledImageFolder(config.data.unlabeled, transform=transform)
+    else:
+        images = FIQADataset(config.data.root, config.data.csv, transform=transform)
+    kinds = {"kinds": tuple(config.ssar.degradations)} if config.ssar.degradations else {}
+    pairs = SSARPairs(images, seed=config.train.seed, **kinds)
+    stage = _stage(config, "ssar", epochs=config.ssar.epochs, lr=config.ssar.lr or config.train.lr)
+    result = _fit(SSARObjective(model, margin_scale=config.ssar.margin), pairs, val, stage, ctx, resume=resume)
+    return result.output_dir / "last.pt"
+
+
+def train(config: RunConfig, *, pseudo: Labels | None = None, ctx: DistContext | None = None,
+          resume: bool = False, allow_changes: bool = False) -> RunResult:
+    """Train ``config.model`` on the labeled data (and ``pseudo``) with the task loss ``loss.task``.
+
+    With ``ssar.epochs > 0`` the model is first pretrained by SSAR (``output_dir/ssar``) and the
+    supervised run starts from those weights. ``resume`` continues the run in ``train.output_dir``
+    (refusing a changed schedule or data setting unless ``allow_changes``).
+    """
+    from .checkpoint import load_weights
+    from .distill import Supervised
+
+    _check_resumable(config, resume)
+    validate(config, "train", pseudo=pseudo)
+    _check_split(config, _count_labels(config))
+    ctx = _context(config, ctx)
+    model = build_model(config)
+    config = resolve_transforms(config, model)
+    train_set, val = labeled_data(config, pseudo)
+    if config.ssar.epochs > 0:
+        load_weights(model, _ssar_pretrain(config, model, val, ctx, resume), weights="model")
+    return _fit(Supervised(model, config.loss.task), train_set, val, config, ctx,
+                sampler=_sampler(config, train_set), resume=resume, allow_changes=allow_changes)
+
+
+# ----------------------------------------------------------------------------------- pseudo-labels
+
+
+def pseudo_label(teacher: Any, images: str | os.PathLike[str], out_csv: str | os.PathLike[str], *,
+                 calibrate_on: Labels | None = None, holdout: tuple[float, int] | None = None,
+                 normalize: str = "imagenet", batch_size: int = 32, num_workers: int = 0,
+                 ctx: DistContext | None = None) -> Labels:
+    """Score every image under ``images`` with ``teacher`` (a :class:`~kdfiqa.distill.Teacher`)
+    into the challenge-format ``out_csv`` and return it as :class:`Labels` rooted at ``images``.
+
+    Images are resized to the teacher's resolution with ``normalize``. With ``calibrate_on`` (a
+    labeled set) the scores are mapped to the label scale by a 4-parameter logistic fitted on it
+    (the ECNU-SJTU winner's method); ``holdout = (val_fraction, split_seed)`` leaves out the
+    validation share :func:`labeled_data` splits off the same CSV, so validation labels never shape
+    the pseudo-labels. Under ``torchrun`` rank 0 labels and the others wait.
+    """
+    from .data import UnlabeledImageFolder, build_transform, split_dataset
+    from .distill import pseudo_label as label_with_teacher
+
+    size = teacher.input_size
+    if size is None:
+        raise ConfigError("pseudo-labelling needs a teacher network (a model name or checkpoint), "
+                          "not only a CSV of scores; or pass --teacher-input")
+    transform = build_transform({"mode": "resize", "size": list(size[1:]), "normalize": normalize})
+    folder = UnlabeledImageFolder(images, transform=transform)
+    calibration = None
+    if calibrate_on is not None:
+        calibration = calibrate_on.dataset(transform)
+        if holdout is not None:
+            calibration = split_dataset(calibration, *holdout)[0]
+    ctx = ctx if ctx is not None else init_distributed("cpu")
+    if ctx.is_main:
+        label_with_teacher(teacher, folder, out_csv, calibrate_on=calibration, batch_size=batch_size,
+                           num_workers=num_workers)
+    ctx.barrier()
+    return Labels(Path(out_csv), Path(images))
+
+
+def _label_unlabeled(config: RunConfig, teacher: Any, out_csv: Path, ctx: DistContext) -> Labels:
+    data = config.data
+    calibrate = Labels(Path(data.csv), Path(data.root)) if config.distill.calibrate else None
+    return pseudo_label(teacher, _required(data.unlabeled, "--unlabeled DIR"), out_csv, calibrate_on=calibrate,
+                        holdout=None if data.val_csv else (data.val_fraction, data.split_seed),
+                        normalize=(data.train_transform or {}).get("normalize", "imagenet"),
+                        batch_size=config.train.batch_size, num_workers=config.train.num_workers, ctx=ctx)
+
+
+def _teacher_run_config(config: RunConfig, teacher: str, output_dir: Path) -> RunConfig:
+    """The config that retrains ``teacher`` (a kdfiqa checkpoint): its own stored run config, with
+    this run's labeled data, starting from its weights."""
+    from .checkpoint import load_checkpoint
+
+    stored = load_checkpoint(teacher).get("config") or {}
+    base = RunConfig.from_dict(stored, source=f"{teacher} config") if stored else config
+    return dataclasses.replace(
+        base,
+        model=dataclasses.replace(base.model, init=str(teacher), pretrained=False),
+        data=dataclasses.replace(config.data, train_transform=base.data.train_transform,
+                                 eval_transform=base.data.eval_transform, pseudo_csv=None, pseudo_root=None,
+                                 unlabeled=None),
+        train=dataclasses.replace(base.train, device=config.train.device, quiet=config.train.quiet,
+                                  output_dir=str(output_dir)),
+        ssar=dataclasses.replace(base.ssar, epochs=0),
+    )
+
+
+def self_train(config: RunConfig, teacher: str, *, ctx: DistContext | None = None, resume: bool = False) -> str:
+    """ECNU-SJTU's loop, ``distill.self_train`` rounds: the teacher pseudo-labels ``data.unlabeled``
+    and is retrained (from its weights, with its own stored settings) on labels ∪ pseudo-labels.
+    Returns the final teacher checkpoint. Rounds go to ``output_dir/self_train_N``."""
+    ctx = _context(config, ctx)
+    for round_ in range(1, config.distill.self_train + 1):
+        stage_dir = Path(config.train.output_dir) / f"self_train_{round_}"
+        labels = _label_unlabeled(config, build_teacher(config, ctx, [teacher]), stage_dir / PSEUDO_LABELS, ctx)
+        retrain = _teacher_run_config(config, teacher, stage_dir / "teacher")
+        resumable = resume and (stage_dir / "teacher" / "last.pt").is_file()
+        teacher = str(train(retrain, pseudo=labels, ctx=ctx, resume=resumable).checkpoint)
+    return teacher
+
+
+# ----------------------------------------------------------------------------------- distillation
+
+
+def distill(config: RunConfig, *, teacher: Any = None, pseudo: Labels | None = None, student: Any = None,
+            ctx: DistContext | None = None, resume: bool = False, allow_changes: bool = False) -> RunResult:
+    """Train the student ``config.model`` under ``teacher`` (a :class:`~kdfiqa.distill.Teacher`;
+    default: built from ``distill.teachers``) on labels ∪ ``pseudo`` (default: ``data.pseudo_csv``).
+
+    The student (``student``, a :class:`~kdfiqa.distill.Student`, or built here) is checked against
+    ``distill.budget`` at its deployment size(s) before anything trains. With ``distill.loss`` and
+    ``distill.feature`` empty it learns from labels ∪ pseudo-labels only (offline distillation);
+    otherwise through :class:`~kdfiqa.distill.Distiller`, the teacher seeing its own view of each
+    crop at its resolution.
+    """
+    from .distill import Distiller, Supervised
+
+    _check_resumable(config, resume)
+    validate(config, "distill", pseudo=pseudo, teacher_given=teacher is not None)
+    _check_split(config, _count_labels(config))
+    ctx = _context(config, ctx)
+    student = student if student is not None else build_student(config)
+    online = config.distill.loss is not None or bool(config.distill.feature)
+    if online and teacher is None:
+        teacher = build_teacher(config, ctx)
+    teacher_size = teacher.input_size[1:] if online and teacher.input_size is not None else None
+    config = resolve_transforms(config, student.model, teacher_size=teacher_size)
+    if online:
+        objective: nn.Module = Distiller(teacher, student, task_loss=config.loss.task,
+                                         distill_loss=config.distill.loss,
+                                         feature_losses=config.distill.feature or None)
+    else:
+        objective = Supervised(student.model, config.loss.task)
+    train_set, val = labeled_data(config, pseudo)
+    return _fit(objective, train_set, val, config, ctx, sampler=_sampler(config, train_set), resume=resume,
+                allow_changes=allow_changes)
+
+
+def run_distill(config: RunConfig, *, ctx: DistContext | None = None, resume: bool = False,
+                allow_changes: bool = False) -> RunResult:
+    """``kdfiqa distill``: check the student's budget, build the teacher once, self-train it and have
+    it label ``data.unlabeled`` when asked, then :func:`distill`."""
+    _check_resumable(config, resume)
+    validate(config, "distill")
+    _check_split(config, _count_labels(config))
+    ctx = _context(config, ctx)
+    student = build_student(config)
+    teachers = list(config.distill.teachers)
+    pseudo = None
+    if config.data.unlabeled:
+        if config.distill.self_train:
+            teachers = [self_train(config, teachers[0], ctx=ctx, resume=resume), *teachers[1:]]
+            config = dataclasses.replace(config, distill=dataclasses.replace(config.distill, teachers=teachers))
+        teacher = build_teacher(config, ctx)
+        pseudo = _label_unlabeled(config, teacher, Path(config.train.output_dir) / PSEUDO_LABELS, ctx)
+    else:
+        teacher = build_teacher(config, ctx)
+    return distill(config, teacher=teacher, pseudo=pseudo, student=student, ctx=ctx, resume=resume,
+                   allow_changes=allow_changes)

@@ -1,0 +1,219 @@
+"""One pipeline: the CLI and the Python API run the same stages; inputs are used as given; every
+validation happens before a model is built; one distributed context; the deployment config is
+written by every path."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import sys
+
+import pytest
+import torch
+
+import kdfiqa.distill
+import kdfiqa.engine.distributed
+import kdfiqa.models
+from kdfiqa import pipeline
+from kdfiqa.checkpoint import load_checkpoint
+from kdfiqa.cli.main import main
+from kdfiqa.config import RunConfig
+from kdfiqa.data import FIQADataset, build_transform
+from kdfiqa.distill import Supervised, Teacher
+from kdfiqa.engine import Trainer, TrainConfig
+from kdfiqa.errors import ConfigError
+from kdfiqa.inference import load_inference_model
+from tiny_fiqa import TINY, synthetic
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    images, labels = synthetic(root, 24, 0, "labeled")
+    unlabeled, _ = synthetic(root, 8, 1, "unlabeled")
+    return root, images, labels, unlabeled
+
+
+def _run(capsys, argv):
+    capsys.readouterr()
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _common(images, labels, **extra):
+    argv = ["--model", TINY, "--root", images, "--csv", labels, "--device", "cpu", "--quiet", "--epochs", "1",
+            "--batch-size", "4", "--val-fraction", "0.25", "--seed", "3"]
+    for flag, value in extra.items():
+        argv += [f"--{flag.replace('_', '-')}", value]
+    return argv
+
+
+def _weights(path):
+    return load_checkpoint(path)["state_dict"]
+
+
+def _assert_same_weights(a, b):
+    assert set(a) == set(b)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_cli_and_api_distill_give_bit_identical_students(tmp_path, data, capsys):
+    _, images, labels, _ = data
+    teacher_dir = tmp_path / "teacher"
+    code, _, err = _run(capsys, ["train", *_common(images, labels), "--input", "40", "--out", teacher_dir])
+    assert code == 0, err
+    teacher = teacher_dir / "best.pt"
+    cli_dir = tmp_path / "cli"
+    code, _, err = _run(capsys, ["distill", *_common(images, labels), "--teacher", teacher, "--teacher-input", "40",
+                                 "--distill-loss", "0.5*temperature_mse", "--out", cli_dir])
+    assert code == 0, err
+    stored = RunConfig.from_dict(load_checkpoint(cli_dir / "best.pt")["config"])
+    api_config = dataclasses.replace(stored, train=dataclasses.replace(stored.train, output_dir=str(tmp_path / "api")))
+    api = pipeline.distill(api_config, teacher=Teacher(str(teacher), input_size=40))
+    _assert_same_weights(_weights(cli_dir / "best.pt"), _weights(api.checkpoint))
+    _assert_same_weights(_weights(cli_dir / "last.pt"), _weights(api.output_dir / "last.pt"))
+
+
+def test_same_command_and_seed_give_the_same_weights(tmp_path, data, capsys):
+    _, images, labels, _ = data
+    for name in ("a", "b"):
+        assert _run(capsys, ["train", *_common(images, labels), "--out", tmp_path / name])[0] == 0
+    _assert_same_weights(_weights(tmp_path / "a" / "last.pt"), _weights(tmp_path / "b" / "last.pt"))
+
+
+def test_a_given_pseudo_label_csv_is_used_as_given(tmp_path, data, capsys):
+    root, images, labels, unlabeled = data
+    pseudo = tmp_path / "mine.csv"
+    names = sorted(p.name for p in unlabeled.iterdir())
+    pseudo.write_text("".join(f"{n},0.5\n" for n in names))
+    out = tmp_path / "offline"
+    code, _, err = _run(capsys, ["distill", *_common(images, labels), "--pseudo-csv", pseudo, "--pseudo-root",
+                                 unlabeled, "--distill-loss", "none", "--out", out])
+    assert code == 0, err
+    config = load_checkpoint(out / "best.pt")["config"]
+    assert config["data"]["pseudo_csv"] == str(pseudo) and config["data"]["pseudo_root"] == str(unlabeled)
+    assert not (out / "pseudo_labels.csv").exists()
+    assert pseudo.read_text() == "".join(f"{n},0.5\n" for n in names)
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--pseudo-csv", "{labels}", "--unlabeled", "{unlabeled}", "--teacher", TINY], "cannot be combined"),
+    (["--pseudo-root", "{unlabeled}", "--teacher", TINY], "--pseudo-root is the image folder of --pseudo-csv"),
+    (["--calibrate", "--teacher", TINY], "--calibrate and --self-train act on"),
+    (["--teacher", TINY, "--budget", "vquala2052"], "unknown budget"),
+    (["--teacher", TINY, "--feature-loss", "backbone.0"], "STUDENT_MODULE:TEACHER_MODULE"),
+    (["--teacher", TINY, "--task-loss", "1.0*msee"], "msee"),
+    (["--teacher", TINY, "--set", "data.train_transform={mode: zoom}"], "mode"),
+    (["--teacher", TINY, "--lr", "nan"], "not a finite number"),
+    (["--teacher", TINY, "--set", "train.lr=.nan"], "not a finite number"),
+    (["--teacher", TINY, "--val-fraction", "0.05"], "--val-fraction"),
+    (["--teacher", TINY, "--batch-size", "64"], "--batch-size"),
+])
+def test_bad_settings_are_refused_before_any_model_is_built(tmp_path, data, capsys, monkeypatch, extra, needle):
+    _, images, labels, unlabeled = data
+    built = []
+    real = kdfiqa.models.create_model
+    monkeypatch.setattr(kdfiqa.models, "create_model", lambda *a, **k: built.append(a) or real(*a, **k))
+    extra = [str(e).replace("{labels}", str(labels)).replace("{unlabeled}", str(unlabeled)) for e in extra]
+    code, _, err = _run(capsys, ["distill", *_common(images, labels), *extra, "--out", tmp_path / "run"])
+    assert code == 2, err
+    assert needle in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert built == []
+    assert not (tmp_path / "run").exists()
+
+
+def test_one_distributed_context_and_one_teacher_per_run(tmp_path, data, capsys, monkeypatch):
+    """``kdfiqa distill`` makes the distributed context once, and builds its teacher once even when
+    that teacher both labels --unlabeled and teaches online."""
+    _, images, labels, unlabeled = data
+    contexts, teachers = [], []
+    real_context = kdfiqa.engine.distributed.init_distributed
+
+    def counting_context(*args, **kwargs):
+        contexts.append(args)
+        return real_context(*args, **kwargs)
+
+    for module in [m for name, m in sys.modules.items() if name.startswith("kdfiqa")]:
+        if getattr(module, "init_distributed", None) is real_context:
+            monkeypatch.setattr(module, "init_distributed", counting_context)
+
+    class CountingTeacher(Teacher):
+        def __init__(self, *args, **kwargs):
+            teachers.append(args)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(kdfiqa.distill, "Teacher", CountingTeacher)
+    code, _, err = _run(capsys, ["distill", *_common(images, labels), "--teacher", TINY, "--unlabeled", unlabeled,
+                                 "--out", tmp_path / "d"])
+    assert code == 0, err
+    assert len(contexts) == 1 and len(teachers) == 1
+    assert (tmp_path / "d" / "pseudo_labels.csv").is_file()
+
+
+def test_every_path_writes_the_deployment_transform(tmp_path, data, capsys):
+    """A student trained at 40x40 (not its model's 32 nor 224) is evaluated at 40 from the CLI's and
+    the Python API's checkpoints alike."""
+    _, images, labels, _ = data
+    code, _, err = _run(capsys, ["train", *_common(images, labels), "--input", "40", "--out", tmp_path / "cli"])
+    assert code == 0, err
+    spec = {"mode": "resize", "size": 40}
+    train = FIQADataset(images, labels, transform=build_transform({**spec, "flip": True}))
+    val = FIQADataset(images, labels, transform=build_transform(spec))
+    torch.manual_seed(0)
+    model = kdfiqa.models.create_model(TINY)
+    Trainer(Supervised(model), train, val, TrainConfig(output_dir=str(tmp_path / "api"), epochs=1, batch_size=8,
+                                                        device="cpu", quiet=True)).fit()
+    for path in (tmp_path / "cli" / "best.pt", tmp_path / "api" / "best.pt"):
+        loaded = load_inference_model(path)
+        assert loaded.input_size == (3, 40, 40), path
+        deploy = load_checkpoint(path)["model"]["deploy"]
+        assert deploy["input_size"] == [3, 40, 40] and deploy["eval_transform"]["size"] == [40, 40], deploy
+        code, out, err = _run(capsys, ["budget", path, "--json"])
+        assert code == 0, err
+        assert json.loads(out)["results"][0]["input_size"] == [3, 40, 40]
+
+
+def test_distill_checks_the_budget_at_the_deployment_size(tmp_path, data, capsys, caplog):
+    """Training small does not dodge the budget: the student is measured at 224x224 by default."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    _, images, labels, _ = data
+    argv = ["distill", *_common(images, labels), "--teacher", TINY, "--set", "model.kwargs.width=160",
+            "--out", tmp_path / "over"]
+    code, _, err = _run(capsys, argv)
+    assert code == 2, err
+    assert "exceeds budget vquala2025" in err and "224" in err, err
+    assert not (tmp_path / "over").exists()
+    argv = [a for a in argv[:-2] if a != "--quiet"]  # --quiet would keep the verdict line to itself
+    code, _, err = _run(capsys, [*argv, "--deploy-input", "32", "--out", tmp_path / "small"])
+    assert code == 0, err
+    assert "fits vquala2025" in caplog.text and "32x32" in caplog.text
+
+
+def test_validation_split_too_small_is_refused_before_training(tmp_path, capsys):
+    images, labels = synthetic(tmp_path, 20, 0, "few")
+    code, _, err = _run(capsys, ["train", "--model", TINY, "--root", images, "--csv", labels, "--device", "cpu",
+                                 "--quiet", "--batch-size", "4", "--out", tmp_path / "r"])
+    assert code == 2
+    assert "--val-fraction" in err and "2 validation image(s)" in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_labels_source_round_trip(tmp_path, data):
+    _, _, labels, unlabeled = data
+    with open(labels, newline="") as f:
+        rows = list(csv.reader(f))
+    source = pipeline.Labels(labels, labels.parent / "images")
+    assert len(source.dataset()) == len(rows)
+    with pytest.raises(ConfigError, match="given twice"):
+        config = RunConfig.from_dict({"model": {"name": TINY}, "data": {"root": str(labels.parent / "images"),
+                                      "csv": str(labels), "pseudo_csv": str(labels)}})
+        pipeline.validate(config, "distill", pseudo=source)
