@@ -7,8 +7,12 @@ The public API, re-exported here:
 * budgets: :class:`Budget`, :data:`VQUALA2025`, :func:`measure`, :func:`check`,
   :class:`BudgetExceeded`, :class:`CostReport`;
 * distillation: :class:`Teacher`, :class:`Student`, :class:`Distiller`, :class:`Supervised`;
+* the pipeline's stages, shared with the command line and the demo: :mod:`kdfiqa.pipeline`
+  (``pipeline.train``, ``pipeline.pseudo_label``, ``pipeline.distill``), their :class:`RunConfig`
+  and what they pass on, :class:`Labels` and :class:`RunResult`;
 * training and deployment: :class:`Trainer`, :class:`TrainConfig`, :func:`load_model` (a kdfiqa
-  checkpoint), :func:`export_model` (TorchScript/ONNX, budget re-checked), :func:`pseudo_label`;
+  checkpoint), :class:`DeployConfig` (what a model carries to deployment), :func:`export_model`
+  (TorchScript/ONNX, budget re-checked), :func:`pseudo_label`;
 * losses and metrics: :func:`create_loss`, :func:`list_losses`, :class:`WeightedSum`,
   :func:`evaluate`;
 * data: :class:`FIQADataset`, :class:`UnlabeledImageFolder`, :func:`build_transform`,
@@ -22,15 +26,14 @@ attribute access to a sub-module (``kdfiqa.models``) after a plain ``import kdfi
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from typing import Any
+from ._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
     ".budget": ("VQUALA2025", "Budget", "BudgetExceeded", "CostReport", "check", "measure"),
     ".checkpoint": ("load_model",),
+    ".config": ("RunConfig",),
     ".data": ("FIQADataset", "UnlabeledImageFolder", "build_transform", "make_synthetic_fiqa"),
     ".distill": ("Distiller", "Student", "Supervised", "Teacher", "pseudo_label"),
     ".engine": ("Trainer", "TrainConfig"),
@@ -38,28 +41,12 @@ _EXPORTS = {
     ".export": ("export_model",),
     ".losses": ("WeightedSum", "create_loss", "list_losses"),
     ".metrics": ("evaluate",),
-    ".models": ("FIQARegressor", "QualityHead", "create_model", "iiRMB", "iRMB", "list_models",
+    ".models": ("DeployConfig", "FIQARegressor", "QualityHead", "create_model", "iiRMB", "iRMB", "list_models",
                 "register_model"),
+    ".pipeline": ("Labels", "RunResult"),
 }
 """Where each public name lives: ``{sub-module: names}``."""
 
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__getattr__, __dir__, _NAMES = lazy_exports(__name__, globals(), _EXPORTS)
 
-__all__ = ["__version__", *sorted(_MODULE_OF)]
-
-
-def __getattr__(name: str) -> Any:
-    """Import a public name (or a sub-module) on first access and keep it in the module."""
-    if name in _MODULE_OF:
-        value = getattr(importlib.import_module(_MODULE_OF[name], __name__), name)
-    elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        value = importlib.import_module(f"{__name__}.{name}")
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    """The module's attributes and every public name, imported or not yet."""
-    return sorted(set(globals()) | set(__all__))
+__all__ = ["__version__", *_NAMES]

@@ -62,3 +62,16 @@ def test_constant_scores_and_errors():
         SSUSSampler([0.1, float("nan")])
     with pytest.raises(DataError):
         SSUSSampler([0.1], num_strata=0)
+
+
+def test_fixed_length_epochs_cycle_fresh_orders_reproducibly():
+    from kdfiqa.data.samplers import FixedLengthSampler
+
+    sampler = FixedLengthSampler(5, 12, seed=3)
+    first = list(sampler)
+    assert len(first) == len(sampler) == 12
+    for start in (0, 5):
+        assert sorted(first[start:start + 5]) == list(range(5))  # each full round is a permutation
+    assert list(sampler) == first
+    sampler.set_epoch(1)
+    assert list(sampler) != first

@@ -25,7 +25,32 @@ def score_strata(scores: Sequence[float] | np.ndarray, num_strata: int) -> list[
     return [np.flatnonzero(bins == b) for b in range(num_strata) if np.any(bins == b)]
 
 
-class SSUSSampler(Sampler[int]):
+class _EpochSampler(Sampler[int]):
+    """An epoch of ``num_samples`` indices drawn by :meth:`_draw` from a generator seeded by
+    ``seed + epoch``: :meth:`set_epoch` (which the Trainer calls) makes each epoch's draw different
+    and reproducible, so a resumed run replays it."""
+
+    def __init__(self, num_samples: int, seed: int) -> None:
+        if num_samples < 1:
+            raise DataError(f"{type(self).__name__}: num_samples={num_samples} must be at least 1")
+        self.num_samples = num_samples
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._draw(torch.Generator().manual_seed(self.seed + self.epoch)))
+
+    def _draw(self, generator: torch.Generator) -> list[int]:
+        raise NotImplementedError
+
+
+class SSUSSampler(_EpochSampler):
     """Draw indices by choosing a score stratum uniformly, then a sample uniformly inside it (seed,
     RankCORE, "Score-Stratified Uniform Sampler"), so sparse score ranges are seen as often as dense ones.
 
@@ -44,29 +69,17 @@ class SSUSSampler(Sampler[int]):
             raise DataError("SSUSSampler: scores must be finite")
         if num_strata < 1:
             raise DataError(f"SSUSSampler: num_strata={num_strata} must be at least 1")
-        if num_samples is not None and num_samples < 1:
-            raise DataError(f"SSUSSampler: num_samples={num_samples} must be at least 1")
+        super().__init__(len(scores) if num_samples is None else num_samples, seed)
         self.strata = score_strata(scores, num_strata)
-        self.num_samples = len(scores) if num_samples is None else num_samples
-        self.seed = seed
-        self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+    def _draw(self, generator: torch.Generator) -> list[int]:
         sizes = torch.tensor([len(s) for s in self.strata], dtype=torch.float64)
         which = torch.randint(len(self.strata), (self.num_samples,), generator=generator)
         offsets = (torch.rand(self.num_samples, generator=generator, dtype=torch.float64) * sizes[which]).long()
-        for stratum, offset in zip(which.tolist(), offsets.tolist()):
-            yield int(self.strata[stratum][offset])
+        return [int(self.strata[stratum][offset]) for stratum, offset in zip(which.tolist(), offsets.tolist())]
 
 
-class FixedLengthSampler(Sampler[int]):
+class FixedLengthSampler(_EpochSampler):
     """Epochs of exactly ``num_samples`` indices of a data set of ``size``: fresh random orders of the
     whole set, concatenated and cut (every sample seen as evenly as the length allows).
 
@@ -79,21 +92,10 @@ class FixedLengthSampler(Sampler[int]):
     def __init__(self, size: int, num_samples: int, seed: int = 0) -> None:
         if size < 1:
             raise DataError("FixedLengthSampler: no samples to draw from")
-        if num_samples < 1:
-            raise DataError(f"FixedLengthSampler: num_samples={num_samples} must be at least 1")
+        super().__init__(num_samples, seed)
         self.size = size
-        self.num_samples = num_samples
-        self.seed = seed
-        self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+    def _draw(self, generator: torch.Generator) -> list[int]:
         rounds = -(-self.num_samples // self.size)
         order = torch.cat([torch.randperm(self.size, generator=generator) for _ in range(rounds)])
-        return iter(order[: self.num_samples].tolist())
+        return order[: self.num_samples].tolist()

@@ -7,9 +7,8 @@ The names are imported on first use (PEP 562), as in :mod:`kdfiqa`: importing
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from typing import Any
+from .._lazy import lazy_exports
+
 
 _EXPORTS = {
     ".callbacks": ("Callback", "EarlyStopping", "BestCheckpoint", "JsonlLog", "ProgressDisplay"),
@@ -23,23 +22,6 @@ _EXPORTS = {
 }
 """Where each public name lives: ``{sub-module: names}``."""
 
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__getattr__, __dir__, _NAMES = lazy_exports(__name__, globals(), _EXPORTS)
 
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str) -> Any:
-    """Import a public name (or a sub-module) on first access and keep it in the module."""
-    if name in _MODULE_OF:
-        value = getattr(importlib.import_module(_MODULE_OF[name], __name__), name)
-    elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        value = importlib.import_module(f"{__name__}.{name}")
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    """The module's attributes and every public name, imported or not yet."""
-    return sorted(set(globals()) | set(__all__))
+__all__ = [*_NAMES]
