@@ -224,12 +224,20 @@ class DistillSection:
                                      "(default: the budget's, 224 for vquala2025, never below --input)")
     """Deployment resolutions the budget is checked at (default: the budget's deployment size, never
     smaller than the training input, and the evaluation size)."""
+    view_cache: int = option(0, flag="--view-cache", metavar="K", commands=("distill",),
+                             help="score K stored random views of each image with the teacher once and "
+                                  "train on them instead of running it every step (0: online)")
+    """Views per image of the crop-level teacher cache (:mod:`kdfiqa.distill.view_cache`); 0 runs the
+    teacher on every batch."""
     allow_over_budget: bool = option(False, flag="--allow-over-budget", commands=("distill",),
                                      help="train a student over budget anyway (loudly logged)")
     calibrate: bool = option(False, flag="--calibrate", commands=("distill",),
                              help="map the teacher's pseudo-labels of --unlabeled to the label scale "
                                   "(4-parameter logistic fitted on the training share of --csv)")
     """Map pseudo-labels to the label scale with a 4-parameter logistic fitted on the labeled set."""
+    raw_if_degenerate: bool = option(False, flag="--raw-if-degenerate", commands=("distill",),
+                                     help="with --calibrate: keep the raw teacher scores when the fit is "
+                                          "degenerate (refused otherwise)")
     self_train: int = option(0, flag="--self-train", metavar="N", commands=("distill",),
                              help="self-training rounds of the teacher on labels + its pseudo-labels")
     """Rounds of self-training: the teacher is retrained on labels ∪ its pseudo-labels this many times
@@ -245,6 +253,7 @@ class DistillSection:
             _size_field("distill.deploy_input (--deploy-input)", size)
         _loss_field("distill.loss (--distill-loss)", self.loss)
         in_range("distill.self_train (--self-train)", self.self_train, 0)
+        in_range("distill.view_cache (--view-cache)", self.view_cache, 0)
         if self.budget is not None and self.budget != "none":
             from .budget_presets import get_budget
 

@@ -94,7 +94,7 @@ class DemoPlan:
 
 PLANS: dict[str, DemoPlan] = {
     "default": DemoPlan(image_size=48, teacher_size=64, labeled=128, val=64, unlabeled=512, test=256,
-                        teacher="emo2_5m", student="emo2_1m", teacher_epochs=16, student_epochs=2, batch_size=32),
+                        teacher="emo2_5m", student="emo2_1m", teacher_epochs=16, student_epochs=6, batch_size=32),
     "quick": DemoPlan(image_size=32, teacher_size=32, labeled=16, val=8, unlabeled=32, test=16, teacher="emo2_1m",
                       student="emo2_1m", teacher_epochs=1, student_epochs=1, batch_size=16),
 }

@@ -150,6 +150,9 @@ def validate(config: RunConfig, command: str, *, pseudo: Labels | None = None,
         if (distill_.calibrate or distill_.self_train) and not data.unlabeled:
             raise ConfigError("--calibrate and --self-train act on the teacher's labels of --unlabeled DIR; "
                               "add --unlabeled (to calibrate a CSV, use kdfiqa pseudo-label --calibrate)")
+        if distill_.view_cache and (distill_.feature or distill_.loss is None):
+            raise ConfigError("--view-cache stores the teacher's scores for a distillation loss; it needs "
+                              "--distill-loss and cannot serve --feature-loss (features are not cached)")
         first = str(distill_.teachers[0]) if distill_.teachers else ""
         if distill_.self_train and not first.endswith((".pt", ".pth")):
             raise ConfigError("--self-train retrains the teacher, so the first --teacher must be a kdfiqa checkpoint")
@@ -482,8 +485,8 @@ def train(config: RunConfig, *, pseudo: Labels | None = None, ctx: DistContext |
 
 def pseudo_label(teacher: Any, images: str | os.PathLike[str], out_csv: str | os.PathLike[str], *,
                  calibrate_on: Labels | None = None, holdout: tuple[float, int] | None = None,
-                 normalize: str = "imagenet", batch_size: int = 32, num_workers: int = 0,
-                 ctx: DistContext | None = None) -> Labels:
+                 raw_if_degenerate: bool = False, normalize: str = "imagenet", batch_size: int = 32,
+                 num_workers: int = 0, ctx: DistContext | None = None) -> Labels:
     """Score every image under ``images`` with ``teacher`` (a :class:`~kdfiqa.distill.Teacher`)
     into the challenge-format ``out_csv`` and return it as :class:`Labels` rooted at ``images``.
 
@@ -491,7 +494,8 @@ def pseudo_label(teacher: Any, images: str | os.PathLike[str], out_csv: str | os
     labeled set) the scores are mapped to the label scale by a 4-parameter logistic fitted on it
     (the ECNU-SJTU winner's method); ``holdout = (val_fraction, split_seed)`` leaves out the
     validation share :func:`labeled_data` splits off the same CSV, so validation labels never shape
-    the pseudo-labels. Under ``torchrun`` rank 0 labels and the others wait.
+    the pseudo-labels; a degenerate fit is refused unless ``raw_if_degenerate`` (then the raw scores
+    are kept, with a warning). Under ``torchrun`` rank 0 labels and the others wait.
     """
     from .data import UnlabeledImageFolder, build_transform, split_dataset
     from .distill import pseudo_label as label_with_teacher
@@ -509,8 +513,8 @@ def pseudo_label(teacher: Any, images: str | os.PathLike[str], out_csv: str | os
             calibration = split_dataset(calibration, *holdout)[0]
     ctx = ctx if ctx is not None else init_distributed("cpu")
     if ctx.is_main:
-        label_with_teacher(teacher, folder, out_csv, calibrate_on=calibration, batch_size=batch_size,
-                           num_workers=num_workers)
+        label_with_teacher(teacher, folder, out_csv, calibrate_on=calibration, raw_if_degenerate=raw_if_degenerate,
+                           batch_size=batch_size, num_workers=num_workers)
     ctx.barrier()
     return Labels(Path(out_csv), Path(images))
 
@@ -520,6 +524,7 @@ def _label_unlabeled(config: RunConfig, teacher: Any, out_csv: Path, ctx: DistCo
     calibrate = Labels(Path(data.csv), Path(data.root)) if config.distill.calibrate else None
     return pseudo_label(teacher, _required(data.unlabeled, "--unlabeled DIR"), out_csv, calibrate_on=calibrate,
                         holdout=None if data.val_csv else (data.val_fraction, data.split_seed),
+                        raw_if_degenerate=config.distill.raw_if_degenerate,
                         normalize=(data.train_transform or {}).get("normalize", "imagenet"),
                         batch_size=config.train.batch_size, num_workers=config.train.num_workers, ctx=ctx)
 
@@ -569,9 +574,12 @@ def distill(config: RunConfig, *, teacher: Any = None, pseudo: Labels | None = N
     ``distill.budget`` at its deployment size(s) before anything trains. With ``distill.loss`` and
     ``distill.feature`` empty it learns from labels ∪ pseudo-labels only (offline distillation);
     otherwise through :class:`~kdfiqa.distill.Distiller`, the teacher seeing its own view of each
-    crop at its resolution.
+    crop at its resolution; with ``distill.view_cache = K`` the teacher scores K stored views of
+    every training image once (:func:`~kdfiqa.distill.build_view_cache`, kept in
+    ``output_dir/teacher_views.pt``) and training reads those scores instead of running it.
     """
-    from .distill import Distiller, Supervised
+    from .distill import Distiller, Supervised, Teacher
+    from .distill.view_cache import CachedTeacher
 
     _check_resumable(config, resume)
     validate(config, "distill", pseudo=pseudo, teacher_given=teacher is not None)
@@ -583,15 +591,37 @@ def distill(config: RunConfig, *, teacher: Any = None, pseudo: Labels | None = N
         teacher = build_teacher(config, ctx)
     teacher_size = teacher.input_size[1:] if online and teacher.input_size is not None else None
     config = resolve_transforms(config, student.model, teacher_size=teacher_size)
+    train_set, val = labeled_data(config, pseudo)
+    if online and config.distill.view_cache:
+        train_set = _cached_views(config, teacher, train_set, ctx)
+        teacher = Teacher(CachedTeacher())
     if online:
         objective: nn.Module = Distiller(teacher, student, task_loss=config.loss.task,
                                          distill_loss=config.distill.loss,
                                          feature_losses=config.distill.feature or None)
     else:
         objective = Supervised(student.model, config.loss.task)
-    train_set, val = labeled_data(config, pseudo)
     return _fit(objective, train_set, val, config, ctx, sampler=_sampler(config, train_set), resume=resume,
                 allow_changes=allow_changes)
+
+
+VIEW_CACHE = "teacher_views.pt"
+
+
+def _cached_views(config: RunConfig, teacher: Any, train_set: Dataset, ctx: DistContext) -> Dataset:
+    """``train_set`` as :class:`~kdfiqa.distill.CachedViews` of the run's view cache, built once on
+    rank 0 when the run folder has none; a cache of another teacher or transform is refused."""
+    from .distill.view_cache import CachedViews, ViewCache, build_view_cache, teacher_fingerprint
+
+    path = Path(config.train.output_dir) / VIEW_CACHE
+    if ctx.is_main and not path.is_file():
+        log.info("teacher: scoring %d stored views of each of %d training images once -> %s",
+                 config.distill.view_cache, len(train_set), path)
+        build_view_cache(teacher, train_set, views=config.distill.view_cache, batch_size=config.train.batch_size,
+                         num_workers=config.train.num_workers, seed=config.train.seed).save(path)
+    ctx.barrier()
+    cache = ViewCache.load(path, teacher=teacher_fingerprint(teacher), transform=train_set.transform.spec)
+    return CachedViews(train_set, cache)
 
 
 def run_distill(config: RunConfig, *, ctx: DistContext | None = None, resume: bool = False,

@@ -82,3 +82,39 @@ def test_write_scores_csv_writes_eight_significant_digits_atomically(tmp_path):
     out = write_scores_csv(tmp_path / "deep" / "p.csv", ["a.png", "b,c.png"], np.array([1 / 3, 0.5]))
     assert out.read_bytes() == b'a.png,0.33333333\n"b,c.png",0.5\n'
     assert [p.name for p in out.parent.iterdir()] == ["p.csv"]
+
+
+def test_degenerate_calibrations_are_named():
+    import numpy as np
+
+    from kdfiqa.distill.pseudo_label import calibration_fault
+
+    raw = np.linspace(0.2, 0.8, 50)
+    assert calibration_fault(raw, 0.3 + 0.5 * raw) is None
+    assert "flat" in calibration_fault(raw, np.full(50, 0.4873) + 1e-6 * raw)
+    assert "distinct" in calibration_fault(raw, np.where(raw > 0.5, 0.9, 0.1))
+    assert "rank agreement" in calibration_fault(raw, np.abs(raw - 0.5) + 0.05 * raw)
+
+
+def test_a_degenerate_calibration_is_refused_unless_raw_scores_are_asked_for(tmp_path):
+    import pytest
+    import torch
+
+    from kdfiqa.data import FIQADataset, UnlabeledImageFolder, build_transform
+    from kdfiqa.distill import pseudo_label
+    from kdfiqa.errors import DataError
+    from kdfiqa.models import create_model
+    from tiny_fiqa import TINY, synthetic
+
+    images, labels = synthetic(tmp_path, 12, 0, "labeled")
+    transform = build_transform({"mode": "resize", "size": 32})
+    teacher = create_model(TINY)
+    with torch.no_grad():
+        teacher.head.weight.zero_()  # a constant teacher: every image gets sigmoid(bias)
+    args = (teacher, UnlabeledImageFolder(images, transform=transform), tmp_path / "p.csv")
+    calibrate = FIQADataset(images, labels, transform=transform)
+    with pytest.raises(DataError, match="degenerate"):
+        pseudo_label(*args, calibrate_on=calibrate)
+    assert not (tmp_path / "p.csv").exists()
+    scores = pseudo_label(*args, calibrate_on=calibrate, raw_if_degenerate=True)
+    assert len(set(scores.values())) == 1

@@ -270,3 +270,26 @@ def test_multi_crop_predictions_are_the_mean_over_crops():
         expected = [sum(model(crops[i, j:j + 1]).item() for j in range(5)) / 5 for i in range(3)]
     assert out.scores.tolist() == pytest.approx(expected, abs=1e-6)
     assert out.names == ["a", "b", "c"]
+
+
+@pytest.mark.filterwarnings("ignore::kdfiqa.metrics.ConstantInputWarning")  # constant predictions, on purpose
+def test_a_collapsed_model_is_flagged_and_never_kept_as_best(tmp_path, capsys):
+    """A model whose validation predictions are constant is reported, and best.pt is not written."""
+    from kdfiqa.data import FIQADataset, build_transform
+    from kdfiqa.distill import Supervised
+    from kdfiqa.engine import Trainer, TrainConfig
+    from kdfiqa.models import create_model
+    from tiny_fiqa import TINY, synthetic
+
+    images, labels = synthetic(tmp_path, 12, 0, "labeled")
+    data = FIQADataset(images, labels, transform=build_transform({"mode": "resize", "size": 32}))
+    model = create_model(TINY)
+    with torch.no_grad():
+        model.head.weight.zero_()
+    config = TrainConfig(output_dir=str(tmp_path / "run"), epochs=1, batch_size=4, lr=1e-12, optimizer="sgd",
+                         momentum=0.0, weight_decay=0.0, scheduler="none", device="cpu")
+    history = Trainer(Supervised(model), data, data, config).fit()
+    assert history[-1]["collapsed"] is True and history[-1]["best"] is False
+    assert history[-1]["val"]["spread"] < 1e-4
+    assert not (tmp_path / "run" / "best.pt").exists() and (tmp_path / "run" / "last.pt").exists()
+    assert "collapsed" in capsys.readouterr().err

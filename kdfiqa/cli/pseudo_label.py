@@ -38,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--normalize", choices=["imagenet", "symmetric", "none"], default="imagenet",
                    help="input normalisation the teacher was trained with (default: %(default)s)")
     p.add_argument("--calibrate", action="store_true", help="fit a 4-parameter logistic to the labels of --root/--csv")
+    p.add_argument("--raw-if-degenerate", action="store_true",
+                   help="with --calibrate: keep the raw scores when the fit is degenerate (refused otherwise)")
     p.add_argument("--root", metavar="DIR", help="labeled images for --calibrate")
     p.add_argument("--csv", metavar="FILE", help="labels for --calibrate")
     p.add_argument("--batch-size", type=int, default=32, metavar="B")
@@ -64,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     ctx = init_distributed(args.device)
     teacher = Teacher(args.teacher, input_size=args.teacher_input, device=ctx.device)
     calibrate = pipeline.Labels(Path(args.csv), Path(args.root)) if args.calibrate else None
-    labels = pipeline.pseudo_label(teacher, args.images, args.out, calibrate_on=calibrate, normalize=args.normalize,
+    labels = pipeline.pseudo_label(teacher, args.images, args.out, calibrate_on=calibrate,
+                                   raw_if_degenerate=args.raw_if_degenerate, normalize=args.normalize,
                                    batch_size=args.batch_size, num_workers=args.workers, ctx=ctx)
     if ctx.is_main:
         print(f"wrote {labels.csv}")

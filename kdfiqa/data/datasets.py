@@ -96,9 +96,17 @@ class ImageSamples(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.item(index, self.transform(self.load(index)))
+
+    def load(self, index: int) -> Any:
+        """The decoded RGB image of sample ``index`` (before any transform)."""
         sample = self.samples[index]
-        img = load_rgb(sample.path, max_pixels=self.max_pixels, background=self.background)
-        views = self.transform(img)
+        return load_rgb(sample.path, max_pixels=self.max_pixels, background=self.background)
+
+    def item(self, index: int, views: Any) -> dict[str, Any]:
+        """The item of sample ``index`` with its rendered ``views`` (a tensor or a dict of them),
+        its ``"score"`` when labelled, ``"name"`` and ``"index"``."""
+        sample = self.samples[index]
         item: dict[str, Any] = dict(views) if isinstance(views, dict) else {"image": views}
         if sample.score is not None:
             item["score"] = torch.tensor(sample.score, dtype=torch.float32)

@@ -198,14 +198,23 @@ class PairedViews:
             out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return to_tensor(out, self.normalize)
 
-    def __call__(self, img: Image.Image) -> dict[str, torch.Tensor]:
+    def draw(self, img: Image.Image) -> tuple[list[Box], bool]:
+        """One random draw of the crop box(es) and the flip for ``img`` (from torch's generator)."""
         boxes = self.geometry.boxes(img.width, img.height)
-        flip = self.flip and _uniform() < 0.5
+        return boxes, self.flip and _uniform() < 0.5
+
+    def render(self, img: Image.Image, boxes: Sequence[Box], flip: bool,
+               views: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """The named ``views`` (default: all) of ``img`` for a given draw: the same boxes and flip
+        in every view, so a cached draw renders the student's view of the teacher's crop."""
         out = {}
-        for key, size in self.views.items():
-            rendered = [self._render(img, box, size, flip) for box in boxes]
+        for key in views if views is not None else self.views:
+            rendered = [self._render(img, box, self.views[key], flip) for box in boxes]
             out[key] = torch.stack(rendered) if self.geometry.stacked else rendered[0]
         return out
+
+    def __call__(self, img: Image.Image) -> dict[str, torch.Tensor]:
+        return self.render(img, *self.draw(img))
 
     def __repr__(self) -> str:
         return (

@@ -7,7 +7,9 @@
   the only part the Trainer optimises and wraps in DDP;
 * :class:`Supervised`: plain training on labels; :class:`SSARObjective`: label-free SSAR pretraining
   on :class:`SSARPairs`;
-* :func:`pseudo_label`: offline distillation, a teacher's (optionally calibrated) scores as a CSV.
+* :func:`pseudo_label`: offline distillation, a teacher's (optionally calibrated) scores as a CSV;
+* :func:`build_view_cache`: the teacher's scores on K stored crops of every image (FKD), trained on
+  through :class:`CachedViews` and :class:`CachedTeacher` without running the teacher.
 
 Every objective has ``.model`` (what is trained and saved) and ``forward(batch) -> {"loss", ...}``.
 """
@@ -22,9 +24,14 @@ from .score_table import ScoreTable, score_to_logit
 from .ssar import SSARObjective, SSARPairs
 from .student import Student, unwrap_model
 from .teacher import NetworkTeacher, Teacher, TeacherSource
+from .view_cache import CachedTeacher, CachedViews, ViewCache, build_view_cache
 
 __all__ = [
     "Teacher",
+    "ViewCache",
+    "CachedViews",
+    "CachedTeacher",
+    "build_view_cache",
     "Student",
     "Distiller",
     "StudentLoss",

@@ -23,7 +23,7 @@ from ..metrics import fit_logistic4
 from .score_table import batch_names
 from .teacher import Teacher, TeacherSource
 
-__all__ = ["TeacherScores", "score_with_teacher", "pseudo_label", "write_scores_csv"]
+__all__ = ["TeacherScores", "score_with_teacher", "pseudo_label", "write_scores_csv", "calibration_fault"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,34 @@ def score_with_teacher(
     return TeacherScores(names, np.concatenate(scores), np.concatenate(labels) if labels else None)
 
 
+MIN_DISTINCT_SHARE = 0.1
+"""A calibration must keep at least this share of the teacher's distinct scores distinct (and 3)."""
+MIN_RANK_AGREEMENT = 0.9
+"""Spearman correlation a calibration must keep between the teacher's scores and the mapped ones:
+a 4-parameter logistic is monotone, so only clipping and flat stretches can lower it."""
+MIN_SPAN = 1e-3
+"""The least range (max - min) of calibrated pseudo-labels on the 0..1 scale."""
+
+
+def calibration_fault(raw: np.ndarray, mapped: np.ndarray) -> str | None:
+    """Why mapping the teacher's ``raw`` scores to ``mapped`` is degenerate, or ``None`` when it is
+    not: a span below :data:`MIN_SPAN`, fewer distinct values than :data:`MIN_DISTINCT_SHARE` of the
+    raw ones (or 3), or a Spearman agreement with the raw order below :data:`MIN_RANK_AGREEMENT`."""
+    from scipy import stats
+
+    span = float(mapped.max() - mapped.min()) if mapped.size else 0.0
+    if span < MIN_SPAN:
+        return f"every pseudo-label within {span:.2g} of {float(mapped.mean()):.4f}: a flat curve"
+    distinct, raw_distinct = np.unique(np.round(mapped, 6)).size, np.unique(raw).size
+    if distinct < max(3, MIN_DISTINCT_SHARE * raw_distinct):
+        return f"{raw_distinct} distinct teacher scores map to {distinct} distinct pseudo-labels"
+    if raw_distinct > 1:
+        agreement = float(stats.spearmanr(raw, mapped)[0])
+        if not agreement >= MIN_RANK_AGREEMENT:
+            return f"rank agreement with the teacher's scores {agreement:.3f} < {MIN_RANK_AGREEMENT}"
+    return None
+
+
 def write_scores_csv(path: str | os.PathLike[str], names: Sequence[str], scores: Sequence[float]) -> Path:
     """Write header-less ``image_name,score`` rows (the challenge format) atomically to ``path``, the
     scores to :data:`PSEUDO_LABEL_FORMAT` (see :func:`kdfiqa.data.csv_files.write_scores`)."""
@@ -78,6 +106,7 @@ def pseudo_label(
     out_csv: str | os.PathLike[str],
     *,
     calibrate_on: Dataset | DataLoader | None = None,
+    raw_if_degenerate: bool = False,
     batch_size: int = 32,
     num_workers: int = 0,
     device: str | torch.device | None = None,
@@ -91,6 +120,10 @@ def pseudo_label(
     (:func:`kdfiqa.metrics.fit_logistic4`, VQEG practice as in the ECNU-SJTU entry), and every
     pseudo-label becomes f(σ(z_t)), clipped to [0, 1] (the label range; clipped values are counted
     in the log). Returns ``{name: pseudo-label}`` in data-set order.
+
+    A degenerate fit (:func:`calibration_fault`: a flat curve, few distinct pseudo-labels, or an order
+    that no longer follows the teacher's) is refused with one line, or, with ``raw_if_degenerate``,
+    replaced by the raw scores with a warning.
 
     ``teacher`` is a :class:`Teacher` or anything it accepts (``teacher_kwargs`` and ``device`` go to
     it); names are written as the data set gives them (relative to its root).
@@ -110,8 +143,18 @@ def pseudo_label(
         outside = int(np.count_nonzero((mapped < 0.0) | (mapped > 1.0)))
         if outside:
             log.info("calibration: %d of %d pseudo-labels fell outside [0, 1] and were clipped", outside, mapped.size)
-        scores = np.clip(mapped, 0.0, 1.0)
-        log.info("calibrated on %d labelled images: %s", labelled.scores.size, mapping)
+        calibrated = np.clip(mapped, 0.0, 1.0)
+        fault = calibration_fault(scores, calibrated)
+        if fault is None:
+            scores = calibrated
+            log.info("calibrated on %d labelled images: %s", labelled.scores.size, mapping)
+        elif raw_if_degenerate:
+            log.warning("calibration on %d labelled images is degenerate (%s): the raw teacher scores are "
+                        "written instead", labelled.scores.size, fault)
+        else:
+            raise DataError(f"calibration on {labelled.scores.size} labelled images is degenerate ({fault}); "
+                            "the teacher may be too weak: train it longer, pseudo-label without --calibrate, "
+                            "or keep the raw scores with --raw-if-degenerate")
     write_scores_csv(out_csv, raw.names, scores)
     log.info("wrote %d pseudo-labels to %s", len(raw.names), out_csv)
     return dict(zip(raw.names, scores.tolist()))

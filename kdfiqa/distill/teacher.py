@@ -65,6 +65,10 @@ class NetworkTeacher(nn.Module):
 
 
 def _member(source: TeacherSource, input_size: Any, model_kwargs: Mapping[str, Any]) -> nn.Module:
+    from .view_cache import CachedTeacher
+
+    if isinstance(source, CachedTeacher):
+        return source
     if isinstance(source, nn.Module):
         return NetworkTeacher(source, input_size)
     if not isinstance(source, (str, os.PathLike)):
@@ -85,7 +89,9 @@ class Teacher(nn.Module):
 
     * Networks run at their own resolution: ``input_size``, else their deploy config's (see
       :class:`NetworkTeacher` for the fallbacks and for which view is fed).
-    * A CSV teacher looks scores up by ``batch["name"]`` (:class:`ScoreTable`).
+    * A CSV teacher looks scores up by ``batch["name"]`` (:class:`ScoreTable`); a
+      :class:`~kdfiqa.distill.view_cache.CachedTeacher` reads the logits a crop-level cache stored
+      for each batch's views.
     * Frozen for its whole life: built in eval mode with ``requires_grad=False``; :meth:`train` keeps
       eval mode (so batch-norm statistics never move, even inside a training objective) and
       ``forward`` runs without autograd.

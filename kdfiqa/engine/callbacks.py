@@ -9,8 +9,8 @@ appends the caller's:
 * :class:`JsonlLog`: ``log.jsonl``, one JSON object per epoch (epoch, step, lr, the training loss
   terms, the validation metrics, whether it was the best so far, the epoch's wall time and images
   per second);
-* :class:`ProgressDisplay`: the live progress bar, the end-of-epoch table and notes (rank 0, unless
-  ``quiet``).
+* :class:`ProgressDisplay`: the live progress bar, one line per epoch (the full table with
+  ``verbose``) and notes (rank 0, unless ``quiet``); a collapsed epoch's warning always.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from rich.console import Console
 
 from .amp import amp_dtype
-from .progress import TrainProgress, epoch_table
+from .progress import TrainProgress, epoch_line, epoch_table
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -143,8 +143,20 @@ class ProgressDisplay(Callback):
             self.bar.end_epoch()  # before validation starts
 
     def on_epoch_end(self, trainer: "Trainer", record: Mapping[str, Any]) -> None:
+        if trainer.ctx.is_main and record.get("collapsed"):  # a warning: shown even when quiet
+            from .trainer import COLLAPSE_SPREAD
+
+            self.console.print(
+                f"warning: epoch {record['epoch']}: the validation predictions have collapsed (spread "
+                f"{record['val']['spread']:.2e} < {COLLAPSE_SPREAD:g}): a near-constant model, not kept as "
+                "best.pt; lower --lr, train longer or check the labels", markup=False, highlight=False,
+                soft_wrap=True)
         if self._shown(trainer):
-            self.console.print(epoch_table(record))
+            if trainer.config.verbose:
+                self.console.print(epoch_table(record))
+            else:
+                self.console.print(epoch_line(record, trainer.config.epochs), markup=False, highlight=False,
+                                   soft_wrap=True)
 
     def on_fit_end(self, trainer: "Trainer") -> None:
         self.bar.end_epoch()

@@ -65,7 +65,8 @@ class TrainConfig:
     device: str = option("auto", flag="--device", choices=DEVICES, help="auto: CUDA when available")
     save_every_steps: int | None = option(None, help="also write last.pt every N steps (mid-epoch resume)")
     find_unused_parameters: bool = option(False, help="DDP: only when some trained parameters skip a step")
-    quiet: bool = option(False, flag="--quiet", help="no progress bar or epoch lines (log.jsonl is still written)")
+    quiet: bool = option(False, flag="--quiet", help="warnings and errors only (log.jsonl is still written)")
+    verbose: bool = option(False, flag="--verbose", help="the full table of every epoch instead of one line")
 
     def __post_init__(self) -> None:
         where = "train config field {!r}".format

@@ -64,6 +64,17 @@ class TrainProgress:
             self._progress = None
 
 
+def epoch_line(record: Mapping[str, Any], epochs: int) -> str:
+    """One line for one epoch's record: loss, validation figures and spread, lr, speed, best mark."""
+    val = record.get("val") or {}
+    figures = "  ".join(f"{k} {val[k]:.4f}" for k in ("srcc", "plcc", "score") if val.get(k) is not None)
+    spread = f"  spread {val['spread']:.3g}" if val.get("spread") is not None else ""
+    loss = (record.get("train") or {}).get("loss")
+    return (f"epoch {record['epoch']}/{epochs}  loss {loss:.4g}  " if loss is not None else f"epoch {record['epoch']}/{epochs}  ") + (
+        f"{figures}{spread}  lr {record['lr']:.3g}  {record['images_per_s']:.1f} img/s  {record['time']:.1f} s"
+        + ("  * best" if record.get("best") else ""))
+
+
 def epoch_table(record: Mapping[str, Any]) -> Table:
     """A two-column table of one epoch's record (as written to ``log.jsonl``)."""
     table = Table(title=f"epoch {record['epoch']}", show_header=True, header_style="bold")

@@ -59,6 +59,10 @@ from .evaluation import evaluate_model
 from .optim import create_optimizer, create_schedule
 from .state import TrainState, load_objective_state, objective_state
 
+COLLAPSE_SPREAD = 1e-4
+"""A model whose validation predictions have a standard deviation below this (on the score scale)
+has collapsed to a near-constant output: the epoch is flagged and never chosen as ``best.pt``."""
+
 __all__ = ["Trainer", "NonFiniteLossError", "TrainingInterrupted"]
 
 
@@ -455,7 +459,8 @@ class Trainer:
         metrics = self._validate()
         monitored = metrics.get(self.config.monitor)
         self.schedule.after_epoch(monitored)
-        improved = self._improves(monitored)
+        collapsed = "spread" in metrics and metrics["spread"] < COLLAPSE_SPREAD
+        improved = not collapsed and self._improves(monitored)
         if improved:
             self.state.best_metric = float(monitored)
         return _json_safe({
@@ -466,12 +471,14 @@ class Trainer:
             "val": {k: float(v) if isinstance(v, (float, np.floating)) else v
                     for k, v in metrics.items()},
             "best": improved,
+            "collapsed": collapsed,
             "time": elapsed,
             "images_per_s": self._epoch_images / max(elapsed, 1e-9),
         })
 
     def _validate(self) -> dict[str, Any]:
-        """Validation metrics of the model (its EMA when kept), identical on every rank."""
+        """Validation metrics of the model (its EMA when kept), identical on every rank, with the
+        ``spread`` (standard deviation) of its predictions."""
         cfg, ctx = self.config, self.ctx
         broadcast_state(self.objective.model, ctx)
         if self.ema is not None:
@@ -479,11 +486,11 @@ class Trainer:
         if self.val_data is None:
             return {}
         model = self.ema.module if self.ema is not None else self.objective.model
-        metrics, _ = evaluate_model(
+        metrics, preds = evaluate_model(
             model, self.val_data, ctx, batch_size=cfg.val_batch_size or cfg.batch_size,
             num_workers=cfg.num_workers, amp=cfg.amp, channels_last=cfg.channels_last,
         )
-        return metrics
+        return {**metrics, "spread": float(preds.scores.double().std()) if len(preds.scores) > 1 else 0.0}
 
     def _improves(self, value: Any) -> bool:
         if value is None or not math.isfinite(float(value)):

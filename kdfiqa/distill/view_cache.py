@@ -1,0 +1,213 @@
+"""Crop-level teacher cache: the teacher's score on K stored random views of every training image.
+
+Fast Knowledge Distillation (Shen & Xing, "A Fast Knowledge Distillation Framework for Visual
+Recognition", ECCV 2022) stores, per image, the coordinates and flip of a few random crops with the
+teacher's soft label on each, and trains on those crops without running the teacher again. A cache
+of one score per whole image (:class:`~kdfiqa.distill.ScoreTable`) loses that crop-level signal;
+this one keeps it:
+
+* :func:`build_view_cache` draws K views of each image from the training transform (a
+  :class:`~kdfiqa.data.PairedViews` with a teacher view, e.g. 2077Agent's RandCropOrResize 512 +
+  flip) and stores the teacher's logit on each teacher view;
+* :class:`CachedViews` is a training set whose every item is one stored view, picked at random each
+  time: the student's view of the same box and flip, and the stored logit as ``"teacher_logit"``;
+* :class:`CachedTeacher` hands that logit to the :class:`~kdfiqa.distill.Distiller` as its teacher.
+
+File format (``torch.save`` of tensors and plain values, read with ``weights_only=True``):
+
+==============  ==========================================================================
+``format``      :data:`FORMAT`
+``teacher``     :func:`teacher_fingerprint` of the teacher that scored the views
+``transform``   the training transform spec the views were drawn from (``PairedViews.spec``)
+``names``       image names, one per row
+``boxes``       float64 (N, K, 4): left, top, right, bottom in source pixels
+``flips``       bool (N, K)
+``logits``      float32 (N, K): the teacher's logit on each view
+==============  ==========================================================================
+
+:meth:`ViewCache.load` refuses a file of another format, teacher or transform with one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import CheckpointError, ConfigError, DataError
+
+__all__ = ["FORMAT", "ViewCache", "CachedViews", "CachedTeacher", "build_view_cache", "teacher_fingerprint"]
+
+FORMAT = "kdfiqa.view_cache.v1"
+
+
+def teacher_fingerprint(teacher: nn.Module) -> str:
+    """SHA-256 over a teacher's tensors (names, dtypes, shapes, values) and its input size: the same
+    weights give the same fingerprint, any other teacher another."""
+    digest = hashlib.sha256(repr(getattr(teacher, "input_size", None)).encode())
+    for name, tensor in sorted(teacher.state_dict().items()):
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass
+class ViewCache:
+    """K stored views of each image and the teacher's logit on each (see the module docstring)."""
+
+    teacher: str
+    transform: dict[str, Any]
+    names: list[str]
+    boxes: Tensor
+    flips: Tensor
+    logits: Tensor
+
+    @property
+    def views(self) -> int:
+        """K, the number of stored views per image."""
+        return int(self.logits.shape[1])
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the cache atomically (a temporary file renamed over ``path``)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save({"format": FORMAT, "teacher": self.teacher, "transform": _plain(self.transform),
+                    "names": list(self.names), "boxes": self.boxes, "flips": self.flips, "logits": self.logits}, tmp)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, teacher: str, transform: Mapping[str, Any]) -> "ViewCache":
+        """Read ``path`` and refuse it unless it was built by the teacher with fingerprint ``teacher``
+        from the training transform ``transform``."""
+        path = Path(path)
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a damaged or foreign file fails the restricted unpickler in many ways
+            raise CheckpointError(f"{path}: not a readable teacher view cache ({type(exc).__name__}); "
+                                  "delete it to rebuild it") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: not a kdfiqa teacher view cache ({FORMAT}); delete it to rebuild it")
+        if data["teacher"] != teacher:
+            raise CheckpointError(f"{path}: was built for another teacher (fingerprint {data['teacher'][:12]}, "
+                                  f"this one {teacher[:12]}); delete it or give the teacher it was built with")
+        if data["transform"] != _plain(transform):
+            raise CheckpointError(f"{path}: was drawn with the transform {data['transform']}, not {_plain(transform)}; "
+                                  "delete it or train with the transform it was built with")
+        return cls(data["teacher"], data["transform"], list(data["names"]), data["boxes"], data["flips"],
+                   data["logits"])
+
+
+def _views_of(dataset: Any) -> Any:
+    views = getattr(dataset, "transform", None)
+    if getattr(views, "spec", None) is None or "teacher_image" not in getattr(views, "views", {}):
+        raise ConfigError("a teacher view cache needs a training transform built by build_transform with a "
+                          "teacher view (teacher_size)")
+    if views.geometry.stacked:
+        raise ConfigError("a teacher view cache stores one crop per view; a multi-crop transform cannot be cached")
+    return views
+
+
+class _Draws(Dataset):
+    """Image ``i``'s K draws: the boxes and flips, and the teacher views rendered from them."""
+
+    def __init__(self, dataset: Any, views: int) -> None:
+        self.dataset, self.views, self.transform = dataset, views, _views_of(dataset)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        img = self.dataset.load(index)
+        boxes, flips, rendered = [], [], []
+        for _ in range(self.views):
+            drawn, flip = self.transform.draw(img)
+            boxes.append(drawn[0])
+            flips.append(flip)
+            rendered.append(self.transform.render(img, drawn, flip, views=["teacher_image"])["teacher_image"])
+        return {"boxes": torch.tensor(boxes, dtype=torch.float64), "flips": torch.tensor(flips),
+                "teacher_image": torch.stack(rendered)}
+
+
+@torch.no_grad()
+def build_view_cache(teacher: nn.Module, dataset: Any, *, views: int = 8, batch_size: int = 8,
+                     num_workers: int = 0, seed: int = 0) -> ViewCache:
+    """Draw ``views`` random views of every image of ``dataset`` (an :class:`~kdfiqa.data.ImageSamples`
+    whose transform has a teacher view) and score each teacher view with ``teacher``.
+
+    The draws come from torch's generator seeded by ``seed``: the same data, transform, seed and
+    teacher give the same cache.
+    """
+    if views < 1:
+        raise ConfigError(f"a teacher view cache needs at least one view per image, got {views}")
+    draws = _Draws(dataset, views)
+    torch.manual_seed(seed)
+    boxes, flips, logits = [], [], []
+    for batch in DataLoader(draws, batch_size=batch_size, shuffle=False, num_workers=num_workers):
+        images = batch["teacher_image"].flatten(0, 1)
+        scored = teacher({"image": images, "teacher_image": images}).reshape(-1, views)
+        boxes.append(batch["boxes"])
+        flips.append(batch["flips"])
+        logits.append(scored.float().cpu())
+    return ViewCache(teacher_fingerprint(teacher), dict(draws.transform.spec), list(dataset.names),
+                     torch.cat(boxes), torch.cat(flips), torch.cat(logits))
+
+
+class CachedViews(Dataset):
+    """A training set of stored views: item ``i`` is one of image ``i``'s K views of ``cache``, picked
+    at random (torch's generator, so seeded runs repeat), rendered at the student's size with the
+    stored box and flip, with the teacher's stored logit as ``"teacher_logit"``."""
+
+    def __init__(self, dataset: Any, cache: ViewCache) -> None:
+        self.dataset = dataset
+        self.transform = _views_of(dataset)
+        self.cache = cache
+        rows = {name: row for row, name in enumerate(cache.names)}
+        missing = [name for name in dataset.names if name not in rows]
+        if missing:
+            raise DataError(f"the teacher view cache has no views of image {missing[0]!r} "
+                            f"({len(missing)} missing); rebuild it for this training set")
+        self.rows = [rows[name] for name in dataset.names]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    @property
+    def scores(self) -> Any:
+        return self.dataset.scores
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.rows[index]
+        k = int(torch.randint(self.cache.views, ()))
+        box = tuple(float(v) for v in self.cache.boxes[row, k].tolist())
+        views = self.transform.render(self.dataset.load(index), [box], bool(self.cache.flips[row, k]), views=["image"])
+        item = self.dataset.item(index, views)
+        item["teacher_logit"] = self.cache.logits[row, k].reshape(1)
+        return item
+
+
+class CachedTeacher(nn.Module):
+    """The teacher of a :class:`CachedViews` run: ``batch["teacher_logit"]`` as (B, 1), no network run."""
+
+    input_size = None
+
+    def forward(self, batch: Mapping[str, Any]) -> Tensor:
+        if "teacher_logit" not in batch:
+            raise DataError("this batch has no cached teacher logits: train on kdfiqa.distill.CachedViews")
+        return batch["teacher_logit"].reshape(-1, 1).to(batch["image"].device)

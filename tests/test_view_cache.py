@@ -1,0 +1,135 @@
+"""Crop-level teacher cache: stored views reproduce the teacher's scores, training reads them without
+running the teacher, and a cache of another teacher or transform is refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from kdfiqa.checkpoint import load_checkpoint
+from kdfiqa.cli.main import main
+from kdfiqa.data import FIQADataset, build_transform
+from kdfiqa.distill import CachedTeacher, CachedViews, Distiller, Teacher, ViewCache, build_view_cache
+from kdfiqa.distill.view_cache import teacher_fingerprint
+from kdfiqa.errors import CheckpointError, ConfigError
+from kdfiqa.models import create_model
+from tiny_fiqa import TINY, synthetic
+
+SPEC = {"mode": "randcrop_or_resize", "size": 24, "crop": 32, "teacher_size": 32, "flip": True}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return synthetic(tmp_path_factory.mktemp("views"), 12, 0, "labeled")
+
+
+def _teacher(seed: int = 0) -> Teacher:
+    torch.manual_seed(seed)
+    return Teacher(create_model(TINY))
+
+
+def test_stored_views_reproduce_the_teachers_scores(data):
+    images, labels = data
+    dataset = FIQADataset(images, labels, transform=build_transform(SPEC))
+    teacher = _teacher()
+    cache = build_view_cache(teacher, dataset, views=3, batch_size=4, seed=1)
+    assert cache.views == 3 and cache.logits.shape == (12, 3) and cache.names == dataset.names
+    views = dataset.transform
+    for row in (0, 7):
+        img = dataset.load(row)
+        for k in range(3):
+            box = tuple(cache.boxes[row, k].tolist())
+            view = views.render(img, [box], bool(cache.flips[row, k]), views=["teacher_image"])["teacher_image"]
+            expected = teacher({"image": view[None], "teacher_image": view[None]}).reshape(())
+            assert torch.allclose(expected, cache.logits[row, k], atol=1e-6)
+    assert len({tuple(b) for b in cache.boxes[:, :, 0].tolist()}) > 1  # the views differ
+    again = build_view_cache(teacher, dataset, views=3, batch_size=4, seed=1)
+    assert torch.equal(again.logits, cache.logits) and torch.equal(again.boxes, cache.boxes)
+
+
+def test_a_cached_item_is_the_student_view_of_a_stored_box(data):
+    images, labels = data
+    dataset = FIQADataset(images, labels, transform=build_transform(SPEC))
+    cache = build_view_cache(_teacher(), dataset, views=2, seed=0)
+    cached = CachedViews(dataset, cache)
+    torch.manual_seed(5)
+    item = cached[3]
+    assert set(item) >= {"image", "score", "name", "teacher_logit"} and "teacher_image" not in item
+    assert item["image"].shape == (3, 24, 24)
+    img = dataset.load(3)
+    candidates = [dataset.transform.render(img, [tuple(cache.boxes[3, k].tolist())], bool(cache.flips[3, k]),
+                                           views=["image"])["image"] for k in range(2)]
+    k = next(k for k, view in enumerate(candidates) if torch.equal(view, item["image"]))
+    assert item["teacher_logit"].item() == cache.logits[3, k].item()
+    assert CachedTeacher()({"teacher_logit": item["teacher_logit"][None], "image": item["image"][None]}).shape == (1, 1)
+
+
+def test_a_cache_of_another_teacher_or_transform_is_refused(tmp_path, data):
+    images, labels = data
+    dataset = FIQADataset(images, labels, transform=build_transform(SPEC))
+    teacher = _teacher()
+    path = build_view_cache(teacher, dataset, views=2).save(tmp_path / "views.pt")
+    assert torch.load(path, weights_only=True)["format"] == "kdfiqa.view_cache.v1"
+    loaded = ViewCache.load(path, teacher=teacher_fingerprint(teacher), transform=_spec(dataset))
+    assert loaded.names == dataset.names
+    with pytest.raises(CheckpointError, match="another teacher"):
+        ViewCache.load(path, teacher=teacher_fingerprint(_teacher(seed=1)), transform=_spec(dataset))
+    with pytest.raises(CheckpointError, match="transform"):
+        ViewCache.load(path, teacher=teacher_fingerprint(teacher), transform={**_spec(dataset), "flip": False})
+    (tmp_path / "junk.pt").write_bytes(b"not a cache")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        ViewCache.load(tmp_path / "junk.pt", teacher="x", transform={})
+
+
+def _spec(dataset) -> dict:
+    return dict(dataset.transform.spec)
+
+
+def test_a_distiller_on_cached_views_needs_no_teacher_network(data, monkeypatch):
+    images, labels = data
+    dataset = FIQADataset(images, labels, transform=build_transform(SPEC))
+    teacher = _teacher()
+    cached = CachedViews(dataset, build_view_cache(teacher, dataset, views=2))
+    monkeypatch.setattr(teacher.network, "forward_logits", lambda *a: pytest.fail("teacher ran"))
+    torch.manual_seed(0)
+    distiller = Distiller(Teacher(CachedTeacher()), create_model(TINY), task_loss="mse",
+                          distill_loss="temperature_mse")
+    batch = torch.utils.data.default_collate([cached[i] for i in range(4)])
+    out = distiller(batch)
+    assert out["distill"] > 0 and torch.isfinite(out["loss"])
+
+
+def test_distill_with_a_view_cache_from_the_command_line(tmp_path, data, capsys):
+    images, labels = data
+    torch.manual_seed(0)
+    base = ["distill", "--model", TINY, "--root", images, "--csv", labels, "--val-fraction", "0.25",
+            "--batch-size", "4", "--epochs", "1", "--device", "cpu", "--quiet", "--teacher-input", "32",
+            "--set", "data.train_transform={mode: randcrop_or_resize, crop: 32, flip: true}",
+            "--view-cache", "2", "--out", tmp_path / "run"]
+    assert main([str(a) for a in [*base, "--teacher", TINY]]) == 0
+    cache = torch.load(tmp_path / "run" / "teacher_views.pt", weights_only=True)
+    assert cache["logits"].shape == (9, 2)
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert records[-1]["train"]["distill"] > 0
+    assert set(load_checkpoint(tmp_path / "run" / "best.pt")["state_dict"]) == set(create_model(TINY).state_dict())
+    checkpoint = tmp_path / "other.pt"
+    from kdfiqa.checkpoint import build_checkpoint, save_checkpoint
+
+    torch.manual_seed(9)
+    save_checkpoint(checkpoint, build_checkpoint(create_model(TINY)))
+    capsys.readouterr()
+    assert main([str(a) for a in [*base, "--teacher", checkpoint]]) == 2
+    err = capsys.readouterr().err
+    assert "another teacher" in err and len(err.strip().splitlines()) == 1
+
+
+def test_view_cache_needs_a_distillation_loss():
+    from kdfiqa.config import RunConfig
+    from kdfiqa.pipeline import validate
+
+    config = RunConfig.from_dict({"model": {"name": TINY}, "data": {"root": ".", "csv": "x.csv"},
+                                  "distill": {"teachers": [TINY], "view_cache": 2, "loss": None}})
+    with pytest.raises(ConfigError, match="--view-cache"):
+        validate(config, "distill")
