@@ -197,6 +197,11 @@ def save_checkpoint(path: PathLike, ckpt: Mapping[str, Any]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # a full disk, a file-size limit, the zip writer's enforce failure
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointError(
+            f"{path}: could not be written ({type(exc).__name__}: {first_line(exc)}); free disk space, raise "
+            "the file-size limit or choose another --out; the previous file at this path is intact") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

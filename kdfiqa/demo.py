@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -131,6 +132,7 @@ def _make_data(out: Path, plan: DemoPlan, seed: int, images: str | os.PathLike[s
     from .data import make_synthetic_fiqa, read_labels
     from .distill import write_scores_csv
 
+    shutil.rmtree(out / "splits", ignore_errors=True)  # a folder of an earlier demo run: made anew
     made = make_synthetic_fiqa(out / "data", plan.total_images, size=plan.teacher_size, seed=seed, sources=images)
     labels = read_labels(made.labels)
     order = np.random.default_rng(seed).permutation(len(labels)).tolist()
@@ -329,13 +331,14 @@ def _run(out: Path, plan: DemoPlan, *, quick: bool, seed: int, images: str | os.
     _say(console, f"teacher: {plan.teacher} ({model_info(plan.teacher).description}) trained on the "
                   f"{plan.labeled} labeled images, {plan.teacher_epochs} epochs at {plan.teacher_size}x{plan.teacher_size} "
                   f"(students: {plan.image_size}x{plan.image_size})")
-    results = {"teacher": pipeline.train(configs["teacher"], ctx=ctx)}
+    # the demo owns its output folder: a second run into it starts every stage over
+    results = {"teacher": pipeline.train(configs["teacher"], ctx=ctx, overwrite=True)}
     teacher_ckpt = results["teacher"].checkpoint
     lap("teacher")
 
     teacher = pipeline.build_teacher(configs["teacher"], ctx, [str(teacher_ckpt)])
     pseudo = pipeline.pseudo_label(teacher, data.unlabeled, out / "pseudo_labels.csv", calibrate_on=data.labeled,
-                                   batch_size=64, ctx=ctx)
+                                   raw_if_degenerate=True, batch_size=64, ctx=ctx)
     lap("pseudo_labels")
     _say(console, f"pseudo-labels: the teacher scored the {sizes['unlabeled']} unlabeled images, calibrated on "
                   f"the labels (4-parameter logistic) -> {pseudo.csv}")
@@ -357,10 +360,10 @@ def _run(out: Path, plan: DemoPlan, *, quick: bool, seed: int, images: str | os.
         _say(console, f"{ROLE_TITLES[role]}: {plan.student} on {what}, {plan.student_epochs} epochs of "
                       f"{plan.labeled + plan.unlabeled} samples ({steps} steps)")
         if online is None and labels is None:
-            results[role] = pipeline.train(configs[role], ctx=ctx)
+            results[role] = pipeline.train(configs[role], ctx=ctx, overwrite=True)
         else:
             configs[role] = _student_config(configs[role], teacher=online, pseudo=labels, recipe_loss=distill_loss)
-            results[role] = pipeline.run_distill(configs[role], ctx=ctx)
+            results[role] = pipeline.run_distill(configs[role], ctx=ctx, overwrite=True)
         lap(role)
 
     models: dict[str, Any] = {}

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .budget import InputSize, parse_input_size
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -154,7 +154,18 @@ def predict_images(loaded: InferenceModel, paths: Iterable[str | Path], *, batch
     loader = DataLoader(dataset, batch_size=_batch_size(loaded, batch_size), shuffle=False,
                         num_workers=num_workers)
     out = predict(loaded.model.to(ctx.device), loader, device=ctx.device)
+    _require_finite(loaded, out.names, out.scores)
     return ImageScores(names=list(out.names), scores=[float(s) for s in out.scores], skipped=skipped)
+
+
+def _require_finite(loaded: InferenceModel, names: Any, scores: Any) -> None:
+    """Refuse non-finite scores (a model whose weights are NaN) rather than write or rank them."""
+    import torch
+
+    bad = [name for name, ok in zip(names, torch.isfinite(torch.as_tensor(scores)).tolist()) if not ok]
+    if bad:
+        raise DataError(f"{loaded.source}: the model gave non-finite scores for {len(bad)} of {len(scores)} "
+                        f"image(s) (e.g. {bad[0]}); its weights may be damaged: use another checkpoint")
 
 
 def write_scores_csv(path: str | Path, scores: ImageScores, *, sort: bool = False) -> Path:
@@ -191,6 +202,7 @@ def evaluate_csv(loaded: InferenceModel, root: str | Path, csv_path: str | Path,
     ctx = init_distributed(device)
     metrics, preds = evaluate_model(loaded.model.to(ctx.device), dataset, ctx,
                                     batch_size=_batch_size(loaded, batch_size), num_workers=num_workers)
+    _require_finite(loaded, preds.names, preds.scores)
     if fit is not None:
         metrics = evaluate(preds.scores.numpy(), preds.mos.numpy(), fit=fit)
     return metrics

@@ -375,11 +375,18 @@ def _sampler(config: RunConfig, train_set: Dataset) -> Sampler[int] | None:
 # ---------------------------------------------------------------------------------------- training
 
 
-def _check_resumable(config: RunConfig, resume: bool) -> None:
-    """``resume`` needs a ``last.pt`` of this run (of its final stage or of an earlier one)."""
+def _check_output(config: RunConfig, resume: bool, overwrite: bool) -> None:
+    """The run folder (:func:`kdfiqa.outputs.check_output_dir`): writable, none of the run's inputs,
+    and, unless ``resume`` or ``overwrite``, holding no earlier run; ``resume`` needs a ``last.pt``
+    file of this run (of its final stage or of an earlier one)."""
+    from .outputs import check_output_dir
+
     out = Path(config.train.output_dir)
-    if resume and not any(out.rglob("last.pt")):
-        raise CheckpointError(f"--resume: no last.pt under {out}; check --out, or start without --resume")
+    if resume and not any(p.is_file() for p in out.rglob("last.pt")):
+        raise CheckpointError(f"--resume: no last.pt file under {out}; check --out, or start without --resume")
+    data = config.data
+    check_output_dir(out, inputs=[data.csv, data.val_csv, data.pseudo_csv, config.model.init,
+                                  *map(str, config.distill.teachers)], resume=resume, overwrite=overwrite)
 
 
 RESUME_KEYS = {
@@ -457,7 +464,7 @@ def _ssar_pretrain(config: RunConfig, model: nn.Module, val: Dataset, ctx: DistC
 
 
 def train(config: RunConfig, *, pseudo: Labels | None = None, ctx: DistContext | None = None,
-          resume: bool = False, allow_changes: bool = False) -> RunResult:
+          resume: bool = False, allow_changes: bool = False, overwrite: bool = False) -> RunResult:
     """Train ``config.model`` on the labeled data (and ``pseudo``) with the task loss ``loss.task``.
 
     With ``ssar.epochs > 0`` the model is first pretrained by SSAR (``output_dir/ssar``) and the
@@ -467,7 +474,7 @@ def train(config: RunConfig, *, pseudo: Labels | None = None, ctx: DistContext |
     from .checkpoint import load_weights
     from .distill import Supervised
 
-    _check_resumable(config, resume)
+    _check_output(config, resume, overwrite)
     validate(config, "train", pseudo=pseudo)
     _check_split(config, _count_labels(config))
     ctx = _context(config, ctx)
@@ -548,7 +555,8 @@ def _teacher_run_config(config: RunConfig, teacher: str, output_dir: Path) -> Ru
     )
 
 
-def self_train(config: RunConfig, teacher: str, *, ctx: DistContext | None = None, resume: bool = False) -> str:
+def self_train(config: RunConfig, teacher: str, *, ctx: DistContext | None = None, resume: bool = False,
+               overwrite: bool = False) -> str:
     """ECNU-SJTU's loop, ``distill.self_train`` rounds: the teacher pseudo-labels ``data.unlabeled``
     and is retrained (from its weights, with its own stored settings) on labels ∪ pseudo-labels.
     Returns the final teacher checkpoint. Rounds go to ``output_dir/self_train_N``."""
@@ -558,7 +566,7 @@ def self_train(config: RunConfig, teacher: str, *, ctx: DistContext | None = Non
         labels = _label_unlabeled(config, build_teacher(config, ctx, [teacher]), stage_dir / PSEUDO_LABELS, ctx)
         retrain = _teacher_run_config(config, teacher, stage_dir / "teacher")
         resumable = resume and (stage_dir / "teacher" / "last.pt").is_file()
-        teacher = str(train(retrain, pseudo=labels, ctx=ctx, resume=resumable).checkpoint)
+        teacher = str(train(retrain, pseudo=labels, ctx=ctx, resume=resumable, overwrite=overwrite).checkpoint)
     return teacher
 
 
@@ -566,7 +574,8 @@ def self_train(config: RunConfig, teacher: str, *, ctx: DistContext | None = Non
 
 
 def distill(config: RunConfig, *, teacher: Any = None, pseudo: Labels | None = None, student: Any = None,
-            ctx: DistContext | None = None, resume: bool = False, allow_changes: bool = False) -> RunResult:
+            ctx: DistContext | None = None, resume: bool = False, allow_changes: bool = False,
+            overwrite: bool = False) -> RunResult:
     """Train the student ``config.model`` under ``teacher`` (a :class:`~kdfiqa.distill.Teacher`;
     default: built from ``distill.teachers``) on labels ∪ ``pseudo`` (default: ``data.pseudo_csv``).
 
@@ -581,7 +590,7 @@ def distill(config: RunConfig, *, teacher: Any = None, pseudo: Labels | None = N
     from .distill import Distiller, Supervised, Teacher
     from .distill.view_cache import CachedTeacher
 
-    _check_resumable(config, resume)
+    _check_output(config, resume, overwrite)
     validate(config, "distill", pseudo=pseudo, teacher_given=teacher is not None)
     _check_split(config, _count_labels(config))
     ctx = _context(config, ctx)
@@ -593,7 +602,7 @@ def distill(config: RunConfig, *, teacher: Any = None, pseudo: Labels | None = N
     config = resolve_transforms(config, student.model, teacher_size=teacher_size)
     train_set, val = labeled_data(config, pseudo)
     if online and config.distill.view_cache:
-        train_set = _cached_views(config, teacher, train_set, ctx)
+        train_set = _cached_views(config, teacher, train_set, ctx, rebuild=overwrite)
         teacher = Teacher(CachedTeacher())
     if online:
         objective: nn.Module = Distiller(teacher, student, task_loss=config.loss.task,
@@ -608,13 +617,15 @@ def distill(config: RunConfig, *, teacher: Any = None, pseudo: Labels | None = N
 VIEW_CACHE = "teacher_views.pt"
 
 
-def _cached_views(config: RunConfig, teacher: Any, train_set: Dataset, ctx: DistContext) -> Dataset:
+def _cached_views(config: RunConfig, teacher: Any, train_set: Dataset, ctx: DistContext, *,
+                  rebuild: bool = False) -> Dataset:
     """``train_set`` as :class:`~kdfiqa.distill.CachedViews` of the run's view cache, built once on
-    rank 0 when the run folder has none; a cache of another teacher or transform is refused."""
+    rank 0 when the run folder has none (or ``rebuild``: a run started over); a cache of another
+    teacher or transform is refused."""
     from .distill.view_cache import CachedViews, ViewCache, build_view_cache, teacher_fingerprint
 
     path = Path(config.train.output_dir) / VIEW_CACHE
-    if ctx.is_main and not path.is_file():
+    if ctx.is_main and (rebuild or not path.is_file()):
         log.info("teacher: scoring %d stored views of each of %d training images once -> %s",
                  config.distill.view_cache, len(train_set), path)
         build_view_cache(teacher, train_set, views=config.distill.view_cache, batch_size=config.train.batch_size,
@@ -625,10 +636,10 @@ def _cached_views(config: RunConfig, teacher: Any, train_set: Dataset, ctx: Dist
 
 
 def run_distill(config: RunConfig, *, ctx: DistContext | None = None, resume: bool = False,
-                allow_changes: bool = False) -> RunResult:
+                allow_changes: bool = False, overwrite: bool = False) -> RunResult:
     """``kdfiqa distill``: check the student's budget, build the teacher once, self-train it and have
     it label ``data.unlabeled`` when asked, then :func:`distill`."""
-    _check_resumable(config, resume)
+    _check_output(config, resume, overwrite)
     validate(config, "distill")
     _check_split(config, _count_labels(config))
     ctx = _context(config, ctx)
@@ -637,11 +648,11 @@ def run_distill(config: RunConfig, *, ctx: DistContext | None = None, resume: bo
     pseudo = None
     if config.data.unlabeled:
         if config.distill.self_train:
-            teachers = [self_train(config, teachers[0], ctx=ctx, resume=resume), *teachers[1:]]
+            teachers = [self_train(config, teachers[0], ctx=ctx, resume=resume, overwrite=overwrite), *teachers[1:]]
             config = dataclasses.replace(config, distill=dataclasses.replace(config.distill, teachers=teachers))
         teacher = build_teacher(config, ctx)
         pseudo = _label_unlabeled(config, teacher, Path(config.train.output_dir) / PSEUDO_LABELS, ctx)
     else:
         teacher = build_teacher(config, ctx)
     return distill(config, teacher=teacher, pseudo=pseudo, student=student, ctx=ctx, resume=resume,
-                   allow_changes=allow_changes)
+                   allow_changes=allow_changes, overwrite=overwrite)

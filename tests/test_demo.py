@@ -124,7 +124,9 @@ def test_the_demo_student_is_the_cli_and_api_student(demo, summary, tmp_path):
     teacher = Teacher(config.distill.teachers[0])
     pseudo = pipeline.Labels(Path(config.data.pseudo_csv), Path(config.data.pseudo_root))
     api = pipeline.distill(api_config, teacher=teacher, pseudo=pseudo)
-    for other in (load_checkpoint(tmp_path / "cli" / "best.pt"), load_checkpoint(api.checkpoint)):
+    name = Path(summary["models"]["combined_kd"]["checkpoint"]).name  # best.pt, or last.pt if every epoch collapsed
+    assert api.checkpoint.name == name
+    for other in (load_checkpoint(tmp_path / "cli" / name), load_checkpoint(api.checkpoint)):
         assert set(other["state_dict"]) == set(ckpt["state_dict"])
         for name, tensor in ckpt["state_dict"].items():
             assert torch.equal(other["state_dict"][name], tensor), name

@@ -120,7 +120,7 @@ def test_distill_with_a_view_cache_from_the_command_line(tmp_path, data, capsys)
     torch.manual_seed(9)
     save_checkpoint(checkpoint, build_checkpoint(create_model(TINY)))
     capsys.readouterr()
-    assert main([str(a) for a in [*base, "--teacher", checkpoint]]) == 2
+    assert main([str(a) for a in [*base, "--teacher", checkpoint, "--resume"]]) == 2
     err = capsys.readouterr().err
     assert "another teacher" in err and len(err.strip().splitlines()) == 1
 

@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     setup_logging(config.train.quiet)
     started = time.perf_counter()
-    report(pipeline.run_distill(config, resume=args.resume, allow_changes=args.allow_changes),
+    report(pipeline.run_distill(config, resume=args.resume, allow_changes=args.allow_changes,
+                                        overwrite=args.overwrite),
            time.perf_counter() - started)
     return 0

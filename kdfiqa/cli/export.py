@@ -68,8 +68,15 @@ def run(args: argparse.Namespace) -> int:
     from ..export import export_model
     from ..targets import load_target
 
+    from ..export import SUFFIXES
+    from ..models.deploy import deploy_config
+    from ..outputs import check_output_dir
+
     budget = None if args.preset == NO_BUDGET else resolve_budget(args)
     model = load_target(args.target)
+    stem = deploy_config(model).name or "model"
+    check_output_dir(args.out, inputs=[args.target], resume=True,
+                     files=[f"{stem}{SUFFIXES[fmt]}" for fmt in args.formats])
     try:
         result = export_model(
             model, args.out, formats=args.formats, input_sizes=args.input, budget=budget,

@@ -17,7 +17,7 @@ import sys
 from typing import Sequence
 
 from .. import __version__
-from ..errors import KdfiqaError
+from ..errors import user_message
 
 COMMANDS = ("train", "distill", "pseudo-label", "evaluate", "predict", "export", "budget", "models", "recipes", "demo")
 """Sub-command modules under :mod:`kdfiqa.cli`, in the order ``--help`` lists them."""
@@ -53,17 +53,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except KdfiqaError as exc:
+    except KeyboardInterrupt:
+        print(f"kdfiqa {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the one place foreign exceptions become kdfiqa's one-line errors
         if args.debug:
             raise
-        first, *rest = str(exc).splitlines() or [type(exc).__name__]
+        first, *rest = user_message(exc).splitlines()
         print(f"kdfiqa {args.command}: error: {first}", file=sys.stderr)
         for line in rest:
             print(f"  {line}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"kdfiqa {args.command}: interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="CSV", help="output CSV (header line: image,score)")
     p.add_argument("--sort", action="store_true", help="order rows by score, highest first")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images (counted, logged)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     add_inference_flags(p)
     p.set_defaults(func=run)
 
@@ -53,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ..inference import load_inference_model, predict_images, write_scores_csv
+    from ..outputs import check_output_file
 
+    check_output_file(args.out, inputs=[args.target, *args.paths], overwrite=args.overwrite)
     loaded = load_inference_model(args.target, input_size=args.input, native=args.native,
                                   multi_crop=args.multi_crop)
     scores = predict_images(loaded, args.paths, batch_size=args.batch_size, device=args.device,

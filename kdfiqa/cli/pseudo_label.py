@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="checkpoint.pt, registered name or timm:NAME (repeat to average an ensemble)")
     p.add_argument("--images", required=True, metavar="DIR", help="folder of unlabeled images (searched recursively)")
     p.add_argument("--out", required=True, metavar="FILE", help="CSV to write")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--teacher-input", type=input_size_arg, metavar="SIZE",
                    help="teacher resolution (default: the teacher's own)")
     p.add_argument("--normalize", choices=["imagenet", "symmetric", "none"], default="imagenet",
@@ -55,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from ..distill import Teacher
     from ..engine import init_distributed
     from ..errors import ConfigError
+    from ..outputs import check_output_file
 
     if args.calibrate and not (args.root and args.csv):
         raise ConfigError("--calibrate needs the labeled set: add --root DIR --csv FILE")
@@ -62,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--root/--csv are only used with --calibrate; add --calibrate or drop them")
     if args.batch_size < 1 or args.workers < 0:
         raise ConfigError("--batch-size must be >= 1 and --workers >= 0")
+    check_output_file(args.out, inputs=[*args.teacher, args.csv, args.images], overwrite=args.overwrite)
     setup_logging()
     ctx = init_distributed(args.device)
     teacher = Teacher(args.teacher, input_size=args.teacher_input, device=ctx.device)

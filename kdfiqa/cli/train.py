@@ -43,6 +43,8 @@ def add_run_flags(p: argparse.ArgumentParser, command: str) -> None:
                      help="override any setting, e.g. --set train.lr=1e-4 (repeatable)")
     cfg.add_argument("--print-config", action="store_true", help="print the resolved settings as YAML and exit")
     cfg.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    cfg.add_argument("--overwrite", action="store_true",
+                     help="start a new run in an --out that holds one (its checkpoints and log are replaced)")
     cfg.add_argument("--allow-changes", action="store_true",
                      help="with --resume: accept changed schedule or data settings (e.g. more --epochs)")
     add_config_flags(p, command)
@@ -82,11 +84,16 @@ def report(result: Any, seconds: float) -> None:
 
     if not is_main_process():
         return
-    best = [r for r in result.history if r.get("best")] or result.history[-1:]
-    record = best[-1] if best else {}
+    best = [r for r in result.history if r.get("best")]
+    record = best[-1] if best else (result.history[-1] if result.history else {})
     metrics = record.get("val", {})
     figures = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("srcc", "plcc", "score") if metrics.get(k) is not None)
-    epoch = f" (best epoch {record['epoch']}: {figures})" if figures else ""
+    if not figures:
+        epoch = ""
+    elif best:
+        epoch = f" (best epoch {record['epoch']}: {figures})"
+    else:
+        epoch = f" (no epoch kept as best: every validated epoch collapsed or gave no figure; last: {figures})"
     files = ", ".join(p.name for p in (result.output_dir / n for n in ("best.pt", "last.pt", "log.jsonl")) if p.exists())
     print(f"saved {result.checkpoint}{epoch} in {seconds:.0f} s; {result.output_dir} holds {files}")
     print(f"next: kdfiqa evaluate {result.checkpoint} --root DIR --csv FILE   |   "
@@ -112,5 +119,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     setup_logging(config.train.quiet)
     started = time.perf_counter()
-    report(pipeline.train(config, resume=args.resume, allow_changes=args.allow_changes), time.perf_counter() - started)
+    report(pipeline.train(config, resume=args.resume, allow_changes=args.allow_changes,
+                                  overwrite=args.overwrite), time.perf_counter() - started)
     return 0

@@ -82,7 +82,7 @@ def read_labels(
 
     Scores must be finite numbers inside ``score_range`` (the student's sigmoid output range [0, 1]
     by default; ``None`` accepts any finite score). The file must hold at least one row, no name may
-    appear twice, and in a header-less file every row has exactly two fields.
+    appear twice (nor two spellings of one file, ``a`` and ``a.png``), and in a header-less file every row has exactly two fields.
     """
     path = Path(path)
     rows = read_rows(path, what="label file")
@@ -105,7 +105,7 @@ def read_labels(
         if not rows:
             raise DataError(f"{path}: header only, no rows of labels")
     labels: list[Label] = []
-    seen: dict[str, int] = {}
+    seen: dict[str, tuple[str, int]] = {}
     width = len(first) if headed else 2
     for line, row in rows:
         where = f"{path} line {line}"
@@ -116,8 +116,11 @@ def read_labels(
         if not name or "\x00" in name:
             raise DataError(f"{where}, field 'image': empty image name or a NUL character in it")
         score = _parse_score(row[score_col], where, score_range)
-        if name in seen:
-            raise DataError(f"{where}, field 'image': duplicate name {name!r} (first on line {seen[name]})")
-        seen[name] = line
+        key = image_file_name(name)  # "a" and "a.png" name the same file
+        if key in seen:
+            first_name, first_at = seen[key]
+            what = f"duplicate name {name!r}" if first_name == name else f"{name!r} names the same file as {first_name!r}"
+            raise DataError(f"{where}, field 'image': {what} (first on line {first_at}); keep one row per image")
+        seen[key] = (name, line)
         labels.append(Label(name, score, line))
     return labels

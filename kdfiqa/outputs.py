@@ -1,0 +1,89 @@
+"""Where a command writes: one check, before any work, that the output path can be written and
+holds nothing the user would lose.
+
+Every command that writes calls :func:`check_output_dir` (a run folder, an export folder) or
+:func:`check_output_file` (a CSV) first. Refused, each with one line naming the path and what to do:
+
+* a file where a folder is expected, or a folder where a file is expected;
+* a path whose nearest existing folder cannot be written;
+* an output that is one of the command's own inputs (a checkpoint, a labels CSV, a teacher);
+* a run folder that already holds a run (``last.pt``) without ``--resume`` or ``--overwrite``, and an
+  existing output file without ``--overwrite``.
+
+A full disk or a file-size limit met while writing is caught where the file is written (checkpoints
+are written atomically, so the previous file stays intact) and reported the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Optional, Union
+
+from .errors import ConfigError
+
+__all__ = ["check_output_dir", "check_output_file", "RUN_FILES"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+RUN_FILES = ("best.pt", "last.pt", "log.jsonl")
+"""What a training run writes into its folder."""
+
+
+def _writable(path: Path, flag: str) -> None:
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise ConfigError(f"{flag} {path}: {existing} is a file where a folder is expected; "
+                          "choose another path or move the file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: {existing} is not writable; fix its permissions or choose another path")
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _refuse_inputs(outputs: Iterable[Path], inputs: Iterable[Optional[PathLike]], flag: str) -> None:
+    given = [Path(p) for p in inputs if p]
+    for out in outputs:
+        for source in given:
+            if _same(out, source) or out.resolve() == source.resolve():
+                raise ConfigError(f"{flag} {out}: would overwrite {source}, an input of this command; "
+                                  "choose another output path")
+
+
+def check_output_dir(path: PathLike, *, inputs: Iterable[Optional[PathLike]] = (), resume: bool = False,
+                     overwrite: bool = False, files: Iterable[str] = RUN_FILES, flag: str = "--out") -> Path:
+    """Check the run or export folder ``path`` (see the module docstring); ``files`` are the names
+    the command writes into it. Returns it as a :class:`~pathlib.Path`."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{flag} {folder}: is a file where a folder is expected; choose another path or move it")
+    _writable(folder, flag)
+    names = list(files)
+    _refuse_inputs([folder / name for name in names], inputs, flag)
+    for name in names:
+        if (folder / name).exists() and not (folder / name).is_file():
+            raise ConfigError(f"{flag} {folder}: {folder / name} is a folder where a file is expected; move it")
+    if not resume and not overwrite and (folder / "last.pt").is_file():
+        raise ConfigError(f"{flag} {folder}: already holds a run (last.pt); continue it with --resume, or pass "
+                          "--overwrite to start a new run there (its best.pt, last.pt and log.jsonl are replaced)")
+    return folder
+
+
+def check_output_file(path: PathLike, *, inputs: Iterable[Optional[PathLike]] = (), overwrite: bool = False,
+                      flag: str = "--out") -> Path:
+    """Check the output file ``path`` (see the module docstring). Returns it as a :class:`~pathlib.Path`."""
+    out = Path(path)
+    if out.is_dir():
+        raise ConfigError(f"{flag} {out}: is a folder where a file is expected; give a file path")
+    _writable(out.parent, flag)
+    _refuse_inputs([out], inputs, flag)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{flag} {out}: already exists; pass --overwrite to replace it, or choose another path")
+    return out
