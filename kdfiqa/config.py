@@ -342,14 +342,56 @@ def _key_lines(node: yaml.Node, prefix: str, out: dict[str, int]) -> None:
             _key_lines(value_node, key + ".", out)
 
 
-def _read_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[str, int]]:
+MAX_YAML_BYTES = 1 << 20
+"""The largest config text read (1 MiB): a run config is a few hundred lines."""
+MAX_YAML_NODES = 100_000
+"""The most values a config may hold once its aliases are expanded (a "billion laughs" file of nested
+aliases would otherwise expand exponentially)."""
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int], source: str) -> int:
+    """How many nodes ``node`` stands for with every alias expanded (memoised per node, so shared
+    aliases cost nothing to count); a node that contains itself is refused."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise ConfigError(f"{source}:{node.start_mark.line + 1}: a YAML alias refers to a value containing it")
+    open_nodes.add(key)
+    children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                else node.value if isinstance(node, yaml.SequenceNode) else [])
+    size = 1
+    for child in children:
+        size += _expanded_size(child, sizes, open_nodes, source)
+        if size > MAX_YAML_NODES:
+            raise ConfigError(f"{source}: more than {MAX_YAML_NODES:,} values once its YAML aliases are expanded; "
+                              "a run config holds a few hundred: write the values out")
+    open_nodes.discard(key)
+    sizes[key] = size
+    return size
+
+
+def safe_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
+    """``(values, node)`` of the YAML ``text``, bounded: at most :data:`MAX_YAML_BYTES` and
+    :data:`MAX_YAML_NODES` values with aliases expanded; any fault is one :class:`ConfigError`."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_YAML_BYTES:
+        raise ConfigError(f"{source}: larger than {MAX_YAML_BYTES >> 20} MiB; a run config is a few hundred lines")
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            _expanded_size(node, {}, set(), source)
         values = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f"{source}:{mark.line + 1}" if mark else source
         raise ConfigError(f"{at}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to read") from None
+    return values, node
+
+
+def _read_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[str, int]]:
+    values, node = safe_yaml(text, source)
     if values is None:
         return {}, {}
     if not isinstance(values, dict):
@@ -434,9 +476,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise ConfigError(f"--set {text!r}: expected SECTION.KEY=VALUE, e.g. train.lr=1e-4")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML") from None
+        value = safe_yaml(raw, f"--set {key}")[0] if raw.strip() else None
+    except ConfigError:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML (or too large)") from None
     if isinstance(value, str):
         try:
             value = float(value)

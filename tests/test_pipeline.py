@@ -217,3 +217,15 @@ def test_labels_source_round_trip(tmp_path, data):
         config = RunConfig.from_dict({"model": {"name": TINY}, "data": {"root": str(labels.parent / "images"),
                                       "csv": str(labels), "pseudo_csv": str(labels)}})
         pipeline.validate(config, "distill", pseudo=source)
+
+
+def test_same_command_and_seed_give_the_same_weights_in_separate_processes(tmp_path, data):
+    import subprocess
+
+    _, images, labels, _ = data
+    for name in ("a", "b"):
+        argv = [sys.executable, "-m", "kdfiqa.cli.main", "train", *map(str, _common(images, labels)),
+                "--out", str(tmp_path / name)]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+    _assert_same_weights(_weights(tmp_path / "a" / "last.pt"), _weights(tmp_path / "b" / "last.pt"))

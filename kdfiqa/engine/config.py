@@ -69,7 +69,11 @@ class TrainConfig:
     verbose: bool = option(False, flag="--verbose", help="the full table of every epoch instead of one line")
 
     def __post_init__(self) -> None:
-        where = "train config field {!r}".format
+        flags = {f.name: f.metadata.get("flag") for f in dataclasses.fields(self)}
+
+        def where(name: str) -> str:
+            return f"train config field {name!r}" + (f" ({flags[name]})" if flags[name] else "")
+
         for name, allowed in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS), ("amp", AMP_MODES),
                               ("device", DEVICES), ("monitor", tuple(MONITOR_MODES))):
             one_of(where(name), getattr(self, name), allowed)

@@ -1,0 +1,252 @@
+"""A hostile-input suite, built at run time (no binary fixtures): damaged images and CSVs, hostile
+configs and checkpoints, bad flags and output paths, each run through the command line.
+
+Every case must end *clean*: the expected exit status with one line on stderr naming what is wrong
+(or success where the input is fine), never a traceback (*crash*), never success on bad input
+(*silent*), never code from a file run (*code ran*), and never a file the user had changed (*lost*).
+The README's reliability section states the figure this suite measures; the last test checks it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import re
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+
+from kdfiqa.checkpoint import build_checkpoint, save_checkpoint
+from kdfiqa.cli.main import main
+from kdfiqa.models import create_model
+from tiny_fiqa import TINY, synthetic
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+class Payload:
+    """Unpickling this would create ``marker``: proof that code from a file ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@dataclass
+class Case:
+    name: str
+    argv: Callable[["Workspace"], list]
+    status: int = 2
+    needle: str = ""
+    setup: Callable[["Workspace"], None] = field(default=lambda ws: None)
+
+
+class Workspace:
+    """Tiny labeled data, a finished run (whose files must never change) and a scratch folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.images, self.labels = synthetic(root, 24, 0, "labeled")
+        self.marker = root / "code_ran"
+        self.run = root / "finished"
+        torch.manual_seed(0)
+        model = create_model(TINY)
+        self.checkpoint = save_checkpoint(self.run / "best.pt", build_checkpoint(model))
+        shutil.copy(self.checkpoint, self.run / "last.pt")
+        self.scratch = root / "scratch"
+
+    def csv(self, text: str, name: str = "labels.csv") -> Path:
+        path = self.scratch / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
+    def names(self) -> list[str]:
+        return sorted(p.name for p in self.images.iterdir())
+
+    def protected(self) -> dict[str, str]:
+        files = [*self.run.iterdir(), self.labels, *self.images.iterdir()]
+        return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.is_file()}
+
+
+def _train(ws: Workspace, *extra) -> list:
+    return ["train", "--model", TINY, "--root", ws.images, "--csv", ws.labels, "--device", "cpu", "--quiet",
+            "--epochs", "1", "--batch-size", "4", "--val-fraction", "0.25", "--out", ws.scratch / "run", *extra]
+
+
+def _labels(ws: Workspace, text: str) -> list:
+    return ["train", "--model", TINY, "--root", ws.images, "--csv", ws.csv(text), "--device", "cpu", "--quiet",
+            "--epochs", "1", "--batch-size", "2", "--val-fraction", "0.25", "--out", ws.scratch / "run"]
+
+
+def _damage_image(kind: str) -> Callable[[Workspace], None]:
+    def setup(ws: Workspace) -> None:
+        folder = ws.scratch / "images"
+        shutil.copytree(ws.images, folder, dirs_exist_ok=True)
+        victim = sorted(folder.iterdir())[0]
+        data = victim.read_bytes()
+        victim.write_bytes({"truncated": data[:60], "empty": b"", "text": b"hello, not an image",
+                            "junk": bytes(range(256)) * 8}[kind])
+    return setup
+
+
+def _checkpoint(kind: str) -> Callable[[Workspace], None]:
+    def setup(ws: Workspace) -> None:
+        path = ws.scratch / "bad.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        good = build_checkpoint(create_model(TINY))
+        if kind == "pickle":
+            torch.save({**good, "x": Payload(ws.marker)}, path)
+        elif kind == "random":
+            path.write_bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(1),
+                                           dtype=torch.uint8).numpy().tobytes())
+        elif kind == "bare":
+            torch.save(create_model(TINY).state_dict(), path)
+        elif kind == "kwargs":
+            good["model"]["kwargs"] = {"checkpoint_path": str(ws.marker)}
+            torch.save(good, path)
+        elif kind == "nan":
+            model = create_model(TINY)
+            with torch.no_grad():
+                model.head.weight.fill_(float("nan"))
+            torch.save(build_checkpoint(model), path)
+        elif kind == "format":
+            torch.save({**good, "format": "kdfiqa.checkpoint.v0"}, path)
+    return setup
+
+
+def _billion_laughs(ws: Workspace) -> None:
+    levels = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    for i in range(1, 9):
+        prev, name = chr(96 + i), chr(97 + i)
+        levels.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    ws.csv("\n".join(levels) + "\n", "laughs.yaml")
+
+
+CASES = [
+    # images
+    *[Case(f"image {kind}", lambda ws: _labels(ws, ws.labels.read_text())[:4] + [ws.scratch / "images"]
+           + _labels(ws, ws.labels.read_text())[5:], needle="image", setup=_damage_image(kind))
+      for kind in ("truncated", "empty", "text", "junk")],
+    # label files
+    Case("csv nan score", lambda ws: _labels(ws, "".join(f"{n},nan\n" for n in ws.names())), needle="line 1"),
+    Case("csv score above 1", lambda ws: _labels(ws, "".join(f"{n},1.5\n" for n in ws.names())), needle="line 1"),
+    Case("csv three fields", lambda ws: _labels(ws, "".join(f"{n},0.5,x\n" for n in ws.names())), needle="fields"),
+    Case("csv duplicate name", lambda ws: _labels(ws, "".join(f"{n},0.5\n" for n in ws.names() + ws.names()[:1])),
+         needle="duplicate"),
+    Case("csv two spellings", lambda ws: _labels(ws, "".join(f"{n},0.5\n" for n in ws.names())
+                                                 + f"{ws.names()[0][:-4]},0.9\n"), needle="same file"),
+    Case("csv outside root", lambda ws: _labels(ws, "../../etc/passwd,0.5\n" + "".join(f"{n},0.5\n" for n in ws.names())),
+         needle="--allow-outside-root"),
+    Case("csv empty", lambda ws: _labels(ws, ""), needle="no rows"),
+    Case("csv header only", lambda ws: _labels(ws, "image,score\n"), needle="header only"),
+    Case("csv missing image", lambda ws: _labels(ws, "ghost.png,0.5\n" + "".join(f"{n},0.5\n" for n in ws.names())),
+         needle="ghost"),
+    Case("csv binary", lambda ws: _labels(ws, "\x00\x01\x02,\x03\n" * 5), needle="labels.csv"),
+    # configs
+    Case("yaml billion laughs", lambda ws: [*_train(ws), "--config", ws.scratch / "laughs.yaml"], needle="aliases",
+         setup=_billion_laughs),
+    Case("yaml recursive alias", lambda ws: [*_train(ws), "--config", ws.csv("model: &a\n  kwargs: *a\n", "r.yaml")],
+         needle="alias"),
+    Case("yaml unknown key", lambda ws: [*_train(ws), "--config", ws.csv("train:\n  lrr: 1\n", "u.yaml")],
+         needle="u.yaml:2"),
+    Case("yaml wrong type", lambda ws: [*_train(ws), "--config", ws.csv("train:\n  epochs: many\n", "t.yaml")],
+         needle="t.yaml:2"),
+    Case("yaml not a mapping", lambda ws: [*_train(ws), "--config", ws.csv("- a\n- b\n", "l.yaml")], needle="mapping"),
+    Case("set bad value", lambda ws: [*_train(ws), "--set", "train.lr=[1, 2"], needle="--set"),
+    # flags
+    *[Case(f"flag {flag} {value}", lambda ws, flag=flag, value=value: [*_train(ws), flag, value], needle=flag)
+      for flag, value in (("--lr", "nan"), ("--lr", "inf"), ("--lr", "-1"), ("--epochs", "0"),
+                          ("--batch-size", "-4"), ("--val-fraction", "1.5"), ("--input", "0"),
+                          ("--weight-decay", "nan"))],
+    # checkpoints
+    Case("checkpoint pickle payload", lambda ws: ["evaluate", ws.scratch / "bad.pt", "--root", ws.images, "--csv",
+                                                  ws.labels, "--device", "cpu"], needle="pickled",
+         setup=_checkpoint("pickle")),
+    *[Case(f"checkpoint {kind}", lambda ws: ["predict", ws.scratch / "bad.pt", ws.images, "--out", ws.scratch / "s.csv",
+                                             "--device", "cpu"], needle=needle, setup=_checkpoint(kind))
+      for kind, needle in (("random", "bad.pt"), ("bare", "bare state_dict"), ("kwargs", "checkpoint_path"),
+                           ("nan", "non-finite"), ("format", "format"))],
+    Case("resume last.pt is a folder", lambda ws: [*_train(ws), "--resume"], needle="no last.pt file",
+         setup=lambda ws: (ws.scratch / "run" / "last.pt").mkdir(parents=True)),
+    # output paths
+    Case("out is a file", lambda ws: [*_train(ws)[:-1], ws.labels], needle="where a folder is expected"),
+    Case("train into a finished run", lambda ws: [*_train(ws)[:-1], ws.run], needle="--resume"),
+    Case("distill into the teacher's folder", lambda ws: ["distill", *_train(ws)[1:-1], ws.run, "--teacher",
+                                                          ws.checkpoint], needle="--out"),
+    Case("predict onto the checkpoint", lambda ws: ["predict", ws.checkpoint, ws.images, "--out", ws.checkpoint,
+                                                    "--device", "cpu"], needle="input"),
+    Case("predict into a folder", lambda ws: ["predict", ws.checkpoint, ws.images, "--out", ws.run,
+                                              "--device", "cpu"], needle="folder"),
+    Case("pseudo-label onto the labels", lambda ws: ["pseudo-label", "--teacher", ws.checkpoint, "--images", ws.images,
+                                                     "--out", ws.labels], needle="--out"),
+    Case("export onto the input", lambda ws: ["export", ws.run / f"{TINY}.pt", "--out", ws.run, "--format",
+                                              "torchscript", "--budget", "none"], needle="input",
+         setup=lambda ws: shutil.copy(ws.checkpoint, ws.run / f"{TINY}.pt")),
+    # the same inputs, sound: these must succeed
+    Case("sound run", lambda ws: _train(ws), status=0),
+    Case("sound predict", lambda ws: ["predict", ws.checkpoint, ws.images, "--out", ws.scratch / "ok.csv",
+                                      "--device", "cpu"], status=0),
+]
+
+
+def _run(argv: list) -> tuple[int | None, BaseException | None, str]:
+    """(exit status, exception that escaped main, stderr) of one command line."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return main([str(a) for a in argv]), None, err.getvalue()
+        except SystemExit as exc:  # argparse's own refusal of a flag
+            return exc.code, None, err.getvalue()
+        except BaseException as exc:  # noqa: BLE001 - anything escaping main is a crash
+            return None, exc, err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory) -> dict[str, str]:
+    """Each case's outcome: clean, crash, silent, code ran or lost (with what was seen)."""
+    results = {}
+    for case in CASES:
+        ws = Workspace(tmp_path_factory.mktemp("hostile"))
+        case.setup(ws)
+        before = ws.protected()
+        code, escaped, err = _run(case.argv(ws))
+        if ws.marker.exists():
+            results[case.name] = "code ran"
+        elif escaped is not None or "Traceback" in err:
+            results[case.name] = f"crash ({escaped!r})"
+        elif ws.protected() != before:
+            results[case.name] = "lost"
+        elif code != case.status:
+            results[case.name] = f"silent (exit {code}: {err.strip()[:200]})"
+        elif case.status == 2 and (case.needle not in err or len(err.strip().splitlines()) > 3):
+            results[case.name] = f"unclear ({err.strip()[:300]!r})"
+        else:
+            results[case.name] = "clean"
+    return results
+
+
+@pytest.mark.parametrize("name", [case.name for case in CASES])
+def test_case_is_clean(outcomes, name):
+    assert outcomes[name] == "clean", outcomes[name]
+
+
+def figure(outcomes: dict[str, str]) -> str:
+    counts = {kind: sum(o.startswith(kind) for o in outcomes.values())
+              for kind in ("clean", "crash", "silent", "code ran", "lost")}
+    return (f"{len(outcomes)} tried, {counts['clean']} clean, {counts['crash']} crash, {counts['silent']} silent, "
+            f"{counts['code ran']} code ran, {counts['lost']} lost")
+
+
+def test_the_readme_states_the_measured_figure(outcomes):
+    stated = re.search(r"\d+ tried, \d+ clean, \d+ crash, \d+ silent, \d+ code ran, \d+ lost", README.read_text())
+    assert stated is not None and stated.group(0) == figure(outcomes), figure(outcomes)
