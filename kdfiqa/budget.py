@@ -62,6 +62,18 @@ class Budget:
         """Whether ``report`` is within both limits (limits are inclusive)."""
         return report.gflops <= self.max_gflops and report.params <= self.max_params
 
+    def sizes_for(self, size: Sequence[int]) -> list[tuple[int, int, int]]:
+        """Where a model that runs at ``size`` (C, H, W) is checked against this budget: the budget's
+        deployment size, or ``size`` where that is larger (both when neither covers the other), so
+        that training a student small never dodges the deployment check."""
+        own = tuple(int(d) for d in size)
+        deploy = self.deploy_size
+        if deploy is None or (own[1] >= deploy[1] and own[2] >= deploy[2]):
+            return [own]  # type: ignore[list-item]
+        if deploy[1] >= own[1] and deploy[2] >= own[2]:
+            return [tuple(deploy)]  # type: ignore[list-item]
+        return [own, tuple(deploy)]  # type: ignore[list-item]
+
     def describe(self) -> str:
         return f"{self.name} (<= {self.max_gflops:g} GFLOPs, <= {self.max_params:,} params)"
 

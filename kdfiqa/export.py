@@ -308,7 +308,9 @@ def export_model(
         model: a FIQA model (image batch → scores (B, 1)); it is moved to the CPU for export.
         input_sizes: the resolution(s) the model will be deployed at; the first is the tracing size.
             Default: its deploy config's ``input_size``.
-        budget: checked at every size in ``input_sizes``; ``None`` skips the check.
+        budget: checked at every size in ``input_sizes`` (by default at the deploy size, or the budget's
+            deployment size where that is larger: :meth:`~kdfiqa.budget.Budget.sizes_for`); ``None``
+            skips the check.
         allow_over_budget: export anyway when over ``budget`` (the result says so).
         verify_sizes: resolutions of the random verification batches (default:
             :func:`verification_sizes` of the first input size).
@@ -331,7 +333,8 @@ def export_model(
     reports: list[CostReport] = []
     within: bool | None = None
     if budget is not None:
-        reports = [measure(model, size, strict=True) for size in sizes]
+        checked = sizes if input_sizes else list(dict.fromkeys(s for size in sizes for s in budget.sizes_for(size)))
+        reports = [measure(model, size, strict=True) for size in checked]
         over = [r for r in reports if not budget.fits(r)]
         within = not over
         if over and not allow_over_budget:

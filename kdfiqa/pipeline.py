@@ -278,9 +278,7 @@ def deploy_sizes(config: RunConfig, budget: Budget) -> list[tuple[int, int, int]
     if config.distill.deploy_input:
         sizes = [parse_input_size(tuple(s) if isinstance(s, list) else s) for s in config.distill.deploy_input]
     else:
-        deploy = getattr(budget, "deploy_size", None) or train_size
-        smaller = deploy[1] < train_size[1] or deploy[2] < train_size[2]
-        sizes = [train_size if smaller else parse_input_size(deploy)]
+        sizes = budget.sizes_for(train_size)
     spec = config.data.eval_transform or {}
     crop = spec.get("crop", spec.get("size"))
     if spec.get("mode") != "native" and crop is not None:

@@ -73,7 +73,7 @@ def resolve_budget(args: argparse.Namespace) -> Budget:
             raise ConfigError(f"{flag} must be positive, got {value}")
     return Budget(max_gflops=base.max_gflops if args.max_gflops is None else args.max_gflops,
                   max_params=base.max_params if args.max_params is None else args.max_params,
-                  name="custom")
+                  name="custom", deploy_size=base.deploy_size)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     budget = resolve_budget(args)
     model = load_target(args.target)
-    sizes = args.input or [deploy_config(model).input_size]
+    sizes = args.input or budget.sizes_for(deploy_config(model).input_size)
     reports = [measure(model, size, strict=True) for size in sizes]
     within = all(budget.fits(r) for r in reports)
     if args.json:

@@ -8,6 +8,7 @@ verification.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 import json
 from typing import TYPE_CHECKING
 
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_as_json(result)))
     else:
-        _print_human(result)
+        _print_human(result, budget)
     return 0
 
 
@@ -111,7 +112,7 @@ def _as_json(result: ExportResult) -> dict:
     }
 
 
-def _print_human(result: ExportResult) -> None:
+def _print_human(result: ExportResult, budget: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -126,7 +127,9 @@ def _print_human(result: ExportResult) -> None:
     for fmt, reason in result.unverified.items():
         console.print(f"[yellow]{fmt} not verified: {reason}[/yellow]")
     for r in result.budget_reports:
-        console.print(f"budget at {'x'.join(map(str, r.input_size))}: {r.gflops:.4f} GFLOPs, {r.params:,} params")
+        verdict = "fits" if budget is None or budget.fits(r) else "OVER"
+        console.print(f"budget {budget.describe() if budget else ''} at {'x'.join(map(str, r.input_size))}: "
+                      f"{r.gflops:.4f} GFLOPs, {r.params:,} params: {verdict}", markup=False, highlight=False)
     if result.within_budget is False:
         console.print("[bold red]over budget (exported because of --allow-over-budget)[/bold red]")
     for fmt, path in result.paths.items():

@@ -17,26 +17,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def describe_models(pattern: str = "*") -> list[dict]:
-    """One row per registered model: name, role, deploy input size, params, GFLOPs, verdict."""
+def describe_models(pattern: str = "*", *, progress: bool = False) -> list[dict]:
+    """One row per registered model: name, role, deploy input size, params, GFLOPs, verdict;
+    ``progress`` shows a bar on stderr while the models are built and measured (tens of seconds)."""
+    from rich.console import Console
+    from rich.progress import Progress
+
     from ..budget import VQUALA2025, measure
     from ..models import create_model, deploy_config, list_models, model_info
 
     rows = []
-    for name in list_models(pattern):
-        info = model_info(name)
-        model = create_model(name)
-        size = deploy_config(model).input_size
-        report = measure(model, size)
-        rows.append({
-            "name": name,
-            "role": "student" if info.is_student else "teacher",
-            "input_size": list(size),
-            "params": report.params,
-            "gflops": report.gflops,
-            "within_vquala2025": VQUALA2025.fits(report),
-            "description": info.description,
-        })
+    names = list_models(pattern)
+    with Progress(console=Console(stderr=True), transient=True, disable=not progress) as bar:
+        task = bar.add_task("measuring", total=len(names))
+        for name in names:
+            bar.update(task, description=f"measuring {name}")
+            info = model_info(name)
+            model = create_model(name)
+            size = deploy_config(model).input_size
+            report = measure(model, size)
+            rows.append({
+                "name": name,
+                "role": "student" if info.is_student else "teacher",
+                "input_size": list(size),
+                "params": report.params,
+                "gflops": report.gflops,
+                "within_vquala2025": VQUALA2025.fits(report),
+                "description": info.description,
+            })
+            bar.advance(task)
     return rows
 
 
@@ -47,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..budget import VQUALA2025
 
-    rows = describe_models(args.pattern)
+    rows = describe_models(args.pattern, progress=True)
     if args.json:
         print(json.dumps(rows))
         return 0
