@@ -114,3 +114,26 @@ def test_every_preset_builds():
 def test_bad_specs_raise_config_error(spec, needle):
     with pytest.raises(ConfigError, match=needle):
         build_transform(spec)
+
+
+def test_center_crop_boxes_never_leave_the_image_whatever_the_size():
+    """Rounding put a box edge about 1e-14 outside some images; rendering clamps every box."""
+    from PIL import Image
+
+    for spec in ({"mode": "center_crop", "size": 224, "resize": 224},
+                 {"mode": "center_crop", "size": 224, "resize": [224, 224]},
+                 {"mode": "center_crop", "size": [224, 192], "resize": 240},
+                 {"mode": "random_crop", "size": 224}):
+        views = build_transform(spec)
+        for width, height in ((500, 500), (250, 300), (333, 517), (224, 225), (1023, 767), (97, 131)):
+            out = views(Image.new("RGB", (width, height), (120, 30, 200)))["image"]
+            assert out.shape[-2:] == tuple(views.views["image"]), (spec, width, height)
+
+
+def test_a_box_a_rounding_error_outside_the_image_renders():
+    from PIL import Image
+
+    views = build_transform({"mode": "center_crop", "size": 224, "resize": 224})
+    img = Image.new("RGB", (500, 500), (10, 200, 30))
+    out = views.render(img, [(-2.8e-14, 0.0, 500.00000000000006, 500.0)], False)["image"]
+    assert out.shape == (3, 224, 224)

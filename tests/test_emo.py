@@ -379,3 +379,14 @@ def test_trace_at_224_stays_valid_where_windows_need_padding(name):
         expected = features(x)
         assert expected.shape[-2:] == (4, 5)
         torch.testing.assert_close(traced(x), expected, rtol=0, atol=1e-5)
+
+
+def test_emo_stem_kernel_follows_the_first_depthwise_kernel_size():
+    """As the official MSPatchEmb(kernel_size=dw_kss[0]): a 5x5 first-stage kernel gives a 5x5 stem."""
+    from kdfiqa.models import create_backbone
+
+    for first in (3, 5):
+        backbone = create_backbone("emo_1m", dw_kernel_sizes=(first, 3, 5, 5))
+        convs = [m for m in backbone.stage0[0].modules() if isinstance(m, nn.Conv2d)]
+        assert convs[0].kernel_size == (first, first) and convs[0].stride == (2, 2)
+        assert backbone.forward_features(torch.randn(1, 3, 64, 64)).shape[-1] == 2

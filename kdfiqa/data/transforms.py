@@ -189,6 +189,9 @@ class PairedViews:
         self.spec: dict[str, Any] | None = None
 
     def _render(self, img: Image.Image, box: Box, size: Size | None, flip: bool) -> torch.Tensor:
+        # float arithmetic can put a box edge a rounding error (~1e-14) outside the image, which PIL
+        # refuses ("box offset can't be negative"): clamp every box to the image, in one place
+        box = (max(0.0, box[0]), max(0.0, box[1]), min(float(img.width), box[2]), min(float(img.height), box[3]))
         if size is None:
             full = (0.0, 0.0, float(img.width), float(img.height))
             out = img if box == full else img.crop(tuple(round(v) for v in box))

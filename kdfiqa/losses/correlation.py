@@ -10,17 +10,27 @@ from torch import nn
 from ._validate import as_score_pair
 from .registry import register_loss
 
-__all__ = ["PLCCLoss", "NormInNormPLCCLoss", "batch_pearson"]
+__all__ = ["PLCCLoss", "NormInNormPLCCLoss", "batch_pearson", "centred_unit", "MIN_NORM"]
+
+
+MIN_NORM = 1e-3
+"""Floor of ‖x − mean x‖ in :func:`centred_unit` (score units): a batch whose centred norm is below it
+counts as (near-)constant."""
 
 
 def centred_unit(x: torch.Tensor) -> torch.Tensor:
-    """``(x − mean x) / ‖x − mean x‖``, and the (all-zero) centred ``x`` itself when x is constant.
+    """``(x − mean x) / ‖x − mean x‖``, and the centred ``x`` itself (divided by 1) when that norm is
+    below :data:`MIN_NORM`.
 
-    Dividing by 1 instead of 0 in the constant case keeps values and gradients finite and bounded.
+    For any batch whose spread is not tiny this is the unit centred vector of the equations. A
+    constant or near-constant batch (where a constant such as 0.3 leaves float rounding residue of
+    about 1e-17 rather than exact zeros) keeps its tiny centred values: ρ is then about 0, and the
+    gradient of a correlation with it is bounded (by 1 for a constant batch, by about 1/MIN_NORM
+    anywhere) instead of growing as 1/‖x − mean x‖ with the residue.
     """
     centred = x - x.mean()
     norm = torch.linalg.vector_norm(centred)
-    return centred / torch.where(norm > 0, norm, torch.ones_like(norm))
+    return centred / torch.where(norm >= MIN_NORM, norm, torch.ones_like(norm))
 
 
 def batch_pearson(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -33,11 +43,11 @@ class PLCCLoss(nn.Module):
     """``1 − ρ(ŷ, y)``, Pearson's ρ over the batch (seed Eq. 9, ISeeCV team, CoReFace).
 
     ``ρ = Σ(y_i − ȳ)(ŷ_i − mean ŷ) / (√Σ(y_i − ȳ)² · √Σ(ŷ_i − mean ŷ)²)``, exactly, so the loss is
-    invariant to positive affine maps of ŷ; range [0, 2]. When ŷ or y is constant (or the batch
-    has one sample) ρ is undefined: it is taken as 0 (loss 1), and the gradient is that of
-    ``−Σ(ŷ_i − mean ŷ)·u_i`` with u the normalised centred targets, which is bounded and points
-    the predictions towards the targets' order. Near-constant predictions give large gradients
-    (∝ 1/‖ŷ − mean ŷ‖), as the equation implies.
+    invariant to positive affine maps of ŷ (for batches that are not near-constant); range [0, 2].
+    When ŷ or y is constant or near-constant (centred norm below
+    :data:`~kdfiqa.losses.correlation.MIN_NORM`, or one sample) ρ is undefined: it tends to 0 (loss
+    1), and the gradient, bounded by about 1/MIN_NORM, points the predictions towards the targets'
+    order (:func:`centred_unit`).
     """
 
     kind = "task"

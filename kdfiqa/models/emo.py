@@ -45,9 +45,11 @@ def _early_late(n: int, early: Any, late: Any) -> list:
 def _emo_stem(
     in_chans: int, dim: int, norm: str, act: str, dw_kernel_size: int, head_dim: int
 ) -> nn.ModuleList:
-    """EMO stem: 3x3 stride-2 conv + BN, then an attention-free iRMB with squeeze-excite (EMO Sec. 4)."""
+    """EMO stem: a stride-2 conv + BN whose kernel is the first stage's depth-wise kernel size (3 in
+    every official preset, as in the official ``MSPatchEmb(kernel_size=dw_kss[0])``), then an
+    attention-free iRMB with squeeze-excite (EMO Sec. 4)."""
     return nn.ModuleList([
-        PatchEmbed(in_chans, dim, kernel_size=3, stride=2, norm=norm),
+        PatchEmbed(in_chans, dim, kernel_size=dw_kernel_size, stride=2, norm=norm),
         iRMB(dim, dim, norm_in=False, skip=False, exp_ratio=1.0, norm=norm, act=act, v_proj=False,
              dw_kernel_size=dw_kernel_size, se_ratio=1.0, head_dim=head_dim, attn="none"),
     ])
