@@ -137,3 +137,20 @@ def test_a_box_a_rounding_error_outside_the_image_renders():
     img = Image.new("RGB", (500, 500), (10, 200, 30))
     out = views.render(img, [(-2.8e-14, 0.0, 500.00000000000006, 500.0)], False)["image"]
     assert out.shape == (3, 224, 224)
+
+
+def test_resize_random_crop_places_the_crop_on_the_short_side_resized_grid():
+    """Resize(352) + RandomCrop(352) on a 704x1056 image: the box is 704 source pixels square (the
+    scale is 2), its left edge on the 2-pixel grid of the resized image, inside the image."""
+    from PIL import Image
+
+    views = build_transform({"mode": "resize_random_crop", "size": 352, "resize": 352})
+    img = Image.new("RGB", (1056, 704), (1, 2, 3))
+    torch.manual_seed(0)
+    for _ in range(20):
+        (box,), _ = views.draw(img)
+        assert box[3] - box[1] == pytest.approx(704) and box[2] - box[0] == pytest.approx(704)
+        assert box[1] == 0 and 0 <= box[0] <= 1056 - 704 and box[0] / 2 == int(box[0] / 2)
+    assert views(img)["image"].shape == (3, 352, 352)
+    with pytest.raises(ConfigError, match="resize"):
+        build_transform({"mode": "resize_random_crop", "size": 352, "resize": 300})

@@ -175,3 +175,26 @@ def test_feature_hooks_are_named_on_the_unwrapped_model_under_ddp(gloo_group):
     _steps(distiller, 2, loss=lambda b: ddp_trainable(b, distiller.frozen_forward(b)))
     assert set(distiller.model.state_dict()) == set(TinyFIQA(4).state_dict())
     assert isinstance(distiller.trainable.feature_losses[0], FeatureLoss)
+
+
+def test_a_linear_output_student_and_teacher_distil_in_score_space():
+    """The ECNU-SJTU student regresses scores: its task loss sees its raw output, and logit-space
+    distillation compares the clamped logits of both sides' scores."""
+    from kdfiqa.distill import Distiller, Teacher
+    from kdfiqa.distill.score_table import score_to_logit
+    from kdfiqa.losses import create_loss
+    from kdfiqa.models import create_model
+
+    torch.manual_seed(0)
+    student, teacher_net = create_model("ecnu_sjtu_student"), create_model("ecnu_sjtu_student")
+    teacher = Teacher(teacher_net, input_size=64)
+    distiller = Distiller(teacher, student, task_loss="mse", distill_loss="temperature_mse")
+    batch = {"image": torch.randn(4, 3, 64, 64), "score": torch.rand(4)}
+    distiller.eval()
+    with torch.no_grad():
+        out = distiller(batch)
+        s_raw = student.forward_logits(batch["image"]).reshape(-1)
+        t_raw = teacher_net.forward_logits(batch["image"]).reshape(-1)
+    assert out["task"].item() == pytest.approx(torch.mean((s_raw - batch["score"]) ** 2).item(), rel=1e-5)
+    expected = create_loss("temperature_mse")(score_to_logit(s_raw), score_to_logit(t_raw))
+    assert out["distill"].item() == pytest.approx(float(expected), rel=1e-5)

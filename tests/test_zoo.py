@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -127,3 +129,48 @@ def test_lighthspa_options():
         create_model("lighthspa_fiqa", width_mult=0)
     with pytest.raises(ConfigError):
         create_model("lighthspa_fiqa", pretrained=True)
+
+
+ECNU_WEIGHT_SEED, ECNU_INPUT_SEED, ECNU_INPUT_SHAPE = 0, 1, (2, 3, 288, 288)
+ECNU_REFERENCE = Path(__file__).resolve().parent / "fixtures" / "ecnu_reference.json"
+
+
+def winner_layout_state_dict() -> dict[str, torch.Tensor]:
+    """The state dict the winner's FIQA_EdgeNeXt_XXS has when built with torch's generator seeded by
+    ECNU_WEIGHT_SEED, in their layout: the same draws in the same order (timm's edgenext_xx_small with
+    its 1000-class head, then the two quality layers), their head dropped as their code does."""
+    import timm
+
+    torch.manual_seed(ECNU_WEIGHT_SEED)
+    backbone = timm.create_model("edgenext_xx_small", pretrained=False)
+    quality = nn.Sequential(nn.Linear(168, 128), nn.Linear(128, 1))
+    state = {f"feature_extraction.{k}": v for k, v in backbone.state_dict().items() if not k.startswith("head.")}
+    state.update({f"quality.{k}": v for k, v in quality.state_dict().items()})
+    return state
+
+
+def test_ecnu_sjtu_student_equals_the_winners_model():
+    """Parameters and fvcore FLOPs of the leaderboard entry, and, on the winner's own state-dict layout,
+    the outputs their released module gives (tests/fixtures/ecnu_reference.json, from their code)."""
+    import json
+
+    from kdfiqa.budget import measure
+    from kdfiqa.models.deploy import deploy_config
+    from kdfiqa.models.edgenext import load_ecnu_sjtu_state_dict
+
+    reference = json.loads(ECNU_REFERENCE.read_text())
+    model = create_model("ecnu_sjtu_student")
+    report = measure(model, 288)
+    assert report.params == reference["params"] == 1_179_641 and report.flops == 331_310_822
+    assert deploy_config(model).output == "linear" and deploy_config(model).input_size == (3, 352, 352)
+    state = winner_layout_state_dict()
+    assert {k: list(v.shape) for k, v in state.items()} == {k: shape for k, (shape, _) in reference["keys"].items()}
+    for key, (_, total) in reference["keys"].items():
+        assert float(state[key].double().sum()) == pytest.approx(total, rel=1e-9, abs=1e-9), key
+    load_ecnu_sjtu_state_dict(model, state).eval()
+    x = torch.randn(ECNU_INPUT_SHAPE, generator=torch.Generator().manual_seed(ECNU_INPUT_SEED))
+    with torch.no_grad():
+        out = model(x).reshape(-1)
+    assert torch.allclose(out, torch.tensor(reference["outputs"]), atol=1e-6, rtol=0)
+    with pytest.raises(ConfigError, match="layout"):
+        load_ecnu_sjtu_state_dict(model, {"backbone.x": torch.zeros(1)})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import TYPE_CHECKING
+from typing import Any, TYPE_CHECKING
 
 from ..budget_presets import BUDGETS, DEFAULT_BUDGET
 from ..errors import ConfigError
@@ -22,6 +22,12 @@ EXAMPLES = """examples:
   kdfiqa budget timm:edgenext_xx_small --json
   kdfiqa budget my_models.py:build_student --max-gflops 0.3 --max-params 2000000
   kdfiqa budget runs/student/best.pt
+  kdfiqa budget edgenext_xxs_fiqa --fill
+  kdfiqa budget emo2_1m --fill --aspect 3:4 --stride 16
+
+--fill finds the largest input size on the model's stride grid (square, or of --aspect H:W) that fits
+the budget, by bisection on fvcore's count, and prints the boundary: the largest size that fits and
+the next one, which does not, with both counts. Exit status 0 when some size fits, 1 when none does.
 """
 
 
@@ -38,8 +44,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="input size(s): 224, 224x336 or 3x224x336 (default: the model's deploy size; "
                         "for a checkpoint, the size it was trained for)")
     add_budget_flags(p, "--preset", help="named budget (default: %(default)s)")
+    p.add_argument("--fill", action="store_true", help="find the largest input size that fits the budget")
+    p.add_argument("--stride", type=int, default=32, help="--fill: the size grid (default: %(default)s)")
+    p.add_argument("--aspect", type=_aspect, default=(1, 1), metavar="H:W",
+                   help="--fill: height:width ratio of the sizes tried (default: 1:1)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.set_defaults(func=run)
+
+
+def _aspect(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a ratio such as 3:4") from None
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: both sides of the ratio must be positive")
+    return height, width
 
 
 def add_budget_flags(p: argparse.ArgumentParser, flag: str, *extra_choices: str, help: str) -> None:
@@ -84,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
 
     budget = resolve_budget(args)
     model = load_target(args.target)
+    if args.fill:
+        return _fill(args, model, budget)
     sizes = args.input or budget.sizes_for(deploy_config(model).input_size)
     reports = [measure(model, size, strict=True) for size in sizes]
     within = all(budget.fits(r) for r in reports)
@@ -98,6 +120,38 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_human(args.target, budget, reports)
     return 0 if within else 1
+
+
+def _fill(args: argparse.Namespace, model: Any, budget: Budget) -> int:
+    """``--fill``: the boundary of :func:`kdfiqa.budget_fill.fill_budget`, as a table or JSON."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..budget_fill import fill_budget
+
+    if args.input:
+        raise ConfigError("--fill searches the input size itself; drop --input")
+    result = fill_budget(model, budget, stride=args.stride, aspect=args.aspect)
+    rows = [("largest that fits", result.fits), ("next, over", result.over)]
+    if args.json:
+        print(json.dumps({"target": args.target, "budget": budget.name, "traces": result.traces,
+                          "stride": result.stride, "aspect": list(result.aspect),
+                          **{key: (r.as_dict() if r else None) for key, r in zip(("fits", "over"), (result.fits,
+                                                                                                    result.over))}}))
+    else:
+        table = Table(title=f"{args.target}: the largest input that fits {budget.describe()} "
+                            f"({result.traces} fvcore traces)")
+        for column in ("", "input", "GFLOPs", "params"):
+            table.add_column(column, justify="left" if not column else "right")
+        for label, report in rows:
+            if report is not None:
+                table.add_row(label, "x".join(map(str, report.input_size[1:])), f"{report.gflops:.4f}",
+                              f"{report.params:,}")
+        Console().print(table)
+        if result.fits is None:
+            Console(stderr=True).print("no size on the grid fits: the model is over the budget at its smallest",
+                                       markup=False, highlight=False)
+    return 0 if result.fits is not None else 1
 
 
 def _print_human(target: str, budget: Budget, reports: list[CostReport]) -> None:

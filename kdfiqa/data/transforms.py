@@ -106,6 +106,25 @@ class RandomCrop:
 
 
 @dataclass(frozen=True)
+class ResizedRandomCrop:
+    """torchvision's ``Resize(resize)`` then ``RandomCrop(crop)`` (the ECNU-SJTU training transform):
+    the short side is scaled to ``resize`` (aspect kept) and a ``crop`` box placed uniformly on the
+    integer grid of the resized image; the box is returned in source pixels (one resampling)."""
+
+    crop: Size
+    resize: int
+    stacked = False
+
+    def boxes(self, width: int, height: int) -> list[Box]:
+        scale = self.resize / min(width, height)
+        new_w, new_h = max(round(width * scale), self.crop[1]), max(round(height * scale), self.crop[0])
+        left = int(_uniform() * (new_w - self.crop[1] + 1))
+        top = int(_uniform() * (new_h - self.crop[0] + 1))
+        sx, sy = width / new_w, height / new_h
+        return [(left * sx, top * sy, (left + self.crop[1]) * sx, (top + self.crop[0]) * sy)]
+
+
+@dataclass(frozen=True)
 class RandCropOrResize:
     """2077Agent's RandCropOrResize: a random crop with probability ``crop_prob``, else the whole image."""
 
@@ -241,7 +260,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 """Named transform specs from the seed's methods, usable as ``{"preset": NAME, ...overrides}``."""
 
-_MODES = ("resize", "random_crop", "randcrop_or_resize", "center_crop", "native", "multi_crop")
+_MODES = ("resize", "random_crop", "resize_random_crop", "randcrop_or_resize", "center_crop", "native", "multi_crop")
 _KEYS = ("preset", "mode", "size", "crop", "resize", "teacher_size", "flip", "normalize", "crop_prob", "num_crops")
 
 
@@ -277,6 +296,11 @@ def _geometry(mode: str, spec: Mapping[str, Any]) -> Geometry:
     crop = _size(spec, "crop" if "crop" in spec else "size")
     if mode == "random_crop":
         return RandomCrop(crop)
+    if mode == "resize_random_crop":
+        resize = spec.get("resize", crop[0])
+        if not isinstance(resize, int) or isinstance(resize, bool) or resize < max(crop):
+            raise ConfigError(f"transform field 'resize': {resize!r} must be an int (the short side) >= the crop")
+        return ResizedRandomCrop(crop, resize)
     if mode == "randcrop_or_resize":
         return RandCropOrResize(crop, _crop_prob(spec))
     if mode == "multi_crop":
@@ -291,11 +315,13 @@ def build_transform(spec: str | Mapping[str, Any]) -> PairedViews:
     Spec keys:
 
     - ``preset``: a :data:`PRESETS` name; the other keys override its fields.
-    - ``mode``: ``resize``, ``random_crop``, ``randcrop_or_resize``, ``center_crop``, ``native``,
-      ``multi_crop`` (see the module docstring).
+    - ``mode``: ``resize``, ``random_crop``, ``resize_random_crop`` (short side to ``resize``, then a
+      random ``size`` crop, torchvision's Resize + RandomCrop), ``randcrop_or_resize``,
+      ``center_crop``, ``native``, ``multi_crop`` (see the module docstring).
     - ``size``: the student view, int or [height, width] (not for ``native``).
     - ``crop``: the crop box in source pixels for the crop modes (default: ``size``).
-    - ``resize``: ``center_crop`` only: int (short side) or [height, width] (default: no resize).
+    - ``resize``: ``center_crop``: int (short side) or [height, width] (default: no resize);
+      ``resize_random_crop``: int, the short side (default: the crop's height).
     - ``teacher_size``: int, [height, width] or ``"native"``: also render ``"teacher_image"``.
     - ``flip``: random horizontal flip with probability 0.5 (default false).
     - ``normalize``: ``imagenet`` (default), ``symmetric`` (to (-1, 1)) or ``none``.

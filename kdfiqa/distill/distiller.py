@@ -16,7 +16,9 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..losses import WeightedSum
 from .features import FeaturePair, FeatureTap, build_feature_loss, capturing, parse_feature_pairs
+from ..models.deploy import output_kind
 from ..modes import evaluating
+from .score_table import score_to_logit
 from .objective import LossSpec, as_weighted_sum, logged, targets_of
 from .student import Student
 from .teacher import Teacher, TeacherSource
@@ -26,6 +28,17 @@ __all__ = ["Distiller", "StudentLoss", "TeacherOutput"]
 
 def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters(), torch.empty(0)).device
+
+
+def scores_and_logits(raw: Tensor, linear: bool) -> tuple[Tensor, Tensor]:
+    """(scores, logits) of a student's ``forward_logits`` output: a sigmoid model's scores are
+    σ(raw) and its logits ``raw``; a linear-output model's scores are ``raw`` itself (a regression
+    onto the label scale, as the ECNU-SJTU student) and its logits the clamped logit of them
+    (:func:`~kdfiqa.distill.score_table.score_to_logit`), so logit-space distillation losses compare
+    like with like."""
+    if linear:
+        return raw, score_to_logit(raw)
+    return raw.sigmoid(), raw
 
 
 class TeacherOutput(NamedTuple):
@@ -59,6 +72,7 @@ class StudentLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.model = model
+        self.linear = output_kind(model) == "linear"
         self.task_loss = task_loss
         self.distill_loss = distill_loss
         self.feature_pairs = list(feature_pairs)
@@ -69,10 +83,10 @@ class StudentLoss(nn.Module):
 
     def forward(self, batch: Mapping[str, Any], teacher: TeacherOutput) -> dict[str, Tensor]:
         with capturing(self.taps):
-            student_logits = self.model.forward_logits(batch["image"]).reshape(-1)
+            raw = self.model.forward_logits(batch["image"]).reshape(-1)
             student_features = [tap.take() for tap in self.taps]
+        scores, student_logits = scores_and_logits(raw, self.linear)
         teacher_logits = teacher.logits.to(student_logits.dtype)
-        scores = student_logits.sigmoid()
         total: Tensor = student_logits.new_zeros(())
         terms: dict[str, Tensor] = {}
         if self.task_loss is not None:

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ..budget import parse_input_size
 from ..errors import ConfigError
-from ..models.deploy import attached_deploy_config
+from ..models.deploy import attached_deploy_config, output_kind
 from ..targets import load_target
 from .score_table import ScoreTable, score_to_logit
 
@@ -36,7 +36,9 @@ class NetworkTeacher(nn.Module):
     ``forward(batch)`` feeds ``batch["teacher_image"]`` when the batch has it (the data set rendered
     the teacher's own view of the same crop), otherwise ``batch["image"]`` (the student's view,
     with the student's normalisation) bilinearly resized with antialiasing to ``input_size`` when
-    one is known. It returns ``network.forward_logits`` as (B, 1) on the batch's device.
+    one is known. It returns ``network.forward_logits`` as (B, 1) on the batch's device; for a
+    linear-output network (a regression onto the label scale) the clamped logit of that score, so
+    that every teacher speaks in logits.
     """
 
     def __init__(self, network: nn.Module, input_size: Any = None) -> None:
@@ -47,6 +49,7 @@ class NetworkTeacher(nn.Module):
                 "kdfiqa.models.heads.FIQARegressor or give it one returning pre-sigmoid scores (B, 1)"
             )
         self.network = network
+        self.linear = output_kind(network) == "linear"
         deployed = attached_deploy_config(network)
         size = (input_size if input_size is not None
                 else deployed.input_size if deployed is not None
@@ -61,7 +64,9 @@ class NetworkTeacher(nn.Module):
             if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size[1:]:
                 x = F.interpolate(x, size=self.input_size[1:], mode="bilinear", align_corners=False, antialias=True)
         device = next(self.network.parameters(), image).device
-        return self.network.forward_logits(x.to(device)).reshape(-1, 1).to(image.device)
+        raw = self.network.forward_logits(x.to(device)).reshape(-1, 1)
+        logits = score_to_logit(raw) if self.linear else raw  # a linear-output network regresses scores
+        return logits.to(image.device)
 
 
 def _member(source: TeacherSource, input_size: Any, model_kwargs: Mapping[str, Any]) -> nn.Module:

@@ -19,8 +19,8 @@ TIMM_KWARGS = frozenset({
 regularisation settings only. Never ``pretrained``, ``pretrained_cfg``, ``pretrained_cfg_overlay``,
 ``checkpoint_path``, ``cache_dir`` or anything else that downloads or opens a file."""
 
-TIMM_BACKBONE_KWARGS = TIMM_KWARGS | {"pooled"}
-""":data:`TIMM_KWARGS` and :class:`TimmBackbone`'s own ``pooled``."""
+TIMM_BACKBONE_KWARGS = TIMM_KWARGS | {"pooled", "strip_head"}
+""":data:`TIMM_KWARGS` and :class:`TimmBackbone`'s own ``pooled`` and ``strip_head``."""
 
 
 class TimmBackbone(nn.Module):
@@ -37,32 +37,41 @@ class TimmBackbone(nn.Module):
       ``head_input_pooled`` tells the regressor not to pool again. With ``pooled=False`` the model is
       built with ``global_pool=""`` and hands over a map, which the quality head pools (``"avg"`` or
       ``"avgmax"``); use it with convolutional models.
+    * ``strip_head=True`` replaces timm's whole head (pooling, post-pooling norm and classifier) by an
+      identity, as the ECNU-SJTU winner's code does (``model.head = Identity()``): the feature map goes
+      to the quality head, which pools it; ``pooled`` is then ignored.
 
     Every parameter of the timm model is used by ``forward_head_input``, so budget parameter counts
     hold only what runs.
     """
 
-    def __init__(self, name: str, pretrained: bool = False, *, pooled: bool = True, **kwargs: Any) -> None:
+    def __init__(self, name: str, pretrained: bool = False, *, pooled: bool = True, strip_head: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__()
         import timm
 
         if not timm.is_model(name):
             raise ConfigError(f"timm has no model named {name!r}; `python -c \"import timm; "
                               f"print(timm.list_models('*{name[:6]}*'))\"` lists close names")
-        if not pooled:
+        if not pooled and not strip_head:
             kwargs["global_pool"] = ""
         self.model = timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
         self.timm_name = name
         self.num_features: int = self.model.num_features
-        self.head_input_features: int = getattr(self.model, "head_hidden_size", self.num_features)
-        self.head_input_pooled = pooled
+        self.strip_head = strip_head
+        if strip_head:
+            self.model.head = nn.Identity()
+        self.head_input_features: int = (self.num_features if strip_head
+                                         else getattr(self.model, "head_hidden_size", self.num_features))
+        self.head_input_pooled = pooled and not strip_head
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.model.forward_features(x)
 
     def forward_head_input(self, x: Tensor) -> Tensor:
-        """timm's output without its classifier: pooled pre-logits (B, C) or, unpooled, a map."""
-        return self.model(x)
+        """timm's output without its classifier: pooled pre-logits (B, C) or, unpooled (or with the
+        head stripped), a map."""
+        return self.model.forward_features(x) if self.strip_head else self.model(x)
 
 
 def timm_regressor(
