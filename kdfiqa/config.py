@@ -216,10 +216,12 @@ class DistillSection:
     feature: list = option(factory=list, flag="--feature-loss", metavar="S:T[:LOSS[:W]]", repeat=True,
                            commands=("distill",), help="match student module S to teacher module T (repeatable)")
     """Feature losses as ``STUDENT_MODULE:TEACHER_MODULE[:LOSS[:WEIGHT]]`` (module paths on the bare models)."""
-    budget: str | None = option("vquala2025", flag="--budget", metavar="NAME", commands=("distill",),
-                                help="budget the student must fit before training starts (vquala2025; none: no check)")
-    """Budget the student must fit before training starts (``None``/``"none"``: no check)."""
-    deploy_input: list = option(factory=list, flag="--deploy-input", metavar="SIZE", repeat=True, commands=("distill",),
+    budget: str | None = option(None, flag="--budget", metavar="NAME",
+                                help="budget the model must fit at its deployment size before training starts "
+                                     "(distill: vquala2025 unless told; train: none unless told; none: no check)")
+    """Budget the model must fit before training starts: for ``distill`` ``None`` means the default
+    budget (vquala2025), for ``train`` no check; ``"none"``: no check."""
+    deploy_input: list = option(factory=list, flag="--deploy-input", metavar="SIZE", repeat=True,
                                 help="size(s) the student is deployed at, where the budget is checked "
                                      "(default: the budget's, 224 for vquala2025, never below --input)")
     """Deployment resolutions the budget is checked at (default: the budget's deployment size, never
@@ -229,7 +231,7 @@ class DistillSection:
                                   "train on them instead of running it every step (0: online)")
     """Views per image of the crop-level teacher cache (:mod:`kdfiqa.distill.view_cache`); 0 runs the
     teacher on every batch."""
-    allow_over_budget: bool = option(False, flag="--allow-over-budget", commands=("distill",),
+    allow_over_budget: bool = option(False, flag="--allow-over-budget",
                                      help="train a student over budget anyway (loudly logged)")
     calibrate: bool = option(False, flag="--calibrate", commands=("distill",),
                              help="map the teacher's pseudo-labels of --unlabeled to the label scale "

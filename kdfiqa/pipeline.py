@@ -263,11 +263,13 @@ NO_BUDGET = Budget(max_gflops=float("inf"), max_params=2**62, name="none")
 """What ``--budget none`` checks against: nothing fails it."""
 
 
-def _budget(config: RunConfig) -> Budget:
-    from .budget_presets import get_budget
+def _budget(config: RunConfig, command: str = "distill") -> Budget:
+    """The budget a run checks: ``distill.budget``, which for ``distill`` defaults to the default
+    budget and for ``train`` to none."""
+    from .budget_presets import DEFAULT_BUDGET, get_budget
 
-    name = config.distill.budget
-    return NO_BUDGET if name is None or name == "none" else get_budget(name)
+    name = config.distill.budget or (DEFAULT_BUDGET if command == "distill" else "none")
+    return NO_BUDGET if name == "none" else get_budget(name)
 
 
 def deploy_sizes(config: RunConfig, budget: Budget) -> list[tuple[int, int, int]]:
@@ -288,14 +290,14 @@ def deploy_sizes(config: RunConfig, budget: Budget) -> list[tuple[int, int, int]
     return list(dict.fromkeys(sizes))
 
 
-def build_student(config: RunConfig, model: nn.Module | None = None) -> Any:
+def build_student(config: RunConfig, model: nn.Module | None = None, command: str = "distill") -> Any:
     """The student of ``config``, budget-checked at :func:`deploy_sizes` before any training step
     (over budget: :class:`~kdfiqa.budget.BudgetExceeded`, unless ``distill.allow_over_budget``)."""
     from .distill import Student
 
     model = model if model is not None else build_model(config)
     config = resolve_transforms(config, model)
-    budget = _budget(config)
+    budget = _budget(config, command)
     student = Student(model, budget=budget, input_sizes=deploy_sizes(config, budget),
                       allow_over_budget=config.distill.allow_over_budget)
     if student.within_budget and budget is not NO_BUDGET and is_main_process():
@@ -477,6 +479,8 @@ def train(config: RunConfig, *, pseudo: Labels | None = None, ctx: DistContext |
     _check_split(config, _count_labels(config))
     ctx = _context(config, ctx)
     model = build_model(config)
+    if _budget(config, "train") is not NO_BUDGET:  # given a budget, train refuses an over-budget model too
+        build_student(config, model, command="train")
     config = resolve_transforms(config, model)
     train_set, val = labeled_data(config, pseudo)
     if config.ssar.epochs > 0:

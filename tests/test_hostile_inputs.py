@@ -250,3 +250,42 @@ def figure(outcomes: dict[str, str]) -> str:
 def test_the_readme_states_the_measured_figure(outcomes):
     stated = re.search(r"\d+ tried, \d+ clean, \d+ crash, \d+ silent, \d+ code ran, \d+ lost", README.read_text())
     assert stated is not None and stated.group(0) == figure(outcomes), figure(outcomes)
+
+
+def test_a_file_size_limit_is_one_line_and_keeps_nothing_half_written(tmp_path):
+    """Under ``ulimit -f`` a checkpoint write fails: one line naming the file, exit 2, no partial file."""
+    import resource
+    import subprocess
+    import sys
+
+    images, labels = synthetic(tmp_path, 24, 0, "labeled")
+    out = tmp_path / "run"
+    script = ("import sys, tiny_fiqa; from kdfiqa.cli.main import main; sys.exit(main(sys.argv[1:]))")
+    argv = [sys.executable, "-c", script, "train", "--model", TINY, "--root", str(images), "--csv", str(labels),
+            "--device", "cpu", "--quiet", "--epochs", "1", "--batch-size", "4", "--val-fraction", "0.25",
+            "--set", "model.kwargs.width=64", "--out", str(out)]
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16_384, 16_384))
+
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, preexec_fn=limit,
+                          cwd=Path(__file__).resolve().parent)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "could not be written" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    assert not [p for p in out.glob("*.pt")] and not [p for p in out.glob(".*.tmp")]
+
+
+def test_library_errors_become_one_line_with_the_path_and_what_to_do():
+    import errno
+
+    from kdfiqa.errors import DataError, user_message
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/runs/x/last.pt")
+    assert user_message(full).startswith("/runs/x/last.pt: No space left on device; the disk is full")
+    denied = PermissionError(errno.EACCES, "Permission denied", "/runs/ro")
+    assert "not writable" in user_message(denied) and "/runs/ro" in user_message(denied)
+    wrapped = DataError("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
+                        "last):\n  File \"x.py\", line 1, in f\nkdfiqa.errors.DataError: a.png: truncated image")
+    assert user_message(wrapped) == "a.png: truncated image"
+    assert "--debug" in user_message(TypeError("bad"))

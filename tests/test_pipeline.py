@@ -233,3 +233,13 @@ def test_same_command_and_seed_give_the_same_weights_in_separate_processes(tmp_p
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
     _assert_same_weights(_weights(tmp_path / "a" / "last.pt"), _weights(tmp_path / "b" / "last.pt"))
+
+
+def test_train_given_a_budget_checks_it_at_the_deployment_size(tmp_path, data, capsys):
+    _, images, labels, _ = data
+    wide = ["--set", "model.kwargs.width=160"]  # fits at 32x32, not at 224x224
+    code, _, err = _run(capsys, ["train", *_common(images, labels), *wide, "--budget", "vquala2025",
+                                 "--out", tmp_path / "checked"])
+    assert code == 2 and "exceeds budget vquala2025" in err, err
+    assert not (tmp_path / "checked").exists()
+    assert _run(capsys, ["train", *_common(images, labels), *wide, "--out", tmp_path / "free"])[0] == 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from typing import Sequence
 
@@ -46,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``kdfiqa`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
+    if hasattr(signal, "SIGXFSZ"):  # a file-size limit then fails the write (one line), not the process
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
