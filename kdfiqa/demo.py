@@ -384,7 +384,7 @@ def _run(out: Path, plan: DemoPlan, *, quick: bool, seed: int, images: str | os.
             "epochs": len(result.history), "steps": result.history[-1]["step"] if result.history else 0,
         }
     curves_plot({ROLE_TITLES[r]: results[r].history for r in MODEL_ROLES}, out / "plots" / "training_curves.png",
-                title="kdfiqa demo (synthetic data): validation score per epoch")
+                title="kdfiqa demo (synthetic data): validation score and training loss per epoch")
     lap("evaluation")
 
     control = models["control"]

@@ -100,12 +100,19 @@ class _Panel:
         for px, py in points:
             self.draw.ellipse((px - 3, py - 3, px + 3, py + 3), fill=colour)
 
-    def legend(self, names: Sequence[str], colours: Sequence[tuple[int, int, int]]) -> None:
-        x0, y0, x1, _ = self.area
+    def legend(self, names: Sequence[str], colours: Sequence[tuple[int, int, int]],
+               origin: tuple[float, float] | None = None) -> None:
+        """A key of ``names`` in their ``colours``, from ``origin`` (default: inside the plot area's
+        top-left corner); :data:`LEGEND_ROW` pixels a row."""
+        x0, y0 = origin if origin is not None else (self.area[0], self.area[1])
         for k, (name, colour) in enumerate(zip(names, colours)):
-            y = y0 + 10 + 16 * k
+            y = y0 + 10 + LEGEND_ROW * k
             self.draw.line((x0 + 8, y, x0 + 28, y), fill=colour, width=3)
             self._text((x0 + 34, y), name, "lm")
+
+
+LEGEND_ROW = 16
+"""Height of one legend row, in pixels."""
 
 
 def _font() -> Any:
@@ -174,7 +181,8 @@ def curves_plot(
     if not runs:
         raise ValueError("curves_plot: no runs to draw")
     width, height = panel_size
-    img = Image.new("RGB", (2 * width, height + 24), BACKGROUND)
+    rows = -(-len(runs) // 2)  # the key sits below both panels, in two columns, never over a curve
+    img = Image.new("RGB", (2 * width, height + 24 + 12 + LEGEND_ROW * rows), BACKGROUND)
     draw, font = ImageDraw.Draw(img), _font()
     draw.text((width, 12), title, fill=INK, font=font, anchor="mm")
     colours = [PALETTE[k % len(PALETTE)] for k in range(len(runs))]
@@ -189,7 +197,10 @@ def curves_plot(
         panel.frame(f"{label} per epoch", "epoch", label)
         for (run_x, run_y), colour in zip(series, colours):
             panel.polyline(run_x, run_y, colour)
-        panel.legend(list(runs), colours)
+    names = list(runs)
+    for column in (0, 1):
+        part = slice(column * rows, (column + 1) * rows)
+        panel.legend(names[part], colours[part], origin=(column * width + MARGIN["left"], height + 24 + 4))
     return _save(img, path)
 
 

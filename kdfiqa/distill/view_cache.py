@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import CheckpointError, ConfigError, DataError
+from ..models.deploy import plain_values
 
 __all__ = ["FORMAT", "ViewCache", "CachedViews", "CachedTeacher", "build_view_cache", "teacher_fingerprint"]
 
@@ -56,14 +57,6 @@ def teacher_fingerprint(teacher: nn.Module) -> str:
         digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
         digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
     return digest.hexdigest()
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 @dataclass
@@ -87,7 +80,7 @@ class ViewCache:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        torch.save({"format": FORMAT, "teacher": self.teacher, "transform": _plain(self.transform),
+        torch.save({"format": FORMAT, "teacher": self.teacher, "transform": plain_values(self.transform),
                     "names": list(self.names), "boxes": self.boxes, "flips": self.flips, "logits": self.logits}, tmp)
         os.replace(tmp, path)
         return path
@@ -107,8 +100,8 @@ class ViewCache:
         if data["teacher"] != teacher:
             raise CheckpointError(f"{path}: was built for another teacher (fingerprint {data['teacher'][:12]}, "
                                   f"this one {teacher[:12]}); delete it or give the teacher it was built with")
-        if data["transform"] != _plain(transform):
-            raise CheckpointError(f"{path}: was drawn with the transform {data['transform']}, not {_plain(transform)}; "
+        if data["transform"] != plain_values(transform):
+            raise CheckpointError(f"{path}: was drawn with the transform {data['transform']}, not {plain_values(transform)}; "
                                   "delete it or train with the transform it was built with")
         return cls(data["teacher"], data["transform"], list(data["names"]), data["boxes"], data["flips"],
                    data["logits"])

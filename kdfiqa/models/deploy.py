@@ -138,9 +138,9 @@ class DeployConfig:
         """Plain values only (JSON/YAML/``torch.save(weights_only)`` safe)."""
         return {
             "name": self.name,
-            "kwargs": _plain(self.kwargs),
+            "kwargs": plain_values(self.kwargs),
             "input_size": list(self.input_size),
-            "eval_transform": _plain(self.eval_transform),
+            "eval_transform": plain_values(self.eval_transform),
             "normalize": self.normalize,
             "output": self.output,
         }
@@ -206,7 +206,7 @@ class _ReadOnly(Mapping):
     """A read-only view of a copied mapping, so a frozen config cannot be changed through it."""
 
     def __init__(self, values: Mapping[str, Any]) -> None:
-        self._values = {str(k): _plain(v) for k, v in values.items()}
+        self._values = {str(k): plain_values(v) for k, v in values.items()}
 
     def __getitem__(self, key: str) -> Any:
         return copy.deepcopy(self._values[key])
@@ -218,17 +218,19 @@ class _ReadOnly(Mapping):
         return len(self._values)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Mapping) and _plain(self) == _plain(other)
+        return isinstance(other, Mapping) and plain_values(self) == plain_values(other)
 
     def __repr__(self) -> str:
         return repr(self._values)
 
 
-def _plain(value: Any) -> Any:
+def plain_values(value: Any) -> Any:
+    """``value`` with every mapping a ``dict`` of string keys and every sequence a ``list``: what
+    JSON, YAML and ``torch.load(weights_only=True)`` round-trip and compare equal."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain_values(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_values(v) for v in value]
     return value
 
 
