@@ -18,6 +18,7 @@ import pytest
 
 from kdfiqa.budget import VQUALA2025, Budget, BudgetExceeded, check, measure
 from kdfiqa.models import create_model
+from kdfiqa.testing import assert_fits
 
 STUDENT = os.environ.get("KDFIQA_STUDENT", "emo2_1m")
 SIZES = os.environ.get("KDFIQA_SIZES", "224,224x336").split(",")
@@ -44,8 +45,8 @@ def report(student):
 
 @pytest.mark.parametrize("size", SIZES)
 def test_student_fits_the_challenge_budget(student, size):
-    # check() raises BudgetExceeded with measured vs allowed figures and the costliest modules.
-    (report,) = check(student, VQUALA2025, size, model_name=STUDENT)
+    # One line: fails with measured vs allowed figures and the costliest modules.
+    (report,) = assert_fits(student, "vquala2025", sizes=[size])
     print(f"{STUDENT} at {size}: {report.gflops:.4f} GFLOPs, {report.params:,} params")
 
 
