@@ -272,7 +272,7 @@ def run(quick: bool) -> dict:
         "title": TITLE,
         "goal": f"kdfiqa's distillation step is at most {100 * MAX_OVERHEAD:.0f}% slower than a minimal "
                 "hand-written PyTorch loop doing the same work, and ahead of torchdistill's",
-        "met": overhead <= 1 + MAX_OVERHEAD and ahead is not False,
+        "met": overhead <= 1 + MAX_OVERHEAD and ahead is True,  # no torchdistill run: not shown, not met
         "columns": ["pair", "loop", "steps timed", "median step ms", "images/s", "vs hand loop"],
         "rows": rows,
         "notes": notes,
