@@ -41,7 +41,7 @@ def view_cache_student(out, summary: dict) -> dict:
     from kdfiqa import pipeline
     from kdfiqa.checkpoint import load_checkpoint
     from kdfiqa.config import RunConfig
-    from kdfiqa.demo import _test
+    from kdfiqa.demo import evaluate_checkpoint
 
     online = RunConfig.from_dict(load_checkpoint(out / summary["models"]["online_kd"]["checkpoint"])["config"])
     config = dataclasses.replace(
@@ -49,7 +49,7 @@ def view_cache_student(out, summary: dict) -> dict:
         distill=dataclasses.replace(online.distill, view_cache=VIEWS))
     result = pipeline.run_distill(config, overwrite=True)
     test = pipeline.Labels(out / summary["split_files"]["test"], out / summary["split_roots"]["test"])
-    metrics = _test(result.checkpoint, test, torch.device("cpu"))[0]
+    metrics = evaluate_checkpoint(result.checkpoint, test, torch.device("cpu"))[0]
     control = summary["models"]["control"]
     return {k: metrics[k] - control[k] for k in ("srcc", "plcc", "score")}
 

@@ -35,7 +35,7 @@ import yaml
 
 from .engine.config import TrainConfig
 from .errors import ConfigError
-from .options import finite, in_range, one_of, option
+from .options import COMMANDS, finite, in_range, one_of, option
 
 __all__ = [
     "COMMANDS",
@@ -54,8 +54,6 @@ __all__ = [
     "load_recipe",
 ]
 
-COMMANDS = ("train", "distill")
-"""Commands a recipe or config file may hold command-specific sections for."""
 
 _UNION_TYPES = (Union, getattr(types, "UnionType", Union))
 

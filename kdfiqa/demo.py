@@ -46,7 +46,7 @@ from .config import RunConfig
 from .engine import init_distributed
 from .errors import DataError
 
-__all__ = ["DemoPlan", "PLANS", "BUDGET_RESOLUTION", "MODEL_ROLES", "STUDENT_ROLES", "ROLE_TITLES", "run_demo"]
+__all__ = ["DemoPlan", "PLANS", "BUDGET_RESOLUTION", "MODEL_ROLES", "STUDENT_ROLES", "ROLE_TITLES", "evaluate_checkpoint", "run_demo"]
 
 BUDGET_RESOLUTION = 224
 """The students are budget-checked (and every cost reported) at this deployment resolution."""
@@ -208,8 +208,8 @@ def _untrained_teacher(config: RunConfig, path: Path) -> Path:
     return save_checkpoint(path, build_checkpoint(model, config=config.to_dict()))
 
 
-def _test(checkpoint: Path, test: pipeline.Labels, device: torch.device) -> tuple[dict[str, float], list[str],
-                                                                                 np.ndarray, np.ndarray]:
+def evaluate_checkpoint(checkpoint: Path, test: pipeline.Labels, device: torch.device
+                        ) -> tuple[dict[str, float], list[str], np.ndarray, np.ndarray]:
     """Challenge metrics of a checkpoint on the test split, fed by its own deployment transform, with
     the test names, its predictions and the true scores."""
     from torch.utils.data import DataLoader
@@ -370,7 +370,7 @@ def _run(out: Path, plan: DemoPlan, *, quick: bool, seed: int, images: str | os.
     costs = {plan.student: gate}  # one measurement per network: the students share theirs
     for role in MODEL_ROLES:
         result = results[role]
-        metrics, names, pred, mos = _test(result.checkpoint, data.test, ctx.device)
+        metrics, names, pred, mos = evaluate_checkpoint(result.checkpoint, data.test, ctx.device)
         network = configs[role].model.name
         if network not in costs:
             costs[network] = measure(pipeline.build_model(configs[role]), BUDGET_RESOLUTION)

@@ -50,8 +50,8 @@ def _worker_message(text: str) -> str:
     DataLoader worker process N. Original Traceback ...": its last line is the original one)."""
     if text.startswith("Caught ") and "Original Traceback" in text:
         last = [line for line in text.splitlines() if line.strip()][-1].strip()
-        return last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].rsplit(".", 1)[-1].endswith(
-            ("Error", "Exception")) else last
+        kind, sep, message = last.partition(": ")  # "kdfiqa.errors.DataError: a.png: truncated"
+        return message if sep and kind.rsplit(".", 1)[-1].endswith(("Error", "Exception")) else last
     return text
 
 

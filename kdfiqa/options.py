@@ -15,17 +15,17 @@ from typing import Any, Callable, Sequence
 
 from .errors import ConfigError
 
-__all__ = ["option", "flag_of", "ALL_COMMANDS", "finite", "in_range", "one_of"]
+__all__ = ["option", "COMMANDS", "finite", "in_range", "one_of"]
 
-ALL_COMMANDS = ("train", "distill")
-"""The commands that build a run configuration."""
+COMMANDS = ("train", "distill")
+"""The commands that build a run configuration (and that a recipe may hold sections for)."""
 
 _MISSING = dataclasses.MISSING
 
 
 def option(default: Any = _MISSING, *, factory: Callable[[], Any] | None = None, flag: str | None = None,
            help: str = "", metavar: str | None = None, choices: Sequence[Any] | None = None,
-           commands: Sequence[str] = ALL_COMMANDS, repeat: bool = False) -> Any:
+           commands: Sequence[str] = COMMANDS, repeat: bool = False) -> Any:
     """A dataclass field of a config section.
 
     Args:
@@ -41,11 +41,6 @@ def option(default: Any = _MISSING, *, factory: Callable[[], Any] | None = None,
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
-
-
-def flag_of(section: str, field: dataclasses.Field) -> str:
-    """How an error names a field: its flag when it has one, else ``section.field``."""
-    return field.metadata.get("flag") or f"{section}.{field.name}"
 
 
 def finite(where: str, value: float | None, *, low: float | None = None, high: float | None = None,

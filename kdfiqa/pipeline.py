@@ -180,11 +180,13 @@ def _check_model_name(name: str) -> None:
 def _check_split(config: RunConfig, count: int) -> None:
     """Refuse, before any model is built, a validation split too small to rank a model and a
     training share that gives no full batch."""
+    from .data.datasets import validation_count
+
     data, train_cfg = config.data, config.train
     if data.val_csv:
         n_train = count
     else:
-        n_val = max(1, round(count * data.val_fraction))
+        n_val = validation_count(count, data.val_fraction)
         n_train = count - n_val
         if n_val < MIN_VALIDATION:
             raise ConfigError(
@@ -219,8 +221,6 @@ def build_model(config: RunConfig) -> nn.Module:
     torch.manual_seed(config.train.seed)
     model = create_model(_required(section.name, "--model NAME (model.name)"), **kwargs)
     if section.init:
-        if not Path(section.init).is_file():
-            raise CheckpointError(f"model.init: {section.init} does not exist; give a kdfiqa checkpoint")
         load_weights(model, section.init)
     return model
 
@@ -375,6 +375,15 @@ def _sampler(config: RunConfig, train_set: Dataset) -> Sampler[int] | None:
 # ---------------------------------------------------------------------------------------- training
 
 
+def _preflight(config: RunConfig, command: str, *, resume: bool, overwrite: bool, pseudo: Labels | None = None,
+               teacher_given: bool = False) -> None:
+    """What every stage checks before it builds a model: the run folder, the config as a whole
+    (:func:`validate`) and the size of the validation split."""
+    _check_output(config, resume, overwrite)
+    validate(config, command, pseudo=pseudo, teacher_given=teacher_given)
+    _check_split(config, _count_labels(config))
+
+
 def _check_output(config: RunConfig, resume: bool, overwrite: bool) -> None:
     """The run folder (:func:`kdfiqa.outputs.check_output_dir`): writable, none of the run's inputs,
     and, unless ``resume`` or ``overwrite``, holding no earlier run; ``resume`` needs a ``last.pt``
@@ -425,17 +434,18 @@ def _fit(objective: nn.Module, train_set: Dataset, val: Dataset | None, config: 
     config = dataclasses.replace(config, train=train_config)
     output_dir = Path(train_config.output_dir)
     last = output_dir / "last.pt"
-    if resume and last.is_file() and not allow_changes:
-        _check_unchanged(config, last)
+    resume_from = last if resume and last.is_file() else None
+    if resume_from is not None and not allow_changes:
+        _check_unchanged(config, resume_from)
     if ctx.is_main:
         size = "x".join(map(str, _hw(config.model.input)))
         log.info("%s: %s at %s on %s; %d training and %d validation images; %d epochs of batch %d; "
                  "output %s%s", type(objective).__name__.lower(), config.model.name, size, ctx.device,
                  len(train_set), len(val) if val is not None else 0, train_config.epochs, train_config.batch_size,
-                 output_dir, " (resuming)" if resume and last.is_file() else "")
+                 output_dir, " (resuming)" if resume_from is not None else "")
     trainer = Trainer(objective, train_set, val, train_config, sampler=sampler, ctx=ctx,
                       run_config={k: v for k, v in config.to_dict().items() if k != "train"})
-    history = trainer.fit(resume=last if resume and last.is_file() else None)
+    history = trainer.fit(resume=resume_from)
     best = output_dir / "best.pt"
     return RunResult(output_dir, best if best.is_file() else last, history, config)
 
@@ -474,9 +484,7 @@ def train(config: RunConfig, *, pseudo: Labels | None = None, ctx: DistContext |
     from .checkpoint import load_weights
     from .distill import Supervised
 
-    _check_output(config, resume, overwrite)
-    validate(config, "train", pseudo=pseudo)
-    _check_split(config, _count_labels(config))
+    _preflight(config, "train", resume=resume, overwrite=overwrite, pseudo=pseudo)
     ctx = _context(config, ctx)
     model = build_model(config)
     if _budget(config, "train") is not NO_BUDGET:  # given a budget, train refuses an over-budget model too
@@ -589,14 +597,19 @@ def distill(config: RunConfig, *, teacher: Any = None, pseudo: Labels | None = N
     every training image once (:func:`~kdfiqa.distill.build_view_cache`, kept in
     ``output_dir/teacher_views.pt``) and training reads those scores instead of running it.
     """
+    _preflight(config, "distill", resume=resume, overwrite=overwrite, pseudo=pseudo,
+               teacher_given=teacher is not None)
+    ctx = _context(config, ctx)
+    return _distill(config, teacher=teacher, pseudo=pseudo, student=student if student is not None else build_student(config), ctx=ctx,
+                    resume=resume, allow_changes=allow_changes, overwrite=overwrite)
+
+
+def _distill(config: RunConfig, *, teacher: Any, pseudo: Labels | None, student: Any, ctx: DistContext,
+             resume: bool, allow_changes: bool, overwrite: bool) -> RunResult:
+    """:func:`distill` after its checks (which :func:`run_distill` has made already)."""
     from .distill import Distiller, Supervised, Teacher
     from .distill.view_cache import CachedTeacher
 
-    _check_output(config, resume, overwrite)
-    validate(config, "distill", pseudo=pseudo, teacher_given=teacher is not None)
-    _check_split(config, _count_labels(config))
-    ctx = _context(config, ctx)
-    student = student if student is not None else build_student(config)
     online = config.distill.loss is not None or bool(config.distill.feature)
     if online and teacher is None:
         teacher = build_teacher(config, ctx)
@@ -641,20 +654,15 @@ def run_distill(config: RunConfig, *, ctx: DistContext | None = None, resume: bo
                 allow_changes: bool = False, overwrite: bool = False) -> RunResult:
     """``kdfiqa distill``: check the student's budget, build the teacher once, self-train it and have
     it label ``data.unlabeled`` when asked, then :func:`distill`."""
-    _check_output(config, resume, overwrite)
-    validate(config, "distill")
-    _check_split(config, _count_labels(config))
+    _preflight(config, "distill", resume=resume, overwrite=overwrite)
     ctx = _context(config, ctx)
     student = build_student(config)
-    teachers = list(config.distill.teachers)
-    pseudo = None
-    if config.data.unlabeled:
-        if config.distill.self_train:
-            teachers = [self_train(config, teachers[0], ctx=ctx, resume=resume, overwrite=overwrite), *teachers[1:]]
-            config = dataclasses.replace(config, distill=dataclasses.replace(config.distill, teachers=teachers))
-        teacher = build_teacher(config, ctx)
-        pseudo = _label_unlabeled(config, teacher, Path(config.train.output_dir) / PSEUDO_LABELS, ctx)
-    else:
-        teacher = build_teacher(config, ctx)
-    return distill(config, teacher=teacher, pseudo=pseudo, student=student, ctx=ctx, resume=resume,
-                   allow_changes=allow_changes, overwrite=overwrite)
+    if config.data.unlabeled and config.distill.self_train:
+        teachers = list(config.distill.teachers)
+        teachers = [self_train(config, teachers[0], ctx=ctx, resume=resume, overwrite=overwrite), *teachers[1:]]
+        config = dataclasses.replace(config, distill=dataclasses.replace(config.distill, teachers=teachers))
+    teacher = build_teacher(config, ctx)
+    pseudo = (_label_unlabeled(config, teacher, Path(config.train.output_dir) / PSEUDO_LABELS, ctx)
+              if config.data.unlabeled else None)
+    return _distill(config, teacher=teacher, pseudo=pseudo, student=student, ctx=ctx, resume=resume,
+                    allow_changes=allow_changes, overwrite=overwrite)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import time
 
-from .train import add_run_flags, report, run_config_from_args, setup_logging
+from .train import add_run_flags, run_stage
 
 EXAMPLES = """examples:
   kdfiqa distill --root data/train --csv data/train.csv --model emo2_1m --input 224 \\
@@ -49,13 +48,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from .. import pipeline
 
-    config = run_config_from_args(args, "distill")
-    if args.print_config:
-        print(config.to_yaml(), end="")
-        return 0
-    setup_logging(config.train.quiet)
-    started = time.perf_counter()
-    report(pipeline.run_distill(config, resume=args.resume, allow_changes=args.allow_changes,
-                                        overwrite=args.overwrite),
-           time.perf_counter() - started)
-    return 0
+    return run_stage(args, "distill", pipeline.run_distill)

@@ -12,7 +12,7 @@ import logging
 import sys
 import time
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 from .config_flags import add_config_flags, config_from_args
 
@@ -110,15 +110,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from .. import pipeline
-
-    config = run_config_from_args(args, "train")
+def run_stage(args: argparse.Namespace, command: str, stage: Callable[..., Any]) -> int:
+    """Resolve ``command``'s config from ``args`` and print it (``--print-config``), or run ``stage``
+    on it (a :mod:`kdfiqa.pipeline` stage) and print the summary."""
+    config = run_config_from_args(args, command)
     if args.print_config:
         print(config.to_yaml(), end="")
         return 0
     setup_logging(config.train.quiet)
     started = time.perf_counter()
-    report(pipeline.train(config, resume=args.resume, allow_changes=args.allow_changes,
-                                  overwrite=args.overwrite), time.perf_counter() - started)
+    result = stage(config, resume=args.resume, allow_changes=args.allow_changes, overwrite=args.overwrite)
+    report(result, time.perf_counter() - started)
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import pipeline
+
+    return run_stage(args, "train", pipeline.train)

@@ -227,6 +227,12 @@ class UnlabeledImageFolder(ImageSamples):
         super().__init__(samples, transform=transform, **kwargs)
 
 
+def validation_count(n: int, val_fraction: float) -> int:
+    """How many of ``n`` samples :func:`split_dataset` puts in validation: ``round(n * val_fraction)``,
+    at least one."""
+    return max(1, round(n * val_fraction))
+
+
 def split_dataset(dataset: ImageSamples, val_fraction: float, seed: int) -> tuple[ImageSamples, ImageSamples]:
     """Split ``dataset`` into (train, val) subsets at random, the same way for the same ``seed``.
 
@@ -236,7 +242,7 @@ def split_dataset(dataset: ImageSamples, val_fraction: float, seed: int) -> tupl
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction: {val_fraction} must be strictly between 0 and 1")
     n = len(dataset)
-    n_val = max(1, round(n * val_fraction))
+    n_val = validation_count(n, val_fraction)
     if n_val >= n:
         raise DataError(f"cannot split {n} images with val_fraction={val_fraction}: no training images would remain")
     order = np.random.default_rng(seed).permutation(n)
