@@ -4,7 +4,9 @@ A transform first draws the *geometry* of a sample (crop boxes in source pixels 
 renders each *view* from those boxes at its own resolution: the student's ``"image"`` (e.g. 224x224)
 and, when a teacher resolution is given, the teacher's ``"teacher_image"`` (e.g. 512x512). Both views
 therefore show exactly the same region, flipped the same way. Each box is resampled once, straight
-from the source (PIL ``resize(box=...)``), so "resize then crop" costs one interpolation.
+from the source, so "resize then crop" costs one interpolation: a box on the integer grid of a
+resized image (the crop modes' boxes) is rendered as that resize and an integer crop, bit for bit
+torchvision's ``Resize`` + ``RandomCrop``/``CenterCrop``; any other box by PIL ``resize(box=...)``.
 
 Geometries (``mode``), after the seed's recipes:
 
@@ -46,6 +48,7 @@ __all__ = [
     "MultiCrop",
     "PairedViews",
     "build_transform",
+    "resized_size",
     "to_tensor",
 ]
 
@@ -105,23 +108,44 @@ class RandomCrop:
         return [(left, top, left + box_w, top + box_h)]
 
 
+def resized_size(width: int, height: int, resize: int | Size | None) -> tuple[int, int]:
+    """The (width, height) torchvision's ``Resize(resize)`` gives an image: an int scales the short
+    side to ``resize`` and the long side to ``int(resize * long / short)`` (truncated, as torchvision
+    does), a (height, width) pair is the size itself, ``None`` keeps the image's size."""
+    if resize is None:
+        return width, height
+    if isinstance(resize, int):
+        if width <= height:
+            return resize, int(resize * height / width)
+        return int(resize * width / height), resize
+    return resize[1], resize[0]
+
+
+def _grid_box(width: int, height: int, grid: tuple[int, int], left: int, top: int, crop: Size) -> Box:
+    """The ``crop`` box at integer offset (``left``, ``top``) of the image resized to ``grid``
+    (width, height), in source pixels: rendering it at the crop size is the resize followed by the
+    crop, resampled once (PIL computes the same filter taps for the box as for the whole image)."""
+    sx, sy = width / grid[0], height / grid[1]
+    return (left * sx, top * sy, (left + crop[1]) * sx, (top + crop[0]) * sy)
+
+
 @dataclass(frozen=True)
 class ResizedRandomCrop:
-    """torchvision's ``Resize(resize)`` then ``RandomCrop(crop)`` (the ECNU-SJTU training transform):
-    the short side is scaled to ``resize`` (aspect kept) and a ``crop`` box placed uniformly on the
-    integer grid of the resized image; the box is returned in source pixels (one resampling)."""
+    """torchvision's ``Resize(resize)`` then ``RandomCrop(crop)`` (the ECNU-SJTU training transform),
+    bit for bit: the short side is scaled to ``resize`` (:func:`resized_size`) and the crop placed
+    at ``top = randint(0, h - crop_h + 1)``, then ``left = randint(0, w - crop_w + 1)``, drawn from
+    torch's generator in torchvision's order, so the same seed cuts the same crop."""
 
     crop: Size
     resize: int
     stacked = False
 
     def boxes(self, width: int, height: int) -> list[Box]:
-        scale = self.resize / min(width, height)
-        new_w, new_h = max(round(width * scale), self.crop[1]), max(round(height * scale), self.crop[0])
-        left = int(_uniform() * (new_w - self.crop[1] + 1))
-        top = int(_uniform() * (new_h - self.crop[0] + 1))
-        sx, sy = width / new_w, height / new_h
-        return [(left * sx, top * sy, (left + self.crop[1]) * sx, (top + self.crop[0]) * sy)]
+        new_w, new_h = resized_size(width, height, self.resize)
+        new_w, new_h = max(new_w, self.crop[1]), max(new_h, self.crop[0])
+        top = int(torch.randint(0, new_h - self.crop[0] + 1, size=(1,)))
+        left = int(torch.randint(0, new_w - self.crop[1] + 1, size=(1,)))
+        return [_grid_box(width, height, (new_w, new_h), left, top, self.crop)]
 
 
 @dataclass(frozen=True)
@@ -141,23 +165,27 @@ class RandCropOrResize:
 @dataclass(frozen=True)
 class CenterCrop:
     """Resize then take the central ``crop``. ``resize`` is an int (short side, aspect kept), a
-    (height, width) pair (exact size, Conquerit's 240x240), or ``None`` (no resize)."""
+    (height, width) pair (exact size, Conquerit's 240x240), or ``None`` (no resize).
+
+    When the resized image holds the crop this is torchvision's ``Resize(resize)`` then
+    ``CenterCrop(crop)`` bit for bit: the resized size of :func:`resized_size` and the integer
+    offsets ``round((w - crop_w) / 2)``, ``round((h - crop_h) / 2)``. A smaller image is upscaled
+    (aspect kept) until the crop fits, where torchvision would pad it with black.
+    """
 
     crop: Size
     resize: int | Size | None = None
     stacked = False
 
     def boxes(self, width: int, height: int) -> list[Box]:
-        if self.resize is None:
-            scale_y = scale_x = 1.0
-        elif isinstance(self.resize, int):
-            scale_y = scale_x = self.resize / min(width, height)
-        else:
-            scale_y, scale_x = self.resize[0] / height, self.resize[1] / width
-        fit = _fit_scale(round(width * scale_x), round(height * scale_y), self.crop)
-        box_h, box_w = self.crop[0] / (scale_y * fit), self.crop[1] / (scale_x * fit)
-        left, top = (width - box_w) / 2, (height - box_h) / 2
-        return [(left, top, left + box_w, top + box_h)]
+        new_w, new_h = resized_size(width, height, self.resize)
+        fit = _fit_scale(new_w, new_h, self.crop)
+        if fit > 1.0:
+            box_h, box_w = self.crop[0] * height / (new_h * fit), self.crop[1] * width / (new_w * fit)
+            left, top = (width - box_w) / 2, (height - box_h) / 2
+            return [(left, top, left + box_w, top + box_h)]
+        left, top = int(round((new_w - self.crop[1]) / 2.0)), int(round((new_h - self.crop[0]) / 2.0))
+        return [_grid_box(width, height, (new_w, new_h), left, top, self.crop)]
 
 
 @dataclass(frozen=True)
@@ -179,6 +207,30 @@ def to_tensor(img: Image.Image, normalize: str = "none") -> torch.Tensor:
     array = np.asarray(img, dtype=np.float32) / 255.0
     tensor = torch.from_numpy(array).permute(2, 0, 1).contiguous()
     return (tensor - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+
+
+GRID_TOLERANCE = 1e-6
+"""How far (in pixels of the resized image) a box edge may be from the integer grid and still count as on it."""
+
+
+def _grid_crop(width: int, height: int, box: Box, size: Size) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """When rendering ``box`` at ``size`` is an integer resize of the whole image followed by an
+    integer crop, that resize ((width, height)) and the crop's (left, top); else ``None``."""
+    box_w, box_h = box[2] - box[0], box[3] - box[1]
+    if box_w <= 0 or box_h <= 0:
+        return None
+    exact = (width * size[1] / box_w, height * size[0] / box_h, 0.0, 0.0)
+    grid_w, grid_h = round(exact[0]), round(exact[1])
+    if grid_w < size[1] or grid_h < size[0]:
+        return None
+    exact = (exact[0], exact[1], box[0] * grid_w / width, box[1] * grid_h / height)
+    rounded = (grid_w, grid_h, round(exact[2]), round(exact[3]))
+    if any(abs(a - b) > GRID_TOLERANCE for a, b in zip(exact, rounded)):
+        return None
+    left, top = rounded[2], rounded[3]
+    if left < 0 or top < 0 or left + size[1] > grid_w or top + size[0] > grid_h:
+        return None
+    return (grid_w, grid_h), (left, top)
 
 
 class PairedViews:
@@ -208,14 +260,22 @@ class PairedViews:
         self.spec: dict[str, Any] | None = None
 
     def _render(self, img: Image.Image, box: Box, size: Size | None, flip: bool) -> torch.Tensor:
-        # float arithmetic can put a box edge a rounding error (~1e-14) outside the image, which PIL
-        # refuses ("box offset can't be negative"): clamp every box to the image, in one place
-        box = (max(0.0, box[0]), max(0.0, box[1]), min(float(img.width), box[2]), min(float(img.height), box[3]))
-        if size is None:
-            full = (0.0, 0.0, float(img.width), float(img.height))
-            out = img if box == full else img.crop(tuple(round(v) for v in box))
+        grid = None if size is None else _grid_crop(img.width, img.height, box, size)
+        if grid is not None:
+            # resize then crop on the integer grid, as torchvision does (bit for bit): a box render
+            # would compute its filter taps from rounded box edges and can differ by one level
+            (grid_w, grid_h), (left, top) = grid
+            resized = img if (grid_w, grid_h) == img.size else img.resize((grid_w, grid_h), Image.Resampling.BILINEAR)
+            out = resized.crop((left, top, left + size[1], top + size[0]))
         else:
-            out = img.resize((size[1], size[0]), Image.Resampling.BILINEAR, box=box)
+            # float arithmetic can put a box edge a rounding error (~1e-14) outside the image, which
+            # PIL refuses ("box offset can't be negative"): clamp every box to the image, in one place
+            box = (max(0.0, box[0]), max(0.0, box[1]), min(float(img.width), box[2]), min(float(img.height), box[3]))
+            if size is None:
+                full = (0.0, 0.0, float(img.width), float(img.height))
+                out = img if box == full else img.crop(tuple(round(v) for v in box))
+            else:
+                out = img.resize((size[1], size[0]), Image.Resampling.BILINEAR, box=box)
         if flip:
             out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return to_tensor(out, self.normalize)
