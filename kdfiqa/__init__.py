@@ -3,7 +3,8 @@
 The public API, re-exported here:
 
 * models: :func:`create_model`, :func:`list_models`, :func:`register_model`, :class:`QualityHead`,
-  :class:`FIQARegressor`, the EMO blocks :class:`iRMB`/:class:`iiRMB`;
+  :class:`FIQARegressor`, the EMO blocks :class:`iRMB`/:class:`iiRMB`, :func:`fuse` (a model's
+  inference form);
 * budgets: :class:`Budget`, :data:`VQUALA2025`, :func:`measure`, :func:`check`,
   :class:`BudgetExceeded`, :class:`CostReport`;
 * distillation: :class:`Teacher`, :class:`Student`, :class:`Distiller`, :class:`Supervised`;
@@ -16,7 +17,8 @@ The public API, re-exported here:
 * losses and metrics: :func:`create_loss`, :func:`list_losses`, :class:`WeightedSum`,
   :func:`evaluate`;
 * data: :class:`FIQADataset`, :class:`UnlabeledImageFolder`, :func:`build_transform`,
-  :func:`make_synthetic_fiqa`.
+  :func:`make_synthetic_fiqa`;
+* architecture search under a budget: :func:`search_students` and its :class:`SearchResult`.
 
 The names are imported on first use (PEP 562), so ``import kdfiqa`` (and the ``kdfiqa --help``
 command line) does not pay for torch, timm, fvcore or scipy until something needs them;
@@ -41,9 +43,10 @@ _EXPORTS = {
     ".export": ("export_model",),
     ".losses": ("WeightedSum", "create_loss", "list_losses"),
     ".metrics": ("evaluate",),
-    ".models": ("DeployConfig", "FIQARegressor", "QualityHead", "create_model", "iiRMB", "iRMB", "list_models",
-                "register_model"),
+    ".models": ("DeployConfig", "FIQARegressor", "QualityHead", "create_model", "fuse", "iiRMB", "iRMB",
+                "list_models", "register_model"),
     ".pipeline": ("Labels", "RunResult"),
+    ".search": ("SearchResult", "search_students"),
 }
 """Where each public name lives: ``{sub-module: names}``."""
 

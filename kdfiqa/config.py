@@ -60,6 +60,19 @@ _UNION_TYPES = (Union, getattr(types, "UnionType", Union))
 SizeSpec = Union[int, list]
 """A resolution: ``224`` (square) or ``[height, width]``."""
 
+SPLIT_METHODS = ("kdfiqa", "sklearn")
+"""How ``data.val_fraction`` is split off ``data.csv``: ``kdfiqa`` (:func:`kdfiqa.data.split_dataset`)
+or ``sklearn`` (the indices of ``sklearn.model_selection.train_test_split``, as the ECNU-SJTU
+winner's ``FIQADataset`` draws them, reproduced without scikit-learn)."""
+CALIBRATION_SETS = ("train_split", "all")
+"""Labels a pseudo-label calibration is fitted on: the training share of ``data.csv`` (validation
+labels never shape the pseudo-labels), or all of it (the ECNU-SJTU winner's fit on train.csv)."""
+HEAD_STARTS = ("keep", "fresh")
+"""How a run started from a checkpoint (``model.init``) starts its head: from the checkpoint's
+weights, or freshly initialised on the checkpoint's backbone (the ECNU-SJTU enhanced teacher)."""
+PSEUDO_SETS = ("last", "all")
+"""Which pseudo-label sets of ``data.unlabeled`` a self-training distillation trains the student on."""
+
 
 def _size_field(where: str, value: Any) -> None:
     """Raise unless ``value`` (when not None) is an input size such as 224 or [224, 336]."""
@@ -94,8 +107,11 @@ class ModelSection:
     """The network being trained."""
 
     name: str | None = option(None, flag="--model", metavar="NAME",
-                              help="registered model or timm:NAME (`kdfiqa models`)")
-    """Registered model name or ``timm:NAME`` (``kdfiqa models`` lists them)."""
+                              help="registered model, timm:NAME (`kdfiqa models`) or a model file "
+                                   "(.yaml/.json, as `kdfiqa search --out` writes)")
+    """Registered model name or ``timm:NAME`` (``kdfiqa models`` lists them); a model file
+    (:mod:`kdfiqa.models.model_file`) is expanded into ``name``, ``kwargs`` (the section's own win)
+    and ``input`` (when not set), so the run config names the registered model."""
     kwargs: dict = option(factory=dict, help="keyword arguments of the model factory")
     """Keyword arguments for the model factory (e.g. ``drop_path_rate``)."""
     head: dict | None = option(None, help="quality-head options for backbone names")
@@ -105,12 +121,23 @@ class ModelSection:
     """Training resolution, filling ``size`` in transforms that leave it out (default: the model's)."""
     init: str | None = option(None, flag="--init", metavar="CKPT", help="start from the weights of a kdfiqa checkpoint")
     """A kdfiqa checkpoint whose weights start the run (fine-tuning)."""
+    init_head: str = option("keep", choices=HEAD_STARTS,
+                            help="with --init: keep the checkpoint's head, or start a fresh one on its backbone")
+    """With ``init``: the head from the checkpoint (``keep``) or freshly initialised (``fresh``)."""
     pretrained: bool = option(False, flag="--pretrained",
                               help="load the model's published weights (needs them locally or a network)")
     """Load the factory's published weights (needs them on disk or a network connection)."""
 
     def __post_init__(self) -> None:
+        if self.name is not None and self.name.lower().endswith((".yaml", ".yml", ".json")):
+            from .models.model_file import read_model_file
+
+            found = read_model_file(self.name)
+            self.name, self.kwargs = found.name, {**found.kwargs, **self.kwargs}
+            if self.input is None and found.input is not None:
+                self.input = list(found.input)
         _size_field("model.input (--input)", self.input)
+        one_of("model.init_head", self.init_head, HEAD_STARTS)
 
 
 @dataclass
@@ -127,6 +154,10 @@ class DataSection:
                                  help="share of --csv held out for validation (default 0.1)")
     """Held-out share of ``csv`` when no ``val_csv`` is given."""
     split_seed: int = option(0, help="seed of the validation split")
+    split_method: str = option("kdfiqa", choices=SPLIT_METHODS,
+                               help="how the validation split is drawn: kdfiqa, or sklearn (the indices "
+                                    "of scikit-learn's train_test_split, as the ECNU-SJTU winner splits)")
+    """How the validation split is drawn (see :data:`SPLIT_METHODS`)."""
     train_transform: dict | None = option(None, help="training transform spec (kdfiqa.data.build_transform)")
     """Spec for :func:`kdfiqa.data.build_transform`; ``size`` defaults to ``model.input``."""
     eval_transform: dict | None = option(None, help="evaluation transform spec")
@@ -169,6 +200,7 @@ class DataSection:
             raise ConfigError("--sampler ssus draws its own epochs; drop --samples-per-epoch or the sampler")
         if self.sampler is not None:
             one_of("data.sampler (--sampler)", self.sampler, ("ssus",))
+        one_of("data.split_method", self.split_method, SPLIT_METHODS)
         _transform_field("data.train_transform", self.train_transform)
         _transform_field("data.eval_transform", self.eval_transform)
 
@@ -238,10 +270,26 @@ class DistillSection:
     raw_if_degenerate: bool = option(False, flag="--raw-if-degenerate", commands=("distill",),
                                      help="with --calibrate: keep the raw teacher scores when the fit is "
                                           "degenerate (refused otherwise)")
+    calibrate_on: str = option("train_split", choices=CALIBRATION_SETS,
+                               help="labels the calibration is fitted on: train_split (the training share "
+                                    "of --csv) or all (every row of --csv, validation share included, as "
+                                    "the ECNU-SJTU winner fits it)")
+    """Which labels the pseudo-label calibration is fitted on (see :data:`CALIBRATION_SETS`)."""
+    clip_pseudo_labels: bool = option(True, help="clip calibrated pseudo-labels to [0, 1] (false: keep "
+                                                  "the fitted curve's values, as the ECNU-SJTU winner does)")
+    """Clip calibrated pseudo-labels to the label range [0, 1]."""
     self_train: int = option(0, flag="--self-train", metavar="N", commands=("distill",),
                              help="self-training rounds of the teacher on labels + its pseudo-labels")
     """Rounds of self-training: the teacher is retrained on labels ∪ its pseudo-labels this many times
     before it labels the student's data (ECNU-SJTU's loop)."""
+    self_train_head: str = option("keep", choices=HEAD_STARTS,
+                                  help="self-training starts the teacher's head from its weights (keep) or "
+                                       "afresh on its backbone (fresh: the ECNU-SJTU enhanced teacher)")
+    """How each self-training round starts the teacher's head (see :data:`HEAD_STARTS`)."""
+    pseudo_sets: str = option("last", choices=PSEUDO_SETS,
+                              help="pseudo-labels the student trains on: last (the final teacher's) or all "
+                                   "(every self-training round's as well, as the ECNU-SJTU winner does)")
+    """Which teachers' pseudo-labels of ``data.unlabeled`` join the student's training set."""
 
     def __post_init__(self) -> None:
         from .distill.features import parse_feature_pairs
@@ -253,6 +301,9 @@ class DistillSection:
             _size_field("distill.deploy_input (--deploy-input)", size)
         _loss_field("distill.loss (--distill-loss)", self.loss)
         in_range("distill.self_train (--self-train)", self.self_train, 0)
+        one_of("distill.calibrate_on", self.calibrate_on, CALIBRATION_SETS)
+        one_of("distill.self_train_head", self.self_train_head, HEAD_STARTS)
+        one_of("distill.pseudo_sets", self.pseudo_sets, PSEUDO_SETS)
         in_range("distill.view_cache (--view-cache)", self.view_cache, 0)
         if self.budget is not None and self.budget != "none":
             from .budget_presets import get_budget
@@ -272,7 +323,8 @@ class SSARSection:
     lr: float | None = option(None, help="pretraining learning rate (default: train.lr)")
     """Pretraining learning rate (default: ``train.lr``)."""
     degradations: list = option(factory=list, help="degradation names to draw T from")
-    """Degradation names to draw T from (default: all of :mod:`kdfiqa.data.degradations`)."""
+    """Degradation names to draw T from (empty: :class:`~kdfiqa.distill.ssar.SSARPairs`' default,
+    blur, noise, jpeg and downup)."""
 
     def __post_init__(self) -> None:
         in_range("ssar.epochs", self.epochs, 0)

@@ -6,7 +6,10 @@
   before checkpoints stored it, the run's ``config.data.eval_transform``, else a resize to the
   model's default input size). ``input_size``, ``native`` (no resize: the seed's DERS evaluation at
   the original resolution) and ``multi_crop`` (mean over N random crops: the challenge baseline's
-  20-crop test) override it.
+  20-crop test) override it. By default the model is put in its inference form
+  (:func:`kdfiqa.models.fuse`: batch norms folded, activations in place, EMO blocks with fewer
+  copies, channels-last weights) once that form is verified on one random batch
+  (:func:`verified_inference_form`); ``fuse=False`` (``--no-fuse``) keeps the training form.
 * :func:`predict_images` scores files and folders (searched recursively for image extensions) of any
   resolution; :func:`write_scores_csv` writes them as ``image,score`` with that header line.
 * :func:`evaluate_csv` scores a labeled CSV under an image root and computes the challenge metrics
@@ -20,6 +23,7 @@ constants (:data:`DEVICES`) cost nothing to import: command-line parsers use the
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -37,6 +41,8 @@ __all__ = [
     "ImageScores",
     "resolve_eval_transform",
     "load_inference_model",
+    "verified_inference_form",
+    "FUSE_TOLERANCE",
     "predict_images",
     "write_scores_csv",
     "evaluate_csv",
@@ -46,6 +52,12 @@ __all__ = [
 DEVICES = ("auto", "cpu", "cuda")
 """Where to score: ``auto`` is CUDA when available; under ``torchrun`` each rank uses its own GPU."""
 
+FUSE_TOLERANCE = 1e-5
+"""Largest absolute difference between the inference and training forms' outputs that
+:func:`verified_inference_form` accepts."""
+
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class InferenceModel:
@@ -54,6 +66,8 @@ class InferenceModel:
     model: nn.Module
     transform_spec: dict[str, Any]
     source: str
+    fused: bool = False
+    """Whether :attr:`model` is the verified inference form (:func:`kdfiqa.models.fuse`)."""
 
     @property
     def input_size(self) -> tuple[int, int, int] | None:
@@ -110,14 +124,50 @@ def resolve_eval_transform(base: str | dict[str, Any] | None, model: nn.Module, 
 
 
 def load_inference_model(target: str | Path, *, input_size: InputSize | None = None,
-                         native: bool = False, multi_crop: int | None = None) -> InferenceModel:
+                         native: bool = False, multi_crop: int | None = None,
+                         fuse: bool = True) -> InferenceModel:
     """Load a checkpoint (or build a model target) in eval mode with its evaluation transform spec:
-    its deploy config's, after the overrides of :func:`resolve_eval_transform`."""
+    its deploy config's, after the overrides of :func:`resolve_eval_transform`. With ``fuse`` the
+    model is its verified inference form (:func:`verified_inference_form`), else the training form."""
     from .targets import load_target
 
     model = load_target(str(target)).eval()
     spec = resolve_eval_transform(None, model, input_size=input_size, native=native, multi_crop=multi_crop)
-    return InferenceModel(model=model, transform_spec=spec, source=str(target))
+    size = spec.get("size") if spec.get("mode") != "native" else None
+    fused = verified_inference_form(model, size, source=str(target)) if fuse else None
+    return InferenceModel(model=model if fused is None else fused, transform_spec=spec, source=str(target),
+                          fused=fused is not None)
+
+
+def verified_inference_form(model: nn.Module, input_size: InputSize | list[int] | None = None, *,
+                            source: str = "model", batch_size: int = 2) -> nn.Module | None:
+    """``kdfiqa.models.fuse(model)`` if its outputs on one random batch of ``batch_size`` images at
+    ``input_size`` (default: the deploy config's) are within :data:`FUSE_TOLERANCE` of ``model``'s
+    eval outputs; otherwise ``None``, with a one-line warning saying by how much they differ (or
+    why the model could not be fused)."""
+    import torch
+
+    from .models.deploy import deploy_config
+    from .models.fuse import fuse
+
+    if input_size is None:
+        size = deploy_config(model).input_size
+    else:
+        size = parse_input_size(tuple(input_size) if isinstance(input_size, list) else input_size)
+    x = torch.randn(batch_size, *size, generator=torch.Generator().manual_seed(0))
+    try:
+        fused = fuse(model, input_size=size)
+        with torch.inference_mode():
+            diff = (fused(x) - model(x)).abs().max().item()
+    except Exception as exc:  # any model may fail to trace or fold: the training form still works
+        log.warning("%s: inference form unavailable (%s: %s); using the training form", source,
+                    type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        return None
+    if not diff <= FUSE_TOLERANCE:
+        log.warning("%s: inference form differs from the training form by %.3g (> %g) on a random batch; "
+                    "using the training form", source, diff, FUSE_TOLERANCE)
+        return None
+    return fused
 
 
 @dataclass

@@ -101,6 +101,10 @@ def _pearson(p: np.ndarray, m: np.ndarray) -> float:
     return float(np.clip(np.dot(a, b), -1.0, 1.0))
 
 
+MAX_FIT_EVALUATIONS = 100_000
+"""Function evaluations ``curve_fit`` may spend on one logistic fit."""
+
+
 @dataclass(frozen=True)
 class Logistic4:
     """The VQEG 4-parameter logistic ``f(x) = (b1 − b2)/(1 + exp(−(x − b3)/|b4|)) + b2``."""
@@ -124,7 +128,8 @@ def fit_logistic4(pred: Any, mos: Any) -> Callable[[Any], np.ndarray]:
     """Fit :class:`Logistic4` mapping ``pred`` onto ``mos`` by least squares (VQEG practice).
 
     Uses ``scipy.optimize.curve_fit`` from ``b1 = max(mos)``, ``b2 = min(mos)``,
-    ``b3 = mean(pred)``, ``b4 = std(pred)``. Raises :class:`LogisticFitError` (a
+    ``b3 = mean(pred)``, ``b4 = 0.5``, the starting point of the ECNU-SJTU winner's evaluation
+    (``utils.py`` of their code), so that fitted PLCC and calibrations agree with theirs. Raises :class:`LogisticFitError` (a
     :class:`DataError`) with fewer than 4 samples, or when the fit does not converge or gives
     non-finite parameters. A fit whose parameter covariance cannot be estimated (few samples, a
     flat stretch of the curve) is still the least-squares fit and is returned.
@@ -132,13 +137,13 @@ def fit_logistic4(pred: Any, mos: Any) -> Callable[[Any], np.ndarray]:
     p, m = _as_pair(pred, mos, min_samples=1)
     if p.size < 4:
         raise LogisticFitError(f"a 4-parameter logistic needs at least 4 samples, got {p.size}")
-    p0 = [m.max(), m.min(), p.mean(), p.std() or 1.0]
+    p0 = [m.max(), m.min(), p.mean(), 0.5]
     try:
         with warnings.catch_warnings():
             # "Covariance of the parameters could not be estimated": the least-squares fit itself is
             # still returned, and only the parameters (never their covariance) are used.
             warnings.simplefilter("ignore", optimize.OptimizeWarning)
-            params, _ = optimize.curve_fit(_logistic4, p, m, p0=p0, maxfev=20000)
+            params, _ = optimize.curve_fit(_logistic4, p, m, p0=p0, maxfev=MAX_FIT_EVALUATIONS)
     except (RuntimeError, ValueError) as err:
         raise LogisticFitError(f"4-parameter logistic fit of pred to mos failed: {err}") from None
     if not np.all(np.isfinite(params)):

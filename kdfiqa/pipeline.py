@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import Dataset, Sampler
 
 from .budget import Budget, parse_input_size
@@ -50,6 +50,7 @@ __all__ = [
     "train",
     "pseudo_label",
     "self_train",
+    "SelfTrained",
     "distill",
     "run_distill",
     "is_main_process",
@@ -70,11 +71,15 @@ class Labels:
 
     csv: Path
     root: Path
+    score_range: tuple[float, float] | None = (0.0, 1.0)
+    """Range every score must lie in (``None``: any finite score, as unclipped calibrated or raw
+    linear-output pseudo-labels may fall outside [0, 1])."""
 
     def dataset(self, transform: Any = None, *, allow_outside_root: bool = False) -> Any:
         from .data import FIQADataset
 
-        return FIQADataset(self.root, self.csv, transform=transform, allow_outside_root=allow_outside_root)
+        return FIQADataset(self.root, self.csv, transform=transform, allow_outside_root=allow_outside_root,
+                           score_range=self.score_range)
 
 
 @dataclass
@@ -117,7 +122,11 @@ def _existing(path: str | None, flag: str, kind: str) -> None:
         raise ConfigError(f"{flag} {path}: no such file")
 
 
-def validate(config: RunConfig, command: str, *, pseudo: Labels | None = None,
+def _label_sets(pseudo: Labels | Sequence[Labels] | None) -> list[Labels]:
+    return [] if pseudo is None else [pseudo] if isinstance(pseudo, Labels) else list(pseudo)
+
+
+def validate(config: RunConfig, command: str, *, pseudo: Labels | Sequence[Labels] | None = None,
              teacher_given: bool = False) -> None:
     """Every check that needs no model: required settings, combinations, files and folders.
 
@@ -129,7 +138,8 @@ def validate(config: RunConfig, command: str, *, pseudo: Labels | None = None,
     _required(data.root, "--root DIR (data.root), the folder of labeled images,")
     _required(data.csv, "--csv FILE (data.csv), the labels,")
     if pseudo is not None and data.pseudo_csv:
-        raise ConfigError(f"pseudo-labels given twice: data.pseudo_csv ({data.pseudo_csv}) and {pseudo.csv}; give one")
+        given = ", ".join(str(labels.csv) for labels in _label_sets(pseudo))
+        raise ConfigError(f"pseudo-labels given twice: data.pseudo_csv ({data.pseudo_csv}) and {given}; give one")
     if data.pseudo_root and not data.pseudo_csv:
         raise ConfigError("--pseudo-root is the image folder of --pseudo-csv; add --pseudo-csv FILE or drop it")
     if data.pseudo_csv and data.unlabeled and command == "distill":
@@ -186,7 +196,7 @@ def _check_split(config: RunConfig, count: int) -> None:
     if data.val_csv:
         n_train = count
     else:
-        n_val = validation_count(count, data.val_fraction)
+        n_val = validation_count(count, data.val_fraction, data.split_method)
         n_train = count - n_val
         if n_val < MIN_VALIDATION:
             raise ConfigError(
@@ -221,8 +231,19 @@ def build_model(config: RunConfig) -> nn.Module:
     torch.manual_seed(config.train.seed)
     model = create_model(_required(section.name, "--model NAME (model.name)"), **kwargs)
     if section.init:
+        fresh = _head_state(model) if section.init_head == "fresh" else None
         load_weights(model, section.init)
+        if fresh is not None:  # the checkpoint's backbone under the head this seed initialises
+            model.head.load_state_dict(fresh)
     return model
+
+
+def _head_state(model: nn.Module) -> dict[str, Tensor]:
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Module):
+        raise ConfigError(f"model.init_head=fresh: {type(model).__name__} has no .head module to start afresh; "
+                          "use a kdfiqa FIQA model or model.init_head=keep")
+    return {key: value.clone() for key, value in head.state_dict().items()}
 
 
 def _hw(size: Any) -> list[int]:
@@ -321,13 +342,14 @@ def build_teacher(config: RunConfig, ctx: DistContext | None = None,
 # -------------------------------------------------------------------------------------------- data
 
 
-def labeled_data(config: RunConfig, pseudo: Labels | None = None) -> tuple[Dataset, Dataset]:
+def labeled_data(config: RunConfig, pseudo: Labels | Sequence[Labels] | None = None) -> tuple[Dataset, Dataset]:
     """(train, validation) data sets of a config whose transforms are resolved.
 
     Validation is ``data.val_csv`` or a ``val_fraction`` split of ``data.csv`` seeded by
-    ``split_seed``; pseudo-labels (``pseudo``, else ``data.pseudo_csv`` under ``data.pseudo_root``)
-    join the training part only. Every image is decoded once up front, so a bad file fails the run
-    before its first step.
+    ``split_seed`` (drawn by ``split_method``); pseudo-labels (``pseudo``: one set or several sets
+    of the same images, each image then once per set; else ``data.pseudo_csv`` under
+    ``data.pseudo_root``) join the training part only. Every image is decoded once up front, so a
+    bad file fails the run before its first step.
     """
     from .data import FIQADataset, build_transform, split_dataset, validate_images
 
@@ -339,14 +361,16 @@ def labeled_data(config: RunConfig, pseudo: Labels | None = None) -> tuple[Datas
         train_set, val = labeled, FIQADataset(data.val_root or data.root, data.val_csv, transform=eval_tf,
                                               allow_outside_root=outside)
     else:
-        train_set, val = split_dataset(labeled, data.val_fraction, data.split_seed)
+        train_set, val = split_dataset(labeled, data.val_fraction, data.split_seed, data.split_method)
         val = val.with_transform(eval_tf)
     if pseudo is None and data.pseudo_csv:
         pseudo = Labels(Path(data.pseudo_csv), Path(data.pseudo_root or data.root))
-    if pseudo is not None:
-        extra = pseudo.dataset(train_tf, allow_outside_root=outside)
-        train_set = FIQADataset.merge([train_set, extra])
-        log.info("training on %d labeled + %d pseudo-labeled images", len(train_set) - len(extra), len(extra))
+    sets = _label_sets(pseudo)
+    if sets:
+        extra = [labels.dataset(train_tf, allow_outside_root=outside) for labels in sets]
+        train_set = FIQADataset.merge([train_set, *extra], repeats=range(1, len(sets) + 1))
+        log.info("training on %d labeled + %s pseudo-labeled images", len(train_set) - sum(map(len, extra)),
+                 " + ".join(str(len(e)) for e in extra))
     skipped = sum(validate_images(dataset, skip_bad=data.skip_bad) for dataset in (train_set, val))
     if skipped:
         log.warning("skipped %d unreadable image(s) (--skip-bad); training on %d, validating on %d",
@@ -375,7 +399,8 @@ def _sampler(config: RunConfig, train_set: Dataset) -> Sampler[int] | None:
 # ---------------------------------------------------------------------------------------- training
 
 
-def _preflight(config: RunConfig, command: str, *, resume: bool, overwrite: bool, pseudo: Labels | None = None,
+def _preflight(config: RunConfig, command: str, *, resume: bool, overwrite: bool,
+               pseudo: Labels | Sequence[Labels] | None = None,
                teacher_given: bool = False) -> None:
     """What every stage checks before it builds a model: the run folder, the config as a whole
     (:func:`validate`) and the size of the validation split."""
@@ -501,27 +526,27 @@ def train(config: RunConfig, *, pseudo: Labels | None = None, ctx: DistContext |
 
 
 def pseudo_label(teacher: Any, images: str | os.PathLike[str], out_csv: str | os.PathLike[str], *,
-                 calibrate_on: Labels | None = None, holdout: tuple[float, int] | None = None,
-                 raw_if_degenerate: bool = False, normalize: str = "imagenet", batch_size: int = 32,
-                 num_workers: int = 0, ctx: DistContext | None = None) -> Labels:
+                 calibrate_on: Labels | None = None, holdout: tuple[float, int, str] | None = None,
+                 clip: bool = True, raw_if_degenerate: bool = False, normalize: str | None = None,
+                 batch_size: int = 32, num_workers: int = 0, ctx: DistContext | None = None) -> Labels:
     """Score every image under ``images`` with ``teacher`` (a :class:`~kdfiqa.distill.Teacher`)
     into the challenge-format ``out_csv`` and return it as :class:`Labels` rooted at ``images``.
 
-    Images are resized to the teacher's resolution with ``normalize``. With ``calibrate_on`` (a
-    labeled set) the scores are mapped to the label scale by a 4-parameter logistic fitted on it
-    (the ECNU-SJTU winner's method); ``holdout = (val_fraction, split_seed)`` leaves out the
-    validation share :func:`labeled_data` splits off the same CSV, so validation labels never shape
-    the pseudo-labels; a degenerate fit is refused unless ``raw_if_degenerate`` (then the raw scores
-    are kept, with a warning). Under ``torchrun`` rank 0 labels and the others wait.
+    Images are rendered as the teacher is deployed (:attr:`~kdfiqa.distill.Teacher.eval_transform`:
+    a trained teacher's evaluation transform at its resolution, e.g. Resize + CenterCrop, as the
+    ECNU-SJTU winner labels; else a resize); ``normalize`` overrides its normalisation. With
+    ``calibrate_on`` (a labeled set) the scores are mapped to the label scale by a 4-parameter
+    logistic fitted on it (the winner's method) and clipped to [0, 1] unless ``clip`` is false;
+    ``holdout = (val_fraction, split_seed, split_method)`` leaves out the validation share
+    :func:`labeled_data` splits off the same CSV, so validation labels never shape the
+    pseudo-labels; a degenerate fit is refused unless ``raw_if_degenerate`` (then the raw scores are
+    kept, with a warning). Under ``torchrun`` rank 0 labels and the others wait.
     """
     from .data import UnlabeledImageFolder, build_transform, split_dataset
     from .distill import pseudo_label as label_with_teacher
 
-    size = teacher.input_size
-    if size is None:
-        raise ConfigError("pseudo-labelling needs a teacher network (a model name or checkpoint), "
-                          "not only a CSV of scores; or pass --teacher-input")
-    transform = build_transform({"mode": "resize", "size": list(size[1:]), "normalize": normalize})
+    spec = teacher.eval_transform
+    transform = build_transform(spec if normalize is None else {**spec, "normalize": normalize})
     folder = UnlabeledImageFolder(images, transform=transform)
     calibration = None
     if calibrate_on is not None:
@@ -530,19 +555,20 @@ def pseudo_label(teacher: Any, images: str | os.PathLike[str], out_csv: str | os
             calibration = split_dataset(calibration, *holdout)[0]
     ctx = ctx if ctx is not None else init_distributed("cpu")
     if ctx.is_main:
-        label_with_teacher(teacher, folder, out_csv, calibrate_on=calibration, raw_if_degenerate=raw_if_degenerate,
-                           batch_size=batch_size, num_workers=num_workers)
+        label_with_teacher(teacher, folder, out_csv, calibrate_on=calibration, clip=clip,
+                           raw_if_degenerate=raw_if_degenerate, batch_size=batch_size, num_workers=num_workers)
     ctx.barrier()
-    return Labels(Path(out_csv), Path(images))
+    # kdfiqa wrote these scores: unclipped calibrations and linear-output teachers may leave [0, 1]
+    return Labels(Path(out_csv), Path(images), score_range=None)
 
 
 def _label_unlabeled(config: RunConfig, teacher: Any, out_csv: Path, ctx: DistContext) -> Labels:
-    data = config.data
-    calibrate = Labels(Path(data.csv), Path(data.root)) if config.distill.calibrate else None
+    data, distill_ = config.data, config.distill
+    calibrate = Labels(Path(data.csv), Path(data.root)) if distill_.calibrate else None
+    held_out = not data.val_csv and distill_.calibrate_on == "train_split"
     return pseudo_label(teacher, _required(data.unlabeled, "--unlabeled DIR"), out_csv, calibrate_on=calibrate,
-                        holdout=None if data.val_csv else (data.val_fraction, data.split_seed),
-                        raw_if_degenerate=config.distill.raw_if_degenerate,
-                        normalize=(data.train_transform or {}).get("normalize", "imagenet"),
+                        holdout=(data.val_fraction, data.split_seed, data.split_method) if held_out else None,
+                        clip=distill_.clip_pseudo_labels, raw_if_degenerate=distill_.raw_if_degenerate,
                         batch_size=config.train.batch_size, num_workers=config.train.num_workers, ctx=ctx)
 
 
@@ -555,7 +581,8 @@ def _teacher_run_config(config: RunConfig, teacher: str, output_dir: Path) -> Ru
     base = RunConfig.from_dict(stored, source=f"{teacher} config") if stored else config
     return dataclasses.replace(
         base,
-        model=dataclasses.replace(base.model, init=str(teacher), pretrained=False),
+        model=dataclasses.replace(base.model, init=str(teacher), init_head=config.distill.self_train_head,
+                                  pretrained=False),
         data=dataclasses.replace(config.data, train_transform=base.data.train_transform,
                                  eval_transform=base.data.eval_transform, pseudo_csv=None, pseudo_root=None,
                                  unlabeled=None),
@@ -565,25 +592,37 @@ def _teacher_run_config(config: RunConfig, teacher: str, output_dir: Path) -> Ru
     )
 
 
+@dataclass(frozen=True)
+class SelfTrained:
+    """What :func:`self_train` leaves: the final teacher checkpoint and each round's pseudo-labels."""
+
+    teacher: str
+    pseudo: tuple[Labels, ...]
+
+
 def self_train(config: RunConfig, teacher: str, *, ctx: DistContext | None = None, resume: bool = False,
-               overwrite: bool = False) -> str:
+               overwrite: bool = False) -> SelfTrained:
     """ECNU-SJTU's loop, ``distill.self_train`` rounds: the teacher pseudo-labels ``data.unlabeled``
-    and is retrained (from its weights, with its own stored settings) on labels ∪ pseudo-labels.
-    Returns the final teacher checkpoint. Rounds go to ``output_dir/self_train_N``."""
+    and is retrained on labels ∪ pseudo-labels from its weights, with its own stored settings;
+    ``distill.self_train_head = "fresh"`` starts a fresh head on its backbone (the winner's enhanced
+    teacher, ``FIQA_Swin_B(pretrained_path=teacher)``). Rounds go to ``output_dir/self_train_N``."""
     ctx = _context(config, ctx)
+    rounds = []
     for round_ in range(1, config.distill.self_train + 1):
         stage_dir = Path(config.train.output_dir) / f"self_train_{round_}"
         labels = _label_unlabeled(config, build_teacher(config, ctx, [teacher]), stage_dir / PSEUDO_LABELS, ctx)
         retrain = _teacher_run_config(config, teacher, stage_dir / "teacher")
         resumable = resume and (stage_dir / "teacher" / "last.pt").is_file()
         teacher = str(train(retrain, pseudo=labels, ctx=ctx, resume=resumable, overwrite=overwrite).checkpoint)
-    return teacher
+        rounds.append(labels)
+    return SelfTrained(teacher, tuple(rounds))
 
 
 # ----------------------------------------------------------------------------------- distillation
 
 
-def distill(config: RunConfig, *, teacher: Any = None, pseudo: Labels | None = None, student: Any = None,
+def distill(config: RunConfig, *, teacher: Any = None, pseudo: Labels | Sequence[Labels] | None = None,
+            student: Any = None,
             ctx: DistContext | None = None, resume: bool = False, allow_changes: bool = False,
             overwrite: bool = False) -> RunResult:
     """Train the student ``config.model`` under ``teacher`` (a :class:`~kdfiqa.distill.Teacher`;
@@ -604,7 +643,7 @@ def distill(config: RunConfig, *, teacher: Any = None, pseudo: Labels | None = N
                     resume=resume, allow_changes=allow_changes, overwrite=overwrite)
 
 
-def _distill(config: RunConfig, *, teacher: Any, pseudo: Labels | None, student: Any, ctx: DistContext,
+def _distill(config: RunConfig, *, teacher: Any, pseudo: Labels | Sequence[Labels] | None, student: Any, ctx: DistContext,
              resume: bool, allow_changes: bool, overwrite: bool) -> RunResult:
     """:func:`distill` after its checks (which :func:`run_distill` has made already)."""
     from .distill import Distiller, Supervised, Teacher
@@ -657,12 +696,15 @@ def run_distill(config: RunConfig, *, ctx: DistContext | None = None, resume: bo
     _preflight(config, "distill", resume=resume, overwrite=overwrite)
     ctx = _context(config, ctx)
     student = build_student(config)
+    earlier: tuple[Labels, ...] = ()
     if config.data.unlabeled and config.distill.self_train:
         teachers = list(config.distill.teachers)
-        teachers = [self_train(config, teachers[0], ctx=ctx, resume=resume, overwrite=overwrite), *teachers[1:]]
-        config = dataclasses.replace(config, distill=dataclasses.replace(config.distill, teachers=teachers))
+        rounds = self_train(config, teachers[0], ctx=ctx, resume=resume, overwrite=overwrite)
+        config = dataclasses.replace(config, distill=dataclasses.replace(
+            config.distill, teachers=[rounds.teacher, *teachers[1:]]))
+        earlier = rounds.pseudo if config.distill.pseudo_sets == "all" else ()
     teacher = build_teacher(config, ctx)
-    pseudo = (_label_unlabeled(config, teacher, Path(config.train.output_dir) / PSEUDO_LABELS, ctx)
+    pseudo = ([*earlier, _label_unlabeled(config, teacher, Path(config.train.output_dir) / PSEUDO_LABELS, ctx)]
               if config.data.unlabeled else None)
     return _distill(config, teacher=teacher, pseudo=pseudo, student=student, ctx=ctx, resume=resume,
                     allow_changes=allow_changes, overwrite=overwrite)

@@ -7,7 +7,9 @@ a framed data area with tick marks and tick labels on both axes, and axis labels
   line y = x (a perfect model puts every point on it);
 * :func:`curves_plot`: the validation score per epoch and the mean training loss per epoch of one
   or more training runs (read from the records the :class:`~kdfiqa.engine.Trainer` returns and
-  writes to ``log.jsonl``), one coloured line per run, with a legend.
+  writes to ``log.jsonl``), one coloured line per run, with a legend;
+* :func:`pareto_plot`: the candidates of an architecture search, cost against capacity, with their
+  Pareto front joined by a line, a reference model and the budget's limits.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["scatter_plot", "curves_plot", "nice_ticks", "PALETTE"]
+__all__ = ["scatter_plot", "curves_plot", "pareto_plot", "nice_ticks", "PALETTE"]
 
 PALETTE = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207))
 """Line and point colours, in the order runs are given."""
@@ -201,6 +203,54 @@ def curves_plot(
     for column in (0, 1):
         part = slice(column * rows, (column + 1) * rows)
         panel.legend(names[part], colours[part], origin=(column * width + MARGIN["left"], height + 24 + 4))
+    return _save(img, path)
+
+
+def pareto_plot(
+    points: Sequence[tuple[float, float]],
+    front: Sequence[tuple[float, float]],
+    path: str | os.PathLike[str],
+    *,
+    title: str,
+    x_label: str = "GFLOPs",
+    y_label: str = "parameters (M)",
+    reference: tuple[str, float, float] | None = None,
+    limits: tuple[float, float] | None = None,
+    size: tuple[int, int] = (560, 420),
+) -> Path:
+    """Write a PNG of search candidates: ``points`` (x, y) as hollow grey circles, the ``front``
+    points filled and joined in x order, ``reference`` (label, x, y) as a square, and ``limits``
+    (x limit, y limit) as lines; the axes start at 0 and reach past every point and limit."""
+    xs = np.array([x for x, _ in (*points, *front)] + ([reference[1]] if reference else []) + [0.0], dtype=float)
+    ys = np.array([y for _, y in (*points, *front)] + ([reference[2]] if reference else []) + [0.0], dtype=float)
+    if limits is not None:
+        xs, ys = np.append(xs, limits[0]), np.append(ys, limits[1])
+    xs, ys = np.append(xs, 1.05 * np.nanmax(xs)), np.append(ys, 1.05 * np.nanmax(ys))  # lines clear of the frame
+    width, height = size
+    img = Image.new("RGB", size, BACKGROUND)
+    panel = _Panel(ImageDraw.Draw(img), (0, 0, width, height), nice_ticks(*_finite_range(xs, (0.0, 1.0))),
+                   nice_ticks(*_finite_range(ys, (0.0, 1.0))), _font())
+    panel.frame(title, x_label, y_label)
+    names, colours = ["candidates", "Pareto front"], [(150, 150, 150), PALETTE[1]]
+    if limits is not None:
+        x0, y0, x1, y1 = panel.area
+        limit_x, limit_y = panel.to_pixel(*limits)
+        panel.draw.line((limit_x, y0, limit_x, y1), fill=PALETTE[4], width=1)
+        panel.draw.line((x0, limit_y, x1, limit_y), fill=PALETTE[4], width=1)
+        names.append("budget limits")
+        colours.append(PALETTE[4])
+    for x, y in points:
+        px, py = panel.to_pixel(x, y)
+        panel.draw.ellipse((px - 3, py - 3, px + 3, py + 3), outline=colours[0])
+    ordered = sorted(front)
+    panel.polyline([x for x, _ in ordered], [y for _, y in ordered], PALETTE[1])
+    if reference is not None:
+        label, x, y = reference
+        px, py = panel.to_pixel(x, y)
+        panel.draw.rectangle((px - 4, py - 4, px + 4, py + 4), fill=PALETTE[0])
+        names.append(label)
+        colours.append(PALETTE[0])
+    panel.legend(names, colours)
     return _save(img, path)
 
 

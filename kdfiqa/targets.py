@@ -6,6 +6,8 @@ A TARGET is one of:
 * a registered model name (``emo2_1m``, ``mobilenetv3_large_fiqa``; ``kdfiqa models`` lists them);
 * ``timm:NAME``: any timm model, built with ``pretrained=False`` unless asked otherwise;
 * ``path/to/file.py:factory`` or ``package.module:factory``: a callable returning an ``nn.Module``;
+* a model file (``*.yaml``/``*.yml``/``*.json``, as ``kdfiqa search --out`` writes): a registered name,
+  its keyword arguments and input size (:mod:`kdfiqa.models.model_file`);
 * a checkpoint written by kdfiqa (``*.pt``/``*.pth``/``*.ckpt``, or any other existing file), rebuilt
   by :func:`kdfiqa.checkpoint.load_model` with its deploy config.
 """
@@ -23,6 +25,7 @@ from torch import nn
 from .checkpoint import load_model
 from .errors import ConfigError, KdfiqaError
 from .models import create_model
+from .models.model_file import build_model_file, is_model_file
 from .models.registry import TIMM_PREFIX
 
 __all__ = ["load_target"]
@@ -63,12 +66,14 @@ def _from_callable(spec: str) -> nn.Module:
 def load_target(target: str | os.PathLike, **model_kwargs: Any) -> nn.Module:
     """Build or load the model named by ``target`` (see the module docstring for the forms).
 
-    ``model_kwargs`` go to :func:`kdfiqa.models.create_model` for registered names and
-    ``timm:NAME`` (e.g. ``pretrained=True``); a checkpoint or a factory builds its model itself.
+    ``model_kwargs`` go to :func:`kdfiqa.models.create_model` for registered names, ``timm:NAME``
+    and model files (e.g. ``pretrained=True``); a checkpoint or a factory builds its model itself.
     """
     target = os.fspath(target)
     if target.endswith(CHECKPOINT_SUFFIXES):
         return load_model(target)
+    if is_model_file(target):
+        return build_model_file(target, **model_kwargs)
     if ":" in target and not target.startswith(TIMM_PREFIX):
         return _from_callable(target)
     if Path(target).is_file():

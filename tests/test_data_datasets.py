@@ -92,3 +92,19 @@ def test_root_must_exist(tmp_path):
     (tmp_path / "l.csv").write_text("a,0.5\n")
     with pytest.raises(DataError, match="not a directory"):
         FIQADataset(tmp_path / "missing", tmp_path / "l.csv")
+
+
+def test_sklearn_split_holds_out_what_train_test_split_does():
+    """The reference (tests/fixtures/make_sklearn_split.py) is scikit-learn's own output."""
+    import json
+    from pathlib import Path
+
+    from kdfiqa.data.datasets import validation_count
+
+    cases = json.loads((Path(__file__).parent / "fixtures" / "sklearn_split.json").read_text())["cases"]
+    assert len(cases) == 32
+    for case in cases:
+        samples = ImageSamples(list(range(case["n"])))  # the samples are their own indices
+        train, val = split_dataset(samples, case["val_fraction"], case["seed"], method="sklearn")
+        assert validation_count(case["n"], case["val_fraction"], "sklearn") == len(case["val"])
+        assert val.samples == case["val"] and train.samples == case["train"], case

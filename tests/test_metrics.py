@@ -223,3 +223,29 @@ def test_evaluate_and_challenge_score():
     assert with_fit["plcc"] == pytest.approx(stats.pearsonr(fitted, m).statistic, abs=1e-10)
     assert with_fit["rmse"] == pytest.approx(math.sqrt(np.mean((fitted - m) ** 2)), abs=1e-10)
     assert with_fit["srcc"] == result["srcc"] and with_fit["plcc"] > result["plcc"]
+
+
+def _reference_fitted_plcc_srcc(mos: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
+    """The ECNU-SJTU winner's model-selection metrics restated with scipy alone: a 4-parameter
+    logistic fitted by curve_fit from (max mos, min mos, mean pred, 0.5), Pearson on the mapped
+    predictions, Spearman on the raw ones."""
+    from scipy.optimize import curve_fit
+
+    def logistic(x, b1, b2, b3, b4):
+        return b2 + (b1 - b2) / (1 + np.exp(-(x - b3) / np.abs(b4)))
+
+    params, _ = curve_fit(logistic, pred, mos, p0=[mos.max(), mos.min(), pred.mean(), 0.5], maxfev=1_000_000)
+    return stats.pearsonr(logistic(pred, *params), mos)[0], stats.spearmanr(pred, mos)[0]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fitted_plcc_agrees_with_the_winners_evaluation(seed):
+    rng = np.random.default_rng(seed)
+    mos = rng.uniform(0.1, 0.9, 200)
+    # raw regression outputs on another scale, monotone-ish with noise (a linear-output student)
+    pred = 3.0 * np.tanh(2 * (mos - 0.5)) + rng.normal(0, 0.3, mos.size) + 1.7
+    ref_plcc, ref_srcc = _reference_fitted_plcc_srcc(mos, pred)
+    result = evaluate(pred, mos, fit="logistic4")
+    assert result["plcc"] == pytest.approx(ref_plcc, abs=1e-6)
+    assert result["srcc"] == pytest.approx(ref_srcc, abs=1e-12)
+    assert result["score"] == pytest.approx((ref_plcc + ref_srcc) / 2, abs=1e-6)

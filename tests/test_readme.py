@@ -15,8 +15,8 @@ from tiny_fiqa import synthetic
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
-SMALL = {"--input": "32", "--teacher-input": "32"}
-"""Sizes the tests run at instead of the README's 224/512 (CPU speed)."""
+SMALL = {"--input": "32", "--teacher-input": "32", "--trials": "2"}
+"""Sizes (and search trials) the tests run at instead of the README's 224/512 and 32 (CPU speed)."""
 TRAINING = ["--epochs", "12", "--batch-size", "4", "--device", "cpu", "--quiet"]
 """Added to train/distill commands: short epochs on the CPU, enough for EMOv2 (layer scale 1e-6) to
 leave its near-constant start, so that best.pt exists as the README's next commands expect."""
@@ -72,7 +72,7 @@ def workspace(tmp_path, monkeypatch):
 def test_readme_has_the_documented_flow():
     commands = readme_commands(README.read_text())
     words = {shlex.split(c)[1] for c in commands}
-    assert {"demo", "train", "pseudo-label", "distill", "evaluate", "predict", "export", "budget"} <= words
+    assert {"demo", "train", "pseudo-label", "distill", "evaluate", "predict", "export", "budget", "search"} <= words
 
 
 @pytest.mark.slow
@@ -88,3 +88,4 @@ def test_every_readme_command_runs_as_written(workspace, capsys):
     assert (workspace / "runs" / "student" / "best.pt").is_file()
     assert (workspace / "scores.csv").read_text().startswith("image,score")
     assert any((workspace / "exported").iterdir())
+    assert any((workspace / "students").glob("*.yaml")) and (workspace / "front.png").is_file()

@@ -24,6 +24,8 @@ STATED = {
         ("distill", "model.kwargs.drop_path_rate", 0.04036), ("train", "model.kwargs.drop_path_rate", 0.05),
         ("distill", "loss.task", "hybrid"), ("distill", "distill.loss", "0.5*temperature_mse"),
         ("distill", "distill.teacher_input", 512), ("distill", "data.eval_transform.mode", "resize"),
+        ("distill", "data.train_transform.mode", "randcrop_or_resize"), ("distill", "data.train_transform.crop", 512),
+        ("distill", "data.train_transform.flip", True),
     ],
     "conquerit": [
         ("train", "model.name", "mobilenetv3_large_fiqa"), ("train", "loss.task", "conquerit"),
@@ -36,7 +38,7 @@ STATED = {
         ("train", "model.name", "dualbranch_fiqa"), ("train", "train.optimizer", "adam"),
         ("train", "train.lr", 2e-5), ("train", "train.weight_decay", 5e-4), ("train", "train.epochs", 50),
         ("train", "data.train_transform.mode", "resize"), ("train", "data.train_transform.flip", True),
-        ("train", "data.eval_transform.size", [224, 336]),
+        ("train", "data.eval_transform.size", [224, 336]), ("train", "data.eval_transform.mode", "resize"),
     ],
     "ders": [
         ("train", "model.name", "lighthspa_fiqa"), ("train", "train.optimizer", "adam"), ("train", "train.lr", 2e-3),
@@ -44,20 +46,33 @@ STATED = {
         ("train", "train.gamma", 0.1), ("train", "train.epochs", 200), ("train", "loss.task", "mse"),
         ("train", "data.train_transform.mode", "random_crop"), ("train", "data.train_transform.flip", True),
         ("train", "model.input", 224), ("train", "data.eval_transform.mode", "native"),
+        ("train", "data.pseudo_csv", None), ("train", "data.unlabeled", None),
     ],
     "rankcore": [
         ("train", "loss.task", "coreface"), ("train", "data.sampler", "ssus"), ("train", "ssar.epochs", 5),
+        ("train", "ssar.degradations", ["blur", "noise", "downup"]),
     ],
     "ecnu_sjtu": [
-        ("train", "model.name", "timm:swin_base_patch4_window7_224"), ("train", "model.input", 448),
+        ("train", "model.name", "ecnu_sjtu_teacher"), ("train", "model.input", 448), ("train", "model.pretrained", True),
+        ("train", "train.monitor", "srcc"), ("train", "loss.task", "1.0*mse + 1.0*plcc_nin"),
+        ("train", "data.train_transform.mode", "resize_random_crop"), ("train", "data.train_transform.size", 448),
+        ("train", "data.eval_transform.mode", "center_crop"), ("train", "data.eval_transform.resize", 448),
+        ("train", "train.epochs", 30), ("train", "train.lr", 1e-4), ("train", "train.seed", 42),
         ("distill", "model.name", "ecnu_sjtu_student"), ("distill", "model.input", 352),
+        ("distill", "model.pretrained", True), ("distill", "train.monitor", "fitted_score"),
         ("distill", "loss.task", "1.0*mse + 1.0*plcc_nin"), ("distill", "train.optimizer", "adamw"),
         ("distill", "train.lr", 1e-4), ("distill", "train.weight_decay", 1e-6), ("distill", "train.epochs", 30),
         ("distill", "train.scheduler", "step"), ("distill", "train.step_size", 10), ("distill", "train.gamma", 0.1),
-        ("distill", "train.seed", 42), ("distill", "train.drop_last", False), ("distill", "data.val_fraction", 0.2),
+        ("distill", "train.seed", 42), ("distill", "train.drop_last", False), ("distill", "train.batch_size", 32),
+        ("distill", "data.val_fraction", 0.2), ("distill", "data.split_seed", 42),
+        ("distill", "data.split_method", "sklearn"),
         ("distill", "data.train_transform.mode", "resize_random_crop"), ("distill", "data.train_transform.size", 352),
-        ("distill", "data.eval_transform.mode", "center_crop"), ("distill", "data.eval_transform.resize", 352),
-        ("distill", "distill.calibrate", True), ("distill", "distill.self_train", 1), ("distill", "distill.loss", None),
+        ("distill", "data.train_transform.resize", 352), ("distill", "data.eval_transform.mode", "center_crop"),
+        ("distill", "data.eval_transform.resize", 352), ("distill", "distill.teacher_input", 448),
+        ("distill", "distill.calibrate", True), ("distill", "distill.calibrate_on", "all"),
+        ("distill", "distill.clip_pseudo_labels", False), ("distill", "distill.self_train", 1),
+        ("distill", "distill.self_train_head", "fresh"), ("distill", "distill.pseudo_sets", "all"),
+        ("distill", "distill.loss", None),
     ],
     "demo": [
         ("train", "model.name", "emo2_5m"), ("distill", "model.name", "emo2_1m"), ("distill", "loss.task", "hybrid"),
@@ -68,6 +83,7 @@ STATED = {
         ("train", "train.weight_decay", 1e-5), ("train", "loss.task", "mse"), ("train", "train.epochs", 20),
         ("train", "train.batch_size", 64), ("train", "data.eval_transform.mode", "multi_crop"),
         ("train", "data.eval_transform.num_crops", 20), ("train", "model.input", 224),
+        ("train", "data.train_transform.mode", "random_crop"),
     ],
 }
 
@@ -143,16 +159,20 @@ def test_recipe_runs_one_step_on_tiny_data(name, tmp_path, tiny_data):
         assert main(_one_step(name, "train", teacher, tiny_data, "--model", TINY, "--input", "32",
                               "--set", "model.kwargs={}")) == 0
         extra = ["--teacher", str(teacher / "last.pt"), "--unlabeled", str(tiny_data[2]), "--teacher-input", "32",
-                 "--raw-if-degenerate"]  # a one-step teacher's calibration is degenerate
+                 "--raw-if-degenerate",  # a one-step teacher's calibration is degenerate
+                 "--set", "model.pretrained=false"]  # no ImageNet download in tests
     assert main(_one_step(name, command, tmp_path / "run", tiny_data, *extra)) == 0
     saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True, map_location="cpu")
-    # ecnu_sjtu keeps the last partial batch (as the winner's loader does): 12 labels + 8 pseudo-labels
-    assert saved["step"] == (2 if name == "ecnu_sjtu" else 1)
+    # ecnu_sjtu keeps the last partial batch (as the winner's loader does): 12 labels + two sets of 8
+    # pseudo-labels (the teacher's and the enhanced teacher's) in batches of 12
+    assert saved["step"] == (3 if name == "ecnu_sjtu" else 1)
     expected = resolve_config(command, build_layers(command, recipe=name)).model.name
     assert saved["model"]["name"] == saved["config"]["model"]["name"] == expected
     if name == "rankcore":
         ssar = torch.load(tmp_path / "run" / "ssar" / "last.pt", weights_only=True, map_location="cpu")
         assert ssar["step"] >= 1
     if name == "ecnu_sjtu":
-        assert (tmp_path / "run" / "self_train_1" / "teacher" / "last.pt").is_file()
+        enhanced = torch.load(tmp_path / "run" / "self_train_1" / "teacher" / "last.pt", weights_only=True)
+        assert enhanced["config"]["model"]["init_head"] == "fresh"
         assert (tmp_path / "run" / "pseudo_labels.csv").read_text().count("\n") == 8
+        assert (tmp_path / "run" / "self_train_1" / "pseudo_labels.csv").read_text().count("\n") == 8

@@ -116,7 +116,7 @@ def test_restorable_kwargs_follow_signatures_and_never_open_files():
     assert "name" not in restorable_kwargs("emo2_1m")  # _create's positional-only preset name
     assert {"width_mult", "use_hspa", "num_heads", "pool_size", "head"} <= restorable_kwargs("lighthspa_fiqa")
     assert {"local_branch", "widths", "kernel_sizes"} <= restorable_kwargs("dualbranch_fiqa")
-    assert restorable_kwargs("mobilenetv3_small_fiqa") == TIMM_BACKBONE_KWARGS | {"head"}
+    assert restorable_kwargs("mobilenetv3_small_fiqa") == TIMM_BACKBONE_KWARGS | {"head", "width"}
     assert restorable_kwargs("timm:resnet18") == TIMM_BACKBONE_KWARGS | {"head"}
     assert {"drop_rate", "drop_path_rate", "in_chans", "img_size", "pooled"} <= TIMM_BACKBONE_KWARGS
     for name in list_models() + ["timm:resnet18"]:

@@ -132,7 +132,10 @@ def test_lighthspa_options():
 
 
 ECNU_WEIGHT_SEED, ECNU_INPUT_SEED, ECNU_INPUT_SHAPE = 0, 1, (2, 3, 288, 288)
+ECNU_TEACHER_INPUT_SHAPE = (2, 3, 64, 80)
+"""Small and non-square: the reference checks the network, not the resolution it was trained at."""
 ECNU_REFERENCE = Path(__file__).resolve().parent / "fixtures" / "ecnu_reference.json"
+ECNU_TEACHER_REFERENCE = ECNU_REFERENCE.with_name("ecnu_teacher_reference.json")
 
 
 def winner_layout_state_dict() -> dict[str, torch.Tensor]:
@@ -149,6 +152,13 @@ def winner_layout_state_dict() -> dict[str, torch.Tensor]:
     return state
 
 
+def _assert_rebuilt(state: dict[str, torch.Tensor], reference: dict) -> None:
+    """``state`` holds the weights the reference was made with: every key, shape and sum."""
+    assert {k: list(v.shape) for k, v in state.items()} == {k: shape for k, (shape, _) in reference["keys"].items()}
+    for key, (_, total) in reference["keys"].items():
+        assert float(state[key].double().sum()) == pytest.approx(total, rel=1e-9, abs=1e-9), key
+
+
 def test_ecnu_sjtu_student_equals_the_winners_model():
     """Parameters and fvcore FLOPs of the leaderboard entry, and, on the winner's own state-dict layout,
     the outputs their released module gives (tests/fixtures/ecnu_reference.json, from their code)."""
@@ -156,7 +166,7 @@ def test_ecnu_sjtu_student_equals_the_winners_model():
 
     from kdfiqa.budget import measure
     from kdfiqa.models.deploy import deploy_config
-    from kdfiqa.models.edgenext import load_ecnu_sjtu_state_dict
+    from kdfiqa.models.ecnu_sjtu import load_ecnu_sjtu_state_dict
 
     reference = json.loads(ECNU_REFERENCE.read_text())
     model = create_model("ecnu_sjtu_student")
@@ -164,9 +174,7 @@ def test_ecnu_sjtu_student_equals_the_winners_model():
     assert report.params == reference["params"] == 1_179_641 and report.flops == 331_310_822
     assert deploy_config(model).output == "linear" and deploy_config(model).input_size == (3, 352, 352)
     state = winner_layout_state_dict()
-    assert {k: list(v.shape) for k, v in state.items()} == {k: shape for k, (shape, _) in reference["keys"].items()}
-    for key, (_, total) in reference["keys"].items():
-        assert float(state[key].double().sum()) == pytest.approx(total, rel=1e-9, abs=1e-9), key
+    _assert_rebuilt(state, reference)
     load_ecnu_sjtu_state_dict(model, state).eval()
     x = torch.randn(ECNU_INPUT_SHAPE, generator=torch.Generator().manual_seed(ECNU_INPUT_SEED))
     with torch.no_grad():
@@ -174,3 +182,44 @@ def test_ecnu_sjtu_student_equals_the_winners_model():
     assert torch.allclose(out, torch.tensor(reference["outputs"]), atol=1e-6, rtol=0)
     with pytest.raises(ConfigError, match="layout"):
         load_ecnu_sjtu_state_dict(model, {"backbone.x": torch.zeros(1)})
+
+
+def winner_teacher_state_dict() -> dict[str, torch.Tensor]:
+    """The weights the winner's ``FIQA_Swin_B(pretrained_path=None)`` draws after
+    ``torch.manual_seed(ECNU_WEIGHT_SEED)``, in their layout: torchvision's swin_b (its 1000-class head
+    dropped), the inner ``Swin_b_IQA`` quality layers their code draws and discards, then the two
+    quality layers it keeps."""
+    from torchvision.models import swin_b
+
+    torch.manual_seed(ECNU_WEIGHT_SEED)
+    backbone = swin_b()
+    nn.Sequential(nn.Linear(1024, 128), nn.Linear(128, 1))  # drawn, then replaced by an identity
+    quality = nn.Sequential(nn.Linear(1024, 128), nn.Linear(128, 1))
+    state = {f"feature_extraction.feature_extraction.{k}": v for k, v in backbone.state_dict().items()
+             if not k.startswith("head.")}
+    state.update({f"quality.{k}": v for k, v in quality.state_dict().items()})
+    return state
+
+
+def test_ecnu_sjtu_teacher_equals_the_winners_model():
+    """The winner's teacher layout and outputs (tests/fixtures/ecnu_teacher_reference.json, made with
+    their ``FIQA_Swin_B`` by tests/fixtures/make_ecnu_reference.py), loaded through the key map."""
+    import json
+
+    from kdfiqa.models.deploy import deploy_config
+    from kdfiqa.models.ecnu_sjtu import load_ecnu_sjtu_state_dict
+
+    reference = json.loads(ECNU_TEACHER_REFERENCE.read_text())
+    model = create_model("ecnu_sjtu_teacher")
+    assert sum(p.numel() for p in model.parameters()) == reference["params"]
+    assert deploy_config(model).output == "linear" and deploy_config(model).input_size == (3, 448, 448)
+    state = winner_teacher_state_dict()
+    _assert_rebuilt(state, reference)
+    load_ecnu_sjtu_state_dict(model, {f"module.{k}": v for k, v in state.items()}).eval()
+    x = torch.randn(ECNU_TEACHER_INPUT_SHAPE, generator=torch.Generator().manual_seed(ECNU_INPUT_SEED))
+    with torch.no_grad():
+        out = model(x).reshape(-1)
+    assert torch.allclose(out, torch.tensor(reference["outputs"]), atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="layout"):
+        load_ecnu_sjtu_state_dict(model, {"feature_extraction.model.x": torch.zeros(1)})
+

@@ -15,6 +15,7 @@ from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..budget import Budget, CostReport
+    from ..budget_crosscheck import CrossCheck
 
 EXAMPLES = """examples:
   kdfiqa budget emo2_1m
@@ -24,10 +25,15 @@ EXAMPLES = """examples:
   kdfiqa budget runs/student/best.pt
   kdfiqa budget edgenext_xxs_fiqa --fill
   kdfiqa budget emo2_1m --fill --aspect 3:4 --stride 16
+  kdfiqa budget emo2_1m --cross-check
 
 --fill finds the largest input size on the model's stride grid (square, or of --aspect H:W) that fits
 the budget, by bisection on fvcore's count, and prints the boundary: the largest size that fits and
 the next one, which does not, with both counts. Exit status 0 when some size fits, 1 when none does.
+
+--cross-check counts the model a second time with torch's FlopCounterMode (in multiply-adds: its two
+FLOPs per multiply-add are halved) at the costliest size and names the modules where the counters
+disagree, with the operators that make the difference. The verdict stays fvcore's.
 """
 
 
@@ -48,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stride", type=int, default=32, help="--fill: the size grid (default: %(default)s)")
     p.add_argument("--aspect", type=_aspect, default=(1, 1), metavar="H:W",
                    help="--fill: height:width ratio of the sizes tried (default: 1:1)")
+    p.add_argument("--cross-check", action="store_true",
+                   help="also count with torch's FlopCounterMode and name the modules where it and fvcore "
+                        "disagree (the verdict stays fvcore's)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.set_defaults(func=run)
 
@@ -99,16 +108,22 @@ def resolve_budget(args: argparse.Namespace) -> Budget:
 def run(args: argparse.Namespace) -> int:
     """Measure the target at each size (default: its deploy config's input size) against the budget."""
     from ..budget import measure
+    from ..budget_crosscheck import cross_check
     from ..models.deploy import deploy_config
     from ..targets import load_target
 
     budget = resolve_budget(args)
+    if args.fill and args.cross_check:
+        raise ConfigError("--cross-check compares the counters at measured sizes; drop --fill, or run "
+                          "--cross-check with --input at the size --fill found")
     model = load_target(args.target)
     if args.fill:
         return _fill(args, model, budget)
     sizes = args.input or budget.sizes_for(deploy_config(model).input_size)
     reports = [measure(model, size, strict=True) for size in sizes]
     within = all(budget.fits(r) for r in reports)
+    checked = (cross_check(model, max(reports, key=lambda r: r.flops).input_size)
+               if args.cross_check else None)
     if args.json:
         print(json.dumps({
             "target": args.target,
@@ -116,9 +131,12 @@ def run(args: argparse.Namespace) -> int:
                        "max_params": budget.max_params},
             "results": [{**r.as_dict(), "within": budget.fits(r)} for r in reports],
             "within": within,
+            **({"cross_check": checked.as_dict()} if checked else {}),
         }))
     else:
         _print_human(args.target, budget, reports)
+        if checked:
+            _print_cross_check(checked)
     return 0 if within else 1
 
 
@@ -179,3 +197,32 @@ def _print_human(target: str, budget: Budget, reports: list[CostReport]) -> None
     if worst.unused_params:
         console.print(f"[yellow]{len(worst.unused_params)} parameter tensors are never used by forward "
                       f"(e.g. {worst.unused_params[0]}) and still count towards the budget.[/yellow]")
+
+
+def _print_cross_check(checked: CrossCheck) -> None:
+    """The second counter's total beside fvcore's, and its disagreements grouped by operator."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    size = "x".join(map(str, checked.input_size))
+    console.print(f"second counter at {size}: FlopCounterMode {checked.flop_counter_macs:,} MACs, fvcore "
+                  f"{checked.fvcore_macs:,} ({100 * checked.relative_gap:+.2f}%); the verdict is fvcore's",
+                  markup=False, highlight=False)
+    if not checked.disagreements:
+        console.print("the counters agree on every module", markup=False, highlight=False)
+        return
+    groups: dict[tuple[str, ...], list] = {}
+    for d in checked.disagreements:  # the largest difference first, so each group's first is its largest
+        groups.setdefault(d.operators, []).append(d)
+    table = Table(title="where the counters disagree (MACs)")
+    table.add_column("operators", overflow="fold")
+    for column in ("modules", "fvcore", "FlopCounterMode"):
+        table.add_column(column, justify="right")
+    table.add_column("largest", overflow="fold")
+    for operators, group in groups.items():
+        table.add_row(", ".join(operators), str(len(group)), f"{sum(d.fvcore_macs for d in group):,}",
+                      f"{sum(d.flop_counter_macs for d in group):,}", group[0].module or "(model)")
+    console.print(table)
+    for group in groups.values():
+        console.print(f"- {group[0].module or '(model)'}: {group[0].reason}", markup=False, highlight=False)

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     ctx = init_distributed(args.device)  # joins the torchrun group when there is one
     try:
         loaded = load_inference_model(args.target, input_size=args.input, native=args.native,
-                                      multi_crop=args.multi_crop)
+                                      multi_crop=args.multi_crop, fuse=not args.no_fuse)
         metrics = evaluate_csv(loaded, args.root, args.csv, batch_size=args.batch_size,
                                device=args.device, fit=args.fit, num_workers=args.workers,
                                skip_bad=args.skip_bad, allow_outside_root=args.allow_outside_root)

@@ -20,7 +20,8 @@ from typing import Sequence
 from .. import __version__
 from ..errors import user_message
 
-COMMANDS = ("train", "distill", "pseudo-label", "evaluate", "predict", "export", "budget", "models", "recipes", "demo")
+COMMANDS = ("train", "distill", "pseudo-label", "evaluate", "predict", "export", "budget", "search", "models",
+            "recipes", "demo")
 """Sub-command modules under :mod:`kdfiqa.cli`, in the order ``--help`` lists them."""
 
 

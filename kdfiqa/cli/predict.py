@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_inference_flags(p: argparse.ArgumentParser) -> None:
-    """Flags shared by ``predict`` and ``evaluate``: transform overrides, batch size, device."""
+    """Flags shared by ``predict`` and ``evaluate``: transform overrides, batch size, device, model form."""
     p.add_argument("--input", type=size_arg, metavar="SIZE",
                    help="resize to this size instead of the checkpoint's (e.g. 224 or 224x336)")
     p.add_argument("--native", action="store_true", help="no resize: each image at its own resolution")
@@ -47,6 +47,10 @@ def add_inference_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
     p.add_argument("--device", choices=DEVICES, default="auto",
                    help="auto: CUDA when available (under torchrun, each rank's own GPU)")
+    p.add_argument("--no-fuse", action="store_true",
+                   help="score with the training form; by default the inference form (batch norms folded, "
+                        "in-place activations, EMO blocks with fewer copies, channels-last weights) is used "
+                        "once its outputs match it to 1e-5")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_file(args.out, inputs=[args.target, *args.paths], overwrite=args.overwrite)
     loaded = load_inference_model(args.target, input_size=args.input, native=args.native,
-                                  multi_crop=args.multi_crop)
+                                  multi_crop=args.multi_crop, fuse=not args.no_fuse)
     scores = predict_images(loaded, args.paths, batch_size=args.batch_size, device=args.device,
                             skip_bad=args.skip_bad, num_workers=args.workers)
     path = write_scores_csv(args.out, scores, sort=args.sort)

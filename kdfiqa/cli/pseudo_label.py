@@ -36,8 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--teacher-input", type=input_size_arg, metavar="SIZE",
                    help="teacher resolution (default: the teacher's own)")
-    p.add_argument("--normalize", choices=["imagenet", "symmetric", "none"], default="imagenet",
-                   help="input normalisation the teacher was trained with (default: %(default)s)")
+    p.add_argument("--normalize", choices=["imagenet", "symmetric", "none"],
+                   help="override the teacher's input normalisation (default: the one it was trained with)")
     p.add_argument("--calibrate", action="store_true", help="fit a 4-parameter logistic to the labels of --root/--csv")
     p.add_argument("--raw-if-degenerate", action="store_true",
                    help="with --calibrate: keep the raw scores when the fit is degenerate (refused otherwise)")

@@ -14,6 +14,8 @@ Constructing a data set checks names and labels but does not open images; call
 
 from __future__ import annotations
 
+import math
+
 import copy
 import os
 from dataclasses import dataclass
@@ -184,18 +186,23 @@ class FIQADataset(ImageSamples):
         return np.array([s.score for s in self.samples], dtype=np.float32)
 
     @classmethod
-    def merge(cls, datasets: Sequence["FIQADataset"]) -> "FIQADataset":
+    def merge(cls, datasets: Sequence["FIQADataset"], *, repeats: Sequence[int] = ()) -> "FIQADataset":
         """One data set holding the samples of all ``datasets`` (e.g. labels and pseudo-labels), with
-        the first one's transform. An image file listed twice is an error."""
+        the first one's transform. An image file listed twice is an error, except between the data
+        sets at the positions in ``repeats``: several label sets of the same images (the ECNU-SJTU
+        student trains on two teachers' pseudo-labels of one folder), each image once per set."""
         if not datasets:
             raise DataError("merge: no data sets given")
-        seen: dict[Path, str] = {}
-        for ds in datasets:
+        seen: dict[Path, tuple[int, str]] = {}
+        for position, ds in enumerate(datasets):
             for s in ds.samples:
                 key = Path(os.path.realpath(s.path))
                 if key in seen:
-                    raise DataError(f"merge: image {s.path} is listed twice (as {seen[key]!r} and {s.name!r})")
-                seen[key] = s.name
+                    first, name = seen[key]
+                    if first != position and first in repeats and position in repeats:
+                        continue
+                    raise DataError(f"merge: image {s.path} is listed twice (as {name!r} and {s.name!r})")
+                seen[key] = (position, s.name)
         merged = copy.copy(datasets[0])
         merged.samples = [s for ds in datasets for s in ds.samples]
         return merged
@@ -227,23 +234,44 @@ class UnlabeledImageFolder(ImageSamples):
         super().__init__(samples, transform=transform, **kwargs)
 
 
-def validation_count(n: int, val_fraction: float) -> int:
+def validation_count(n: int, val_fraction: float, method: str = "kdfiqa") -> int:
     """How many of ``n`` samples :func:`split_dataset` puts in validation: ``round(n * val_fraction)``,
-    at least one."""
+    at least one (``kdfiqa``); ``n - floor(n * (1 - val_fraction))`` (``sklearn``: what
+    ``train_test_split(train_size=1 - val_fraction)`` leaves for the test share)."""
+    if method == "sklearn":
+        return n - math.floor((1.0 - val_fraction) * n)
     return max(1, round(n * val_fraction))
 
 
-def split_dataset(dataset: ImageSamples, val_fraction: float, seed: int) -> tuple[ImageSamples, ImageSamples]:
+def _validation_indices(n: int, n_val: int, seed: int, method: str) -> np.ndarray:
+    if method == "sklearn":
+        # ShuffleSplit's draw: a legacy RandomState(seed) permutation, its first n_val indices held out
+        return np.random.RandomState(seed).permutation(n)[:n_val]
+    return np.random.default_rng(seed).permutation(n)[:n_val]
+
+
+def split_dataset(dataset: ImageSamples, val_fraction: float, seed: int,
+                  method: str = "kdfiqa") -> tuple[ImageSamples, ImageSamples]:
     """Split ``dataset`` into (train, val) subsets at random, the same way for the same ``seed``.
 
-    ``round(len * val_fraction)`` samples (at least one) go to validation. Both keep the data set's
-    transform: give the validation part its own with ``val.with_transform(...)``.
+    :func:`validation_count` samples go to validation. ``method="kdfiqa"`` draws them from a
+    ``numpy.random.default_rng(seed)`` permutation; ``method="sklearn"`` holds out exactly the
+    indices ``sklearn.model_selection.train_test_split(range(n), train_size=1 - val_fraction,
+    random_state=seed, shuffle=True)`` does (the ECNU-SJTU winner's ``FIQADataset`` split), without
+    needing scikit-learn. Both keep the data set's transform: give the validation part its own with
+    ``val.with_transform(...)``.
     """
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction: {val_fraction} must be strictly between 0 and 1")
+    from ..config import SPLIT_METHODS
+
+    if method not in SPLIT_METHODS:
+        raise DataError(f"split method {method!r} is unknown; use one of {', '.join(SPLIT_METHODS)}")
     n = len(dataset)
-    n_val = validation_count(n, val_fraction)
-    if n_val >= n:
-        raise DataError(f"cannot split {n} images with val_fraction={val_fraction}: no training images would remain")
-    order = np.random.default_rng(seed).permutation(n)
-    return dataset.subset(sorted(order[n_val:].tolist())), dataset.subset(sorted(order[:n_val].tolist()))
+    n_val = validation_count(n, val_fraction, method)
+    if n_val >= n or n_val < 1:
+        raise DataError(f"cannot split {n} images with val_fraction={val_fraction}: "
+                        f"{'no training' if n_val >= n else 'no validation'} images would remain")
+    held = set(_validation_indices(n, n_val, seed, method).tolist())
+    return (dataset.subset([i for i in range(n) if i not in held]),
+            dataset.subset(sorted(held)))

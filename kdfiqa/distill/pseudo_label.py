@@ -33,8 +33,9 @@ PSEUDO_LABEL_FORMAT = ".8g"
 
 @dataclass
 class TeacherScores:
-    """What a teacher said about a data set: ``names``, ``scores`` (σ of its logits) and, for a
-    labelled data set, the ``labels`` (else ``None``), all in data-set order."""
+    """What a teacher said about a data set: ``names``, ``scores`` (:meth:`Teacher.scores`: σ of its
+    logits, or a linear-output network's raw regression) and, for a labelled data set, the
+    ``labels`` (else ``None``), all in data-set order."""
 
     names: list[str]
     scores: np.ndarray
@@ -56,7 +57,7 @@ def score_with_teacher(
     labels: list[np.ndarray] = []
     for batch in _loader(data, batch_size, num_workers):
         names += batch_names(batch)
-        scores.append(teacher(batch).sigmoid().reshape(-1).double().cpu().numpy())
+        scores.append(teacher.scores(batch).reshape(-1).double().cpu().numpy())
         if "score" in batch:
             labels.append(torch.as_tensor(batch["score"]).reshape(-1).double().cpu().numpy())
     if not names:
@@ -106,6 +107,7 @@ def pseudo_label(
     out_csv: str | os.PathLike[str],
     *,
     calibrate_on: Dataset | DataLoader | None = None,
+    clip: bool = True,
     raw_if_degenerate: bool = False,
     batch_size: int = 32,
     num_workers: int = 0,
@@ -114,12 +116,14 @@ def pseudo_label(
 ) -> dict[str, float]:
     """Score ``images`` with ``teacher`` and write them to ``out_csv`` as challenge-format labels.
 
-    The pseudo-label of an image is the teacher's score σ(z_t). With ``calibrate_on`` (a labelled
-    data set) the teacher also scores those images, a 4-parameter logistic
+    The pseudo-label of an image is the teacher's score s (:meth:`Teacher.scores`: σ(z_t), or a
+    linear-output teacher's raw regression, as the ECNU-SJTU winner uses it). With ``calibrate_on``
+    (a labelled data set) the teacher also scores those images, a 4-parameter logistic
     f(x) = (b1 − b2) / (1 + exp(−(x − b3) / |b4|)) + b2 is fitted from its scores to their labels
     (:func:`kdfiqa.metrics.fit_logistic4`, VQEG practice as in the ECNU-SJTU entry), and every
-    pseudo-label becomes f(σ(z_t)), clipped to [0, 1] (the label range; clipped values are counted
-    in the log). Returns ``{name: pseudo-label}`` in data-set order.
+    pseudo-label becomes f(s), clipped to [0, 1] (the label range; clipped values are counted in the
+    log) unless ``clip`` is false (the winner's ``test_unlabeled_images.py`` keeps f(s) as it is).
+    Returns ``{name: pseudo-label}`` in data-set order.
 
     A degenerate fit (:func:`calibration_fault`: a flat curve, few distinct pseudo-labels, or an order
     that no longer follows the teacher's) is refused with one line, or, with ``raw_if_degenerate``,
@@ -142,8 +146,9 @@ def pseudo_label(
         mapped = np.asarray(mapping(scores), dtype=np.float64)
         outside = int(np.count_nonzero((mapped < 0.0) | (mapped > 1.0)))
         if outside:
-            log.info("calibration: %d of %d pseudo-labels fell outside [0, 1] and were clipped", outside, mapped.size)
-        calibrated = np.clip(mapped, 0.0, 1.0)
+            log.info("calibration: %d of %d pseudo-labels fell outside [0, 1]%s", outside, mapped.size,
+                     " and were clipped" if clip else " (kept: no clipping)")
+        calibrated = np.clip(mapped, 0.0, 1.0) if clip else mapped
         fault = calibration_fault(scores, calibrated)
         if fault is None:
             scores = calibrated

@@ -24,6 +24,8 @@ resolves (a registered model name, ``timm:NAME``, ``file.py:factory``, a kdfiqa 
 CSV of precomputed scores."""
 
 SCORES_SUFFIXES = (".csv",)
+SINGLE_VIEW_MODES = ("resize", "center_crop")
+"""Evaluation transforms a teacher labels images with as they are: one view of a fixed size."""
 
 
 class NetworkTeacher(nn.Module):
@@ -56,7 +58,24 @@ class NetworkTeacher(nn.Module):
                 else getattr(network, "default_input_size", None))
         self.input_size = parse_input_size(size) if size is not None else None
 
-    def forward(self, batch: Mapping[str, Any]) -> Tensor:
+    @property
+    def eval_transform(self) -> dict[str, Any]:
+        """The transform spec the network is deployed with (its deploy config's evaluation transform,
+        e.g. a trained teacher's Resize + CenterCrop, at :attr:`input_size`) when that is one view of
+        a fixed size; else a resize to :attr:`input_size` with the deploy config's normalisation."""
+        deployed = attached_deploy_config(self.network)
+        normalize = deployed.normalize if deployed is not None else "imagenet"
+        if self.input_size is None:
+            raise ConfigError("the teacher's resolution is unknown: pass --teacher-input (distill.teacher_input)")
+        if deployed is not None:
+            if deployed.input_size != self.input_size:
+                deployed = deployed.replace(input_size=self.input_size)
+            spec = dict(deployed.eval_transform)
+            if spec.get("mode") in SINGLE_VIEW_MODES:
+                return spec
+        return {"mode": "resize", "size": list(self.input_size[1:]), "normalize": normalize}
+
+    def _raw(self, batch: Mapping[str, Any]) -> Tensor:
         image = batch["image"]
         x = batch.get("teacher_image")
         if x is None:
@@ -64,9 +83,17 @@ class NetworkTeacher(nn.Module):
             if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size[1:]:
                 x = F.interpolate(x, size=self.input_size[1:], mode="bilinear", align_corners=False, antialias=True)
         device = next(self.network.parameters(), image).device
-        raw = self.network.forward_logits(x.to(device)).reshape(-1, 1)
-        logits = score_to_logit(raw) if self.linear else raw  # a linear-output network regresses scores
-        return logits.to(image.device)
+        return self.network.forward_logits(x.to(device)).reshape(-1, 1).to(image.device)
+
+    def forward(self, batch: Mapping[str, Any]) -> Tensor:
+        raw = self._raw(batch)
+        return score_to_logit(raw) if self.linear else raw  # a linear-output network regresses scores
+
+    def scores(self, batch: Mapping[str, Any]) -> Tensor:
+        """The network's scores on its own scale: σ of its logits, or a linear-output network's
+        raw regression (never clamped)."""
+        raw = self._raw(batch)
+        return raw if self.linear else raw.sigmoid()
 
 
 def _member(source: TeacherSource, input_size: Any, model_kwargs: Mapping[str, Any]) -> nn.Module:
@@ -150,6 +177,29 @@ class Teacher(nn.Module):
     def input_size(self) -> tuple[int, int, int] | None:
         """The resolution of a single-network teacher (``None`` when unknown)."""
         return self.members[0].input_size if isinstance(self.members[0], NetworkTeacher) else None
+
+    @property
+    def eval_transform(self) -> dict[str, Any]:
+        """The transform spec the teacher labels images with: a single network's own
+        (:attr:`NetworkTeacher.eval_transform`); for an ensemble, a resize to its first network's
+        resolution (each member then resizes to its own)."""
+        first = self.members[0]
+        if not isinstance(first, NetworkTeacher) or first.input_size is None:
+            raise ConfigError("pseudo-labelling needs a teacher network (a model name or checkpoint), "
+                              "not only a CSV of scores; or pass --teacher-input")
+        spec = first.eval_transform
+        if len(self.members) == 1:
+            return spec
+        return {"mode": "resize", "size": list(first.input_size[1:]), "normalize": spec["normalize"]}
+
+    @torch.no_grad()
+    def scores(self, batch: Mapping[str, Any]) -> Tensor:
+        """Scores (B, 1) on the label scale the teacher speaks: a single network's own
+        (:meth:`NetworkTeacher.scores`: a linear-output regression stays unclamped), else the mean of
+        the members' σ(logit) scores, as :meth:`forward` averages them."""
+        if len(self.members) == 1 and isinstance(self.members[0], NetworkTeacher):
+            return self.members[0].scores(batch)
+        return self(batch).sigmoid()
 
     @torch.no_grad()
     def forward(self, batch: Mapping[str, Any]) -> Tensor:

@@ -16,10 +16,15 @@ from typing import Any, Mapping
 from ..errors import ConfigError
 from ..options import finite, in_range, one_of, option
 
-__all__ = ["TrainConfig", "MONITOR_MODES"]
+__all__ = ["TrainConfig", "MONITOR_MODES", "FITTED_METRICS"]
 
-MONITOR_MODES = {"score": "max", "srcc": "max", "plcc": "max", "krcc": "max", "rmse": "min"}
-"""Validation metrics that can select the best checkpoint, and whether higher or lower is better."""
+MONITOR_MODES = {"score": "max", "srcc": "max", "plcc": "max", "krcc": "max", "rmse": "min", "fitted_score": "max"}
+"""Validation metrics that can select the best checkpoint, and whether higher or lower is better.
+``fitted_score`` is (SRCC + PLCC after a fitted 4-parameter logistic) / 2, the ECNU-SJTU winner's
+selection metric (:data:`FITTED_METRICS`)."""
+FITTED_METRICS = ("fitted_plcc", "fitted_score")
+"""Validation metrics computed on predictions mapped by a 4-parameter logistic fitted to the labels
+(:func:`kdfiqa.metrics.evaluate` with ``fit="logistic4"``); measured only when one is monitored."""
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "step", "plateau")

@@ -154,11 +154,14 @@ def evaluate_model(
     num_workers: int = 0,
     amp: str = "none",
     channels_last: bool = False,
+    fitted: bool = False,
 ) -> tuple[dict[str, Any], Predictions]:
     """Challenge metrics of ``model`` on the whole labeled ``dataset`` and the gathered predictions.
 
     Metrics come from :func:`kdfiqa.metrics.evaluate` (srcc, plcc, krcc, rmse, score, n) and are the
-    same on every rank.
+    same on every rank. ``fitted`` adds ``fitted_plcc`` and ``fitted_score``: PLCC and the score
+    after the 4-parameter logistic fitted to the labels (``fit="logistic4"``, VQEG practice and the
+    ECNU-SJTU winner's selection metric).
     """
     from ..metrics import evaluate
 
@@ -167,4 +170,9 @@ def evaluate_model(
     preds = gather_predictions(local, ctx)
     if preds.mos is None:
         raise DataError("the evaluation data set has no scores; evaluation needs labeled data")
-    return evaluate(preds.scores.numpy(), preds.mos.numpy()), preds
+    scores, mos = preds.scores.numpy(), preds.mos.numpy()
+    metrics: dict[str, Any] = evaluate(scores, mos)
+    if fitted:
+        with_fit = evaluate(scores, mos, fit="logistic4")
+        metrics.update(fitted_plcc=with_fit["plcc"], fitted_score=with_fit["score"])
+    return metrics, preds

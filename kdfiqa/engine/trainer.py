@@ -45,7 +45,7 @@ from ..errors import CheckpointError, ConfigError, KdfiqaError
 from ..models.deploy import deploy_config, set_deploy_config
 from .amp import autocast, grad_scaler
 from .callbacks import BestCheckpoint, Callback, EarlyStopping, JsonlLog, ProgressDisplay
-from .config import MONITOR_MODES, TrainConfig
+from .config import FITTED_METRICS, MONITOR_MODES, TrainConfig
 from .distributed import (
     DistContext,
     RankSplitSampler,
@@ -489,6 +489,7 @@ class Trainer:
         metrics, preds = evaluate_model(
             model, self.val_data, ctx, batch_size=cfg.val_batch_size or cfg.batch_size,
             num_workers=cfg.num_workers, amp=cfg.amp, channels_last=cfg.channels_last,
+            fitted=cfg.monitor in FITTED_METRICS,
         )
         return {**metrics, "spread": float(preds.scores.double().std()) if len(preds.scores) > 1 else 0.0}
 

@@ -1,5 +1,5 @@
-"""FIQA models: EMO/EMOv2 building blocks and backbones, the quality head, the seed's model zoo, and
-the deployment config every model built here carries."""
+"""FIQA models: EMO/EMOv2 building blocks and backbones, the quality head, the seed's model zoo, the
+deployment config every model built here carries, and :func:`fuse`, a model's inference form."""
 
 from .deploy import DeployConfig, deploy_config, set_deploy_config
 from .registry import (
@@ -16,9 +16,10 @@ from .registry import (
 from . import emo  # noqa: F401  (registers EMO backbones)
 from .emo import EMOBackbone, load_official_emo_weights
 from .emo_blocks import iiRMB, iRMB
+from .fuse import fuse
 from .heads import FIQARegressor, QualityHead
 from .timm_backbone import TimmBackbone
-from . import dualbranch, edgenext, lighthspa, mobilenet  # noqa: F401  (register the seed's model zoo)
+from . import dualbranch, edgenext, lighthspa, mobilenet, swin  # noqa: F401  (register the seed's model zoo)
 
 __all__ = [
     "DeployConfig",
@@ -30,6 +31,7 @@ __all__ = [
     "create_backbone",
     "create_model",
     "deploy_config",
+    "fuse",
     "iiRMB",
     "iRMB",
     "list_backbones",

@@ -3,7 +3,8 @@
 :func:`ecnu_sjtu_student` is the winner's released model exactly (github sunwei925/Efficient-FIQA,
 ``models/FIQA_model.py``): timm ``edgenext_xx_small`` with its whole head replaced by an identity, average
 pooling, Linear(168, 128) -> Linear(128, 1), no activation, a linear output; 1,179,641 parameters and
-331,310,822 fvcore FLOPs at 288x288. :func:`load_ecnu_sjtu_state_dict` loads their checkpoints.
+331,310,822 fvcore FLOPs at 288x288. :func:`kdfiqa.models.ecnu_sjtu.load_ecnu_sjtu_state_dict` loads
+their checkpoints.
 
 :func:`edgenext_xxs_fiqa` is kdfiqa's deliberate variant, described below:
 
@@ -16,16 +17,13 @@ linear map) and, like every kdfiqa model, a sigmoid on the output.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
-from torch import Tensor
-
-from ..errors import ConfigError
 from .heads import FIQARegressor
 from .registry import register_model
 from .timm_backbone import TIMM_BACKBONE_KWARGS, TimmBackbone, timm_regressor
 
-__all__ = ["edgenext_xxs_fiqa", "ecnu_sjtu_student", "load_ecnu_sjtu_state_dict", "ECNU_SJTU_KEY_MAP"]
+__all__ = ["edgenext_xxs_fiqa", "ecnu_sjtu_student"]
 
 INPUT_SIZE = (3, 224, 224)
 WINNER_HEAD = {"hidden": (128,), "norm": None, "act": "relu"}
@@ -43,27 +41,9 @@ ECNU_SJTU_INPUT = (3, 352, 352)
 """The winner's training and test resolution (``config_Edgenet.py``: Resize(352) + crop 352)."""
 ECNU_SJTU_HEAD = {"pool": "avg", "hidden": (128,), "norm": None, "act": None, "out_activation": None}
 """``models/FIQA_model.py``: AdaptiveAvgPool2d(1) -> Linear(168, 128) -> Linear(128, 1), no activation."""
-ECNU_SJTU_KEY_MAP = (("feature_extraction.", "backbone.model."), ("quality.0.", "head.mlp.0."),
-                     ("quality.1.", "head.fc."))
-"""Prefixes of the winner's ``FIQA_EdgeNeXt_XXS`` state dict -> ``ecnu_sjtu_student``'s."""
-
-
 @register_model(name="ecnu_sjtu_student", default_input_size=ECNU_SJTU_INPUT, is_student=True,
                 forwards=(TIMM_BACKBONE_KWARGS,))
 def ecnu_sjtu_student(pretrained: bool = False, **kwargs: Any) -> FIQARegressor:
     """The ECNU-SJTU winner's EdgeNeXt-XXS, exactly: timm's head stripped, avg pool -> Linear(168,128) -> Linear(128,1), linear output, 352x352."""
     return FIQARegressor(TimmBackbone("edgenext_xx_small", pretrained, strip_head=True, **kwargs),
                          head=dict(ECNU_SJTU_HEAD), default_input_size=ECNU_SJTU_INPUT)
-
-
-def load_ecnu_sjtu_state_dict(model: FIQARegressor, state_dict: Mapping[str, Tensor]) -> FIQARegressor:
-    """Load a state dict in the winner's layout (``feature_extraction.*``, ``quality.*``, as their
-    released student checkpoint holds) into an :func:`ecnu_sjtu_student`, strictly."""
-    mapped = {}
-    for key, value in state_dict.items():
-        old, new = next(((o, n) for o, n in ECNU_SJTU_KEY_MAP if key.startswith(o)), (None, None))
-        if old is None:
-            raise ConfigError(f"state dict key {key!r} is not of the ECNU-SJTU layout (feature_extraction.*, quality.*)")
-        mapped[new + key[len(old):]] = value
-    model.load_state_dict(mapped, strict=True)
-    return model
