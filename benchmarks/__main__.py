@@ -11,8 +11,8 @@ from pathlib import Path
 
 from .common import RESULTS, render, write_result
 
-BENCHMARKS = ("inference", "distill_step", "teacher_cost", "data_pipeline", "scale", "kd_gain", "budget_check",
-              "cli_startup")
+BENCHMARKS = ("inference", "predict", "distill_step", "teacher_cost", "data_pipeline", "scale", "kd_gain",
+              "budget_check", "budget_fill", "search", "cli_startup", "gpu")
 """Benchmark modules in this package, in report order."""
 
 README = Path(__file__).resolve().parent.parent / "README.md"
