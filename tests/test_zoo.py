@@ -159,6 +159,14 @@ def _assert_rebuilt(state: dict[str, torch.Tensor], reference: dict) -> None:
         assert float(state[key].double().sum()) == pytest.approx(total, rel=1e-9, abs=1e-9), key
 
 
+def _assert_outputs(model: nn.Module, shape: tuple[int, ...], reference: dict, atol: float) -> None:
+    """``model`` in eval mode gives the reference's outputs on the reference's inputs."""
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(ECNU_INPUT_SEED))
+    with torch.no_grad():
+        out = model.eval()(x).reshape(-1)
+    assert torch.allclose(out, torch.tensor(reference["outputs"]), atol=atol, rtol=0)
+
+
 def test_ecnu_sjtu_student_equals_the_winners_model():
     """Parameters and fvcore FLOPs of the leaderboard entry, and, on the winner's own state-dict layout,
     the outputs their released module gives (tests/fixtures/ecnu_reference.json, from their code)."""
@@ -175,11 +183,7 @@ def test_ecnu_sjtu_student_equals_the_winners_model():
     assert deploy_config(model).output == "linear" and deploy_config(model).input_size == (3, 352, 352)
     state = winner_layout_state_dict()
     _assert_rebuilt(state, reference)
-    load_ecnu_sjtu_state_dict(model, state).eval()
-    x = torch.randn(ECNU_INPUT_SHAPE, generator=torch.Generator().manual_seed(ECNU_INPUT_SEED))
-    with torch.no_grad():
-        out = model(x).reshape(-1)
-    assert torch.allclose(out, torch.tensor(reference["outputs"]), atol=1e-6, rtol=0)
+    _assert_outputs(load_ecnu_sjtu_state_dict(model, state), ECNU_INPUT_SHAPE, reference, atol=1e-6)
     with pytest.raises(ConfigError, match="layout"):
         load_ecnu_sjtu_state_dict(model, {"backbone.x": torch.zeros(1)})
 
@@ -215,11 +219,8 @@ def test_ecnu_sjtu_teacher_equals_the_winners_model():
     assert deploy_config(model).output == "linear" and deploy_config(model).input_size == (3, 448, 448)
     state = winner_teacher_state_dict()
     _assert_rebuilt(state, reference)
-    load_ecnu_sjtu_state_dict(model, {f"module.{k}": v for k, v in state.items()}).eval()
-    x = torch.randn(ECNU_TEACHER_INPUT_SHAPE, generator=torch.Generator().manual_seed(ECNU_INPUT_SEED))
-    with torch.no_grad():
-        out = model(x).reshape(-1)
-    assert torch.allclose(out, torch.tensor(reference["outputs"]), atol=1e-5, rtol=0)
+    loaded = load_ecnu_sjtu_state_dict(model, {f"module.{k}": v for k, v in state.items()})
+    _assert_outputs(loaded, ECNU_TEACHER_INPUT_SHAPE, reference, atol=1e-5)
     with pytest.raises(ConfigError, match="layout"):
         load_ecnu_sjtu_state_dict(model, {"feature_extraction.model.x": torch.zeros(1)})
 

@@ -263,6 +263,20 @@ def _from_heads(x: Tensor, h: int, w: int) -> Tensor:
     return x.transpose(-2, -1).reshape(b, heads * d, h, w)
 
 
+def window_layout(kind: str, size: Sequence[int], window_size: int
+                  ) -> tuple[str, tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """The canonical attention ``kind`` and, for an (H, W) map, the window (height, width), the
+    (bottom, right) zero padding to whole windows and the (rows, columns) of windows; the whole map is
+    one window when ``window_size <= 0``."""
+    kind = canonical_attention(kind)
+    if kind == "none":
+        raise ValueError("window_attention needs an attention kind other than 'none'")
+    h, w = size[0], size[1]  # kept as given: under torch.jit.trace they stay traced sizes
+    win_h, win_w = (h, w) if window_size <= 0 else (window_size, window_size)
+    pad_b, pad_r = (win_h - h % win_h) % win_h, (win_w - w % win_w) % win_w
+    return kind, (win_h, win_w), (pad_b, pad_r), ((h + pad_b) // win_h, (w + pad_r) // win_w)
+
+
 def window_attention(
     x: Tensor,
     qk: nn.Module,
@@ -286,14 +300,9 @@ def window_attention(
     Hybrid attention with ``attn_pre`` puts each window's output back where it came from; the
     official code reassembles the close windows with the grid layout in that (unreleased) setting.
     """
-    kind = canonical_attention(kind)
-    if kind == "none":
-        raise ValueError("window_attention needs an attention kind other than 'none'")
+    kind, (win_h, win_w), (pad_b, pad_r), (n1, n2) = window_layout(kind, x.shape[-2:], window_size)
     b, c, h, w = x.shape
-    win_h, win_w = (h, w) if window_size <= 0 else (window_size, window_size)
-    pad_b, pad_r = (win_h - h % win_h) % win_h, (win_w - w % win_w) % win_w
     x = F.pad(x, (0, pad_r, 0, pad_b))
-    n1, n2 = (h + pad_b) // win_h, (w + pad_r) // win_w
     scale = (c // num_heads) ** -0.5
 
     keys_queries = qk(x)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .emo_blocks import LayerNorm2d, WindowAttention, canonical_attention, iRMB
+from .emo_blocks import LayerNorm2d, WindowAttention, iRMB, window_layout
 
 __all__ = ["fused_window_attention", "use_inference_blocks"]
 
@@ -55,15 +55,10 @@ def fused_window_attention(x: Tensor, qk: nn.Module, v: nn.Module, *, num_heads:
                            kind: str, attn_pre: bool) -> Tensor:
     """:func:`~kdfiqa.models.emo_blocks.window_attention` in eval mode, computed as the module
     docstring says; the output is stored channels-last."""
-    kind = canonical_attention(kind)
-    if kind == "none":
-        raise ValueError("window_attention needs an attention kind other than 'none'")
+    kind, (win_h, win_w), (pad_b, pad_r), (n1, n2) = window_layout(kind, x.shape[-2:], window_size)
     b, _, h, w = x.shape
-    win_h, win_w = (h, w) if window_size <= 0 else (window_size, window_size)
-    pad_b, pad_r = (win_h - h % win_h) % win_h, (win_w - w % win_w) % win_w
     if pad_b or pad_r:  # a copy only when there is padding to add
         x = F.pad(x, (0, pad_r, 0, pad_b))
-    n1, n2 = (h + pad_b) // win_h, (w + pad_r) // win_w
     keys_queries = qk(x)
     values = x if attn_pre else v(x)
     c = keys_queries.shape[1] // 2
