@@ -154,3 +154,19 @@ def test_unknown_names_are_config_errors_with_hints(call, kind):
 def test_close_match_is_suggested():
     with pytest.raises(ConfigError, match=r"did you mean emo2_1m"):
         create_model("emo2_1mm")
+
+
+def test_a_failed_download_of_published_weights_is_one_line_naming_the_way_out(monkeypatch):
+    import urllib.error
+
+    import torchvision.models
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torchvision.models, "swin_b", offline)
+    with pytest.raises(ConfigError, match=r"ecnu_sjtu_teacher: its published weights could not be fetched .*"
+                                          r"model\.pretrained=false"):
+        create_model("ecnu_sjtu_teacher", pretrained=True)
+    with pytest.raises(urllib.error.URLError):  # without pretrained=True it is not a download: as raised
+        create_model("ecnu_sjtu_teacher")

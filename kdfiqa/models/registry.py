@@ -24,6 +24,7 @@ from typing import Any, Callable, Collection, Iterable, NamedTuple, TypeVar, Uni
 
 from torch import nn
 
+from ..errors import ConfigError, first_line
 from ..registry import Registry
 from .deploy import NORMALIZATIONS, DeployConfig, output_kind, set_deploy_config
 from .heads import FIQARegressor
@@ -175,12 +176,20 @@ def create_model(name: str, *, head: dict[str, Any] | None = None, **kwargs: Any
     """
     recorded = dict(kwargs) if head is None else dict(kwargs, head=head)
     info = model_info(name)
-    if name in MODELS:
-        model = MODELS.get(name).factory(**recorded)
-    else:
-        backbone = create_backbone(name, **kwargs)
-        size = getattr(backbone, "default_input_size", None) or info.default_input_size
-        model = FIQARegressor(backbone, head=head, default_input_size=size)
+    try:
+        if name in MODELS:
+            model = MODELS.get(name).factory(**recorded)
+        else:
+            backbone = create_backbone(name, **kwargs)
+            size = getattr(backbone, "default_input_size", None) or info.default_input_size
+            model = FIQARegressor(backbone, head=head, default_input_size=size)
+    except OSError as exc:  # a download of published weights (torchvision, timm's hub) that failed
+        if kwargs.get("pretrained") is not True:
+            raise
+        raise ConfigError(
+            f"{name}: its published weights could not be fetched ({first_line(exc)}); without a network "
+            "start from random weights (--set model.pretrained=false) or put the weights in the torch/timm "
+            "cache first") from None
     config = DeployConfig(
         name=name,
         kwargs={k: v for k, v in recorded.items() if k != "pretrained"},
