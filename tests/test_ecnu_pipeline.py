@@ -173,3 +173,13 @@ def test_fitted_score_is_the_winners_selection_metric():
     reference = evaluate(preds.scores.numpy(), preds.mos.numpy(), fit="logistic4")
     assert metrics["fitted_plcc"] == reference["plcc"] and metrics["fitted_score"] == reference["score"]
     assert metrics["score"] == evaluate(preds.scores.numpy(), preds.mos.numpy())["score"]
+
+
+def test_the_epoch_line_shows_the_fitted_score_that_selects_best():
+    from kdfiqa.engine.progress import epoch_line
+
+    record = {"epoch": 2, "train": {"loss": 0.5}, "lr": 1e-4, "images_per_s": 10.0, "time": 1.0, "best": True,
+              "val": {"srcc": 0.5, "plcc": 0.4, "score": 0.45, "fitted_score": 0.52, "spread": 0.1}}
+    assert "fitted_score 0.5200" in epoch_line(record, 3) and "* best" in epoch_line(record, 3)
+    del record["val"]["fitted_score"]
+    assert "fitted_score" not in epoch_line(record, 3)

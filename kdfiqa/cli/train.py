@@ -80,6 +80,7 @@ def setup_logging(quiet: bool = False) -> None:
 
 def report(result: Any, seconds: float) -> None:
     """The end-of-run summary on rank 0: the best epoch and its figures, time, files, what next."""
+    from ..engine.progress import shown_figures
     from ..pipeline import is_main_process
 
     if not is_main_process():
@@ -87,7 +88,7 @@ def report(result: Any, seconds: float) -> None:
     best = [r for r in result.history if r.get("best")]
     record = best[-1] if best else (result.history[-1] if result.history else {})
     metrics = record.get("val", {})
-    figures = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("srcc", "plcc", "score") if metrics.get(k) is not None)
+    figures = shown_figures(metrics, ", ")
     if not figures:
         epoch = ""
     elif best:

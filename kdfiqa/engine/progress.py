@@ -64,10 +64,20 @@ class TrainProgress:
             self._progress = None
 
 
+SHOWN_METRICS = ("srcc", "plcc", "score", "fitted_score")
+"""Validation figures an epoch line and the end summary show, those a run measured
+(``fitted_score`` only when it selects the best checkpoint)."""
+
+
+def shown_figures(val: Mapping[str, Any], sep: str) -> str:
+    """The :data:`SHOWN_METRICS` of a validation record, as ``name value`` joined by ``sep``."""
+    return sep.join(f"{k} {val[k]:.4f}" for k in SHOWN_METRICS if val.get(k) is not None)
+
+
 def epoch_line(record: Mapping[str, Any], epochs: int) -> str:
     """One line for one epoch's record: loss, validation figures and spread, lr, speed, best mark."""
     val = record.get("val") or {}
-    figures = "  ".join(f"{k} {val[k]:.4f}" for k in ("srcc", "plcc", "score") if val.get(k) is not None)
+    figures = shown_figures(val, "  ")
     spread = f"  spread {val['spread']:.3g}" if val.get("spread") is not None else ""
     loss = (record.get("train") or {}).get("loss")
     return (f"epoch {record['epoch']}/{epochs}  loss {loss:.4g}  " if loss is not None else f"epoch {record['epoch']}/{epochs}  ") + (
