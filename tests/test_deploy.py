@@ -51,6 +51,11 @@ def test_replace_keeps_size_transform_and_normalisation_consistent():
         "mode": "resize", "size": [32, 32], "normalize": "none"}
     with pytest.raises(ConfigError, match="differs from normalize"):
         config.replace(eval_transform={"mode": "resize", "normalize": "symmetric"}, normalize="imagenet")
+    # Resize(256) + CenterCrop(224) at another size keeps its margin: Resize(512) + CenterCrop(448)
+    cropped = config.replace(eval_transform={"mode": "center_crop", "size": 224, "resize": 256})
+    assert cropped.replace(input_size=448).eval_transform["resize"] == 512
+    pair = config.replace(eval_transform={"mode": "center_crop", "size": 224, "resize": [240, 240]})
+    assert pair.replace(input_size=(3, 112, 224)).eval_transform["resize"] == [120, 240]
 
 
 def test_round_trip_equality_and_immutability():

@@ -75,6 +75,14 @@ def _size3(value: Any, where: str) -> tuple[int, int, int]:
     return value  # type: ignore[return-value]
 
 
+def _scaled_resize(resize: Any, old: list[int], new: list[int]) -> Any:
+    """``resize`` (a short side, or [height, width]) scaled by the change of the crop from ``old`` to
+    ``new`` ([height, width]): an int by the height ratio, a pair per side."""
+    if isinstance(resize, int):
+        return max(new[0], round(resize * new[0] / old[0]))
+    return [max(n, round(r * n / o)) for r, n, o in zip(resize, new, old)]
+
+
 @dataclass(frozen=True)
 class DeployConfig:
     """How to rebuild a model and feed it images at deployment (see the module docstring).
@@ -117,13 +125,17 @@ class DeployConfig:
 
     def replace(self, **changes: Any) -> "DeployConfig":
         """A copy with ``changes``. A new ``input_size`` without a new ``eval_transform`` resizes the
-        transform to it; a new ``eval_transform`` that names its normalisation (itself or through its
+        transform to it (a resize before a crop, e.g. Resize(256) + CenterCrop(224), in proportion:
+        Resize(512) + CenterCrop(448)); a new ``eval_transform`` that names its normalisation (itself or through its
         preset) without a new ``normalize`` sets it."""
         where = f"deploy config of {self.name or 'model'}"
         if "eval_transform" not in changes and ("input_size" in changes or "normalize" in changes):
             spec = dict(self.eval_transform)
             if "input_size" in changes and spec.get("mode") != "native":
-                spec["size"] = list(_size3(changes["input_size"], where)[1:])
+                new_size = list(_size3(changes["input_size"], where)[1:])
+                if spec.get("resize") is not None:  # Resize(r) + crop keeps its margin: r scales with the crop
+                    spec["resize"] = _scaled_resize(spec["resize"], list(self.input_size[1:]), new_size)
+                spec["size"] = new_size
                 spec.pop("crop", None)
             if "normalize" in changes:
                 spec["normalize"] = changes["normalize"]
