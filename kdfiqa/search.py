@@ -260,10 +260,11 @@ def front_files(out_dir: str | Path, family: str) -> list[Path]:
 
 def check_out_dir(out_dir: str | Path, family: str, *, overwrite: bool = False) -> list[Path]:
     """The earlier front files of ``family`` in ``out_dir``, which :func:`write_front` replaces;
-    refused unless ``overwrite`` (and a file standing where the folder should be, always)."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: a file stands there; give a folder")
+    refused unless ``overwrite`` (and, always, a folder that cannot be written:
+    :func:`kdfiqa.outputs.check_output_dir`, which every command's output folder passes)."""
+    from .outputs import check_output_dir
+
+    out = check_output_dir(out_dir, resume=True, files=())  # holds model files, never a run
     old = front_files(out, family)
     if old and not overwrite:
         raise ConfigError(f"--out {out}: holds {old[0].name} from an earlier search; add --overwrite "
