@@ -24,7 +24,7 @@ import contextlib
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence, Union
 
 from ._warnings import import_fvcore_nn
 from .errors import KdfiqaError, first_line
@@ -241,15 +241,23 @@ def _total(model: nn.Module, x: torch.Tensor, where: str) -> Any:
     return analysis
 
 
-def _self_flops(by_module: Counter) -> dict[str, int]:
-    own = dict(by_module)
-    for name, n in by_module.items():
+def exclusive_counts(inclusive: Mapping[str, Counter]) -> dict[str, Counter]:
+    """Each module's own counts from per-module counts that include their sub-modules' (fvcore's
+    ``by_module``, FlopCounterMode's): every module's counts are subtracted from its nearest ancestor
+    present (the root ``""`` when none is)."""
+    own = {name: Counter(counts) for name, counts in inclusive.items()}
+    for name, counts in inclusive.items():
         if name:
             parent = name.rpartition(".")[0]
             while parent not in own and parent:
                 parent = parent.rpartition(".")[0]
-            own[parent] = own.get(parent, 0) - n
-    return {k: int(v) for k, v in own.items() if v}
+            own.setdefault(parent, Counter()).subtract(counts)
+    return own
+
+
+def _self_flops(by_module: Counter) -> dict[str, int]:
+    own = exclusive_counts({name: Counter(flops=n) for name, n in by_module.items()})
+    return {name: int(counts["flops"]) for name, counts in own.items() if counts["flops"]}
 
 
 def _unused_parameters(model: nn.Module, x: torch.Tensor) -> list[str]:

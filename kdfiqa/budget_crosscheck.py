@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from .budget import InputSize, _preserved, _probe, _total, parse_input_size
+from .budget import InputSize, _preserved, _probe, _total, exclusive_counts, parse_input_size
 from .errors import KdfiqaError
 
 if TYPE_CHECKING:
@@ -105,16 +105,9 @@ def operator_family(op: str) -> str:
 
 
 def _exclusive(inclusive: Mapping[str, Counter]) -> dict[str, Counter]:
-    """Per-module counts without their sub-modules': each module's counts are taken off its
-    nearest ancestor present in ``inclusive`` (the same rule as fvcore's ``by_module``)."""
-    own = {name: Counter(counts) for name, counts in inclusive.items()}
-    for name, counts in inclusive.items():
-        if name:
-            parent = name.rpartition(".")[0]
-            while parent not in own and parent:
-                parent = parent.rpartition(".")[0]
-            own.setdefault(parent, Counter()).subtract(counts)
-    return {name: +counts for name, counts in own.items()}
+    """Per-module counts without their sub-modules' (:func:`kdfiqa.budget.exclusive_counts`), the
+    operators left at zero or below dropped."""
+    return {name: +counts for name, counts in exclusive_counts(inclusive).items()}
 
 
 def _module_name(tracked: str, root: str) -> str | None:
