@@ -81,7 +81,7 @@ def _size_field(where: str, value: Any) -> None:
     from .budget import parse_input_size
 
     try:
-        parse_input_size(tuple(value) if isinstance(value, list) else value)
+        parse_input_size(value)
     except Exception:
         raise ConfigError(f"{where}: {value!r} is not an input size such as 224 or [224, 336]") from None
 

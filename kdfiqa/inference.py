@@ -75,7 +75,7 @@ class InferenceModel:
         size = self.transform_spec.get("size")
         if size is None or self.native:
             return None
-        return parse_input_size(tuple(size) if isinstance(size, list) else size)
+        return parse_input_size(size)
 
     @property
     def native(self) -> bool:
@@ -139,7 +139,7 @@ def load_inference_model(target: str | Path, *, input_size: InputSize | None = N
                           fused=fused is not None)
 
 
-def verified_inference_form(model: nn.Module, input_size: InputSize | list[int] | None = None, *,
+def verified_inference_form(model: nn.Module, input_size: InputSize | None = None, *,
                             source: str = "model", batch_size: int = 2) -> nn.Module | None:
     """``kdfiqa.models.fuse(model)`` if its outputs on one random batch of ``batch_size`` images at
     ``input_size`` (default: the deploy config's) are within :data:`FUSE_TOLERANCE` of ``model``'s
@@ -153,7 +153,7 @@ def verified_inference_form(model: nn.Module, input_size: InputSize | list[int] 
     if input_size is None:
         size = deploy_config(model).input_size
     else:
-        size = parse_input_size(tuple(input_size) if isinstance(input_size, list) else input_size)
+        size = parse_input_size(input_size)
     x = torch.randn(batch_size, *size, generator=torch.Generator().manual_seed(0))
     try:
         fused = fuse(model, input_size=size)

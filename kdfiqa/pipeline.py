@@ -247,7 +247,7 @@ def _head_state(model: nn.Module) -> dict[str, Tensor]:
 
 
 def _hw(size: Any) -> list[int]:
-    _, h, w = parse_input_size(tuple(size) if isinstance(size, list) else size)
+    _, h, w = parse_input_size(size)
     return [h, w]
 
 
@@ -299,7 +299,7 @@ def deploy_sizes(config: RunConfig, budget: Budget) -> list[tuple[int, int, int]
     evaluation size when it differs."""
     train_size = parse_input_size(tuple(config.model.input))
     if config.distill.deploy_input:
-        sizes = [parse_input_size(tuple(s) if isinstance(s, list) else s) for s in config.distill.deploy_input]
+        sizes = [parse_input_size(s) for s in config.distill.deploy_input]
     else:
         sizes = budget.sizes_for(train_size)
     spec = config.data.eval_transform or {}
