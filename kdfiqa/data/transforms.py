@@ -219,15 +219,15 @@ def _grid_crop(width: int, height: int, box: Box, size: Size) -> tuple[tuple[int
     box_w, box_h = box[2] - box[0], box[3] - box[1]
     if box_w <= 0 or box_h <= 0:
         return None
-    exact = (width * size[1] / box_w, height * size[0] / box_h, 0.0, 0.0)
-    grid_w, grid_h = round(exact[0]), round(exact[1])
+    exact_w, exact_h = width * size[1] / box_w, height * size[0] / box_h  # the resized image's size
+    grid_w, grid_h = round(exact_w), round(exact_h)
     if grid_w < size[1] or grid_h < size[0]:
         return None
-    exact = (exact[0], exact[1], box[0] * grid_w / width, box[1] * grid_h / height)
-    rounded = (grid_w, grid_h, round(exact[2]), round(exact[3]))
-    if any(abs(a - b) > GRID_TOLERANCE for a, b in zip(exact, rounded)):
+    exact_left, exact_top = box[0] * grid_w / width, box[1] * grid_h / height  # the crop's offset there
+    left, top = round(exact_left), round(exact_top)
+    off_grid = (exact_w - grid_w, exact_h - grid_h, exact_left - left, exact_top - top)
+    if any(abs(d) > GRID_TOLERANCE for d in off_grid):
         return None
-    left, top = rounded[2], rounded[3]
     if left < 0 or top < 0 or left + size[1] > grid_w or top + size[0] > grid_h:
         return None
     return (grid_w, grid_h), (left, top)
