@@ -264,6 +264,15 @@ def _verdict(ratio: float, goal: float) -> str:
     return "met" if ratio >= goal else f"missed by {goal / ratio:.2f}x"
 
 
+def _judged(verdicts: dict[str, bool], notes: list[str], key: str, goal_text: str, ratio: float, goal: float,
+            aside: str) -> bool:
+    """Record whether ``ratio`` meets ``goal`` (``verdicts[key]``) and the note saying so; returns
+    whether the goal was missed (then the caller looks at where the time goes)."""
+    verdicts[key] = ratio >= goal
+    notes.append(f"goal, {goal_text}: {ratio:.2f}x ({_verdict(ratio, goal)}); {aside}")
+    return ratio < goal
+
+
 def _compare_official(settings: dict[str, Any], folder: Path) -> tuple[list[dict], list[str], dict[str, bool]]:
     """Rows for :data:`OFFICIAL_ROW`: kdfiqa's EMOv2-1M backbone with the 1000-class head, eager
     (training form), fused (inference form), ONNX Runtime and the official code, interleaved."""
@@ -299,22 +308,17 @@ def _compare_official(settings: dict[str, Any], folder: Path) -> tuple[list[dict
         row.update({"eager GMAC/s": gmacs * batch / seconds["eager"], "best": best,
                     "best GMAC/s": gmacs * batch / seconds[best]})
         rows.append(row)
-        if official is not None:
-            ratio = seconds["official"] / seconds["fused"]
-            verdicts[f"fused_vs_official_b{batch}"] = ratio >= FUSED_OVER_OFFICIAL
-            notes.append(f"goal, inference form >= {FUSED_OVER_OFFICIAL}x official eager, batch {batch}: "
-                         f"{ratio:.2f}x ({_verdict(ratio, FUSED_OVER_OFFICIAL)}); "
-                         f"training form {seconds['official'] / seconds['eager']:.2f}x official")
-            if ratio < FUSED_OVER_OFFICIAL:
-                gaps.append(("fused", fused, "official", official, x))
-        if session is not None:
-            ratio = seconds["eager"] / seconds["onnxruntime"]
-            verdicts[f"onnx_vs_eager_b{batch}"] = ratio >= ONNX_OVER_EAGER
-            notes.append(f"goal, ONNX Runtime >= {ONNX_OVER_EAGER}x kdfiqa eager, batch {batch}: {ratio:.2f}x "
-                         f"({_verdict(ratio, ONNX_OVER_EAGER)}); "
-                         f"vs the inference form {seconds['fused'] / seconds['onnxruntime']:.2f}x")
-            if ratio < ONNX_OVER_EAGER:
-                gaps.append(("eager", model, "onnxruntime", None, x))
+        if official is not None and _judged(
+                verdicts, notes, f"fused_vs_official_b{batch}",
+                f"inference form >= {FUSED_OVER_OFFICIAL}x official eager, batch {batch}",
+                seconds["official"] / seconds["fused"], FUSED_OVER_OFFICIAL,
+                f"training form {seconds['official'] / seconds['eager']:.2f}x official"):
+            gaps.append(("fused", fused, "official", official, x))
+        if session is not None and _judged(
+                verdicts, notes, f"onnx_vs_eager_b{batch}", f"ONNX Runtime >= {ONNX_OVER_EAGER}x kdfiqa eager, batch {batch}",
+                seconds["eager"] / seconds["onnxruntime"], ONNX_OVER_EAGER,
+                f"vs the inference form {seconds['fused'] / seconds['onnxruntime']:.2f}x"):
+            gaps.append(("eager", model, "onnxruntime", None, x))
     if official is None:
         notes.append(f"goal, inference form >= {FUSED_OVER_OFFICIAL}x official eager: {source}")
     if session is None:
