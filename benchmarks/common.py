@@ -92,6 +92,18 @@ def interleaved_medians(fns: dict[str, Callable[[], Any]], *, repeats: int = 5,
 
 
 @contextlib.contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """``count`` torch threads (None: unchanged) for the duration; the previous count restored after."""
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
 def scratch_dir(prefix: str) -> Iterator[Path]:
     """A temporary folder for a benchmark's generated images and runs, removed afterwards."""
     with tempfile.TemporaryDirectory(prefix=f"kdfiqa-bench-{prefix}-") as path:

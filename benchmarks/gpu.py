@@ -73,7 +73,7 @@ from kdfiqa.distill import Distiller, Student, Supervised, Teacher
 from kdfiqa.engine import NonFiniteLossError, TrainConfig, Trainer
 from kdfiqa.models import create_model
 
-from .common import scratch_dir
+from .common import scratch_dir, torch_threads
 from .data_pipeline import _write_jpegs
 from .distill_step import InMemory
 
@@ -140,18 +140,6 @@ def max_relative_deviation(curve: Sequence[float], reference: Sequence[float]) -
     if len(curve) != len(reference):
         raise ValueError(f"loss curves of {len(curve)} and {len(reference)} steps cannot be compared")
     return max(abs(a - b) / abs(b) for a, b in zip(curve, reference))
-
-
-@contextlib.contextmanager
-def _threads(count: int | None) -> Iterator[None]:
-    """``count`` torch threads (None: unchanged) for the duration; the previous count restored after."""
-    previous = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @contextlib.contextmanager
@@ -400,7 +388,7 @@ def run(quick: bool) -> dict:
     settings = REDUCED if quick or not cuda else FULL
     device = torch.device("cuda" if cuda else "cpu")
     rows: list[dict[str, Any]] = []
-    with scratch_dir("gpu") as folder, _strict_float32(), _threads(settings.threads):
+    with scratch_dir("gpu") as folder, _strict_float32(), torch_threads(settings.threads):
         torch.manual_seed(0)
         teacher = create_model(TEACHER, pretrained=False).eval().requires_grad_(False)
         student = Student(create_model(STUDENT, pretrained=False), input_sizes=settings.student_size)

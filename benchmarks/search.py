@@ -10,12 +10,10 @@ shared machine a second thread mostly waits; latency is therefore single-thread 
 
 from __future__ import annotations
 
-import torch
-
 from kdfiqa.budget import VQUALA2025
 from kdfiqa.search import Candidate, search_students
 
-from .common import SHARED_MACHINE_NOTE
+from .common import SHARED_MACHINE_NOTE, torch_threads
 
 TITLE = "Architecture search"
 GOAL_RATIO = 1.5
@@ -35,12 +33,8 @@ def _row(label: str, candidate: Candidate, reference: Candidate) -> dict:
 
 def run(quick: bool) -> dict:
     trials, latency_runs = (3, 1) if quick else (32, 3)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         result = search_students(FAMILY, VQUALA2025, trials=trials, seed=SEED, latency_runs=latency_runs)
-    finally:
-        torch.set_num_threads(threads)
     reference = result.reference
     best = max(result.front, key=lambda c: (c.params, -c.flops), default=None)
     ratio = best.params / reference.params if best else 0.0
