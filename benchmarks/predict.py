@@ -2,12 +2,14 @@
 
 500 images of 512x512 (half JPEG quality 90, half PNG; smooth random colour fields with grain, made
 at run time in a scratch folder; 32 in quick mode) are scored by :func:`kdfiqa.inference.predict_images`
-(the library behind ``kdfiqa predict``, default settings: batch 32, no workers, the default student
-EMOv2-1M at its deploy size 224 in its verified inference form). The same work is then split:
+(the library behind ``kdfiqa predict``, default settings: batch 32, no workers, device ``auto``, the
+default student EMOv2-1M at its deploy size 224 in its verified inference form). The same work is
+then split:
 
 * ``decode + transform``: the data loader alone (open, decode, resize to 224, normalise, batch);
 * ``model (inference form)`` and ``model (training form)``: the model alone on the batches the
-  loader produced, already decoded and in memory.
+  loader produced, already decoded and in memory (on the GPU when there is one, as ``predict``
+  would run; the clock waits for the device).
 
 Each is the median of interleaved repeats (:func:`benchmarks.common.interleaved_medians`).
 
@@ -65,12 +67,15 @@ def run(quick: bool) -> dict:
     settings = _settings(quick)
     fused = load_inference_model(MODEL)
     plain = load_inference_model(MODEL, fuse=False)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    fused.model.to(device)
+    plain.model.to(device)
     with scratch_dir("predict") as folder:
         images = folder / "images"
         write_images(images, settings["images"])
         dataset = ImageSamples.from_paths([images], transform=fused.transform())
         loader = DataLoader(dataset, batch_size=BATCH, shuffle=False, num_workers=0)
-        decoded = [batch["image"] for batch in loader]
+        decoded = [batch["image"].to(device) for batch in loader]
 
         def decode() -> None:
             for _ in loader:
@@ -81,10 +86,12 @@ def run(quick: bool) -> dict:
                 with torch.inference_mode():
                     for x in decoded:
                         model(x)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
             return run_model
 
         seconds = interleaved_medians({
-            "predict_images (end to end)": lambda: predict_images(fused, [images], batch_size=BATCH, device="cpu"),
+            "predict_images (end to end)": lambda: predict_images(fused, [images], batch_size=BATCH),
             "decode + transform": decode,
             "model (inference form)": model_only(fused.model),
             "model (training form)": model_only(plain.model),
@@ -97,7 +104,8 @@ def run(quick: bool) -> dict:
     met = decoding >= model
     notes = [
         f"{n} images of {IMAGE_SIDE}x{IMAGE_SIDE} (half JPEG, half PNG), {MODEL} at 224 in its inference form "
-        f"(verified: {fused.fused}), batch {BATCH}, no loader workers, {torch.get_num_threads()} torch threads",
+        f"(verified: {fused.fused}), batch {BATCH}, no loader workers, {torch.get_num_threads()} torch threads, "
+        f"model on {device.type}",
         f"decode + transform {decoding:.2f} s vs model {model:.2f} s: predict is bounded by "
         + ("decoding" if met else f"the model (decoding is {decoding / model:.2f}x the model time)"),
         f"decode + transform + model = {decoding + model:.2f} s of {total:.2f} s end to end; the inference form "
