@@ -77,3 +77,45 @@ def test_center_crop_without_resize_equals_torchvision(width, height):
 def test_resized_size_is_torchvisions(width, height):
     resized = T.Resize(352)(Image.new("RGB", (width, height)))
     assert resized_size(width, height, 352) == resized.size
+
+
+@pytest.mark.parametrize("width,height", [(150, 120), (500, 400), (224, 300), (64, 64)])
+@pytest.mark.parametrize("seed", [3, 11])
+def test_random_crop_equals_torchvision_from_the_same_seed(width, height, seed):
+    """The baseline's and DERS' RandomCrop is an integer cut of the image: the same window, the
+    same pixels (a box at a fractional offset would be a sub-pixel resample, i.e. a blur)."""
+    img = _image(width, height, seed)
+    crop = min(64, width, height)
+    torch.manual_seed(seed)
+    ours = build_transform({"mode": "random_crop", "size": crop, "normalize": "imagenet"})(img)["image"]
+    torch.manual_seed(seed)
+    assert torch.equal(ours, _reference(T.RandomCrop(crop))(img))
+
+
+@pytest.mark.parametrize("spec", [
+    {"mode": "multi_crop", "size": 48, "num_crops": 4},
+    {"mode": "randcrop_or_resize", "size": 48, "crop_prob": 1.0},
+])
+def test_every_random_crop_is_a_window_of_the_source(spec):
+    img = _image(150, 120, 2)
+    source = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    torch.manual_seed(0)
+    out = build_transform({**spec, "normalize": "none"})(img)["image"]
+    crops = out if out.dim() == 4 else out.unsqueeze(0)
+    windows = source.unfold(1, 48, 1).unfold(2, 48, 1)  # (3, rows, cols, 48, 48)
+    for crop in crops:
+        exact = (windows == crop[:, None, None]).flatten(3).all(-1).all(0)
+        assert exact.any(), "a random crop is not a pixel-exact window of the image"
+
+
+def test_crops_of_a_small_image_cut_its_upscaled_copy_on_the_integer_grid():
+    """An image smaller than the crop is upscaled (aspect kept) to the crop's size, then cut at
+    integer offsets: the same pixels as torchvision's Resize to that size + crop."""
+    img = _image(100, 50, 4)
+    upscaled = _reference(T.Resize((64, 128)))(img)
+    torch.manual_seed(5)
+    ours = build_transform({"mode": "random_crop", "size": 64, "normalize": "imagenet"})(img)["image"]
+    windows = upscaled.unfold(2, 64, 1)  # (3, 64, cols, 64)
+    assert any(torch.equal(ours, windows[:, :, c]) for c in range(windows.shape[2]))
+    centre = build_transform({"mode": "center_crop", "size": 64, "normalize": "imagenet"})(img)["image"]
+    assert torch.equal(centre, upscaled[:, :, 32:96])

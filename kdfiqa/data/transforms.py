@@ -4,9 +4,11 @@ A transform first draws the *geometry* of a sample (crop boxes in source pixels 
 renders each *view* from those boxes at its own resolution: the student's ``"image"`` (e.g. 224x224)
 and, when a teacher resolution is given, the teacher's ``"teacher_image"`` (e.g. 512x512). Both views
 therefore show exactly the same region, flipped the same way. Each box is resampled once, straight
-from the source, so "resize then crop" costs one interpolation: a box on the integer grid of a
-resized image (the crop modes' boxes) is rendered as that resize and an integer crop, bit for bit
-torchvision's ``Resize`` + ``RandomCrop``/``CenterCrop``; any other box by PIL ``resize(box=...)``.
+from the source, so "resize then crop" costs one interpolation. The crop modes place their boxes at
+integer offsets of the image (or of it resized), as torchvision does: such a box is rendered as that
+resize and an integer crop, bit for bit torchvision's ``Resize`` + ``RandomCrop``/``CenterCrop``, so
+a crop at its own size is a pixel-exact cut (no sub-pixel blur); any other box (a crop rendered at
+another size, e.g. the teacher's view) by PIL ``resize(box=...)``.
 
 Geometries (``mode``), after the seed's recipes:
 
@@ -96,16 +98,14 @@ class FullImage:
 
 @dataclass(frozen=True)
 class RandomCrop:
-    """A uniformly placed ``crop`` box (height, width); small images are upscaled to fit it first."""
+    """torchvision's ``RandomCrop(crop)`` (height, width): a uniformly placed box at integer pixel
+    offsets (:func:`_random_grid_crop`), a pixel-exact cut; small images are upscaled to fit it first."""
 
     crop: Size
     stacked = False
 
     def boxes(self, width: int, height: int) -> list[Box]:
-        scale = _fit_scale(width, height, self.crop)
-        box_h, box_w = self.crop[0] / scale, self.crop[1] / scale
-        left, top = _uniform() * (width - box_w), _uniform() * (height - box_h)
-        return [(left, top, left + box_w, top + box_h)]
+        return [_random_grid_crop(width, height, (width, height), self.crop)]
 
 
 def resized_size(width: int, height: int, resize: int | Size | None) -> tuple[int, int]:
@@ -129,23 +129,39 @@ def _grid_box(width: int, height: int, grid: tuple[int, int], left: int, top: in
     return (left * sx, top * sy, (left + crop[1]) * sx, (top + crop[0]) * sy)
 
 
+def _fit_grid(width: int, height: int, crop: Size) -> tuple[int, int]:
+    """The (width, height) at which a ``width`` x ``height`` image holds ``crop``: its own size when
+    the crop fits, else upscaled with its aspect ratio kept (sides truncated, as torchvision's
+    ``Resize`` does, and never below the crop)."""
+    scale = _fit_scale(width, height, crop)
+    if scale == 1.0:
+        return width, height
+    return max(crop[1], int(width * scale)), max(crop[0], int(height * scale))
+
+
+def _random_grid_crop(width: int, height: int, grid: tuple[int, int], crop: Size) -> Box:
+    """A ``crop`` at a uniformly drawn integer offset of the image resized to ``grid`` (width,
+    height; upscaled first when the crop does not fit, :func:`_fit_grid`), in source pixels:
+    ``top = randint(0, h - crop_h + 1)``, then ``left = randint(0, w - crop_w + 1)``, drawn from
+    torch's generator in torchvision's ``RandomCrop`` order, so the same seed cuts the same crop."""
+    grid_w, grid_h = _fit_grid(grid[0], grid[1], crop)
+    top = int(torch.randint(0, grid_h - crop[0] + 1, size=(1,)))
+    left = int(torch.randint(0, grid_w - crop[1] + 1, size=(1,)))
+    return _grid_box(width, height, (grid_w, grid_h), left, top, crop)
+
+
 @dataclass(frozen=True)
 class ResizedRandomCrop:
     """torchvision's ``Resize(resize)`` then ``RandomCrop(crop)`` (the ECNU-SJTU training transform),
     bit for bit: the short side is scaled to ``resize`` (:func:`resized_size`) and the crop placed
-    at ``top = randint(0, h - crop_h + 1)``, then ``left = randint(0, w - crop_w + 1)``, drawn from
-    torch's generator in torchvision's order, so the same seed cuts the same crop."""
+    as :func:`_random_grid_crop` places it."""
 
     crop: Size
     resize: int
     stacked = False
 
     def boxes(self, width: int, height: int) -> list[Box]:
-        new_w, new_h = resized_size(width, height, self.resize)
-        new_w, new_h = max(new_w, self.crop[1]), max(new_h, self.crop[0])
-        top = int(torch.randint(0, new_h - self.crop[0] + 1, size=(1,)))
-        left = int(torch.randint(0, new_w - self.crop[1] + 1, size=(1,)))
-        return [_grid_box(width, height, (new_w, new_h), left, top, self.crop)]
+        return [_random_grid_crop(width, height, resized_size(width, height, self.resize), self.crop)]
 
 
 @dataclass(frozen=True)
@@ -170,7 +186,7 @@ class CenterCrop:
     When the resized image holds the crop this is torchvision's ``Resize(resize)`` then
     ``CenterCrop(crop)`` bit for bit: the resized size of :func:`resized_size` and the integer
     offsets ``round((w - crop_w) / 2)``, ``round((h - crop_h) / 2)``. A smaller image is upscaled
-    (aspect kept) until the crop fits, where torchvision would pad it with black.
+    (aspect kept, :func:`_fit_grid`) until the crop fits, where torchvision would pad it with black.
     """
 
     crop: Size
@@ -178,14 +194,9 @@ class CenterCrop:
     stacked = False
 
     def boxes(self, width: int, height: int) -> list[Box]:
-        new_w, new_h = resized_size(width, height, self.resize)
-        fit = _fit_scale(new_w, new_h, self.crop)
-        if fit > 1.0:
-            box_h, box_w = self.crop[0] * height / (new_h * fit), self.crop[1] * width / (new_w * fit)
-            left, top = (width - box_w) / 2, (height - box_h) / 2
-            return [(left, top, left + box_w, top + box_h)]
-        left, top = int(round((new_w - self.crop[1]) / 2.0)), int(round((new_h - self.crop[0]) / 2.0))
-        return [_grid_box(width, height, (new_w, new_h), left, top, self.crop)]
+        grid_w, grid_h = _fit_grid(*resized_size(width, height, self.resize), self.crop)
+        left, top = int(round((grid_w - self.crop[1]) / 2.0)), int(round((grid_h - self.crop[0]) / 2.0))
+        return [_grid_box(width, height, (grid_w, grid_h), left, top, self.crop)]
 
 
 @dataclass(frozen=True)
