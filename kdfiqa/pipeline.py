@@ -251,14 +251,16 @@ def _hw(size: Any) -> list[int]:
     return [h, w]
 
 
-def resolve_transforms(config: RunConfig, model: nn.Module,
-                       teacher_size: Sequence[int] | None = None) -> RunConfig:
+def resolve_transforms(config: RunConfig, model: nn.Module, teacher_size: Sequence[int] | None = None,
+                       teacher_normalize: str | None = None) -> RunConfig:
     """A copy of ``config`` with ``model.input`` and both transform specs filled in.
 
     ``model.input`` defaults to the model's deployment size; a transform without ``size`` gets it;
     the training transform defaults to resize + flip and the evaluation one to a resize, both with
     the training transform's normalisation. ``teacher_size`` adds the teacher's view of the same
-    crop to the training transform (unless it names one already).
+    crop to the training transform (unless it names one already), normalised as the teacher was
+    trained, ``teacher_normalize``; a teacher of unknown size whose normalisation differs from the
+    student's gets its view at the student's size.
     """
     from .models.deploy import deploy_config
 
@@ -271,8 +273,12 @@ def resolve_transforms(config: RunConfig, model: nn.Module,
     for spec in (train_spec, evaluation):
         if spec.get("mode") != "native" and "preset" not in spec:
             spec.setdefault("size", size)
+    if teacher_size is None and teacher_normalize not in (None, normalize):
+        teacher_size = size
     if teacher_size is not None:
         train_spec.setdefault("teacher_size", _hw(teacher_size))
+    if teacher_normalize is not None and "teacher_size" in train_spec:
+        train_spec.setdefault("teacher_normalize", teacher_normalize)
     return dataclasses.replace(
         config,
         model=dataclasses.replace(config.model, input=size),
@@ -653,7 +659,11 @@ def _distill(config: RunConfig, *, teacher: Any, pseudo: Labels | Sequence[Label
     if online and teacher is None:
         teacher = build_teacher(config, ctx)
     teacher_size = teacher.input_size[1:] if online and teacher.input_size is not None else None
-    config = resolve_transforms(config, student.model, teacher_size=teacher_size)
+    config = resolve_transforms(config, student.model, teacher_size=teacher_size,
+                                teacher_normalize=getattr(teacher, "normalize", None) if online else None)
+    if online and hasattr(teacher, "set_view_normalize"):  # what the teacher is fed, in its normalisation
+        spec = config.data.train_transform
+        teacher.set_view_normalize(spec.get("teacher_normalize", spec["normalize"]))
     train_set, val = labeled_data(config, pseudo)
     if online and config.distill.view_cache:
         train_set = _cached_views(config, teacher, train_set, ctx, rebuild=overwrite)

@@ -243,3 +243,44 @@ def test_train_given_a_budget_checks_it_at_the_deployment_size(tmp_path, data, c
     assert code == 2 and "exceeds budget vquala2025" in err, err
     assert not (tmp_path / "checked").exists()
     assert _run(capsys, ["train", *_common(images, labels), *wide, "--out", tmp_path / "free"])[0] == 0
+
+
+def test_the_teacher_sees_its_view_in_its_own_normalisation(tmp_path, data, capsys):
+    """A teacher trained on symmetric (-1, 1) inputs is fed its view that way during online KD,
+    whatever the student's normalisation (here ImageNet's, which reaches 2.6)."""
+    from kdfiqa.models import create_model, deploy_config, set_deploy_config
+
+    _, images, labels, _ = data
+    student_dir = tmp_path / "student"
+    code, _, err = _run(capsys, ["distill", *_common(images, labels), "--teacher", TINY, "--teacher-input", "40",
+                                 "--distill-loss", "0.5*temperature_mse", "--out", student_dir])
+    assert code == 0, err
+    stored = RunConfig.from_dict(load_checkpoint(student_dir / "best.pt")["config"])
+    assert stored.data.train_transform["normalize"] == "imagenet"
+    network = create_model(TINY)
+    set_deploy_config(network, deploy_config(network).replace(normalize="symmetric"))
+    seen = []
+    network.backbone.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    config = dataclasses.replace(stored, train=dataclasses.replace(stored.train, output_dir=str(tmp_path / "sym")))
+    pipeline.distill(config, teacher=Teacher(network, input_size=40))
+    fed = torch.cat([x.flatten() for x in seen])
+    assert fed.numel() > 0 and fed.min() >= -1.0 - 1e-6 and fed.max() <= 1.0 + 1e-6
+    assert fed.max() > 0.5 and fed.min() < -0.5  # the images span the range
+
+
+def test_an_ensemble_member_converts_the_first_members_view_to_its_own_normalisation():
+    from kdfiqa.data.transforms import renormalize
+    from kdfiqa.models import create_model, deploy_config, set_deploy_config
+
+    symmetric, imagenet = create_model(TINY), create_model(TINY)
+    set_deploy_config(symmetric, deploy_config(symmetric).replace(normalize="symmetric"))
+    seen = []
+    imagenet.backbone.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    teacher = Teacher([symmetric, imagenet])
+    assert teacher.normalize == "symmetric"
+    pixels = torch.rand(2, 3, 32, 32)
+    view = pixels * 2 - 1  # symmetric
+    teacher({"image": torch.zeros(2, 3, 32, 32), "teacher_image": view})
+    expected = (pixels - torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    torch.testing.assert_close(seen[0], expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(renormalize(expected, "imagenet", "symmetric"), view, atol=1e-6, rtol=1e-5)

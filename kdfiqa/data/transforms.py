@@ -50,6 +50,7 @@ __all__ = [
     "MultiCrop",
     "PairedViews",
     "build_transform",
+    "renormalize",
     "resized_size",
     "to_tensor",
 ]
@@ -220,6 +221,19 @@ def to_tensor(img: Image.Image, normalize: str = "none") -> torch.Tensor:
     return (tensor - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
 
 
+def renormalize(x: torch.Tensor, source: str, target: str) -> torch.Tensor:
+    """Images ``x`` (..., 3, H, W) normalised by ``source`` (a :data:`NORMALIZATIONS` name) in
+    ``target``'s normalisation: ``((x·std_s + mean_s) − mean_t) / std_t``, per channel."""
+    if source == target:
+        return x
+    (mean_s, std_s), (mean_t, std_t) = NORMALIZATIONS[source], NORMALIZATIONS[target]
+
+    def channels(values: tuple[float, float, float]) -> torch.Tensor:
+        return torch.tensor(values, dtype=x.dtype, device=x.device).view(3, 1, 1)
+
+    return (x * channels(std_s) + channels(mean_s) - channels(mean_t)) / channels(std_t)
+
+
 GRID_TOLERANCE = 1e-6
 """How far (in pixels of the resized image) a box edge may be from the integer grid and still count as on it."""
 
@@ -261,16 +275,21 @@ class PairedViews:
         *,
         flip: bool = False,
         normalize: str = "imagenet",
+        view_normalize: Mapping[str, str] | None = None,
     ) -> None:
-        if normalize not in NORMALIZATIONS:
-            raise ConfigError(f"normalize: unknown {normalize!r}; choose one of {', '.join(NORMALIZATIONS)}")
+        self.view_normalize = {key: normalize for key in views}
+        self.view_normalize.update(view_normalize or {})
+        for key, name in self.view_normalize.items():
+            if name not in NORMALIZATIONS:
+                field_name = "normalize" if key == "image" else f"{key} normalize"
+                raise ConfigError(f"{field_name}: unknown {name!r}; choose one of {', '.join(NORMALIZATIONS)}")
         self.geometry = geometry
         self.views = dict(views)
         self.flip = flip
         self.normalize = normalize
         self.spec: dict[str, Any] | None = None
 
-    def _render(self, img: Image.Image, box: Box, size: Size | None, flip: bool) -> torch.Tensor:
+    def _render(self, img: Image.Image, box: Box, size: Size | None, flip: bool, normalize: str) -> torch.Tensor:
         grid = None if size is None else _grid_crop(img.width, img.height, box, size)
         if grid is not None:
             # resize then crop on the integer grid, as torchvision does (bit for bit): a box render
@@ -289,7 +308,7 @@ class PairedViews:
                 out = img.resize((size[1], size[0]), Image.Resampling.BILINEAR, box=box)
         if flip:
             out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return to_tensor(out, self.normalize)
+        return to_tensor(out, normalize)
 
     def draw(self, img: Image.Image) -> tuple[list[Box], bool]:
         """One random draw of the crop box(es) and the flip for ``img`` (from torch's generator)."""
@@ -302,7 +321,7 @@ class PairedViews:
         in every view, so a cached draw renders the student's view of the teacher's crop."""
         out = {}
         for key in views if views is not None else self.views:
-            rendered = [self._render(img, box, self.views[key], flip) for box in boxes]
+            rendered = [self._render(img, box, self.views[key], flip, self.view_normalize[key]) for box in boxes]
             out[key] = torch.stack(rendered) if self.geometry.stacked else rendered[0]
         return out
 
@@ -312,7 +331,7 @@ class PairedViews:
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(geometry={self.geometry}, views={self.views}, "
-            f"flip={self.flip}, normalize={self.normalize!r})"
+            f"flip={self.flip}, normalize={self.view_normalize!r})"
         )
 
 
@@ -332,7 +351,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 """Named transform specs from the seed's methods, usable as ``{"preset": NAME, ...overrides}``."""
 
 _MODES = ("resize", "random_crop", "resize_random_crop", "randcrop_or_resize", "center_crop", "native", "multi_crop")
-_KEYS = ("preset", "mode", "size", "crop", "resize", "teacher_size", "flip", "normalize", "crop_prob", "num_crops")
+_KEYS = ("preset", "mode", "size", "crop", "resize", "teacher_size", "teacher_normalize", "flip", "normalize",
+         "crop_prob", "num_crops")
 
 
 def _size(spec: Mapping[str, Any], key: str) -> Size:
@@ -394,6 +414,7 @@ def build_transform(spec: str | Mapping[str, Any]) -> PairedViews:
     - ``resize``: ``center_crop``: int (short side) or [height, width] (default: no resize);
       ``resize_random_crop``: int, the short side (default: the crop's height).
     - ``teacher_size``: int, [height, width] or ``"native"``: also render ``"teacher_image"``.
+    - ``teacher_normalize``: the teacher view's normalisation, the teacher's own (default: ``normalize``).
     - ``flip``: random horizontal flip with probability 0.5 (default false).
     - ``normalize``: ``imagenet`` (default), ``symmetric`` (to (-1, 1)) or ``none``.
     - ``crop_prob``: ``randcrop_or_resize`` only, the probability of cropping (default 0.5).
@@ -416,10 +437,14 @@ def build_transform(spec: str | Mapping[str, Any]) -> PairedViews:
         raise ConfigError(f"transform field 'mode': {mode!r} is unknown; choose one of {', '.join(_MODES)}")
     views: dict[str, Size | None] = {"image": None if mode == "native" else _size(spec, "size")}
     teacher = spec.get("teacher_size")
+    view_normalize = {}
     if teacher is not None:
         views["teacher_image"] = None if teacher == "native" else _size(spec, "teacher_size")
-    views_out = PairedViews(
-        _geometry(mode, spec), views, flip=bool(spec.get("flip", False)), normalize=spec.get("normalize", "imagenet")
-    )
+        if "teacher_normalize" in spec:
+            view_normalize["teacher_image"] = spec["teacher_normalize"]
+    elif "teacher_normalize" in spec:
+        raise ConfigError("transform field 'teacher_normalize' needs 'teacher_size' (the teacher's view)")
+    views_out = PairedViews(_geometry(mode, spec), views, flip=bool(spec.get("flip", False)),
+                            normalize=spec.get("normalize", "imagenet"), view_normalize=view_normalize)
     views_out.spec = {**spec, "normalize": views_out.normalize}
     return views_out

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..budget import parse_input_size
+from ..data.transforms import renormalize
 from ..errors import ConfigError
 from ..models.deploy import attached_deploy_config, output_kind
 from ..targets import load_target
@@ -36,9 +37,10 @@ class NetworkTeacher(nn.Module):
     size), else its ``default_input_size``, else unknown (``None``).
 
     ``forward(batch)`` feeds ``batch["teacher_image"]`` when the batch has it (the data set rendered
-    the teacher's own view of the same crop), otherwise ``batch["image"]`` (the student's view,
-    with the student's normalisation) bilinearly resized with antialiasing to ``input_size`` when
-    one is known. It returns ``network.forward_logits`` as (B, 1) on the batch's device; for a
+    the teacher's own view of the same crop), otherwise ``batch["image"]`` (the student's view)
+    bilinearly resized with antialiasing to ``input_size`` when one is known. What it is fed is
+    taken to be normalised as ``view_normalize`` says (default: the network's own ``normalize``, its
+    deploy config's) and converted to the network's own normalisation when the two differ. It returns ``network.forward_logits`` as (B, 1) on the batch's device; for a
     linear-output network (a regression onto the label scale) the clamped logit of that score, so
     that every teacher speaks in logits.
     """
@@ -57,6 +59,9 @@ class NetworkTeacher(nn.Module):
                 else deployed.input_size if deployed is not None
                 else getattr(network, "default_input_size", None))
         self.input_size = parse_input_size(size) if size is not None else None
+        # the normalisation the network was trained with, and that of the images it is fed
+        self.normalize = deployed.normalize if deployed is not None else "imagenet"
+        self.view_normalize = self.normalize
 
     @property
     def eval_transform(self) -> dict[str, Any]:
@@ -64,7 +69,7 @@ class NetworkTeacher(nn.Module):
         e.g. a trained teacher's Resize + CenterCrop, at :attr:`input_size`) when that is one view of
         a fixed size; else a resize to :attr:`input_size` with the deploy config's normalisation."""
         deployed = attached_deploy_config(self.network)
-        normalize = deployed.normalize if deployed is not None else "imagenet"
+        normalize = self.normalize
         if self.input_size is None:
             raise ConfigError("the teacher's resolution is unknown: pass --teacher-input (distill.teacher_input)")
         if deployed is not None:
@@ -82,6 +87,7 @@ class NetworkTeacher(nn.Module):
             x = image
             if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size[1:]:
                 x = F.interpolate(x, size=self.input_size[1:], mode="bilinear", align_corners=False, antialias=True)
+        x = renormalize(x, self.view_normalize, self.normalize)
         device = next(self.network.parameters(), image).device
         return self.network.forward_logits(x.to(device)).reshape(-1, 1).to(image.device)
 
@@ -153,6 +159,8 @@ class Teacher(nn.Module):
             else:
                 members.append(_member(item, input_size, model_kwargs or {}))
         self.members = nn.ModuleList(members)
+        if self.normalize is not None:  # one teacher view for all: the first network's normalisation
+            self.set_view_normalize(self.normalize)
         self.requires_grad_(False)
         super().train(False)
         if device is not None:
@@ -177,6 +185,20 @@ class Teacher(nn.Module):
     def input_size(self) -> tuple[int, int, int] | None:
         """The resolution of a single-network teacher (``None`` when unknown)."""
         return self.members[0].input_size if isinstance(self.members[0], NetworkTeacher) else None
+
+    @property
+    def normalize(self) -> str | None:
+        """The normalisation the teacher's view (``teacher_image``) is best rendered in: its first
+        network's own (members that differ convert it), ``None`` for a teacher without a network."""
+        first = next((m for m in self.members if isinstance(m, NetworkTeacher)), None)
+        return None if first is None else first.normalize
+
+    def set_view_normalize(self, normalize: str) -> None:
+        """Say how the images this teacher will be fed are normalised (a
+        :data:`~kdfiqa.data.transforms.NORMALIZATIONS` name); each network converts them to its own."""
+        for member in self.members:
+            if isinstance(member, NetworkTeacher):
+                member.view_normalize = normalize
 
     @property
     def eval_transform(self) -> dict[str, Any]:

@@ -49,7 +49,7 @@ NORMALIZATIONS = ("imagenet", "symmetric", "none")
 ATTRIBUTE = "deploy_config"
 """Where a model keeps its config."""
 
-EVAL_ONLY_DROPPED = ("teacher_size", "flip")
+EVAL_ONLY_DROPPED = ("teacher_size", "teacher_normalize", "flip")
 """Transform keys of a training spec that an evaluation transform leaves out (the teacher's view,
 random flips)."""
 
@@ -100,7 +100,7 @@ class DeployConfig:
     eval_transform: Mapping[str, Any] = field(default_factory=dict)
     """Spec for :func:`kdfiqa.data.build_transform` that turns an image into the model's input;
     stored completed (preset expanded, ``size`` and ``normalize`` filled in, a training spec's
-    ``teacher_size`` and ``flip`` left out). Empty: resize to ``input_size``."""
+    ``teacher_size``, ``teacher_normalize`` and ``flip`` left out). Empty: resize to ``input_size``."""
     normalize: str = "imagenet"
     """Input normalisation, one of :data:`NORMALIZATIONS` (also the ``normalize`` of ``eval_transform``)."""
     output: str = "sigmoid"
