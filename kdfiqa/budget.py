@@ -345,9 +345,10 @@ def _assert_input_independent(model: nn.Module, report: CostReport, where: str) 
                     f"({report.flops:,} vs {total:,}); make control flow independent of the data")
 
 
-def check(model: nn.Module, budget: Budget, input_sizes: InputSize | Iterable[InputSize],
+def check(model: nn.Module, budget: Budget | str, input_sizes: InputSize | Iterable[InputSize],
           *, model_name: str | None = None) -> list[CostReport]:
-    """Measure ``model`` at every size in ``input_sizes`` and raise if any is over ``budget``.
+    """Measure ``model`` at every size in ``input_sizes`` and raise if any is over ``budget`` (a
+    :class:`Budget` or a registered name such as ``"vquala2025"``).
 
     ``input_sizes`` is one size (an int, a string such as ``"224x336"``, or a tuple of ints) or a list
     of sizes: ``[224, (224, 336)]`` checks two resolutions.
@@ -363,6 +364,9 @@ def check(model: nn.Module, budget: Budget, input_sizes: InputSize | Iterable[In
     sizes = [parse_input_size(s) for s in input_sizes]  # type: ignore[union-attr]
     if not sizes:
         raise KdfiqaError("check() needs at least one input size")
+    from .budget_presets import as_budget
+
+    budget = as_budget(budget)
     name = model_name or getattr(model, "model_name", None) or type(model).__name__
     reports = [measure(model, size, strict=True) for size in sizes]
     for report in reports:

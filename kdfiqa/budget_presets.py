@@ -8,9 +8,10 @@ name="edge")``. Importing this module costs no torch: command-line parsers list 
 from __future__ import annotations
 
 from .budget import VQUALA2025, Budget
+from .errors import ConfigError
 from .registry import Registry
 
-__all__ = ["BUDGETS", "DEFAULT_BUDGET", "get_budget"]
+__all__ = ["BUDGETS", "DEFAULT_BUDGET", "as_budget", "get_budget"]
 
 BUDGETS: Registry[Budget] = Registry("budget")
 """Budget name → :class:`~kdfiqa.budget.Budget`."""
@@ -24,3 +25,12 @@ def get_budget(name: str) -> Budget:
     """The budget registered as ``name``; a one-line :class:`~kdfiqa.errors.ConfigError` naming the
     closest registered names otherwise."""
     return BUDGETS.get(name)
+
+
+def as_budget(budget: Budget | str) -> Budget:
+    """``budget`` itself, or the budget registered under that name (:func:`get_budget`)."""
+    if isinstance(budget, Budget):
+        return budget
+    if isinstance(budget, str):
+        return get_budget(budget)
+    raise ConfigError(f"budget {budget!r} is neither a kdfiqa.Budget nor a budget name ({', '.join(BUDGETS)})")

@@ -338,7 +338,7 @@ def _run(out: Path, plan: DemoPlan, *, quick: bool, seed: int, images: str | os.
 
     teacher = pipeline.build_teacher(configs["teacher"], ctx, [str(teacher_ckpt)])
     pseudo = pipeline.pseudo_label(teacher, data.unlabeled, out / "pseudo_labels.csv", calibrate_on=data.labeled,
-                                   raw_if_degenerate=True, batch_size=64, ctx=ctx)
+                                   raw_if_degenerate=True, batch_size=64, ctx=ctx, overwrite=True)
     lap("pseudo_labels")
     _say(console, f"pseudo-labels: the teacher scored the {sizes['unlabeled']} unlabeled images, calibrated on "
                   f"the labels (4-parameter logistic) -> {pseudo.csv}")

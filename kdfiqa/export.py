@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from .budget import Budget, BudgetExceeded, CostReport, InputSize, measure, parse_input_size
+from .budget_presets import DEFAULT_BUDGET, as_budget
 from .errors import KdfiqaError, first_line
 
 if TYPE_CHECKING:
@@ -294,7 +295,7 @@ def export_model(
     *,
     formats: Sequence[str] = EXPORT_FORMATS,
     input_sizes: Sequence[InputSize] | None = None,
-    budget: Budget | None = None,
+    budget: Budget | str | None = DEFAULT_BUDGET,
     allow_over_budget: bool = False,
     verify_sizes: Sequence[InputSize] | None = None,
     atol: float = DEFAULT_ATOL,
@@ -308,9 +309,10 @@ def export_model(
         model: a FIQA model (image batch → scores (B, 1)); it is moved to the CPU for export.
         input_sizes: the resolution(s) the model will be deployed at; the first is the tracing size.
             Default: its deploy config's ``input_size``.
-        budget: checked at every size in ``input_sizes`` (by default at the deploy size, or the budget's
-            deployment size where that is larger: :meth:`~kdfiqa.budget.Budget.sizes_for`); ``None``
-            skips the check.
+        budget: a :class:`~kdfiqa.budget.Budget` or a registered name (default: ``vquala2025``, as
+            ``kdfiqa export``), checked at every size in ``input_sizes`` (by default at the deploy
+            size, or the budget's deployment size where that is larger:
+            :meth:`~kdfiqa.budget.Budget.sizes_for`); ``None`` skips the check.
         allow_over_budget: export anyway when over ``budget`` (the result says so).
         verify_sizes: resolutions of the random verification batches (default:
             :func:`verification_sizes` of the first input size).
@@ -333,6 +335,7 @@ def export_model(
     reports: list[CostReport] = []
     within: bool | None = None
     if budget is not None:
+        budget = as_budget(budget)
         checked = sizes if input_sizes else list(dict.fromkeys(s for size in sizes for s in budget.sizes_for(size)))
         reports = [measure(model, size, strict=True) for size in checked]
         over = [r for r in reports if not budget.fits(r)]

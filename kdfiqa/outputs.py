@@ -77,13 +77,15 @@ def check_output_dir(path: PathLike, *, inputs: Iterable[Optional[PathLike]] = (
 
 
 def check_output_file(path: PathLike, *, inputs: Iterable[Optional[PathLike]] = (), overwrite: bool = False,
-                      flag: str = "--out") -> Path:
-    """Check the output file ``path`` (see the module docstring). Returns it as a :class:`~pathlib.Path`."""
+                      flag: str = "--out", overwrite_flag: str = "--overwrite") -> Path:
+    """Check the output file ``path`` (see the module docstring); ``flag`` and ``overwrite_flag``
+    name the option and its override in messages (the Python API names its arguments). Returns it as
+    a :class:`~pathlib.Path`."""
     out = Path(path)
     if out.is_dir():
         raise ConfigError(f"{flag} {out}: is a folder where a file is expected; give a file path")
     _writable(out.parent, flag)
     _refuse_inputs([out], inputs, flag)
     if out.exists() and not overwrite:
-        raise ConfigError(f"{flag} {out}: already exists; pass --overwrite to replace it, or choose another path")
+        raise ConfigError(f"{flag} {out}: already exists; pass {overwrite_flag} to replace it, or choose another path")
     return out

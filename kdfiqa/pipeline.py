@@ -302,17 +302,20 @@ def _budget(config: RunConfig, command: str = "distill") -> Budget:
 def deploy_sizes(config: RunConfig, budget: Budget) -> list[tuple[int, int, int]]:
     """Where the student's budget is checked: ``distill.deploy_input`` when given, else the budget's
     deployment size (never smaller than the training input, which replaces it when larger), plus the
-    evaluation size when it differs."""
+    size the evaluation transform feeds the network (the checkpoint's deployment size) unless one of
+    those covers it in height and width."""
+    from .data import build_transform
+
     train_size = parse_input_size(tuple(config.model.input))
     if config.distill.deploy_input:
         sizes = [parse_input_size(s) for s in config.distill.deploy_input]
     else:
         sizes = budget.sizes_for(train_size)
-    spec = config.data.eval_transform or {}
-    crop = spec.get("crop", spec.get("size"))
-    if spec.get("mode") != "native" and crop is not None:
-        evaluation = parse_input_size(tuple(_hw(crop)))
-        if all(evaluation[i] > s[i] for s in sizes for i in (1, 2)):
+    # the evaluation transform's view, presets expanded: the size the checkpoint deploys at
+    spec = build_transform(config.data.eval_transform).spec if config.data.eval_transform else {}
+    if spec.get("mode") != "native" and spec.get("size") is not None:
+        evaluation = parse_input_size(tuple(_hw(spec["size"])))
+        if not any(s[1] >= evaluation[1] and s[2] >= evaluation[2] for s in sizes):
             sizes.append(evaluation)
     return list(dict.fromkeys(sizes))
 
@@ -534,9 +537,13 @@ def train(config: RunConfig, *, pseudo: Labels | None = None, ctx: DistContext |
 def pseudo_label(teacher: Any, images: str | os.PathLike[str], out_csv: str | os.PathLike[str], *,
                  calibrate_on: Labels | None = None, holdout: tuple[float, int, str] | None = None,
                  clip: bool = True, raw_if_degenerate: bool = False, normalize: str | None = None,
-                 batch_size: int = 32, num_workers: int = 0, ctx: DistContext | None = None) -> Labels:
-    """Score every image under ``images`` with ``teacher`` (a :class:`~kdfiqa.distill.Teacher`)
-    into the challenge-format ``out_csv`` and return it as :class:`Labels` rooted at ``images``.
+                 batch_size: int = 32, num_workers: int = 0, ctx: DistContext | None = None,
+                 overwrite: bool = False) -> Labels:
+    """Score every image under ``images`` with ``teacher`` (a :class:`~kdfiqa.distill.Teacher`, or
+    what it is built from: a checkpoint, a model name, a model) into the challenge-format ``out_csv``
+    and return it as :class:`Labels` rooted at ``images``. An existing ``out_csv`` is replaced only
+    with ``overwrite``, and never when it is one of the inputs (the teacher's checkpoint, the
+    calibration CSV, the images folder).
 
     Images are rendered as the teacher is deployed (:attr:`~kdfiqa.distill.Teacher.eval_transform`:
     a trained teacher's evaluation transform at its resolution, e.g. Resize + CenterCrop, as the
@@ -549,8 +556,13 @@ def pseudo_label(teacher: Any, images: str | os.PathLike[str], out_csv: str | os
     kept, with a warning). Under ``torchrun`` rank 0 labels and the others wait.
     """
     from .data import UnlabeledImageFolder, build_transform, split_dataset
+    from .distill import Teacher
     from .distill import pseudo_label as label_with_teacher
+    from .outputs import check_output_file
 
+    teacher = teacher if isinstance(teacher, Teacher) else Teacher(teacher)
+    check_output_file(out_csv, inputs=[*teacher.sources, calibrate_on.csv if calibrate_on else None, images],
+                      overwrite=overwrite, flag="out_csv", overwrite_flag="overwrite=True")
     spec = teacher.eval_transform
     transform = build_transform(spec if normalize is None else {**spec, "normalize": normalize})
     folder = UnlabeledImageFolder(images, transform=transform)
@@ -575,7 +587,8 @@ def _label_unlabeled(config: RunConfig, teacher: Any, out_csv: Path, ctx: DistCo
     return pseudo_label(teacher, _required(data.unlabeled, "--unlabeled DIR"), out_csv, calibrate_on=calibrate,
                         holdout=(data.val_fraction, data.split_seed, data.split_method) if held_out else None,
                         clip=distill_.clip_pseudo_labels, raw_if_degenerate=distill_.raw_if_degenerate,
-                        batch_size=config.train.batch_size, num_workers=config.train.num_workers, ctx=ctx)
+                        batch_size=config.train.batch_size, num_workers=config.train.num_workers, ctx=ctx,
+                        overwrite=True)  # the run's own file: the run folder's check came first
 
 
 def _teacher_run_config(config: RunConfig, teacher: str, output_dir: Path) -> RunConfig:
@@ -645,8 +658,21 @@ def distill(config: RunConfig, *, teacher: Any = None, pseudo: Labels | Sequence
     _preflight(config, "distill", resume=resume, overwrite=overwrite, pseudo=pseudo,
                teacher_given=teacher is not None)
     ctx = _context(config, ctx)
-    return _distill(config, teacher=teacher, pseudo=pseudo, student=student if student is not None else build_student(config), ctx=ctx,
+    return _distill(config, teacher=teacher, pseudo=pseudo, student=_checked_student(config, student), ctx=ctx,
                     resume=resume, allow_changes=allow_changes, overwrite=overwrite)
+
+
+def _checked_student(config: RunConfig, student: Any) -> Any:
+    """The student of a run, checked at the run's own deployment sizes and budget
+    (:func:`build_student`), whether built here or given (a :class:`~kdfiqa.distill.Student`, checked
+    where it was built, or a bare model); a given Student's ``allow_over_budget`` is kept."""
+    from .distill import Student
+
+    if student is None:
+        return build_student(config)
+    if isinstance(student, Student) and student.allow_over_budget and not config.distill.allow_over_budget:
+        config = dataclasses.replace(config, distill=dataclasses.replace(config.distill, allow_over_budget=True))
+    return build_student(config, model=student.model if isinstance(student, Student) else student)
 
 
 def _distill(config: RunConfig, *, teacher: Any, pseudo: Labels | Sequence[Labels] | None, student: Any, ctx: DistContext,

@@ -27,9 +27,20 @@ class WideHead(TinyFIQA):
         return self.head(h) + self.out(self.big(h)).mean(dim=1, keepdim=True)
 
 
+def test_a_student_is_checked_at_the_budgets_deployment_size_when_it_runs_smaller():
+    """A bare model that runs at 16x16 is held to vquala2025 at 224x224 (a registered name works
+    as the budget); against a budget without a deployment size, at its own 16x16."""
+    model = TinyFIQA()
+    student = Student(model, budget="vquala2025")
+    assert student.model is model and student.within_budget
+    assert student.input_sizes == [(3, 224, 224)] and student.budget.name == "vquala2025"
+    distiller = Distiller(TinyFIQA(), model)
+    assert distiller.student.input_sizes == [(3, 224, 224)]
+
+
 def test_student_within_budget_reports_its_cost_at_its_default_resolution():
     model = TinyFIQA()
-    student = Student(model)
+    student = Student(model, budget=Budget(max_gflops=0.5, max_params=5_000_000, name="anywhere"))
     assert student.model is model and student.within_budget
     assert student.input_sizes == [(3, 16, 16)]
     [report] = student.reports

@@ -254,3 +254,17 @@ def test_cli_export_onnx_failure_is_one_line_exit_2(tmp_path, capfd):
     assert len(err.strip().splitlines()) == 1
     assert "ONNX export of GridPooled failed" in err and "adaptive_avg_pool2d" in err
     assert not (tmp_path / "out" / "model.onnx").exists()
+
+
+def test_the_python_export_rechecks_the_default_budget_as_the_cli_does(tmp_path):
+    """export_model's default budget is vquala2025 (a name works too): an over-budget model is
+    refused before anything is written; budget=None skips the check."""
+    from kdfiqa.models import create_model
+
+    over = create_model("emo_5m")  # 0.90 GFLOPs at 224x224
+    for budget in ({}, {"budget": "vquala2025"}):
+        with pytest.raises(BudgetExceeded, match="vquala2025"):
+            export_model(over, tmp_path / "over", formats=["torchscript"], **budget)
+    assert not (tmp_path / "over").exists()
+    result = export_model(tiny_model(), tmp_path / "free", formats=["torchscript"], budget=None)
+    assert result.within_budget is None

@@ -284,3 +284,64 @@ def test_an_ensemble_member_converts_the_first_members_view_to_its_own_normalisa
     expected = (pixels - torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
     torch.testing.assert_close(seen[0], expected, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(renormalize(expected, "imagenet", "symmetric"), view, atol=1e-6, rtol=1e-5)
+
+
+def _sized(eval_transform, input_size=(224, 224)):
+    config = RunConfig()
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, input=list(input_size)),
+                               data=dataclasses.replace(config.data, eval_transform=eval_transform))
+
+
+@pytest.mark.parametrize("eval_transform,expected", [
+    ({"mode": "resize", "size": [224, 256]}, [(3, 224, 224), (3, 224, 256)]),  # larger in width only
+    ({"preset": "bit_ssvgg_test"}, [(3, 224, 224), (3, 224, 336)]),  # the size comes from a preset
+    ({"mode": "center_crop", "size": 224, "crop": 256}, [(3, 224, 224)]),  # the network sees size, not crop
+    ({"mode": "resize", "size": 160}, [(3, 224, 224)]),  # covered by the budget's deployment size
+])
+def test_the_budget_is_checked_at_the_size_the_checkpoint_deploys_at(eval_transform, expected):
+    from kdfiqa.budget import VQUALA2025
+
+    assert pipeline.deploy_sizes(_sized(eval_transform), VQUALA2025) == expected
+
+
+def test_a_given_student_is_checked_at_the_runs_deployment_size(tmp_path, data):
+    """A Student built (and checked) at 224 is re-checked at the run's 256 before anything trains."""
+    from kdfiqa.budget import BudgetExceeded
+    from kdfiqa.distill import Student
+    from kdfiqa.models import create_model
+
+    _, images, labels, _ = data
+    config = RunConfig.from_dict({
+        "model": {"name": "emo2_1m", "input": 256},
+        "data": {"root": str(images), "csv": str(labels), "val_fraction": 0.25},
+        "train": {"epochs": 1, "batch_size": 4, "output_dir": str(tmp_path / "run"), "device": "cpu"},
+        "distill": {"loss": "0.5*temperature_mse"},
+    })
+    student = Student(create_model("emo2_1m"))
+    assert student.within_budget and student.input_sizes == [(3, 224, 224)]
+    with pytest.raises(BudgetExceeded, match="256x256"):
+        pipeline.distill(config, student=student, teacher=Teacher(create_model(TINY)))
+    assert not (tmp_path / "run").exists()
+
+
+def test_pseudo_label_never_overwrites_an_input_and_asks_before_replacing(tmp_path, data):
+    _, images, labels, unlabeled = data
+    teacher_dir = tmp_path / "teacher"
+    network = kdfiqa.models.create_model(TINY)
+    teacher_ckpt = teacher_dir / "teacher.pt"
+    teacher_dir.mkdir()
+    from kdfiqa.checkpoint import build_checkpoint, save_checkpoint
+
+    save_checkpoint(teacher_ckpt, build_checkpoint(network))
+    calibration = pipeline.Labels(labels, images)
+    before = labels.read_bytes(), teacher_ckpt.read_bytes()
+    for out in (labels, teacher_ckpt):
+        with pytest.raises(ConfigError, match="would overwrite"):
+            pipeline.pseudo_label(str(teacher_ckpt), unlabeled, out, calibrate_on=calibration, overwrite=True)
+    assert (labels.read_bytes(), teacher_ckpt.read_bytes()) == before
+    out = tmp_path / "pseudo.csv"
+    first = pipeline.pseudo_label(str(teacher_ckpt), unlabeled, out)  # a checkpoint path is a teacher
+    assert first.csv == out and out.read_text().count("\n") == 8
+    with pytest.raises(ConfigError, match="overwrite=True"):
+        pipeline.pseudo_label(str(teacher_ckpt), unlabeled, out)
+    pipeline.pseudo_label(str(teacher_ckpt), unlabeled, out, overwrite=True)

@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     calibrate = pipeline.Labels(Path(args.csv), Path(args.root)) if args.calibrate else None
     labels = pipeline.pseudo_label(teacher, args.images, args.out, calibrate_on=calibrate,
                                    raw_if_degenerate=args.raw_if_degenerate, normalize=args.normalize,
-                                   batch_size=args.batch_size, num_workers=args.workers, ctx=ctx)
+                                   batch_size=args.batch_size, num_workers=args.workers, ctx=ctx,
+                                   overwrite=args.overwrite)
     if ctx.is_main:
         print(f"wrote {labels.csv}")
     return 0

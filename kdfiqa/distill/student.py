@@ -42,44 +42,52 @@ class Student:
 
     The model (unwrapped from DDP, see :func:`unwrap_model`) is measured with
     :func:`kdfiqa.budget.check` at each of ``input_sizes``: the resolution(s) it will be evaluated at,
-    by default its deployment size (:mod:`kdfiqa.models.deploy`). Over budget, or not measurable, it raises
+    by default its deployment size (:mod:`kdfiqa.models.deploy`) or the budget's where that is larger
+    (:meth:`~kdfiqa.budget.Budget.sizes_for`: a model trained small is still checked at 224x224 for
+    ``vquala2025``). ``budget`` is a :class:`~kdfiqa.budget.Budget` or a registered name. Over budget,
+    or not measurable, it raises
     :class:`~kdfiqa.budget.BudgetExceeded` (or :class:`~kdfiqa.budget.MeasurementError`) unless
     ``allow_over_budget``, in which case a loud warning is logged and ``within_budget`` is false.
 
     Attributes: ``model`` (the bare module), ``budget``, ``input_sizes``, ``reports`` (one
-    :class:`~kdfiqa.budget.CostReport` per size; empty when measurement failed), ``within_budget``.
+    :class:`~kdfiqa.budget.CostReport` per size; empty when measurement failed), ``within_budget``,
+    ``allow_over_budget``.
     """
 
     def __init__(
         self,
         model: nn.Module,
         *,
-        budget: Budget = VQUALA2025,
+        budget: Budget | str = VQUALA2025,
         input_sizes: Any | Iterable[Any] = None,
         allow_over_budget: bool = False,
     ) -> None:
+        from ..budget_presets import as_budget
+
         self.model = unwrap_model(model)
-        self.budget = budget
+        self.budget = as_budget(budget)
+        self.allow_over_budget = allow_over_budget
         if input_sizes is None:
-            input_sizes = _deploy_size(self.model)
-            if input_sizes is None:
+            own = _deploy_size(self.model)
+            if own is None:
                 raise ConfigError(
                     f"student {type(self.model).__name__} has no default_input_size; pass input_sizes "
                     "(the resolution(s) it will be evaluated at) so its budget can be checked"
                 )
+            input_sizes = self.budget.sizes_for(parse_input_size(own))
         self.input_sizes = _size_list(input_sizes)
         self.reports: list[CostReport] = []
         self.within_budget = True
         name = getattr(self.model, "model_name", None) or type(self.model).__name__
         try:
-            self.reports = check(self.model, budget, self.input_sizes, model_name=name)
+            self.reports = check(self.model, self.budget, self.input_sizes, model_name=name)
         except (BudgetExceeded, MeasurementError) as exc:
             if not allow_over_budget:
                 raise
             self.within_budget = False
             log.warning(
                 "\n%s\nALLOW_OVER_BUDGET IS SET: TRAINING A STUDENT THAT DOES NOT FIT %s\n%s\n%s",
-                "!" * 78, budget.describe().upper(), exc, "!" * 78,
+                "!" * 78, self.budget.describe().upper(), exc, "!" * 78,
             )
             if isinstance(exc, BudgetExceeded):
                 self.reports = [measure(self.model, size) for size in self.input_sizes]

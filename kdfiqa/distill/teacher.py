@@ -159,6 +159,11 @@ class Teacher(nn.Module):
             else:
                 members.append(_member(item, input_size, model_kwargs or {}))
         self.members = nn.ModuleList(members)
+        # the files the teacher was loaded from (checkpoints, score CSVs), which nothing may overwrite
+        self.sources: tuple[str, ...] = tuple(
+            path for item in sources
+            for path in (item.sources if isinstance(item, Teacher)
+                         else [os.fspath(item)] if isinstance(item, (str, os.PathLike)) and Path(item).exists() else []))
         if self.normalize is not None:  # one teacher view for all: the first network's normalisation
             self.set_view_normalize(self.normalize)
         self.requires_grad_(False)
