@@ -29,7 +29,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -38,7 +38,7 @@ from torch.utils.data import Dataset, Sampler
 from .budget import Budget, parse_input_size
 from .config import RunConfig
 from .engine.distributed import DistContext, init_distributed
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, DataError
 
 __all__ = [
     "Labels",
@@ -377,6 +377,9 @@ def labeled_data(config: RunConfig, pseudo: Labels | Sequence[Labels] | None = N
     sets = _label_sets(pseudo)
     if sets:
         extra = [labels.dataset(train_tf, allow_outside_root=outside) for labels in sets]
+        for labels, dataset in zip(sets, extra):
+            _refuse_labeled_images(dataset.samples, labels.csv,
+                                   {"the validation set": val, "the labeled training share": train_set})
         train_set = FIQADataset.merge([train_set, *extra], repeats=range(1, len(sets) + 1))
         log.info("training on %d labeled + %s pseudo-labeled images", len(train_set) - sum(map(len, extra)),
                  " + ".join(str(len(e)) for e in extra))
@@ -385,6 +388,20 @@ def labeled_data(config: RunConfig, pseudo: Labels | Sequence[Labels] | None = N
         log.warning("skipped %d unreadable image(s) (--skip-bad); training on %d, validating on %d",
                     skipped, len(train_set), len(val))
     return train_set, val
+
+
+def _refuse_labeled_images(samples: Iterable[Any], source: Path | str, shares: Mapping[str, Any]) -> None:
+    """Refuse pseudo-labelled ``samples`` (from ``source``, a CSV or a folder) that are images of
+    any of ``shares`` (description → data set: the validation set, the labeled training share):
+    training on a validation image would inflate the metrics ``best.pt`` is chosen by, and a
+    labeled image would be trained on twice."""
+    where = {Path(os.path.realpath(s.path)): (share, s.name) for share, data in shares.items() for s in data.samples}
+    for sample in samples:
+        hit = where.get(Path(os.path.realpath(sample.path)))
+        if hit is not None:
+            share, name = hit
+            raise DataError(f"{source}: image {sample.path} is also in {share} (as {name!r}); pseudo-labels must "
+                            "come from other images: remove it from there, or from the labels")
 
 
 def _count_labels(config: RunConfig) -> int:
@@ -580,7 +597,23 @@ def pseudo_label(teacher: Any, images: str | os.PathLike[str], out_csv: str | os
     return Labels(Path(out_csv), Path(images), score_range=None)
 
 
+def _refuse_labeled_in_unlabeled(config: RunConfig) -> None:
+    """Before the teacher scores ``data.unlabeled``: none of its images may be a labeled or a
+    validation image (:func:`_refuse_labeled_images`), which would otherwise fail only after labelling."""
+    from .data import FIQADataset, UnlabeledImageFolder
+
+    data = config.data
+    outside = data.allow_outside_root
+    shares = {f"the labels ({data.csv})": FIQADataset(data.root, data.csv, allow_outside_root=outside)}
+    if data.val_csv:
+        shares[f"the validation set ({data.val_csv})"] = FIQADataset(data.val_root or data.root, data.val_csv,
+                                                                     allow_outside_root=outside)
+    folder = UnlabeledImageFolder(_required(data.unlabeled, "--unlabeled DIR"), allow_outside_root=outside)
+    _refuse_labeled_images(folder.samples, data.unlabeled, shares)
+
+
 def _label_unlabeled(config: RunConfig, teacher: Any, out_csv: Path, ctx: DistContext) -> Labels:
+    _refuse_labeled_in_unlabeled(config)
     data, distill_ = config.data, config.distill
     calibrate = Labels(Path(data.csv), Path(data.root)) if distill_.calibrate else None
     held_out = not data.val_csv and distill_.calibrate_on == "train_split"

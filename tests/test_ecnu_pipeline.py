@@ -159,7 +159,7 @@ def test_the_student_trains_on_every_pseudo_label_set_each_image_once_per_set(tm
     train, _ = labeled_data(config, sets)
     assert len(train) == 9 + 2 * len(names)
     assert sorted(train.names[9:]) == sorted(names * 2)
-    with pytest.raises(Exception, match="twice"):
+    with pytest.raises(Exception, match="also in the labeled training share"):
         labeled_data(config, [sets[0], Labels(Path(config.data.csv), Path(config.data.root))])
 
 

@@ -345,3 +345,31 @@ def test_pseudo_label_never_overwrites_an_input_and_asks_before_replacing(tmp_pa
     with pytest.raises(ConfigError, match="overwrite=True"):
         pipeline.pseudo_label(str(teacher_ckpt), unlabeled, out)
     pipeline.pseudo_label(str(teacher_ckpt), unlabeled, out, overwrite=True)
+
+
+def test_pseudo_labels_of_validation_or_labeled_images_are_refused(tmp_path, data, capsys):
+    _, images, labels, unlabeled = data
+    rows = labels.read_text().splitlines()
+    train_csv, val_csv = tmp_path / "train.csv", tmp_path / "val.csv"
+    train_csv.write_text("\n".join(rows[:18]) + "\n")
+    val_csv.write_text("\n".join(rows[18:]) + "\n")
+    pseudo = tmp_path / "pseudo.csv"
+    pseudo.write_text(rows[20].split(",")[0] + ",0.5\n")  # a validation image
+    base = ["train", *_common(images, train_csv), "--val-csv", val_csv, "--pseudo-root", images]
+    code, _, err = _run(capsys, [*base, "--pseudo-csv", pseudo, "--out", tmp_path / "a"])
+    assert code == 2 and "also in the validation set" in err and str(pseudo) in err, err
+    pseudo.write_text(rows[0].split(",")[0] + ",0.5\n")  # a labeled image
+    code, _, err = _run(capsys, [*base, "--pseudo-csv", pseudo, "--out", tmp_path / "b"])
+    assert code == 2 and "also in the labeled training share" in err, err
+    pseudo.write_text("\n".join(rows) + "\n")  # a val_fraction split of the same labels: all collide
+    code, _, err = _run(capsys, ["train", *_common(images, labels), "--pseudo-root", images, "--pseudo-csv", pseudo,
+                                 "--out", tmp_path / "c"])
+    assert code == 2 and "also in the" in err, err
+
+
+def test_an_unlabeled_folder_holding_labeled_images_is_refused_before_the_teacher_labels_it(tmp_path, data, capsys):
+    _, images, labels, _ = data
+    code, _, err = _run(capsys, ["distill", *_common(images, labels), "--teacher", TINY, "--unlabeled", images,
+                                 "--out", tmp_path / "run"])
+    assert code == 2 and f"{images}: image" in err and "also in the labels" in err, err
+    assert not list(tmp_path.rglob("*.csv"))
