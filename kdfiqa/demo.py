@@ -253,7 +253,8 @@ def _table(summary: Mapping[str, Any]) -> Any:
     for role in MODEL_ROLES:
         row = models[role]
         gain = "" if role in ("teacher", "control") else f"{summary['gains'][role]['score']:+.3f}"
-        table.add_row(SHORT_TITLES[role], f"{row['srcc']:.3f}", f"{row['plcc']:.3f}", f"{row['score']:.3f}", gain,
+        name = SHORT_TITLES[role] + (" COLLAPSED" if row["collapsed"] else "")
+        table.add_row(name, f"{row['srcc']:.3f}", f"{row['plcc']:.3f}", f"{row['score']:.3f}", gain,
                       f"{row['params'] / 1e6:.2f}M", f"{row['gflops_224']:.3f}",
                       "fits" if row["within_budget"] else "OVER")
     return table
@@ -287,7 +288,8 @@ def run_demo(
     ``predictions/`` (``image,predicted,true`` on the test set per model), ``plots/``
     (``scatter_<model>.png``, ``training_curves.png``) and ``summary.json``, whose ``models`` entry
     holds, per model, the test metrics of :func:`kdfiqa.metrics.evaluate`, the parameter count, the
-    GFLOPs at 224 and the budget verdict, and whose ``gains`` entry each student's gain over the control.
+    GFLOPs at 224, the budget verdict and whether its training collapsed (``collapsed``: marked in the
+    table and warned about), and whose ``gains`` entry each student's gain over the control.
     """
     from rich.console import Console
 
@@ -382,6 +384,7 @@ def _run(out: Path, plan: DemoPlan, *, quick: bool, seed: int, images: str | os.
             "network": network, **metrics, **_cost(costs[network], budget),
             "checkpoint": result.checkpoint.relative_to(out).as_posix(),
             "epochs": len(result.history), "steps": result.history[-1]["step"] if result.history else 0,
+            "collapsed": result.collapsed,
         }
     curves_plot({ROLE_TITLES[r]: results[r].history for r in MODEL_ROLES}, out / "plots" / "training_curves.png",
                 title="kdfiqa demo (synthetic data): validation score and training loss per epoch")
@@ -409,6 +412,10 @@ def _run(out: Path, plan: DemoPlan, *, quick: bool, seed: int, images: str | os.
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     console.print(_table(summary))
+    collapsed = [ROLE_TITLES[r] for r in MODEL_ROLES if models[r]["collapsed"]]
+    if collapsed:
+        _say(console, f"warning: {', '.join(collapsed)} collapsed (every validated epoch predicted a near-constant "
+                      "score): their figures and gains are not a result; try another --seed")
     gains = summary["gains"]
     _say(console, "KD gain over the control on the held-out test set (score): "
                   + ", ".join(f"{ROLE_TITLES[r].removeprefix('student, ')} {gains[r]['score']:+.4f}" for r in gains)

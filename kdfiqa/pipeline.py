@@ -93,6 +93,14 @@ class RunResult:
     config: RunConfig
     """The resolved configuration stored in the checkpoints."""
 
+    @property
+    def collapsed(self) -> bool:
+        """Whether every validated epoch's predictions collapsed to a near-constant output (spread
+        below :data:`~kdfiqa.engine.trainer.COLLAPSE_SPREAD`), so no epoch could be kept as
+        ``best.pt`` and :attr:`checkpoint` is a ``last.pt`` not worth deploying."""
+        validated = [r for r in self.history if "spread" in r.get("val", {})]
+        return bool(validated) and all(r.get("collapsed") for r in validated)
+
 
 def is_main_process() -> bool:
     """True outside ``torchrun`` and on its rank 0: the process that prints and writes files."""

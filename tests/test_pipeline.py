@@ -373,3 +373,25 @@ def test_an_unlabeled_folder_holding_labeled_images_is_refused_before_the_teache
                                  "--out", tmp_path / "run"])
     assert code == 2 and f"{images}: image" in err and "also in the labels" in err, err
     assert not list(tmp_path.rglob("*.csv"))
+
+
+@pytest.mark.filterwarnings("ignore::kdfiqa.metrics.ConstantInputWarning")  # constant predictions, on purpose
+def test_a_run_that_collapsed_is_said_and_exits_1_with_its_files_kept(tmp_path, data, capsys):
+    from kdfiqa.checkpoint import build_checkpoint, save_checkpoint
+
+    _, images, labels, _ = data
+    constant = kdfiqa.models.create_model(TINY)
+    with torch.no_grad():
+        constant.head.weight.zero_()
+    save_checkpoint(tmp_path / "constant.pt", build_checkpoint(constant))
+    argv = ["train", *_common(images, labels), "--init", tmp_path / "constant.pt", "--lr", "1e-12",
+            "--set", "train.optimizer=sgd", "--set", "train.weight_decay=0", "--set", "train.momentum=0",
+            "--out", tmp_path / "run"]
+    code, out, err = _run(capsys, argv)
+    assert code == 1 and "the run collapsed" in err, err
+    assert (tmp_path / "run" / "last.pt").is_file() and not (tmp_path / "run" / "best.pt").exists()
+    stored = RunConfig.from_dict(load_checkpoint(tmp_path / "run" / "last.pt")["config"])
+    config = dataclasses.replace(stored, train=dataclasses.replace(stored.train, output_dir=str(tmp_path / "api")))
+    assert pipeline.train(config).collapsed
+    code, _, err = _run(capsys, ["train", *_common(images, labels), "--out", tmp_path / "fine"])
+    assert code == 0 and "collapsed" not in err, err

@@ -122,6 +122,11 @@ def run_stage(args: argparse.Namespace, command: str, stage: Callable[..., Any])
     started = time.perf_counter()
     result = stage(config, resume=args.resume, allow_changes=args.allow_changes, overwrite=args.overwrite)
     report(result, time.perf_counter() - started)
+    if result.collapsed:  # the files are kept, but the run failed: a script or CI must see it
+        print(f"kdfiqa {command}: the run collapsed: every validated epoch predicted a near-constant score, so "
+              f"{result.checkpoint.name} is not worth deploying; try a lower --lr or more epochs (exit status 1)",
+              file=sys.stderr)
+        return 1
     return 0
 
 
