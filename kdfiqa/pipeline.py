@@ -458,13 +458,17 @@ def _check_output(config: RunConfig, resume: bool, overwrite: bool) -> None:
 
 
 RESUME_KEYS = {
+    "model": ("name", "kwargs", "head", "input"),
+    "loss": ("task",),
+    "distill": ("teacher_input", "loss", "feature", "view_cache"),
     "train": ("epochs", "batch_size", "drop_last", "optimizer", "lr", "weight_decay", "momentum", "betas",
               "scheduler", "warmup_epochs", "warmup_start_factor", "min_lr", "step_size", "gamma",
               "plateau_patience", "ema_decay", "seed"),
     "data": ("root", "csv", "val_root", "val_csv", "val_fraction", "split_seed", "sampler", "strata",
              "samples_per_epoch", "pseudo_csv", "pseudo_root", "train_transform"),
 }
-"""Settings that shape a run's schedule or data order: ``--resume`` refuses to change them silently."""
+"""Settings that shape what a run trains, towards what, on which schedule and data order: ``--resume``
+refuses to change them silently (the model first, so that a different model is named as such)."""
 
 
 def _check_unchanged(config: RunConfig, last: Path) -> None:
@@ -479,8 +483,8 @@ def _check_unchanged(config: RunConfig, last: Path) -> None:
             if key in before and before[key] != current[section][key]:
                 raise ConfigError(
                     f"--resume: {section}.{key} was {before[key]!r} in {last}, now {current[section][key]!r}; "
-                    "it changes the schedule or the data order: resume with the run's settings, or add "
-                    "--allow-changes to resume with the new one")
+                    "it changes the model, the objective, the schedule or the data order: resume with the run's "
+                    "settings, or add --allow-changes to resume with the new one")
 
 
 def _fit(objective: nn.Module, train_set: Dataset, val: Dataset | None, config: RunConfig, ctx: DistContext, *,
@@ -698,9 +702,20 @@ def distill(config: RunConfig, *, teacher: Any = None, pseudo: Labels | Sequence
     """
     _preflight(config, "distill", resume=resume, overwrite=overwrite, pseudo=pseudo,
                teacher_given=teacher is not None)
+    _refuse_other_teacher_size(config, teacher)
     ctx = _context(config, ctx)
     return _distill(config, teacher=teacher, pseudo=pseudo, student=_checked_student(config, student), ctx=ctx,
                     resume=resume, allow_changes=allow_changes, overwrite=overwrite)
+
+
+def _refuse_other_teacher_size(config: RunConfig, teacher: Any) -> None:
+    """A given teacher runs at its own size: a ``distill.teacher_input`` that says otherwise is refused
+    rather than ignored."""
+    asked, own = config.distill.teacher_input, getattr(teacher, "input_size", None)
+    if teacher is not None and asked is not None and own is not None and parse_input_size(asked) != own:
+        raise ConfigError(f"distill.teacher_input is {'x'.join(map(str, parse_input_size(asked)[1:]))}, but the given "
+                          f"teacher runs at {'x'.join(map(str, own[1:]))}: build it with "
+                          f"Teacher(..., input_size={parse_input_size(asked)[1:]}) or leave distill.teacher_input out")
 
 
 def _checked_student(config: RunConfig, student: Any) -> Any:

@@ -113,6 +113,10 @@ def test_resume_continues_the_run(capsys, tmp_path, data):
     assert _run(capsys, [*base, "--epochs", "1"])[0] == 0
     code, _, err = _run(capsys, [*base, "--epochs", "2", "--resume"])
     assert code == 2 and "train.epochs was 1" in err and "--allow-changes" in err, err
+    code, _, err = _run(capsys, [*base, "--epochs", "1", "--resume", "--set", "loss.task=l1"])
+    assert code == 2 and "loss.task was 'mse'" in err, err  # the objective is not changed silently
+    code, _, err = _run(capsys, [*base, "--epochs", "1", "--resume", "--set", "model.kwargs.width=4"])
+    assert code == 2 and "model.kwargs was {}" in err, err  # another model is named as such
     code, out, err = _run(capsys, [*base, "--epochs", "2", "--resume", "--allow-changes"])
     assert code == 0, err
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]

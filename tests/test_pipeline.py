@@ -231,7 +231,8 @@ def test_same_command_and_seed_give_the_same_weights_in_separate_processes(tmp_p
         common[common.index(TINY)] = "mobilenetv3_small_fiqa"  # registered in a fresh process too
         argv = [sys.executable, "-m", "kdfiqa.cli.main", "train", *common, "--input", "32", "--out", str(tmp_path / name)]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr
+        # one epoch on 18 images may leave this network near-constant: exit 1 says so, files kept
+        assert proc.returncode == 0 or (proc.returncode == 1 and "the run collapsed" in proc.stderr), proc.stderr
     _assert_same_weights(_weights(tmp_path / "a" / "last.pt"), _weights(tmp_path / "b" / "last.pt"))
 
 
