@@ -109,6 +109,7 @@ class CostReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "input_size": list(self.input_size),
+            "flops": self.flops,
             "gflops": self.gflops,
             "params": self.params,
         }
@@ -123,7 +124,10 @@ class BudgetExceeded(KdfiqaError):
         c, h, w = report.input_size
         over = []
         if report.gflops > budget.max_gflops:
-            over.append(f"{report.gflops:.4f} GFLOPs > {budget.max_gflops:g} allowed")
+            shown = f"{report.gflops:.4f} GFLOPs"
+            if float(shown.split()[0]) <= budget.max_gflops:  # just over: rounding would hide by how much
+                shown = f"{report.gflops:.9f} GFLOPs ({report.flops:,} FLOPs)"
+            over.append(f"{shown} > {budget.max_gflops:g} allowed")
         if report.params > budget.max_params:
             over.append(f"{report.params:,} params > {budget.max_params:,} allowed")
         lines = [f"{model_name} exceeds budget {budget.name} at {c}x{h}x{w}: " + "; ".join(over)]

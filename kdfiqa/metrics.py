@@ -54,7 +54,8 @@ class LogisticFitError(DataError):
 
 def _as_vector(x: Any, name: str) -> np.ndarray:
     if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        x = (x.double() if x.is_floating_point() else x).numpy()  # numpy has no bfloat16
     arr = np.asarray(x, dtype=np.float64)
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
@@ -95,7 +96,10 @@ def _constant_guard(p: np.ndarray, m: np.ndarray, metric: str) -> bool:
 
 
 def _pearson(p: np.ndarray, m: np.ndarray) -> float:
-    """Pearson's r of two non-constant float64 vectors, clipped to [-1, 1]."""
+    """Pearson's r of two non-constant float64 vectors, clipped to [-1, 1]. Each vector is scaled
+    by its largest magnitude first (r is scale-free), so values near float64's range neither
+    overflow nor underflow in the norms."""
+    p, m = p / np.abs(p).max(), m / np.abs(m).max()
     a, b = p - p.mean(), m - m.mean()
     a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
     return float(np.clip(np.dot(a, b), -1.0, 1.0))

@@ -189,3 +189,13 @@ def test_parse_input_size(given, expected):
 def test_batch_size_scales_linearly():
     model = timm.create_model("mobilenetv3_small_100", pretrained=False)
     assert measure(model, 64, batch_size=3).flops == 3 * measure(model, 64).flops
+
+
+def test_a_model_just_over_the_limit_is_told_by_how_much():
+    from kdfiqa.budget import CostReport
+
+    just_over = CostReport(flops=500_000_001, params=10, input_size=(3, 224, 224))
+    message = str(BudgetExceeded(VQUALA2025, just_over, "m"))
+    assert "0.500000001 GFLOPs (500,000,001 FLOPs) > 0.5 allowed" in message, message
+    assert "0.6000 GFLOPs > 0.5" in str(BudgetExceeded(VQUALA2025, CostReport(600_000_000, 10, (3, 224, 224)), "m"))
+    assert just_over.as_dict()["flops"] == 500_000_001

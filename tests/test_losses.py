@@ -418,3 +418,11 @@ def test_plcc_on_constant_predictions_is_one_with_a_bounded_gradient_towards_tar
     norm = math.sqrt(sum((v - mean) ** 2 for v in target))
     assert value.item() == 1.0
     assert pred.grad.tolist() == pytest.approx([-(v - mean) / norm for v in target], rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["mse", "l1", "plcc", "hybrid", "plcc_nin", "temperature_mse"])
+def test_an_empty_batch_is_an_error_not_a_nan_or_a_constant(name):
+    from kdfiqa.losses import create_loss
+
+    with pytest.raises(ValueError, match="empty"):
+        create_loss(name)(torch.empty(0, 1), torch.empty(0, 1))

@@ -249,3 +249,23 @@ def test_fitted_plcc_agrees_with_the_winners_evaluation(seed):
     assert result["plcc"] == pytest.approx(ref_plcc, abs=1e-6)
     assert result["srcc"] == pytest.approx(ref_srcc, abs=1e-12)
     assert result["score"] == pytest.approx((ref_plcc + ref_srcc) / 2, abs=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-200, 1e155, 1e300])
+def test_plcc_agrees_with_scipy_at_the_ends_of_float64s_range(scale):
+    from scipy.stats import pearsonr
+
+    rng = np.random.default_rng(7)
+    mos = rng.uniform(size=40)
+    pred = (mos + rng.normal(0, 0.1, 40)) * scale
+    assert plcc(pred, mos) == pytest.approx(pearsonr(pred, mos)[0], abs=1e-12)
+
+
+def test_bfloat16_tensors_are_scored_like_their_float_values():
+    import torch
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(3)
+    mos = rng.uniform(size=30)
+    pred = torch.tensor(mos + rng.normal(0, 0.2, 30)).bfloat16()
+    assert srcc(pred, mos) == pytest.approx(spearmanr(pred.double().numpy(), mos)[0], abs=1e-12)

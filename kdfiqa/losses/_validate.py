@@ -21,10 +21,12 @@ def as_scores(x: torch.Tensor, name: str) -> torch.Tensor:
 def as_score_pair(
     a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two score batches as (B,) tensors of the same length and dtype (that of ``a``)."""
+    """Two score batches as (B,) tensors of the same length (at least one) and dtype (that of ``a``)."""
     a, b = as_scores(a, names[0]), as_scores(b, names[1])
     if a.shape != b.shape:
         raise ValueError(f"{names[0]} has {a.shape[0]} scores but {names[1]} has {b.shape[0]}")
+    if a.shape[0] == 0:
+        raise ValueError(f"{names[0]} and {names[1]} are empty: a loss needs a batch of at least one score")
     return a, b.to(a.dtype)
 
 
