@@ -290,7 +290,7 @@ def verify_exported(model: nn.Module, runner: Runner, fmt: str,
 
 
 def export_model(
-    model: nn.Module,
+    model: nn.Module | str | os.PathLike[str],
     out_dir: str | Path,
     *,
     formats: Sequence[str] = EXPORT_FORMATS,
@@ -306,7 +306,9 @@ def export_model(
     """Re-check the budget, export ``model`` in each of ``formats`` to ``out_dir`` and verify each file.
 
     Args:
-        model: a FIQA model (image batch → scores (B, 1)); it is moved to the CPU for export.
+        model: a FIQA model (image batch → scores (B, 1)), or what ``kdfiqa export`` takes (a
+            checkpoint, a registered name, ``timm:NAME``, ``file.py:factory``); it is moved to the
+            CPU for export.
         input_sizes: the resolution(s) the model will be deployed at; the first is the tracing size.
             Default: its deploy config's ``input_size``.
         budget: a :class:`~kdfiqa.budget.Budget` or a registered name (default: ``vquala2025``, as
@@ -325,10 +327,14 @@ def export_model(
     """
     from .models.deploy import deploy_config
 
+    from torch import nn
+
+    from .targets import load_target
+
     unknown = [f for f in formats if f not in EXPORT_FORMATS]
     if unknown or not formats:
         raise ExportError(f"unknown export format(s) {unknown or formats!r}; choose from {', '.join(EXPORT_FORMATS)}")
-    model = model.cpu()
+    model = (model if isinstance(model, nn.Module) else load_target(model)).cpu()
     deploy = deploy_config(model)
     sizes = [parse_input_size(s) for s in (input_sizes or [deploy.input_size])]
     stem = name or deploy.name or "model"

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 from scipy import optimize, special, stats
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 __all__ = [
     "ConstantInputWarning",
@@ -160,7 +160,7 @@ def _mapped(p: np.ndarray, m: np.ndarray, fit: str | None) -> np.ndarray:
     if fit is None:
         return p
     if fit not in FITS:
-        raise ValueError(f"fit={fit!r} is unknown; use None or one of {', '.join(FITS)}")
+        raise ConfigError(f"fit={fit!r} is unknown; use None or one of {', '.join(FITS)}")
     if _is_constant(p) or _is_constant(m):
         return p
     try:

@@ -268,3 +268,14 @@ def test_the_python_export_rechecks_the_default_budget_as_the_cli_does(tmp_path)
     assert not (tmp_path / "over").exists()
     result = export_model(tiny_model(), tmp_path / "free", formats=["torchscript"], budget=None)
     assert result.within_budget is None
+
+
+def test_export_model_takes_a_checkpoint_path_as_the_cli_does(tmp_path):
+    from kdfiqa.checkpoint import build_checkpoint, save_checkpoint
+
+    from kdfiqa.models import create_model
+
+    save_checkpoint(tmp_path / "tiny.pt", build_checkpoint(create_model("mobilenetv3_small_fiqa")))
+    result = export_model(str(tmp_path / "tiny.pt"), tmp_path / "out", formats=["torchscript"], input_sizes=[64])
+    assert result.paths["torchscript"].is_file() and result.within_budget
+    assert result.verifications and all(v.passed for v in result.verifications)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from kdfiqa import metrics
+from kdfiqa.errors import ConfigError
 from kdfiqa.errors import DataError
 from kdfiqa.metrics import (
     ConstantInputWarning,
@@ -181,7 +182,7 @@ def test_failed_fit_falls_back_to_raw_plcc_with_a_warning(monkeypatch):
         assert plcc(p, m, fit="logistic4") == pytest.approx(stats.pearsonr(p, m).statistic, abs=1e-10)
     with pytest.raises(metrics.LogisticFitError):
         fit_logistic4(p, m)
-    with pytest.raises(ValueError, match="fit='cubic'"):
+    with pytest.raises(ConfigError, match="fit=.cubic."):
         plcc(p, m, fit="cubic")
 
 
