@@ -6,7 +6,7 @@ and, when a teacher resolution is given, the teacher's ``"teacher_image"`` (e.g.
 therefore show exactly the same region, flipped the same way. Each box is resampled once, straight
 from the source, so "resize then crop" costs one interpolation. The crop modes place their boxes at
 integer offsets of the image (or of it resized), as torchvision does: such a box is rendered as that
-resize and an integer crop, bit for bit torchvision's ``Resize`` + ``RandomCrop``/``CenterCrop``, so
+resize and an integer crop, bit for bit ``torchvision.transforms``' ``Resize`` + ``RandomCrop``/``CenterCrop``, so
 a crop at its own size is a pixel-exact cut (no sub-pixel blur); any other box (a crop rendered at
 another size, e.g. the teacher's view) by PIL ``resize(box=...)``.
 
