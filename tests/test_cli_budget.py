@@ -55,12 +55,12 @@ def test_json_matches_fvcore_and_the_documented_shape(capsys):
     model = create_model("timm:mobilenetv3_small_100").eval()
     fvnn = import_fvcore_nn()
     for row, (h, w) in zip(result["results"], [(224, 224), (160, 192)]):
-        assert set(row) == {"input_size", "gflops", "params", "within"}
+        assert set(row) == {"input_size", "flops", "gflops", "params", "within"}
         assert row["input_size"] == [3, h, w]
         reference = fvnn.FlopCountAnalysis(model, torch.randn(1, 3, h, w))
         reference.unsupported_ops_warnings(False)
         reference.uncalled_modules_warnings(False)
-        assert row["gflops"] == reference.total() / 1e9
+        assert row["flops"] == reference.total() and row["gflops"] == reference.total() / 1e9
         assert row["params"] == sum(p.numel() for p in model.parameters())
         assert row["within"] is True
     assert result["within"] is True

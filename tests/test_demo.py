@@ -117,8 +117,7 @@ def test_the_demo_student_is_the_cli_and_api_student(demo, summary, tmp_path):
     config = RunConfig.from_dict(ckpt["config"])
     stored = tmp_path / "combined.yaml"
     stored.write_text(config.to_yaml())
-    collapsed = summary["models"]["combined_kd"]["collapsed"]  # the quick demo's tiny student may collapse
-    assert main(["distill", "--config", str(stored), "--out", str(tmp_path / "cli")]) == (1 if collapsed else 0)
+    assert main(["distill", "--config", str(stored), "--out", str(tmp_path / "cli")]) == 0
     api_config = dataclasses.replace(
         config, train=dataclasses.replace(config.train, output_dir=str(tmp_path / "api")),
         data=dataclasses.replace(config.data, pseudo_csv=None, pseudo_root=None))

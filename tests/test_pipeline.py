@@ -231,8 +231,7 @@ def test_same_command_and_seed_give_the_same_weights_in_separate_processes(tmp_p
         common[common.index(TINY)] = "mobilenetv3_small_fiqa"  # registered in a fresh process too
         argv = [sys.executable, "-m", "kdfiqa.cli.main", "train", *common, "--input", "32", "--out", str(tmp_path / name)]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-        # one epoch on 18 images may leave this network near-constant: exit 1 says so, files kept
-        assert proc.returncode == 0 or (proc.returncode == 1 and "the run collapsed" in proc.stderr), proc.stderr
+        assert proc.returncode == 0, proc.stderr
     _assert_same_weights(_weights(tmp_path / "a" / "last.pt"), _weights(tmp_path / "b" / "last.pt"))
 
 
@@ -377,7 +376,7 @@ def test_an_unlabeled_folder_holding_labeled_images_is_refused_before_the_teache
 
 
 @pytest.mark.filterwarnings("ignore::kdfiqa.metrics.ConstantInputWarning")  # constant predictions, on purpose
-def test_a_run_that_collapsed_is_said_and_exits_1_with_its_files_kept(tmp_path, data, capsys):
+def test_a_run_that_collapsed_is_said_last_with_its_files_kept(tmp_path, data, capsys):
     from kdfiqa.checkpoint import build_checkpoint, save_checkpoint
 
     _, images, labels, _ = data
@@ -389,7 +388,7 @@ def test_a_run_that_collapsed_is_said_and_exits_1_with_its_files_kept(tmp_path, 
             "--set", "train.optimizer=sgd", "--set", "train.weight_decay=0", "--set", "train.momentum=0",
             "--out", tmp_path / "run"]
     code, out, err = _run(capsys, argv)
-    assert code == 1 and "the run collapsed" in err, err
+    assert code == 0 and err.strip().splitlines()[-1].startswith("warning: kdfiqa train: the run collapsed"), err
     assert (tmp_path / "run" / "last.pt").is_file() and not (tmp_path / "run" / "best.pt").exists()
     stored = RunConfig.from_dict(load_checkpoint(tmp_path / "run" / "last.pt")["config"])
     config = dataclasses.replace(stored, train=dataclasses.replace(stored.train, output_dir=str(tmp_path / "api")))
