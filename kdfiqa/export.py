@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 import warnings
@@ -35,7 +36,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from .budget import Budget, BudgetExceeded, CostReport, InputSize, measure, parse_input_size
 from .budget_presets import DEFAULT_BUDGET, as_budget
-from .errors import KdfiqaError, first_line
+from .errors import ConfigError, KdfiqaError, first_line
+from .outputs import check_output_file
 
 if TYPE_CHECKING:
     import numpy as np
@@ -302,6 +304,7 @@ def export_model(
     opset: int = DEFAULT_OPSET,
     name: str | None = None,
     meta: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Re-check the budget, export ``model`` in each of ``formats`` to ``out_dir`` and verify each file.
 
@@ -321,6 +324,8 @@ def export_model(
         name: file stem (default: the deploy config's ``name`` or ``"model"``).
         meta: JSON-serialisable facts stored in the files, over the defaults: ``model_name``,
             ``input_sizes``, ``deploy`` (the deploy config) and ``eval_transform`` (its transform).
+        overwrite: replace files of the same names already in ``out_dir`` (refused otherwise, before
+            anything is written).
 
     Raises :class:`BudgetExceeded`, :class:`~kdfiqa.budget.MeasurementError`, or :class:`ExportError`
     when a format is unknown, a dependency is missing or an exported file disagrees with the eager model.
@@ -338,6 +343,11 @@ def export_model(
     deploy = deploy_config(model)
     sizes = [parse_input_size(s) for s in (input_sizes or [deploy.input_size])]
     stem = name or deploy.name or "model"
+    if not (math.isfinite(atol) and atol >= 0):
+        raise ConfigError(f"atol {atol!r} must be a finite number >= 0 (the allowed |exported - eager| on scores)")
+    out = Path(out_dir)
+    for fmt in formats:
+        check_output_file(out / f"{stem}{SUFFIXES[fmt]}", overwrite=overwrite, flag="export", overwrite_flag="overwrite=True")
     reports: list[CostReport] = []
     within: bool | None = None
     if budget is not None:
@@ -348,7 +358,6 @@ def export_model(
         within = not over
         if over and not allow_over_budget:
             raise BudgetExceeded(budget, over[0], stem)
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     described = deploy.to_dict()
     meta = {"model_name": stem, "input_sizes": [list(s) for s in sizes], "deploy": described,

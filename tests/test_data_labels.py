@@ -108,3 +108,13 @@ def test_inside_names_and_inner_symlinks_are_accepted(tmp_path, tree):
     root, _ = tree
     csv = write(tmp_path / "l.csv", "sub/ok.png,0.5\nsub/../inner_link.png,0.1\n")
     assert len(FIQADataset(root, csv)) == 2
+
+
+def test_names_are_kept_exactly_as_written_so_a_spaced_name_is_its_own_file(tmp_path):
+    """' x' is not 'x': stripping it would score another image, and kdfiqa's own CSVs of such files
+    (pseudo-labels, predictions) must read back."""
+    from kdfiqa.data import read_labels
+
+    csv = tmp_path / "labels.csv"
+    csv.write_text(" x,0.9\nx,0.1\ny ,0.5\n")
+    assert [label.name for label in read_labels(csv)] == [" x", "x", "y "]

@@ -279,3 +279,18 @@ def test_export_model_takes_a_checkpoint_path_as_the_cli_does(tmp_path):
     result = export_model(str(tmp_path / "tiny.pt"), tmp_path / "out", formats=["torchscript"], input_sizes=[64])
     assert result.paths["torchscript"].is_file() and result.within_budget
     assert result.verifications and all(v.passed for v in result.verifications)
+
+
+def test_cli_export_never_replaces_a_file_unless_asked(tmp_path, capsys):
+    target = _factory_file(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.pt").write_bytes(b"a checkpoint the user keeps here")
+    argv = ["export", target, "--out", str(out), "--input", "40", "--format", "torchscript"]
+    assert main(argv) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (out / "model.pt").read_bytes() == b"a checkpoint the user keeps here"
+    assert main([*argv, "--overwrite"]) == 0
+    assert (out / "model.pt").read_bytes() != b"a checkpoint the user keeps here"
+    with pytest.raises(Exception, match="atol"):
+        export_model(tiny_model(), tmp_path / "x", formats=["torchscript"], input_sizes=[32], atol=-1.0)

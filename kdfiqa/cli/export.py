@@ -8,9 +8,9 @@ verification.
 from __future__ import annotations
 
 import argparse
-from typing import Any
 import json
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..export import DEFAULT_ATOL, DEFAULT_OPSET, EXPORT_FORMATS
 from .budget import add_budget_flags, resolve_budget, size_arg
@@ -52,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_budget_flags(p, "--budget", NO_BUDGET,
                      help="budget to re-check at each --input size (default: %(default)s)")
     p.add_argument("--allow-over-budget", action="store_true", help="export even when over the budget")
+    p.add_argument("--overwrite", action="store_true", help="replace files of the same names already in --out")
     p.add_argument("--verify-input", nargs="+", metavar="SIZE", type=size_arg,
                    help="resolutions of the random verification inputs (default: the tracing size, "
                         "a smaller and a larger one with odd sides)")
@@ -71,18 +72,20 @@ def run(args: argparse.Namespace) -> int:
 
     from ..export import SUFFIXES
     from ..models.deploy import deploy_config
-    from ..outputs import check_output_dir
+    from ..outputs import check_output_dir, check_output_file
 
     budget = None if args.preset == NO_BUDGET else resolve_budget(args)
     model = load_target(args.target)
     stem = deploy_config(model).name or "model"
-    check_output_dir(args.out, inputs=[args.target], resume=True,
-                     files=[f"{stem}{SUFFIXES[fmt]}" for fmt in args.formats])
+    files = [f"{stem}{SUFFIXES[fmt]}" for fmt in args.formats]
+    check_output_dir(args.out, inputs=[args.target], resume=True, files=files)
+    for name in files:
+        check_output_file(Path(args.out) / name, overwrite=args.overwrite)
     try:
         result = export_model(
             model, args.out, formats=args.formats, input_sizes=args.input, budget=budget,
             allow_over_budget=args.allow_over_budget, verify_sizes=args.verify_input, atol=args.atol,
-            opset=args.opset, meta={"source": args.target})
+            opset=args.opset, meta={"source": args.target}, overwrite=True)  # the files were checked above
     except BudgetExceeded as exc:
         first, *rest = str(exc).splitlines()
         console = Console(stderr=True)

@@ -112,8 +112,8 @@ def read_labels(
         if len(row) != width:
             layout = f"{width} fields like the header" if headed else "2 fields: image_name,score"
             raise DataError(f"{where}: {len(row)} fields, expected {layout}")
-        name = row[name_col].strip()
-        if not name or "\x00" in name:
+        name = row[name_col]  # as written: " x" and "x" are different files
+        if not name.strip() or "\x00" in name:
             raise DataError(f"{where}, field 'image': empty image name or a NUL character in it")
         score = _parse_score(row[score_col], where, score_range)
         key = image_file_name(name)  # "a" and "a.png" name the same file
