@@ -7,8 +7,9 @@ Every command that writes calls :func:`check_output_dir` (a run folder, an expor
 * a file where a folder is expected, or a folder where a file is expected;
 * a path whose nearest existing folder cannot be written;
 * an output that is one of the command's own inputs (a checkpoint, a labels CSV, a teacher);
-* a run folder that already holds a run (``last.pt``) without ``--resume`` or ``--overwrite``, and an
-  existing output file without ``--overwrite``.
+* a run folder that already holds any of a run's files (:data:`RUN_FILES`) without ``--resume`` or
+  ``--overwrite`` (a new run then removes them first, so that no file of another run is taken for
+  its own), and an existing output file without ``--overwrite``.
 
 A full disk or a file-size limit met while writing is caught where the file is written (checkpoints
 are written atomically, so the previous file stays intact) and reported the same way.
@@ -70,9 +71,11 @@ def check_output_dir(path: PathLike, *, inputs: Iterable[Optional[PathLike]] = (
     for name in names:
         if (folder / name).exists() and not (folder / name).is_file():
             raise ConfigError(f"{flag} {folder}: {folder / name} is a folder where a file is expected; move it")
-    if not resume and not overwrite and (folder / "last.pt").is_file():
-        raise ConfigError(f"{flag} {folder}: already holds a run (last.pt); continue it with --resume, or pass "
-                          "--overwrite to start a new run there (its best.pt, last.pt and log.jsonl are replaced)")
+    held = [name for name in RUN_FILES if (folder / name).is_file()] if set(names) & set(RUN_FILES) else []
+    if not resume and not overwrite and held:
+        how = "continue it with --resume, or pass" if "last.pt" in held else "pass"
+        raise ConfigError(f"{flag} {folder}: already holds a run ({', '.join(held)}); {how} --overwrite to start "
+                          "a new run there (its best.pt, last.pt and log.jsonl are removed first)")
     return folder
 
 

@@ -490,6 +490,7 @@ def _check_unchanged(config: RunConfig, last: Path) -> None:
 def _fit(objective: nn.Module, train_set: Dataset, val: Dataset | None, config: RunConfig, ctx: DistContext, *,
          sampler: Sampler[int] | None = None, resume: bool = False, allow_changes: bool = False) -> RunResult:
     from .engine import Trainer
+    from .outputs import RUN_FILES
 
     train_config = config.train
     if (config.data.eval_transform or {}).get("mode") == "native" and train_config.val_batch_size is None:
@@ -500,6 +501,10 @@ def _fit(objective: nn.Module, train_set: Dataset, val: Dataset | None, config: 
     resume_from = last if resume and last.is_file() else None
     if resume_from is not None and not allow_changes:
         _check_unchanged(config, resume_from)
+    if resume_from is None and ctx.is_main:  # a new run: no file of an earlier one may pass for its own
+        for name in RUN_FILES:
+            (output_dir / name).unlink(missing_ok=True)
+    ctx.barrier()
     if ctx.is_main:
         size = "x".join(map(str, _hw(config.model.input)))
         log.info("%s: %s at %s on %s; %d training and %d validation images; %d epochs of batch %d; "

@@ -395,3 +395,16 @@ def test_a_run_that_collapsed_is_said_last_with_its_files_kept(tmp_path, data, c
     assert pipeline.train(config).collapsed
     code, _, err = _run(capsys, ["train", *_common(images, labels), "--out", tmp_path / "fine"])
     assert code == 0 and "collapsed" not in err, err
+
+
+def test_a_new_run_removes_the_files_of_an_earlier_one_and_a_lone_best_pt_is_a_run(tmp_path, data, capsys):
+    _, images, labels, _ = data
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "best.pt").write_bytes(b"another run's best")
+    code, _, err = _run(capsys, ["train", *_common(images, labels), "--out", out])
+    assert code == 2 and "already holds a run (best.pt)" in err and "--overwrite" in err, err
+    code, _, err = _run(capsys, ["train", *_common(images, labels), "--out", out, "--overwrite"])
+    assert code == 0, err
+    assert not (out / "best.pt").exists() or (out / "best.pt").read_bytes() != b"another run's best"
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1
