@@ -44,7 +44,7 @@ from . import pipeline
 from .budget import VQUALA2025, Budget, CostReport, measure
 from .config import RunConfig
 from .engine import init_distributed
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 __all__ = ["DemoPlan", "PLANS", "BUDGET_RESOLUTION", "MODEL_ROLES", "STUDENT_ROLES", "ROLE_TITLES", "evaluate_checkpoint", "run_demo"]
 
@@ -275,8 +275,11 @@ def run_demo(
     plan: DemoPlan | None = None,
     budget: Budget = VQUALA2025,
     console: Any = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Run the demo of the module docstring into ``out_dir`` and return its summary.
+    """Run the demo of the module docstring into ``out_dir`` and return its summary. A folder that
+    already holds a demo (its ``summary.json`` or a model's ``last.pt``) is refused unless
+    ``overwrite``.
 
     torch uses at most one thread per usable core while it runs (more would only contend).
 
@@ -297,13 +300,13 @@ def run_demo(
     torch.set_num_threads(min(threads, _usable_cores()))
     try:
         return _run(Path(out_dir), plan or PLANS["quick" if quick else "default"], quick=quick, seed=seed,
-                    images=images, device=device, budget=budget, console=console or Console())
+                    images=images, device=device, budget=budget, console=console or Console(), overwrite=overwrite)
     finally:
         torch.set_num_threads(threads)
 
 
 def _run(out: Path, plan: DemoPlan, *, quick: bool, seed: int, images: str | os.PathLike[str] | None,
-         device: str, budget: Budget, console: Any) -> dict[str, Any]:
+         device: str, budget: Budget, console: Any, overwrite: bool) -> dict[str, Any]:
     from .data.csv_files import write_table
     from .models import model_info
     from .plots import curves_plot, scatter_plot
@@ -316,6 +319,12 @@ def _run(out: Path, plan: DemoPlan, *, quick: bool, seed: int, images: str | os.
 
     if images is not None and not Path(images).is_dir():
         raise DataError(f"--images {images}: no such folder; give a folder of face photos")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file where a folder is expected; choose another path")
+    held = [p for p in (out / "summary.json", *sorted(out.glob("*/last.pt"))) if p.is_file()] if out.is_dir() else []
+    if held and not overwrite:
+        raise ConfigError(f"--out {out}: already holds a demo ({held[0].relative_to(out)}); pass --overwrite to "
+                          "replace it, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     ctx = init_distributed(device)
     source = "crops of your photos in " + str(images) if images is not None else "procedurally drawn cartoon faces"

@@ -223,3 +223,12 @@ def test_missing_images_folder_is_a_one_line_error(tmp_path, capsys):
     status = main(["demo", "--quick", "--out", str(tmp_path / "o"), "--images", str(tmp_path / "nowhere")])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and "nowhere" in err[0]
+
+
+def test_a_folder_holding_a_demo_is_refused_unless_overwrite(demo, summary, capsys):
+    out, _, _ = demo
+    before = (out / "summary.json").read_bytes()
+    assert main(["demo", "--quick", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a demo (summary.json)" in err and "--overwrite" in err, err
+    assert (out / "summary.json").read_bytes() == before

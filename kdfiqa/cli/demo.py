@@ -29,11 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the data, the split and the training (default: 0)")
     p.add_argument("--images", metavar="DIR", help="folder of your own face photos to use as clean sources")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="default: cpu")
+    p.add_argument("--overwrite", action="store_true", help="replace the demo already in --out")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
-    run_demo(args.out, quick=args.quick, seed=args.seed, images=args.images, device=args.device)
+    run_demo(args.out, quick=args.quick, seed=args.seed, images=args.images, device=args.device,
+             overwrite=args.overwrite)
     return 0
