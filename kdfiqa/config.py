@@ -252,10 +252,11 @@ class DistillSection:
     """Budget the model must fit before training starts: for ``distill`` ``None`` means the default
     budget (vquala2025), for ``train`` no check; ``"none"``: no check."""
     deploy_input: list = option(factory=list, flag="--deploy-input", metavar="SIZE", repeat=True,
-                                help="size(s) the student is deployed at, where the budget is checked "
-                                     "(default: the budget's, 224 for vquala2025, never below --input)")
-    """Deployment resolutions the budget is checked at (default: the budget's deployment size, never
-    smaller than the training input, and the evaluation size)."""
+                                help="size(s) the student is deployed at, where the budget is checked, "
+                                     "with the budget's own (224 for vquala2025) where that is larger "
+                                     "(default: --input)")
+    """Deployment resolutions the budget is checked at (default: the training input), each raised to
+    the budget's deployment size where that is larger, and the evaluation size."""
     view_cache: int = option(0, flag="--view-cache", metavar="K", commands=("distill",),
                              help="score K stored random views of each image with the teacher once and "
                                   "train on them instead of running it every step (0: online)")

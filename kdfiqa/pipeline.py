@@ -308,17 +308,16 @@ def _budget(config: RunConfig, command: str = "distill") -> Budget:
 
 
 def deploy_sizes(config: RunConfig, budget: Budget) -> list[tuple[int, int, int]]:
-    """Where the student's budget is checked: ``distill.deploy_input`` when given, else the budget's
-    deployment size (never smaller than the training input, which replaces it when larger), plus the
+    """Where the student's budget is checked: at each size it runs at (``distill.deploy_input``, else
+    the training input) or the budget's deployment size where that is larger
+    (:meth:`~kdfiqa.budget.Budget.sizes_for`: ``vquala2025`` always checks 224x224), plus the
     size the evaluation transform feeds the network (the checkpoint's deployment size) unless one of
     those covers it in height and width."""
     from .data import build_transform
 
     train_size = parse_input_size(tuple(config.model.input))
-    if config.distill.deploy_input:
-        sizes = [parse_input_size(s) for s in config.distill.deploy_input]
-    else:
-        sizes = budget.sizes_for(train_size)
+    given = [parse_input_size(s) for s in config.distill.deploy_input] or [train_size]
+    sizes = list(dict.fromkeys(s for size in given for s in budget.sizes_for(size)))
     # the evaluation transform's view, presets expanded: the size the checkpoint deploys at
     spec = build_transform(config.data.eval_transform).spec if config.data.eval_transform else {}
     if spec.get("mode") != "native" and spec.get("size") is not None:
@@ -377,6 +376,8 @@ def labeled_data(config: RunConfig, pseudo: Labels | Sequence[Labels] | None = N
     if data.val_csv:
         train_set, val = labeled, FIQADataset(data.val_root or data.root, data.val_csv, transform=eval_tf,
                                               allow_outside_root=outside)
+        _refuse_shared_images(train_set.samples, data.csv, {f"the validation set ({data.val_csv})": val},
+                              kind="training images")
     else:
         train_set, val = split_dataset(labeled, data.val_fraction, data.split_seed, data.split_method)
         val = val.with_transform(eval_tf)
@@ -386,7 +387,7 @@ def labeled_data(config: RunConfig, pseudo: Labels | Sequence[Labels] | None = N
     if sets:
         extra = [labels.dataset(train_tf, allow_outside_root=outside) for labels in sets]
         for labels, dataset in zip(sets, extra):
-            _refuse_labeled_images(dataset.samples, labels.csv,
+            _refuse_shared_images(dataset.samples, labels.csv,
                                    {"the validation set": val, "the labeled training share": train_set})
         train_set = FIQADataset.merge([train_set, *extra], repeats=range(1, len(sets) + 1))
         log.info("training on %d labeled + %s pseudo-labeled images", len(train_set) - sum(map(len, extra)),
@@ -398,18 +399,19 @@ def labeled_data(config: RunConfig, pseudo: Labels | Sequence[Labels] | None = N
     return train_set, val
 
 
-def _refuse_labeled_images(samples: Iterable[Any], source: Path | str, shares: Mapping[str, Any]) -> None:
-    """Refuse pseudo-labelled ``samples`` (from ``source``, a CSV or a folder) that are images of
-    any of ``shares`` (description → data set: the validation set, the labeled training share):
-    training on a validation image would inflate the metrics ``best.pt`` is chosen by, and a
-    labeled image would be trained on twice."""
+def _refuse_shared_images(samples: Iterable[Any], source: Path | str, shares: Mapping[str, Any], *,
+                          kind: str = "pseudo-labels") -> None:
+    """Refuse ``samples`` (``kind``, from ``source``: a CSV or a folder) that are images of any of
+    ``shares`` (description → data set: the validation set, the labeled training share): training
+    on a validation image would inflate the metrics ``best.pt`` is chosen by, and a labeled image
+    would be trained on twice."""
     where = {Path(os.path.realpath(s.path)): (share, s.name) for share, data in shares.items() for s in data.samples}
     for sample in samples:
         hit = where.get(Path(os.path.realpath(sample.path)))
         if hit is not None:
             share, name = hit
-            raise DataError(f"{source}: image {sample.path} is also in {share} (as {name!r}); pseudo-labels must "
-                            "come from other images: remove it from there, or from the labels")
+            raise DataError(f"{source}: image {sample.path} is also in {share} (as {name!r}); {kind} must come "
+                            "from other images: remove it from one of them")
 
 
 def _count_labels(config: RunConfig) -> int:
@@ -616,7 +618,7 @@ def pseudo_label(teacher: Any, images: str | os.PathLike[str], out_csv: str | os
 
 def _refuse_labeled_in_unlabeled(config: RunConfig) -> None:
     """Before the teacher scores ``data.unlabeled``: none of its images may be a labeled or a
-    validation image (:func:`_refuse_labeled_images`), which would otherwise fail only after labelling."""
+    validation image (:func:`_refuse_shared_images`), which would otherwise fail only after labelling."""
     from .data import FIQADataset, UnlabeledImageFolder
 
     data = config.data
@@ -626,7 +628,7 @@ def _refuse_labeled_in_unlabeled(config: RunConfig) -> None:
         shares[f"the validation set ({data.val_csv})"] = FIQADataset(data.val_root or data.root, data.val_csv,
                                                                      allow_outside_root=outside)
     folder = UnlabeledImageFolder(_required(data.unlabeled, "--unlabeled DIR"), allow_outside_root=outside)
-    _refuse_labeled_images(folder.samples, data.unlabeled, shares)
+    _refuse_shared_images(folder.samples, data.unlabeled, shares)
 
 
 def _label_unlabeled(config: RunConfig, teacher: Any, out_csv: Path, ctx: DistContext) -> Labels:

@@ -184,21 +184,23 @@ def test_every_path_writes_the_deployment_transform(tmp_path, data, capsys):
 
 
 def test_distill_checks_the_budget_at_the_deployment_size(tmp_path, data, capsys, caplog):
-    """Training small does not dodge the budget: the student is measured at 224x224 by default."""
+    """Training small does not dodge the budget: the student is measured at 224x224 by default, and
+    a --deploy-input below the budget's own deployment size does not lower it."""
     import logging
 
     caplog.set_level(logging.INFO)
     _, images, labels, _ = data
-    argv = ["distill", *_common(images, labels), "--teacher", TINY, "--set", "model.kwargs.width=160",
-            "--out", tmp_path / "over"]
-    code, _, err = _run(capsys, argv)
-    assert code == 2, err
-    assert "exceeds budget vquala2025" in err and "224" in err, err
-    assert not (tmp_path / "over").exists()
-    argv = [a for a in argv[:-2] if a != "--quiet"]  # --quiet would keep the verdict line to itself
-    code, _, err = _run(capsys, [*argv, "--deploy-input", "32", "--out", tmp_path / "small"])
+    wide = ["distill", *_common(images, labels), "--teacher", TINY, "--set", "model.kwargs.width=160"]
+    for extra in ([], ["--deploy-input", "32"]):
+        code, _, err = _run(capsys, [*wide, *extra, "--out", tmp_path / "over"])
+        assert code == 2, err
+        assert "exceeds budget vquala2025" in err and "224" in err, err
+        assert not (tmp_path / "over").exists()
+    assert _run(capsys, [*wide, "--budget", "none", "--out", tmp_path / "free"])[0] == 0
+    argv = [a for a in ["distill", *_common(images, labels), "--teacher", TINY] if a != "--quiet"]  # --quiet hides
+    code, _, err = _run(capsys, [*argv, "--deploy-input", "240", "--out", tmp_path / "large"])  # the verdict line
     assert code == 0, err
-    assert "fits vquala2025" in caplog.text and "32x32" in caplog.text
+    assert "fits vquala2025" in caplog.text and "240x240" in caplog.text
 
 
 def test_validation_split_too_small_is_refused_before_training(tmp_path, capsys):
@@ -408,3 +410,10 @@ def test_a_new_run_removes_the_files_of_an_earlier_one_and_a_lone_best_pt_is_a_r
     assert code == 0, err
     assert not (out / "best.pt").exists() or (out / "best.pt").read_bytes() != b"another run's best"
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
+
+
+def test_a_validation_csv_sharing_images_with_the_training_csv_is_refused(tmp_path, data, capsys):
+    _, images, labels, _ = data
+    code, _, err = _run(capsys, ["train", *_common(images, labels), "--val-csv", labels, "--out", tmp_path / "leak"])
+    assert code == 2 and "is also in the validation set" in err and "training images must come from other" in err, err
+    assert not (tmp_path / "leak").exists()
