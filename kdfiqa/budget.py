@@ -21,13 +21,15 @@ budget --help`` does not load torch.
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence, Union
 
 from ._warnings import import_fvcore_nn
-from .errors import KdfiqaError, first_line
+from .errors import ConfigError, KdfiqaError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -57,6 +59,13 @@ class Budget:
     deploy_size: tuple[int, int, int] | None = None
     """The (C, H, W) a student of this budget is deployed at, where training checks it by default
     (the challenge's 224x224); ``None``: the model's own size."""
+
+    def __post_init__(self) -> None:
+        gflops, params = self.max_gflops, self.max_params
+        if isinstance(gflops, bool) or not isinstance(gflops, (int, float)) or math.isnan(gflops) or gflops <= 0:
+            raise ConfigError(f"budget {self.name}: max_gflops (--max-gflops) {gflops!r} must be a number > 0")
+        if isinstance(params, bool) or not isinstance(params, numbers.Integral) or params <= 0:
+            raise ConfigError(f"budget {self.name}: max_params (--max-params) {params!r} must be an integer > 0")
 
     def fits(self, report: "CostReport") -> bool:
         """Whether ``report`` is within both limits (limits are inclusive)."""

@@ -112,8 +112,18 @@ def test_bad_flags_exit_2(capsys):
         main(["budget", "emo2_1m", "--input", "abc"])
     assert exc.value.code == 2
     assert "not an input size" in capsys.readouterr().err
-    code, _, err = run(capsys, "budget", "emo2_1m", "--max-gflops", "-1")
-    assert code == 2 and "--max-gflops must be positive" in err
+    for value in ("-1", "nan", "inf"):
+        code, _, err = run(capsys, "budget", "emo2_1m", "--max-gflops", value)
+        assert code == 2 and "--max-gflops must be a finite number > 0" in err, err
+
+
+@pytest.mark.parametrize("gflops,params", [(float("nan"), 10), (0.0, 10), (0.5, 0), (0.5, 1.5), (True, 10)])
+def test_a_budget_with_an_impossible_limit_is_refused(gflops, params):
+    from kdfiqa.budget import Budget
+    from kdfiqa.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="must be"):
+        Budget(max_gflops=gflops, max_params=params)
 
 
 def test_models_lists_every_registered_model_with_its_verdict(capsys):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from typing import Any, TYPE_CHECKING
 
 from ..budget_presets import BUDGETS, DEFAULT_BUDGET
@@ -98,8 +99,8 @@ def resolve_budget(args: argparse.Namespace) -> Budget:
     if args.max_gflops is None and args.max_params is None:
         return base
     for flag, value in (("--max-gflops", args.max_gflops), ("--max-params", args.max_params)):
-        if value is not None and value <= 0:
-            raise ConfigError(f"{flag} must be positive, got {value}")
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{flag} must be a finite number > 0, got {value}")
     return Budget(max_gflops=base.max_gflops if args.max_gflops is None else args.max_gflops,
                   max_params=base.max_params if args.max_params is None else args.max_params,
                   name="custom", deploy_size=base.deploy_size)
