@@ -152,8 +152,14 @@ class MeasurementError(KdfiqaError):
     """fvcore could not measure the model, so no verdict can be given."""
 
 
+MAX_SIDE = 16384
+"""The largest height or width an input size may have (a 16384x16384 float image is 3 GiB): a larger
+one is a typo, refused before anything is allocated."""
+
+
 def parse_input_size(size: InputSize) -> tuple[int, int, int]:
-    """Normalise ``224``, ``(224, 336)``, ``(3, 224, 336)`` or ``"224x336"`` to ``(C, H, W)``."""
+    """Normalise ``224``, ``(224, 336)``, ``(3, 224, 336)`` or ``"224x336"`` to ``(C, H, W)``; sides
+    run from 1 to :data:`MAX_SIDE`."""
     if isinstance(size, str):
         try:
             size = tuple(int(p) for p in size.lower().split("x"))
@@ -169,6 +175,8 @@ def parse_input_size(size: InputSize) -> tuple[int, int, int]:
             dims = (3, *dims)
     if len(dims) != 3 or min(dims) < 1:
         raise KdfiqaError(f"input size {size!r} must be H, (H, W) or (C, H, W) with positive sizes")
+    if max(dims[1:]) > MAX_SIDE:
+        raise KdfiqaError(f"input size {size!r}: a side over {MAX_SIDE} pixels is not an image size kdfiqa runs at")
     return dims  # type: ignore[return-value]
 
 

@@ -81,9 +81,11 @@ def _size_field(where: str, value: Any) -> None:
     from .budget import parse_input_size
 
     try:
-        parse_input_size(value)
-    except Exception:
-        raise ConfigError(f"{where}: {value!r} is not an input size such as 224 or [224, 336]") from None
+        channels = parse_input_size(value)[0]
+    except Exception as exc:
+        raise ConfigError(f"{where}: {value!r} is not an input size such as 224 or [224, 336] ({exc})") from None
+    if channels != 3:
+        raise ConfigError(f"{where}: {value!r} has {channels} channels; kdfiqa feeds RGB images: give [height, width]")
 
 
 def _transform_field(where: str, spec: Any) -> None:

@@ -199,3 +199,13 @@ def test_a_model_just_over_the_limit_is_told_by_how_much():
     assert "0.500000001 GFLOPs (500,000,001 FLOPs) > 0.5 allowed" in message, message
     assert "0.6000 GFLOPs > 0.5" in str(BudgetExceeded(VQUALA2025, CostReport(600_000_000, 10, (3, 224, 224)), "m"))
     assert just_over.as_dict()["flops"] == 500_000_001
+
+
+def test_an_input_size_past_any_image_is_refused_before_anything_is_allocated():
+    from kdfiqa.budget import MAX_SIDE, parse_input_size
+    from kdfiqa.errors import KdfiqaError
+
+    assert parse_input_size((MAX_SIDE, 32)) == (3, MAX_SIDE, 32)
+    for size in (100_000, (32, MAX_SIDE + 1), "224x100000"):
+        with pytest.raises(KdfiqaError, match="over 16384 pixels"):
+            parse_input_size(size)

@@ -82,12 +82,13 @@ def add_budget_flags(p: argparse.ArgumentParser, flag: str, *extra_choices: str,
 
 def size_arg(text: str) -> tuple[int, int, int]:
     """argparse type of an input size: ``224``, ``224x336`` or ``3x224x336`` → (C, H, W)."""
-    from ..budget import parse_input_size
+    from ..budget import MAX_SIDE, parse_input_size
 
     try:
         return parse_input_size(text)
     except Exception:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an input size such as 224 or 224x336") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not an input size such as 224 or 224x336 "
+                                         f"(sides of 1 to {MAX_SIDE} pixels)") from None
 
 
 def resolve_budget(args: argparse.Namespace) -> Budget:

@@ -356,15 +356,19 @@ _KEYS = ("preset", "mode", "size", "crop", "resize", "teacher_size", "teacher_no
 
 
 def _size(spec: Mapping[str, Any], key: str) -> Size:
+    from ..budget import MAX_SIDE
+
     value = spec.get(key)
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+
+    def side(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIDE
+
+    if side(value):
         return (value, value)
-    if (
-        isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
-    ):
+    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2 and all(map(side, value)):
         return (value[0], value[1])
-    raise ConfigError(f"transform field {key!r}: {value!r} is not a positive int or [height, width]")
+    raise ConfigError(f"transform field {key!r}: {value!r} is not a size of 1 to {MAX_SIDE} pixels or "
+                      "[height, width]")
 
 
 def _crop_prob(spec: Mapping[str, Any]) -> float:
