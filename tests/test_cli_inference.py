@@ -244,3 +244,20 @@ def test_evaluate_under_torchrun_matches_one_process(data, tmp_path):
     assert two["n"] == one["n"] == len(data["names"])
     for key in ("srcc", "plcc", "krcc", "rmse", "score"):
         assert two[key] == pytest.approx(one[key], abs=1e-5)
+
+
+@pytest.mark.filterwarnings("default::kdfiqa.metrics.ConstantInputWarning")  # shown, as outside the tests
+def test_an_undefined_metric_is_one_note_line_not_a_python_warning(data, tmp_path, capsys):
+    import warnings
+
+    constant = tmp_path / "constant.csv"
+    constant.write_text("".join(f"{n},0.5\n" for n in data["names"]))
+    before = warnings.showwarning
+    args = ["evaluate", str(data["ckpt"]), "--root", str(data["root"]), "--csv", str(constant), "--json"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    notes = [line for line in captured.err.splitlines() if line]
+    assert notes and all(line.startswith("note: ") for line in notes), captured.err
+    assert "constant" in notes[0] and "metrics.py" not in captured.err
+    assert json.loads(captured.out)["srcc"] == 0.0
+    assert warnings.showwarning is before  # restored after the command

@@ -143,3 +143,16 @@ def test_bad_images_stop_the_run_unless_skipped(capsys, caplog, tmp_path, data):
     assert "skipped 2 unreadable image(s)" in caplog.text
     assert all(v.name in caplog.text for v in victims)
     assert (tmp_path / "skipped" / "last.pt").is_file()
+
+
+@pytest.mark.parametrize("signum", [2, 15])
+def test_a_stopped_run_exits_with_128_plus_its_signal(monkeypatch, capsys, signum):
+    import kdfiqa.cli.models
+    from kdfiqa.engine import TrainingInterrupted
+
+    def stopped(args):
+        raise TrainingInterrupted("stopped; resume with last.pt", signum)
+
+    monkeypatch.setattr(kdfiqa.cli.models, "run", stopped)
+    assert main(["models"]) == 128 + signum
+    assert "interrupted" in capsys.readouterr().err

@@ -12,10 +12,12 @@ line on stderr and exit with status 2; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import signal
 import sys
-from typing import Sequence
+import warnings
+from typing import Any, Iterator, Sequence
 
 from .. import __version__
 from ..errors import user_message
@@ -46,6 +48,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def warnings_as_notes() -> Iterator[None]:
+    """While a command runs, each warning of kdfiqa or of the libraries it calls is one line on
+    stderr, ``note: <its first line>``, said once and on rank 0 only (not Python's two-line form
+    with a source path)."""
+    seen: set[str] = set()
+
+    def note(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        from ..pipeline import is_main_process
+
+        text = (str(message).strip().splitlines() or [category.__name__])[0]
+        if text not in seen and is_main_process():
+            seen.add(text)
+            print(f"note: {text}", file=sys.stderr)
+
+    previous = warnings.showwarning
+    warnings.showwarning = note
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``kdfiqa`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
     if hasattr(signal, "SIGXFSZ"):  # a file-size limit then fails the write (one line), not the process
@@ -56,10 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+        with warnings_as_notes():
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt as exc:  # 128 + the signal, as a shell reports a job it stopped
         print(f"kdfiqa {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return 128 + getattr(exc, "signum", signal.SIGINT)
     except Exception as exc:  # the one place foreign exceptions become kdfiqa's one-line errors
         if args.debug:
             raise

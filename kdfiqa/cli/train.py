@@ -11,7 +11,6 @@ import argparse
 import logging
 import sys
 import time
-import warnings
 from typing import Any, Callable
 
 from .config_flags import add_config_flags, config_from_args
@@ -61,21 +60,12 @@ def run_config_from_args(args: argparse.Namespace, command: str) -> Any:
 
 def setup_logging(quiet: bool = False) -> None:
     """kdfiqa's own log lines on stderr, from rank 0 only (warnings and errors only when ``quiet``);
-    warnings from the libraries it calls become one-line notes, each said once."""
+    warnings are one-line notes for every command (:func:`kdfiqa.cli.main.warnings_as_notes`)."""
     from ..pipeline import is_main_process
 
     level = logging.ERROR if not is_main_process() else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(format="%(message)s", stream=sys.stderr)
     logging.getLogger("kdfiqa").setLevel(level)
-    seen: set[str] = set()
-
-    def note(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-        text = (str(message).strip().splitlines() or [category.__name__])[0]
-        if text not in seen and is_main_process():
-            seen.add(text)
-            print(f"note: {text}", file=sys.stderr)
-
-    warnings.showwarning = note
 
 
 def report(result: Any, seconds: float) -> None:

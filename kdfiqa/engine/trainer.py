@@ -71,7 +71,12 @@ class NonFiniteLossError(KdfiqaError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM stopped the run after ``last.pt`` was saved; resume from it."""
+    """SIGINT or SIGTERM stopped the run after ``last.pt`` was saved; resume from it. ``signum``
+    is the signal's number (the command line exits with 128 + it, as the shell does)."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.signum = int(signum)
 
 
 def seed_everything(seed: int) -> None:
@@ -392,8 +397,7 @@ class Trainer:
             if stop:
                 raise TrainingInterrupted(
                     f"stopped by signal {self._stop_signal} at step {state.step}; resume with "
-                    f"{self.last_path}"
-                )
+                    f"{self.last_path}", self._stop_signal)
 
     def _forward(self, batch: dict) -> dict[str, Tensor]:
         # The frozen part runs first (no autograd), so its temporaries are freed before the
