@@ -35,7 +35,7 @@ import yaml
 
 from .engine.config import TrainConfig
 from .errors import ConfigError
-from .options import COMMANDS, finite, in_range, one_of, option
+from .options import COMMANDS, MAX_SEED, finite, in_range, one_of, option
 
 __all__ = [
     "COMMANDS",
@@ -196,6 +196,7 @@ class DataSection:
     def __post_init__(self) -> None:
         finite("data.val_fraction (--val-fraction)", self.val_fraction, low=0.0, high=1.0,
                low_open=True, high_open=True)
+        in_range("data.split_seed", self.split_seed, 0, MAX_SEED)
         in_range("data.strata", self.strata, 2)
         in_range("data.samples_per_epoch (--samples-per-epoch)", self.samples_per_epoch, 1)
         if self.sampler is not None and self.samples_per_epoch is not None:
@@ -426,6 +427,24 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int],
     return size
 
 
+def _refuse_repeated_keys(node: yaml.Node, source: str) -> None:
+    """A key given twice in one mapping is refused (YAML would keep the last silently)."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key, value in current.value:
+                if isinstance(key, yaml.ScalarNode):
+                    if key.value in seen:
+                        raise ConfigError(f"{source}:{key.start_mark.line + 1}: key {key.value!r} is given twice "
+                                          f"(first on line {seen[key.value]}); keep one")
+                    seen[key.value] = key.start_mark.line + 1
+                stack.append(value)
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend(current.value)
+
+
 def safe_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
     """``(values, node)`` of the YAML ``text``, bounded: at most :data:`MAX_YAML_BYTES` and
     :data:`MAX_YAML_NODES` values with aliases expanded; any fault is one :class:`ConfigError`."""
@@ -435,6 +454,7 @@ def safe_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         if node is not None:
             _expanded_size(node, {}, set(), source)
+            _refuse_repeated_keys(node, source)
         values = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -461,7 +481,11 @@ def load_config_file(path: str | Path, command: str | None = None) -> list[Confi
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    return _file_layers(path.read_text(encoding="utf-8"), str(path), command)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the config file as UTF-8") from None
+    return _file_layers(text, str(path), command)
 
 
 def _file_layers(text: str, source: str, command: str | None) -> list[ConfigLayer]:

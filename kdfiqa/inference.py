@@ -88,6 +88,16 @@ class InferenceModel:
         return build_transform(self.transform_spec)
 
 
+def _check_eval_overrides(input_size: InputSize | None, native: bool, multi_crop: int | None) -> None:
+    """The evaluation overrides that contradict each other, refused (before any model is loaded)."""
+    if native and multi_crop:
+        raise ConfigError("--native and --multi-crop cannot be combined: choose one evaluation mode")
+    if native and input_size is not None:
+        raise ConfigError("--native and --input cannot be combined: --native keeps each image's own size")
+    if multi_crop is not None and multi_crop < 1:
+        raise ConfigError(f"--multi-crop must be a positive number of crops, got {multi_crop}")
+
+
 def resolve_eval_transform(base: str | dict[str, Any] | None, model: nn.Module, *,
                            input_size: InputSize | None = None, native: bool = False,
                            multi_crop: int | None = None) -> dict[str, Any]:
@@ -101,10 +111,7 @@ def resolve_eval_transform(base: str | dict[str, Any] | None, model: nn.Module, 
     """
     from .models.deploy import deploy_config
 
-    if native and multi_crop:
-        raise ConfigError("--native and --multi-crop cannot be combined: choose one evaluation mode")
-    if multi_crop is not None and multi_crop < 1:
-        raise ConfigError(f"--multi-crop must be a positive number of crops, got {multi_crop}")
+    _check_eval_overrides(input_size, native, multi_crop)
     deploy = deploy_config(model)
     if base is not None:
         deploy = deploy.replace(eval_transform={"preset": base} if isinstance(base, str) else base)
@@ -131,6 +138,7 @@ def load_inference_model(target: str | Path, *, input_size: InputSize | None = N
     model is its verified inference form (:func:`verified_inference_form`), else the training form."""
     from .targets import load_target
 
+    _check_eval_overrides(input_size, native, multi_crop)
     model = load_target(str(target)).eval()
     spec = resolve_eval_transform(None, model, input_size=input_size, native=native, multi_crop=multi_crop)
     size = spec.get("size") if spec.get("mode") != "native" else None

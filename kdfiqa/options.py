@@ -57,12 +57,17 @@ def finite(where: str, value: float | None, *, low: float | None = None, high: f
         raise ConfigError(f"{where}: {value!r} must be {'<' if high_open else '<='} {high:g}")
 
 
-def in_range(where: str, value: int | None, low: int) -> None:
-    """Raise unless ``value`` (when not None) is an integer >= ``low``."""
+MAX_SEED = 2**63 - 1
+"""The largest seed: torch, numpy and Python all take seeds up to a signed 64-bit integer."""
+
+
+def in_range(where: str, value: int | None, low: int, high: int | None = None) -> None:
+    """Raise unless ``value`` (when not None) is an integer >= ``low`` (and <= ``high``)."""
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{where}: {value!r} must be an integer >= {low}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bound = f"from {low} to {high}" if high is not None else f">= {low}"
+        raise ConfigError(f"{where}: {value!r} must be an integer {bound}")
 
 
 def one_of(where: str, value: Any, choices: Sequence[Any]) -> None:

@@ -100,3 +100,24 @@ def test_a_failing_command_suggests_only_its_own_options(argv, data, capsys, tmp
     own = _options(_subparsers(build_parser())[argv[0]])
     assert suggested, err  # each of these errors says what to do
     assert suggested <= own, (sorted(suggested - own), err)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["train", "--model", "m", "--root", "r", "--csv", "c", "--resume", "--overwrite"], "--resume and --overwrite"),
+    (["evaluate", "ckpt.pt", "--root", "r", "--csv", "c", "--native", "--input", "32"], "--native and --input"),
+    (["pseudo-label", "--teacher", "t.pt", "--images", "i", "--out", "o.csv", "--raw-if-degenerate"],
+     "--raw-if-degenerate is only used with --calibrate"),
+    (["evaluate", "ckpt.pt", "--root", "r", "--csv", "c", "--workers", "-1"], "--workers: -1 must be >= 0"),
+    (["train", "--model", "m", "--root", "r", "--csv", "c", "--set", "train.seed=99999999999999999999"],
+     "must be an integer from 0 to"),
+])
+def test_contradictory_or_impossible_flags_are_one_line_errors(argv, needle, capsys, tmp_path, monkeypatch):
+    from kdfiqa.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and "Traceback" not in err, err

@@ -184,3 +184,23 @@ def test_packaged_recipes_are_listed_with_one_line_descriptions():
     assert recipes, "no packaged recipes found"
     for name, description in recipes.items():
         assert description and "\n" not in description, name
+
+
+def test_a_key_given_twice_or_a_config_that_is_not_utf8_is_refused_with_its_line(tmp_path):
+    from kdfiqa.config import load_config_file
+
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("train:\n  epochs: 1\n  epochs: 5\n")
+    with pytest.raises(ConfigError, match=r"twice.yaml:3: key 'epochs' is given twice \(first on line 2\)"):
+        load_config_file(twice)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("train:\n  # r\xe9sum\xe9\n  epochs: 1\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="latin.yaml: not UTF-8"):
+        load_config_file(latin)
+
+
+def test_min_lr_above_lr_is_refused():
+    from kdfiqa.engine import TrainConfig
+
+    with pytest.raises(ConfigError, match="min_lr.*above lr"):
+        TrainConfig(lr=1e-4, min_lr=1e-3)

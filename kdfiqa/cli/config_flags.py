@@ -43,6 +43,21 @@ def finite_float(text: str) -> float:
     return value
 
 
+def at_least(low: int) -> Callable[[str], int]:
+    """argparse type of an integer >= ``low`` (a batch size, a worker count)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} must be >= {low}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
 def _converter(section: str, field: dataclasses.Field, hint: Any) -> Callable[[str], Any] | None:
     """The argparse ``type`` for a field, from its hint (``None`` for switches)."""
     if field.name in ("input", "teacher_input", "deploy_input"):

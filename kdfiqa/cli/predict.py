@@ -6,6 +6,7 @@ import argparse
 
 from ..inference import DEVICES
 from .budget import size_arg
+from .config_flags import at_least
 
 EXAMPLES = """examples:
   kdfiqa predict runs/student/best.pt photos/ --out scores.csv
@@ -43,8 +44,8 @@ def add_inference_flags(p: argparse.ArgumentParser) -> None:
                    help="resize to this size instead of the checkpoint's (e.g. 224 or 224x336)")
     p.add_argument("--native", action="store_true", help="no resize: each image at its own resolution")
     p.add_argument("--multi-crop", type=int, metavar="N", help="average the scores of N random crops")
-    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
+    p.add_argument("--batch-size", type=at_least(1), default=32, help="images per batch (default: %(default)s)")
+    p.add_argument("--workers", type=at_least(0), default=0, help="data-loading worker processes")
     p.add_argument("--device", choices=DEVICES, default="auto",
                    help="auto: CUDA when available (under torchrun, each rank's own GPU)")
     p.add_argument("--no-fuse", action="store_true",

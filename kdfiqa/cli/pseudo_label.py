@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .config_flags import input_size_arg
+from .config_flags import at_least, input_size_arg
 from .train import setup_logging
 
 EXAMPLES = """examples:
@@ -43,8 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="with --calibrate: keep the raw scores when the fit is degenerate (refused otherwise)")
     p.add_argument("--root", metavar="DIR", help="labeled images for --calibrate")
     p.add_argument("--csv", metavar="FILE", help="labels for --calibrate")
-    p.add_argument("--batch-size", type=int, default=32, metavar="B")
-    p.add_argument("--workers", type=int, default=0, metavar="N")
+    p.add_argument("--batch-size", type=at_least(1), default=32, metavar="B")
+    p.add_argument("--workers", type=at_least(0), default=0, metavar="N")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="default: cpu")
     p.set_defaults(func=run)
 
@@ -62,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--calibrate needs the labeled set: add --root DIR --csv FILE")
     if not args.calibrate and (args.root or args.csv):
         raise ConfigError("--root/--csv are only used with --calibrate; add --calibrate or drop them")
-    if args.batch_size < 1 or args.workers < 0:
-        raise ConfigError("--batch-size must be >= 1 and --workers >= 0")
+    if not args.calibrate and args.raw_if_degenerate:
+        raise ConfigError("--raw-if-degenerate is only used with --calibrate; add --calibrate or drop it")
     check_output_file(args.out, inputs=[*args.teacher, args.csv, args.images], overwrite=args.overwrite)
     setup_logging()
     ctx = init_distributed(args.device)

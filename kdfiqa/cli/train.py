@@ -104,6 +104,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_stage(args: argparse.Namespace, command: str, stage: Callable[..., Any]) -> int:
     """Resolve ``command``'s config from ``args`` and print it (``--print-config``), or run ``stage``
     on it (a :mod:`kdfiqa.pipeline` stage) and print the summary."""
+    from ..errors import ConfigError
+
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume and --overwrite cannot be combined: continue the run, or start it over")
     config = run_config_from_args(args, command)
     if args.print_config:
         print(config.to_yaml(), end="")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..errors import ConfigError
-from ..options import finite, in_range, one_of, option
+from ..options import MAX_SEED, finite, in_range, one_of, option
 
 __all__ = ["TrainConfig", "MONITOR_MODES", "FITTED_METRICS"]
 
@@ -86,9 +86,13 @@ class TrainConfig:
             in_range(where(name), getattr(self, name), 1)
         for name in ("num_workers", "plateau_patience"):
             in_range(where(name), getattr(self, name), 0)
+        in_range(where("seed"), self.seed, 0, MAX_SEED)
         finite(where("lr"), self.lr, low=0.0, low_open=True)
         for name in ("weight_decay", "warmup_epochs", "min_lr", "momentum", "warmup_start_factor"):
             finite(where(name), getattr(self, name), low=0.0)
+        if self.min_lr > self.lr:
+            raise ConfigError(f"{where('min_lr')}: {self.min_lr!r} is above lr {self.lr!r}; the schedule decays "
+                              "from lr down to min_lr")
         finite(where("gamma"), self.gamma, low=0.0, low_open=True)
         finite(where("grad_clip"), self.grad_clip, low=0.0, low_open=True)
         finite(where("ema_decay"), self.ema_decay, low=0.0, high=1.0, low_open=True, high_open=True)
