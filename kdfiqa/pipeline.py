@@ -392,7 +392,7 @@ def labeled_data(config: RunConfig, pseudo: Labels | Sequence[Labels] | None = N
         train_set = FIQADataset.merge([train_set, *extra], repeats=range(1, len(sets) + 1))
         log.info("training on %d labeled + %s pseudo-labeled images", len(train_set) - sum(map(len, extra)),
                  " + ".join(str(len(e)) for e in extra))
-    skipped = sum(validate_images(dataset, skip_bad=data.skip_bad) for dataset in (train_set, val))
+    skipped = validate_images([train_set, val], skip_bad=data.skip_bad)  # every bad file of both, listed at once
     if skipped:
         log.warning("skipped %d unreadable image(s) (--skip-bad); training on %d, validating on %d",
                     skipped, len(train_set), len(val))

@@ -417,3 +417,14 @@ def test_a_validation_csv_sharing_images_with_the_training_csv_is_refused(tmp_pa
     code, _, err = _run(capsys, ["train", *_common(images, labels), "--val-csv", labels, "--out", tmp_path / "leak"])
     assert code == 2 and "is also in the validation set" in err and "training images must come from other" in err, err
     assert not (tmp_path / "leak").exists()
+
+
+def test_bad_images_of_the_training_and_the_validation_set_are_listed_together(tmp_path, data, capsys):
+    _, images, labels, _ = data
+    rows = labels.read_text().splitlines()
+    train_csv, val_csv = tmp_path / "train.csv", tmp_path / "val.csv"
+    train_csv.write_text("\n".join([*rows[:16], "gone_train,0.5"]) + "\n")
+    val_csv.write_text("\n".join([*rows[16:], "gone_val,0.5"]) + "\n")
+    code, _, err = _run(capsys, ["train", *_common(images, train_csv), "--val-csv", val_csv, "--out", tmp_path / "r"])
+    assert code == 2 and "2 of 26 images cannot be used" in err, err
+    assert "gone_train.png" in err and "gone_val.png" in err

@@ -134,31 +134,39 @@ def check_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) -
     return None
 
 
-def validate_images(dataset: ValidatableDataset, *, skip_bad: bool = False, num_workers: int = 2) -> int:
-    """Decode every image of ``dataset`` once and report all the unusable ones together.
+def validate_images(datasets: ValidatableDataset | Sequence[ValidatableDataset], *, skip_bad: bool = False,
+                    num_workers: int = 2) -> int:
+    """Decode every image of ``datasets`` (one data set, or several: a training and a validation
+    set) once and report all the unusable ones together.
 
     Missing, empty, truncated, undecodable and over-sized files are collected. Without ``skip_bad``
     any problem raises one :class:`DataError`: a summary line, then one line per file with its
-    reason. With ``skip_bad`` the bad samples are removed from ``dataset`` (each one logged at
-    WARNING level) and their number is returned; a data set left empty is still an error.
-    Decoding runs in ``num_workers`` threads (PIL releases the GIL while decoding).
+    reason, over every data set given. With ``skip_bad`` the bad samples are removed from their data
+    set (each one logged at WARNING level) and their number is returned; a data set left empty is
+    still an error. Decoding runs in ``num_workers`` threads (PIL releases the GIL while decoding).
     """
-    paths = list(dataset.image_paths())
+    group = list(datasets) if isinstance(datasets, (list, tuple)) else [datasets]
+    found = []
     with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
-        reasons = list(pool.map(lambda p: check_image(p, max_pixels=dataset.max_pixels), paths))
-    bad = [(i, reason) for i, reason in enumerate(reasons) if reason is not None]
+        for dataset in group:
+            paths = list(dataset.image_paths())
+            reasons = list(pool.map(lambda p, ds=dataset: check_image(p, max_pixels=ds.max_pixels), paths))
+            found.append((dataset, len(paths), [(i, r) for i, r in enumerate(reasons) if r is not None]))
+    total, bad = sum(n for _, n, _ in found), [entry for _, _, entries in found for entry in entries]
     if not bad:
         return 0
     if not skip_bad:
         details = "\n".join(reason for _, reason in bad)
         raise DataError(
-            f"{len(bad)} of {len(paths)} images cannot be used; fix or remove them, or skip them "
+            f"{len(bad)} of {total} images cannot be used; fix or remove them, or skip them "
             f"with --skip-bad (skip_bad=True):\n{details}"
         )
-    if len(bad) == len(paths):
-        raise DataError(f"all {len(paths)} images are unusable, nothing left to train on; first: {bad[0][1]}")
-    for _, reason in bad:
-        log.warning("skipping %s", reason)
-    dataset.exclude([i for i, _ in bad])
-    log.warning("skipped %d of %d images that cannot be used", len(bad), len(paths))
+    for dataset, n, entries in found:
+        if entries and len(entries) == n:
+            raise DataError(f"all {n} images are unusable, nothing left to train on; first: {entries[0][1]}")
+    for dataset, _, entries in found:
+        for _, reason in entries:
+            log.warning("skipping %s", reason)
+        dataset.exclude([i for i, _ in entries])
+    log.warning("skipped %d of %d images that cannot be used", len(bad), total)
     return len(bad)
