@@ -754,6 +754,12 @@ def _distill(config: RunConfig, *, teacher: Any, pseudo: Labels | Sequence[Label
         spec = config.data.train_transform
         teacher.set_view_normalize(spec.get("teacher_normalize", spec["normalize"]))
     train_set, val = labeled_data(config, pseudo)
+    if online:  # a teacher of scores must score every training image: checked now, not mid-epoch
+        from .distill.score_table import ScoreTable
+
+        for member in getattr(teacher, "members", []):
+            if isinstance(member, ScoreTable):
+                member.require(train_set.names, where="of the training images")
     if online and config.distill.view_cache:
         train_set = _cached_views(config, teacher, train_set, ctx, rebuild=overwrite)
         teacher = Teacher(CachedTeacher())

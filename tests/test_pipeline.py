@@ -428,3 +428,17 @@ def test_bad_images_of_the_training_and_the_validation_set_are_listed_together(t
     code, _, err = _run(capsys, ["train", *_common(images, train_csv), "--val-csv", val_csv, "--out", tmp_path / "r"])
     assert code == 2 and "2 of 26 images cannot be used" in err, err
     assert "gone_train.png" in err and "gone_val.png" in err
+
+
+def test_a_teacher_csv_missing_training_images_is_refused_before_the_first_step(tmp_path, data, capsys):
+    _, images, labels, _ = data
+    rows = labels.read_text().splitlines()
+    scores, train_csv, val_csv = tmp_path / "teacher_scores.csv", tmp_path / "train.csv", tmp_path / "val.csv"
+    scores.write_text("\n".join(rows[1:]) + "\n")  # the first training image has no teacher score
+    train_csv.write_text("\n".join(rows[:18]) + "\n")
+    val_csv.write_text("\n".join(rows[18:]) + "\n")
+    code, _, err = _run(capsys, ["distill", *_common(images, train_csv), "--val-csv", val_csv, "--teacher", scores,
+                                 "--distill-loss", "0.5*temperature_mse", "--out", tmp_path / "run"])
+    first = rows[0].split(",")[0]
+    assert code == 2 and f"no teacher score for image {first!r}" in err, err
+    assert not (tmp_path / "run" / "last.pt").exists() and not (tmp_path / "run" / "log.jsonl").exists()

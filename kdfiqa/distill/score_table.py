@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -45,15 +45,19 @@ class ScoreTable(nn.Module):
         self.path = Path(path)
         self.scores = {image_file_name(label.name): label.score for label in read_labels(self.path)}
 
-    def forward(self, batch: Mapping[str, Any]) -> Tensor:
-        names = batch_names(batch)
+    def require(self, names: Sequence[str], where: str = "in this batch") -> None:
+        """Raise :class:`~kdfiqa.errors.DataError` naming the first of ``names`` without a score."""
         missing = [name for name in names if image_file_name(name) not in self.scores]
         if missing:
-            more = f" (and {len(missing) - 1} more in this batch)" if len(missing) > 1 else ""
+            more = f" (and {len(missing) - 1} more {where})" if len(missing) > 1 else ""
             raise DataError(
                 f"{self.path}: no teacher score for image {missing[0]!r}{more}; "
                 "score every training image with `kdfiqa pseudo-label` or train without it"
             )
+
+    def forward(self, batch: Mapping[str, Any]) -> Tensor:
+        names = batch_names(batch)
+        self.require(names)
         device = batch["image"].device if "image" in batch else None
         scores = torch.tensor([self.scores[image_file_name(n)] for n in names], dtype=torch.float32, device=device)
         return score_to_logit(scores).reshape(-1, 1)
