@@ -234,6 +234,14 @@ def _read(path: Path) -> Any:
         raise CheckpointError(f"{path}: no such checkpoint file (check the path)")
     if not path.is_file():
         raise CheckpointError(f"{path}: is not a file; give the path of a .pt checkpoint")
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if not head:
+        raise CheckpointError(f"{path}: is empty (0 bytes), a truncated save; use another copy (last.pt / "
+                              "best.pt) or re-run training")
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch's zip format, a legacy pickle
+        raise CheckpointError(f"{path}: is not a PyTorch checkpoint (it starts with {head!r}); give a .pt file "
+                              "written by kdfiqa or torch.save")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # e.g. an odd pickle protocol in a damaged file

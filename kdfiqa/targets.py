@@ -78,6 +78,10 @@ def load_target(target: str | os.PathLike, **model_kwargs: Any) -> nn.Module:
         return _from_callable(target)
     if Path(target).is_file():
         return load_model(target)
+    if Path(target).is_dir():
+        inside = [name for name in ("best.pt", "last.pt") if (Path(target) / name).is_file()]
+        hint = f"give {Path(target) / inside[0]}" if inside else "give a checkpoint file (*.pt)"
+        raise ConfigError(f"{target}: is a folder, not a model or a checkpoint; {hint}")
     try:
         return create_model(target, **model_kwargs)
     except KdfiqaError:

@@ -314,3 +314,23 @@ def test_a_constructor_rejecting_stored_kwargs_is_one_line(tmp_path):
     _one_line(info)
     back = load_model(save_checkpoint(tmp_path / "ok.pt", ckpt))
     assert back.deploy_config.kwargs == {"drop_rate": 0.1} and back.backbone.model.drop_rate == 0.1
+
+
+@pytest.mark.parametrize("content,needle", [(b"", "is empty"), (b"epoch: 3\n", "is not a PyTorch checkpoint")])
+def test_a_file_that_is_no_checkpoint_says_what_it_is(tmp_path, content, needle):
+    from kdfiqa.checkpoint import load_checkpoint
+    from kdfiqa.errors import CheckpointError
+
+    path = tmp_path / "last.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=needle):
+        load_checkpoint(path)
+
+
+def test_a_run_folder_given_as_a_model_names_its_checkpoint(tmp_path):
+    from kdfiqa.errors import ConfigError
+    from kdfiqa.targets import load_target
+
+    (tmp_path / "best.pt").write_bytes(b"")
+    with pytest.raises(ConfigError, match=f"is a folder, not a model or a checkpoint; give {tmp_path / 'best.pt'}"):
+        load_target(tmp_path)
