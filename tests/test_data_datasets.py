@@ -108,3 +108,16 @@ def test_sklearn_split_holds_out_what_train_test_split_does():
         train, val = split_dataset(samples, case["val_fraction"], case["seed"], method="sklearn")
         assert validation_count(case["n"], case["val_fraction"], "sklearn") == len(case["val"])
         assert val.samples == case["val"] and train.samples == case["train"], case
+
+
+def test_an_image_given_twice_is_scored_once_under_its_first_name(tmp_path):
+    from PIL import Image
+
+    from kdfiqa.data.datasets import ImageSamples
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (8, 8)).save(folder / name)
+    samples = ImageSamples.from_paths([folder, folder / "a.png", folder / "a.png"])
+    assert [s.name for s in samples.samples] == [f"{folder.as_posix()}/a.png", f"{folder.as_posix()}/b.png"]

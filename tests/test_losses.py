@@ -426,3 +426,11 @@ def test_an_empty_batch_is_an_error_not_a_nan_or_a_constant(name):
 
     with pytest.raises(ValueError, match="empty"):
         create_loss(name)(torch.empty(0, 1), torch.empty(0, 1))
+
+
+@pytest.mark.parametrize("formula", ["-1*mse", "0*mse", "1.0*hybrid + -0.5*temperature_mse"])
+def test_a_loss_term_whose_weight_is_not_positive_is_refused(formula):
+    from kdfiqa.losses import WeightedSum, parse_formula
+
+    with pytest.raises(ConfigError, match="give a weight > 0"):
+        WeightedSum(parse_formula(formula))

@@ -80,16 +80,21 @@ class ImageSamples(Dataset):
     def from_paths(cls, paths: Sequence[str | os.PathLike[str]], **kwargs: Any) -> "ImageSamples":
         """Unlabelled images given as files and folders (folders scanned recursively, sorted), e.g.
         for ``kdfiqa predict``. Names are the paths as given (``folder/relative/name`` for files
-        found in a folder). A missing path, or no image at all, is an error."""
-        samples = []
+        found in a folder); a file reached twice is kept once, under its first name. A missing path,
+        or no image at all, is an error."""
+        found = []
         for given in paths:
             path = Path(given)
             if path.is_dir():
-                samples += [Sample((path / f.relative_to(path)).as_posix(), f) for f in _scan_images(path, True)]
+                found += [Sample((path / f.relative_to(path)).as_posix(), f) for f in _scan_images(path, True)]
             elif path.exists():
-                samples.append(Sample(str(given), path))
+                found.append(Sample(str(given), path))
             else:
                 raise DataError(f"{path}: no such file or folder")
+        unique: dict[str, Sample] = {}  # an image given twice (a file and its folder) is scored once
+        for sample in found:
+            unique.setdefault(os.path.realpath(sample.path), sample)
+        samples = list(unique.values())
         if not samples:
             raise DataError(f"no image files found in {', '.join(str(p) for p in paths)}")
         return cls(samples, **kwargs)

@@ -63,6 +63,8 @@ def _build_term(key: str | nn.Module, spec: TermSpec) -> tuple[nn.Module, float]
         weight = math.nan
     if not math.isfinite(weight):
         raise ConfigError(f"loss term {key!r} has weight {spec!r}; give a finite number")
+    if weight <= 0:  # a zero term does nothing, a negative one ascends its loss
+        raise ConfigError(f"loss term {key!r} has weight {weight:g}; give a weight > 0, or leave the term out")
     return module, weight
 
 
