@@ -201,6 +201,8 @@ class DataSection:
         in_range("data.samples_per_epoch (--samples-per-epoch)", self.samples_per_epoch, 1)
         if self.sampler is not None and self.samples_per_epoch is not None:
             raise ConfigError("--sampler ssus draws its own epochs; drop --samples-per-epoch or the sampler")
+        if self.val_root is not None and self.val_csv is None:
+            raise ConfigError("--val-root is the image folder of --val-csv; add --val-csv FILE or drop --val-root")
         if self.sampler is not None:
             one_of("data.sampler (--sampler)", self.sampler, ("ssus",))
         one_of("data.split_method", self.split_method, SPLIT_METHODS)

@@ -43,6 +43,11 @@ __all__ = [
 FITS = ("logistic4",)
 MIN_SAMPLES = 3
 
+COLLAPSE_SPREAD = 1e-4
+"""Predictions whose standard deviation (on the score scale) is below this have collapsed to a
+near-constant output: a validated epoch is flagged and never chosen as ``best.pt``, and
+pseudo-labels are warned about."""
+
 
 class ConstantInputWarning(RuntimeWarning):
     """A correlation was asked of a constant input; the metric is reported as 0.0."""

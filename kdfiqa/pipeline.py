@@ -96,7 +96,7 @@ class RunResult:
     @property
     def collapsed(self) -> bool:
         """Whether every validated epoch's predictions collapsed to a near-constant output (spread
-        below :data:`~kdfiqa.engine.trainer.COLLAPSE_SPREAD`), so no epoch could be kept as
+        below :data:`~kdfiqa.metrics.COLLAPSE_SPREAD`), so no epoch could be kept as
         ``best.pt`` and :attr:`checkpoint` is a ``last.pt`` not worth deploying."""
         validated = [r for r in self.history if "spread" in r.get("val", {})]
         return bool(validated) and all(r.get("collapsed") for r in validated)

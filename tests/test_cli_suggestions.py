@@ -121,3 +121,14 @@ def test_contradictory_or_impossible_flags_are_one_line_errors(argv, needle, cap
         code = exc.code
     err = capsys.readouterr().err
     assert code == 2 and needle in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["budget", "mobilenetv3_small_fiqa", "--stride", "16"], "--stride only applies to --fill"),
+    (["train", "--model", "m", "--root", "r", "--csv", "c", "--val-root", "v"], "--val-root is the image folder"),
+])
+def test_flags_that_only_apply_with_another_are_refused_without_it(argv, needle, capsys):
+    from kdfiqa.cli.main import main
+
+    assert main(argv) == 2
+    assert needle in capsys.readouterr().err

@@ -118,3 +118,15 @@ def test_a_degenerate_calibration_is_refused_unless_raw_scores_are_asked_for(tmp
     assert not (tmp_path / "p.csv").exists()
     scores = pseudo_label(*args, calibrate_on=calibrate, raw_if_degenerate=True)
     assert len(set(scores.values())) == 1
+
+
+def test_a_collapsed_teachers_pseudo_labels_are_warned_about(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="kdfiqa"):
+        pseudo_label(PixelLogit(), _images(np.full(6, 0.25)), tmp_path / "flat.csv", batch_size=4)
+    assert "near-constant" in caplog.text and "collapsed" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="kdfiqa"):
+        pseudo_label(PixelLogit(), _images(np.linspace(-1, 1, 6)), tmp_path / "fine.csv", batch_size=4)
+    assert "near-constant" not in caplog.text

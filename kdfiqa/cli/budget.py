@@ -52,8 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "for a checkpoint, the size it was trained for)")
     add_budget_flags(p, "--preset", help="named budget (default: %(default)s)")
     p.add_argument("--fill", action="store_true", help="find the largest input size that fits the budget")
-    p.add_argument("--stride", type=int, default=32, help="--fill: the size grid (default: %(default)s)")
-    p.add_argument("--aspect", type=_aspect, default=(1, 1), metavar="H:W",
+    p.add_argument("--stride", type=int, help="--fill: the size grid (default: 32)")
+    p.add_argument("--aspect", type=_aspect, metavar="H:W",
                    help="--fill: height:width ratio of the sizes tried (default: 1:1)")
     p.add_argument("--cross-check", action="store_true",
                    help="also count with torch's FlopCounterMode and name the modules where it and fvcore "
@@ -118,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
     if args.fill and args.cross_check:
         raise ConfigError("--cross-check compares the counters at measured sizes; drop --fill, or run "
                           "--cross-check with --input at the size --fill found")
+    given = [flag for flag, value in (("--stride", args.stride), ("--aspect", args.aspect)) if value is not None]
+    if given and not args.fill:
+        raise ConfigError(f"{given[0]} only applies to --fill; add --fill or drop it")
     model = load_target(args.target)
     if args.fill:
         return _fill(args, model, budget)
@@ -151,7 +154,8 @@ def _fill(args: argparse.Namespace, model: Any, budget: Budget) -> int:
 
     if args.input:
         raise ConfigError("--fill searches the input size itself; drop --input")
-    result = fill_budget(model, budget, stride=args.stride, aspect=args.aspect)
+    result = fill_budget(model, budget, stride=32 if args.stride is None else args.stride,
+                         aspect=(1, 1) if args.aspect is None else args.aspect)
     rows = [("largest that fits", result.fits), ("next, over", result.over)]
     if args.json:
         print(json.dumps({"target": args.target, "budget": budget.name, "traces": result.traces,

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data.csv_files import write_scores
 from ..errors import DataError
-from ..metrics import fit_logistic4
+from ..metrics import COLLAPSE_SPREAD, fit_logistic4
 from .score_table import batch_names
 from .teacher import Teacher, TeacherSource
 
@@ -160,6 +160,10 @@ def pseudo_label(
             raise DataError(f"calibration on {labelled.scores.size} labelled images is degenerate ({fault}); "
                             "the teacher may be too weak: train it longer, pseudo-label without --calibrate, "
                             "or keep the raw scores with --raw-if-degenerate")
+    if scores.size > 1 and float(np.std(scores)) < COLLAPSE_SPREAD:
+        log.warning("the teacher's %d pseudo-labels are near-constant (spread %.2e < %g): it has collapsed, and "
+                    "training on them teaches nothing; use a better teacher", scores.size, float(np.std(scores)),
+                    COLLAPSE_SPREAD)
     write_scores_csv(out_csv, raw.names, scores)
     log.info("wrote %d pseudo-labels to %s", len(raw.names), out_csv)
     return dict(zip(raw.names, scores.tolist()))

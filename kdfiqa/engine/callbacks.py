@@ -144,7 +144,7 @@ class ProgressDisplay(Callback):
 
     def on_epoch_end(self, trainer: "Trainer", record: Mapping[str, Any]) -> None:
         if trainer.ctx.is_main and record.get("collapsed"):  # a warning: shown even when quiet
-            from .trainer import COLLAPSE_SPREAD
+            from ..metrics import COLLAPSE_SPREAD
 
             self.console.print(
                 f"warning: epoch {record['epoch']}: the validation predictions have collapsed (spread "

@@ -55,13 +55,11 @@ from .distributed import (
     init_distributed,
 )
 from .ema import ModelEma
+from ..metrics import COLLAPSE_SPREAD
 from .evaluation import evaluate_model
 from .optim import create_optimizer, create_schedule
 from .state import TrainState, load_objective_state, objective_state
 
-COLLAPSE_SPREAD = 1e-4
-"""A model whose validation predictions have a standard deviation below this (on the score scale)
-has collapsed to a near-constant output: the epoch is flagged and never chosen as ``best.pt``."""
 
 __all__ = ["Trainer", "NonFiniteLossError", "TrainingInterrupted"]
 

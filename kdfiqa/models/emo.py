@@ -233,8 +233,9 @@ def _create(
     """
     if pretrained is True:
         raise ConfigError(
-            f"{name}: pretrained=True cannot download weights; pass pretrained='PATH' to an official "
-            "checkpoint (see kdfiqa.models.load_official_emo_weights for where to get it)"
+            f"{name}: pretrained=True cannot download weights; give the path of an official checkpoint "
+            "(pretrained='PATH' in Python, --set model.kwargs.pretrained=PATH on the command line; see "
+            "kdfiqa.models.load_official_emo_weights for where to get it)"
         )
     kwargs = dict(_PRESETS[name], num_classes=num_classes, **overrides)
     if window_size is not None:
