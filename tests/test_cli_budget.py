@@ -133,6 +133,8 @@ def test_models_lists_every_registered_model_with_its_verdict(capsys):
     assert rows["emo2_1m"]["within_vquala2025"] and rows["emo2_1m"]["role"] == "student"
     assert not rows["emo2_5m"]["within_vquala2025"] and rows["emo2_5m"]["role"] == "teacher"
     assert rows["emo2_1m"]["params"] == sum(p.numel() for p in create_model("emo2_1m").parameters())
+    code, _, err = run(capsys, "models", "zzz*")
+    assert code == 1 and "no registered model matches 'zzz*'" in err
 
 
 def test_command_modules_and_their_parsers_import_nothing_heavy():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows))
         return 0
+    if not rows:
+        print(f"no registered model matches {args.pattern!r}; `kdfiqa models` lists them all "
+              "(timm backbones are timm:NAME)", file=sys.stderr)
+        return 1
     table = Table(title=f"registered models ({len(rows)}), budget {VQUALA2025.describe()}")
     table.add_column("name", overflow="fold")  # a narrow terminal folds a name, never cuts it
     for col in ("role", "input", "params", "GFLOPs", "vquala2025"):
