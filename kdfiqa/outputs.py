@@ -49,13 +49,24 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
+def _read_inside(out: Path, folder: Path) -> bool:
+    """Whether ``out`` is an existing image file in the input ``folder`` (which the command reads)."""
+    from .data.images import IMAGE_EXTENSIONS
+
+    if not (folder.is_dir() and out.is_file() and out.suffix.lower() in IMAGE_EXTENSIONS):
+        return False
+    return folder.resolve() in out.resolve().parents
+
+
 def _refuse_inputs(outputs: Iterable[Path], inputs: Iterable[Optional[PathLike]], flag: str) -> None:
+    """An output that is an input, or an image inside an input folder, is refused (even with
+    ``--overwrite``)."""
     given = [Path(p) for p in inputs if p]
     for out in outputs:
         for source in given:
-            if _same(out, source) or out.resolve() == source.resolve():
-                raise ConfigError(f"{flag} {out}: would overwrite {source}, an input of this command; "
-                                  "choose another output path")
+            if _same(out, source) or out.resolve() == source.resolve() or _read_inside(out, source):
+                raise ConfigError(f"{flag} {out}: would overwrite {'an image in ' if source.is_dir() else ''}"
+                                  f"{source}, an input of this command; choose another output path")
 
 
 def check_output_dir(path: PathLike, *, inputs: Iterable[Optional[PathLike]] = (), resume: bool = False,

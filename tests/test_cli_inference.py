@@ -261,3 +261,16 @@ def test_an_undefined_metric_is_one_note_line_not_a_python_warning(data, tmp_pat
     assert "constant" in notes[0] and "metrics.py" not in captured.err
     assert json.loads(captured.out)["srcc"] == 0.0
     assert warnings.showwarning is before  # restored after the command
+
+
+def test_an_image_inside_a_scored_folder_is_never_overwritten(data, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "photos"
+    shutil.copytree(data["root"], folder)
+    target = folder / data["names"][0]
+    before = target.read_bytes()
+    assert main(["predict", str(data["ckpt"]), str(folder), "--out", str(target), "--overwrite"]) == 2
+    assert "would overwrite an image in" in capsys.readouterr().err
+    assert target.read_bytes() == before
+    assert main(["predict", str(data["ckpt"]), str(folder), "--out", str(folder / "scores.csv")]) == 0
