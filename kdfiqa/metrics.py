@@ -133,30 +133,54 @@ def _logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.
     return (b1 - b2) * special.expit((x - b3) / scale) + b2
 
 
+def _curve_fit(p: np.ndarray, m: np.ndarray, p0: list[float]) -> tuple[np.ndarray, float] | str:
+    """Least-squares :func:`_logistic4` parameters from ``p0`` and their sum of squared residuals,
+    or why the fit failed."""
+    try:
+        # "Covariance of the parameters could not be estimated": the least-squares fit itself is
+        # still returned, and only the parameters (never their covariance) are used; a start far
+        # from the data may overflow on the way, which the residual comparison then rules out.
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", optimize.OptimizeWarning)
+            params, _ = optimize.curve_fit(_logistic4, p, m, p0=p0, maxfev=MAX_FIT_EVALUATIONS)
+            residual = float(np.sum((_logistic4(p, *params) - m) ** 2))
+    except (RuntimeError, ValueError) as err:
+        return str(err)
+    if not np.all(np.isfinite(params)):
+        return "non-finite parameters"
+    return (params, residual) if np.isfinite(residual) else "non-finite residuals"
+
+
 def fit_logistic4(pred: Any, mos: Any) -> Callable[[Any], np.ndarray]:
     """Fit :class:`Logistic4` mapping ``pred`` onto ``mos`` by least squares (VQEG practice).
 
-    Uses ``scipy.optimize.curve_fit`` from ``b1 = max(mos)``, ``b2 = min(mos)``,
-    ``b3 = mean(pred)``, ``b4 = 0.5``, the starting point of the ECNU-SJTU winner's evaluation
-    (``utils.py`` of their code), so that fitted PLCC and calibrations agree with theirs. Raises :class:`LogisticFitError` (a
-    :class:`DataError`) with fewer than 4 samples, or when the fit does not converge or gives
-    non-finite parameters. A fit whose parameter covariance cannot be estimated (few samples, a
-    flat stretch of the curve) is still the least-squares fit and is returned.
+    ``scipy.optimize.curve_fit`` runs from ``b1 = max(mos)``, ``b2 = min(mos)``, ``b3 = mean(pred)``,
+    ``b4 = 0.5``, the starting point of the ECNU-SJTU winner's evaluation (``utils.py`` of their
+    code), so that fitted PLCC and calibrations agree with theirs; and again on the standardised
+    predictions ``(pred - mean) / std`` from ``b3 = 0``, ``b4 = 1`` (mapped back: ``b3 = mean +
+    std·b3'``, ``b4 = std·b4'``; the moments taken after dividing by ``max |pred|``, so that they
+    neither overflow nor underflow), a start that does not depend on the predictions' scale (``b4 =
+    0.5`` suits scores on [0, 1], not logits or a 0-1000 range). The fit with the smaller sum of
+    squared residuals is kept, the winner's on a tie. Raises :class:`LogisticFitError` (a
+    :class:`DataError`) with fewer than 4 samples, or when neither fit converges to finite
+    parameters. A fit whose parameter covariance cannot be estimated (few samples, a flat stretch of
+    the curve) is still the least-squares fit and is returned.
     """
     p, m = _as_pair(pred, mos, min_samples=1)
     if p.size < 4:
         raise LogisticFitError(f"a 4-parameter logistic needs at least 4 samples, got {p.size}")
-    p0 = [m.max(), m.min(), p.mean(), 0.5]
-    try:
-        with warnings.catch_warnings():
-            # "Covariance of the parameters could not be estimated": the least-squares fit itself is
-            # still returned, and only the parameters (never their covariance) are used.
-            warnings.simplefilter("ignore", optimize.OptimizeWarning)
-            params, _ = optimize.curve_fit(_logistic4, p, m, p0=p0, maxfev=MAX_FIT_EVALUATIONS)
-    except (RuntimeError, ValueError) as err:
-        raise LogisticFitError(f"4-parameter logistic fit of pred to mos failed: {err}") from None
-    if not np.all(np.isfinite(params)):
-        raise LogisticFitError("4-parameter logistic fit of pred to mos gave non-finite parameters")
+    fits = [_curve_fit(p, m, [m.max(), m.min(), p.mean(), 0.5])]
+    magnitude = float(np.abs(p).max())  # divided out first, so the moments neither over- nor underflow
+    centre, spread = (p / magnitude).mean(), (p / magnitude).std()
+    if magnitude > 0 and spread > 0:
+        scaled = _curve_fit((p / magnitude - centre) / spread, m, [m.max(), m.min(), 0.0, 1.0])
+        if not isinstance(scaled, str):
+            (b1, b2, b3, b4), residual = scaled
+            fits.append((np.array([b1, b2, magnitude * (centre + spread * b3), magnitude * spread * b4]), residual))
+    found = [f for f in fits if not isinstance(f, str) and np.all(np.isfinite(f[0]))]
+    if not found:
+        raise LogisticFitError(f"4-parameter logistic fit of pred to mos failed: {fits[0]}")
+    params, _ = min(found, key=lambda f: f[1])  # min keeps the first (the winner's start) on a tie
     return Logistic4(*(float(b) for b in params))
 
 

@@ -202,8 +202,12 @@ def test_fit_whose_covariance_cannot_be_estimated_is_still_returned(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fitted = fit_logistic4(p, m)
-    (params,) = calls
-    assert fitted(p) == pytest.approx(Logistic4(*params)(p), abs=1e-12)
+    assert len(calls) == 2  # from the winner's start, then from the scale-free one
+
+    def squared_error(curve):
+        return float(np.sum((curve(p) - m) ** 2))
+
+    assert squared_error(fitted) <= squared_error(Logistic4(*calls[0])) + 1e-12
 
 
 def test_evaluate_and_challenge_score():
@@ -270,3 +274,13 @@ def test_bfloat16_tensors_are_scored_like_their_float_values():
     mos = rng.uniform(size=30)
     pred = torch.tensor(mos + rng.normal(0, 0.2, 30)).bfloat16()
     assert srcc(pred, mos) == pytest.approx(spearmanr(pred.double().numpy(), mos)[0], abs=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1e-10, 300.0, 1e4, 1e200])
+def test_the_fitted_plcc_does_not_depend_on_the_scale_of_the_predictions(scale):
+    """A fit started at b4 = 0.5 suits scores on [0, 1]; logits or a 0-1000 range must fit as well."""
+    rng = np.random.default_rng(0)
+    mos = rng.uniform(size=60)
+    pred = 1 / (1 + np.exp(-(mos - 0.5) * 8)) + rng.normal(0, 0.05, 60)
+    unit = metrics.plcc(pred, mos, fit="logistic4")
+    assert metrics.plcc(pred * scale, mos, fit="logistic4") == pytest.approx(unit, abs=1e-6)
