@@ -13,6 +13,7 @@ from typing import Any, TYPE_CHECKING
 
 from ..budget_presets import BUDGETS, DEFAULT_BUDGET
 from ..errors import ConfigError
+from .config_flags import image_size_arg
 
 if TYPE_CHECKING:
     from ..budget import Budget, CostReport
@@ -47,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", help="registered model name, timm:NAME, file.py:factory, "
                                   "package.module:factory, or a kdfiqa checkpoint")
-    p.add_argument("--input", nargs="+", metavar="SIZE", type=size_arg,
+    p.add_argument("--input", nargs="+", metavar="SIZE", type=image_size_arg,
                    help="input size(s): 224, 224x336 or 3x224x336 (default: the model's deploy size; "
                         "for a checkpoint, the size it was trained for)")
     add_budget_flags(p, "--preset", help="named budget (default: %(default)s)")
@@ -78,17 +79,6 @@ def add_budget_flags(p: argparse.ArgumentParser, flag: str, *extra_choices: str,
     p.add_argument(flag, choices=[*BUDGETS, *extra_choices], default=DEFAULT_BUDGET, dest="preset", help=help)
     p.add_argument("--max-gflops", type=float, help="override the budget's GFLOPs limit")
     p.add_argument("--max-params", type=int, help="override the budget's parameter limit")
-
-
-def size_arg(text: str) -> tuple[int, int, int]:
-    """argparse type of an input size: ``224``, ``224x336`` or ``3x224x336`` → (C, H, W)."""
-    from ..budget import MAX_SIDE, parse_input_size
-
-    try:
-        return parse_input_size(text)
-    except Exception:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an input size such as 224 or 224x336 "
-                                         f"(sides of 1 to {MAX_SIDE} pixels)") from None
 
 
 def resolve_budget(args: argparse.Namespace) -> Budget:

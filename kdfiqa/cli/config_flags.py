@@ -15,20 +15,32 @@ import math
 import typing
 from typing import Any, Callable
 
-__all__ = ["add_config_flags", "config_from_args", "input_size_arg", "finite_float"]
+__all__ = ["add_config_flags", "config_from_args", "image_size_arg", "input_size_arg", "finite_float"]
 
 _DEST = "_config_flags"
 """Where the parser keeps ``dest -> section.field`` for :func:`config_from_args`."""
 
 
-def input_size_arg(text: str) -> Any:
-    """argparse type of a resolution: ``224`` → 224, ``224x336`` → [224, 336]."""
-    from ..budget import parse_input_size
+def image_size_arg(text: str) -> tuple[int, int, int]:
+    """argparse type of an image size: ``224``, ``224x336`` or ``3x224x336`` → (3, H, W); sides of
+    1 to :data:`~kdfiqa.budget.MAX_SIDE` pixels, and 3 channels (kdfiqa feeds RGB images)."""
+    from ..budget import MAX_SIDE, parse_input_size
 
     try:
-        _, h, w = parse_input_size(text)
+        size = parse_input_size(text)
     except Exception:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an input size such as 224 or 224x336") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not an input size such as 224 or 224x336 "
+                                         f"(sides of 1 to {MAX_SIDE} pixels)") from None
+    if size[0] != 3:
+        raise argparse.ArgumentTypeError(f"{text!r} has {size[0]} channels; kdfiqa feeds RGB images: "
+                                         "give HxW, e.g. 224x336")
+    return size
+
+
+def input_size_arg(text: str) -> Any:
+    """argparse type of a resolution for a config field: ``224`` → 224, ``224x336`` → [224, 336]
+    (checked as :func:`image_size_arg`)."""
+    _, h, w = image_size_arg(text)
     return h if h == w else [h, w]
 
 

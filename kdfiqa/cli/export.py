@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..export import DEFAULT_ATOL, DEFAULT_OPSET, EXPORT_FORMATS
-from .budget import add_budget_flags, resolve_budget, size_arg
+from .budget import add_budget_flags, resolve_budget
+from .config_flags import image_size_arg
 
 if TYPE_CHECKING:
     from ..export import ExportResult
@@ -46,14 +47,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     p.add_argument("--format", nargs="+", choices=EXPORT_FORMATS, default=list(EXPORT_FORMATS),
                    dest="formats", help="formats to write (default: both)")
-    p.add_argument("--input", nargs="+", metavar="SIZE", type=size_arg,
+    p.add_argument("--input", nargs="+", metavar="SIZE", type=image_size_arg,
                    help="deployment size(s), e.g. 224 or 224x336; the first is the tracing size "
                         "(default: the model's deploy size, for a checkpoint the size it was trained for)")
     add_budget_flags(p, "--budget", NO_BUDGET,
                      help="budget to re-check at each --input size (default: %(default)s)")
     p.add_argument("--allow-over-budget", action="store_true", help="export even when over the budget")
     p.add_argument("--overwrite", action="store_true", help="replace files of the same names already in --out")
-    p.add_argument("--verify-input", nargs="+", metavar="SIZE", type=size_arg,
+    p.add_argument("--verify-input", nargs="+", metavar="SIZE", type=image_size_arg,
                    help="resolutions of the random verification inputs (default: the tracing size, "
                         "a smaller and a larger one with odd sides)")
     p.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="allowed |exported - eager| on scores")

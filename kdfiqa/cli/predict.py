@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..inference import DEVICES
-from .budget import size_arg
-from .config_flags import at_least
+
+from .config_flags import at_least, image_size_arg
 
 EXAMPLES = """examples:
   kdfiqa predict runs/student/best.pt photos/ --out scores.csv
@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_inference_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by ``predict`` and ``evaluate``: transform overrides, batch size, device, model form."""
-    p.add_argument("--input", type=size_arg, metavar="SIZE",
+    p.add_argument("--input", type=image_size_arg, metavar="SIZE",
                    help="resize to this size instead of the checkpoint's (e.g. 224 or 224x336)")
     p.add_argument("--native", action="store_true", help="no resize: each image at its own resolution")
     p.add_argument("--multi-crop", type=int, metavar="N", help="average the scores of N random crops")

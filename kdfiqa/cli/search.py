@@ -10,7 +10,8 @@ import json
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from .budget import add_budget_flags, resolve_budget, size_arg
+from .budget import add_budget_flags, resolve_budget
+from .config_flags import image_size_arg
 
 if TYPE_CHECKING:
     from ..search import SearchResult
@@ -46,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the architectures searched (default: %(default)s)")
     p.add_argument("--trials", type=int, default=32, metavar="N", help="candidates drawn (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler (default: %(default)s)")
-    p.add_argument("--input", type=size_arg, metavar="SIZE",
+    p.add_argument("--input", type=image_size_arg, metavar="SIZE",
                    help="input size measured at: 224 or 224x336 (default: the budget's deployment size)")
     add_budget_flags(p, "--preset", help="named budget (default: %(default)s)")
     p.add_argument("--latency-runs", type=int, default=5, metavar="N",
