@@ -669,11 +669,35 @@ def _typed(cls: type, name: str, value: Any, layer: ConfigLayer, path: str) -> A
                           f"got {value!r} ({type(value).__name__})") from None
 
 
+def _follow_input(merged: dict[str, Any], before: Any, layer: ConfigLayer) -> None:
+    """A layer that changes ``model.input`` (``--input 48`` over a recipe) moves the transforms the
+    earlier layers fixed to it (:func:`~kdfiqa.data.transforms.rescaled_spec`), unless it sets them
+    itself: the training resolution a user asks for is the one the network sees."""
+    from .budget import parse_input_size
+    from .data.transforms import expanded_spec, rescaled_spec
+
+    after, data = merged["model"]["input"], merged["data"]
+    own = set((layer.values.get("data") or {}) if isinstance(layer.values.get("data"), Mapping) else ())
+    if after is None or after == before:
+        return
+    reference = before
+    if reference is None and data["train_transform"]:
+        reference = expanded_spec(data["train_transform"]).get("size")
+    if reference is None:
+        return
+    old, new = parse_input_size(reference)[1:], parse_input_size(after)[1:]
+    for key in ("train_transform", "eval_transform"):
+        if data[key] and key not in own:
+            data[key] = rescaled_spec(data[key], old, new)
+
+
 def resolve_config(command: str | None, layers: Sequence[ConfigLayer]) -> RunConfig:
     """Defaults overlaid with ``layers`` in order; see the module docstring for the usual order."""
     merged = RunConfig().to_dict()
     for layer in layers:
+        before = merged["model"]["input"]
         _apply(merged, layer)
+        _follow_input(merged, before, layer)
     sections = {name: cls(**merged[name]) for name, cls in SECTIONS.items()}  # TrainConfig checks values
     return RunConfig(**{k: merged[k] for k in SCALARS}, **sections)
 

@@ -204,3 +204,23 @@ def test_min_lr_above_lr_is_refused():
 
     with pytest.raises(ConfigError, match="min_lr.*above lr"):
         TrainConfig(lr=1e-4, min_lr=1e-3)
+
+
+@pytest.mark.parametrize("recipe,expected_train,expected_eval,recipe_eval", [
+    ("ecnu_sjtu", {"size": [112, 112], "resize": 112}, {"size": [112, 112], "resize": 112}, {"resize": 448}),
+    # Resize(240) + CenterCrop(224) at 224 -> Resize(120) + CenterCrop(112) at 112
+    ("conquerit", {}, {"resize": [120, 120]}, {"resize": [240, 240]}),
+    ("bit_ssvgg", {}, {"size": [112, 168]}, {"size": [224, 336]}),  # the 224x336 test view of a 224 run
+])
+def test_input_moves_a_recipes_fixed_size_transforms_with_it(recipe, expected_train, expected_eval, recipe_eval):
+    """--input is the resolution the network trains at: the recipe's transforms follow it; without
+    it they stay the recipe's."""
+    from kdfiqa.config import build_layers, resolve_config
+    from kdfiqa.data.transforms import expanded_spec
+
+    config = resolve_config("train", build_layers("train", recipe=recipe, flags={"model.input": 112}))
+    assert config.model.input == 112
+    for spec, expected in ((config.data.train_transform, expected_train), (config.data.eval_transform, expected_eval)):
+        assert {k: spec.get(k) for k in expected} == expected, spec
+    as_written = expanded_spec(resolve_config("train", build_layers("train", recipe=recipe)).data.eval_transform)
+    assert {k: as_written.get(k) for k in recipe_eval} == recipe_eval, as_written

@@ -51,6 +51,7 @@ __all__ = [
     "PairedViews",
     "build_transform",
     "renormalize",
+    "rescaled_spec",
     "resized_size",
     "to_tensor",
 ]
@@ -404,6 +405,42 @@ def _geometry(mode: str, spec: Mapping[str, Any]) -> Geometry:
     return CenterCrop(crop, resize if resize is None or isinstance(resize, int) else _size(spec, "resize"))
 
 
+def expanded_spec(spec: str | Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``spec`` (a preset name or a spec) with its preset's fields filled in (the spec's
+    own keys win); an unknown preset is a :class:`ConfigError`."""
+    spec = {"preset": spec} if isinstance(spec, str) else dict(spec)
+    if "preset" in spec:
+        name = spec.pop("preset")
+        if name not in PRESETS:
+            raise ConfigError(f"transform preset {name!r} is unknown; choose one of {', '.join(PRESETS)}")
+        spec = {**PRESETS[name], **spec}
+    return spec
+
+
+def rescaled_spec(spec: str | Mapping[str, Any], old: Size, new: Size) -> dict[str, Any]:
+    """``spec`` (presets expanded) moved from a training resolution ``old`` to ``new`` ((height,
+    width) each): the view's ``size`` and a ``resize`` before a crop scale per side (so Resize(240)
+    + CenterCrop(224) at 224 becomes Resize(120) + CenterCrop(112) at 112, and a 224x336 test view of
+    a 224 run becomes 112x168); a crop box in source pixels (``crop``) and the teacher's view keep
+    theirs. A spec without a size of its own takes the model's (it is at ``old`` now, and will be at
+    ``new``): only its ``resize`` scales. ``native`` specs are returned with presets expanded."""
+    spec = expanded_spec(spec)
+    if spec.get("mode") == "native":
+        return spec
+    scale = (new[0] / old[0], new[1] / old[1])
+    if spec.get("size") is None:
+        size = list(new)
+    else:
+        h, w = _size(spec, "size")
+        size = spec["size"] = [max(1, round(h * scale[0])), max(1, round(w * scale[1]))]
+    resize = spec.get("resize")
+    if isinstance(resize, int):
+        spec["resize"] = max(max(size), round(resize * scale[0]))
+    elif resize is not None:
+        spec["resize"] = [max(n, round(r * f)) for r, n, f in zip(resize, size, scale)]
+    return spec
+
+
 def build_transform(spec: str | Mapping[str, Any]) -> PairedViews:
     """Build a :class:`PairedViews` from a preset name or a spec dict (e.g. from a YAML recipe).
 
@@ -432,10 +469,7 @@ def build_transform(spec: str | Mapping[str, Any]) -> PairedViews:
     unknown = sorted(set(spec) - set(_KEYS))
     if unknown:
         raise ConfigError(f"transform field {unknown[0]!r} is unknown; valid fields: {', '.join(_KEYS)}")
-    if "preset" in spec:
-        if spec["preset"] not in PRESETS:
-            raise ConfigError(f"transform preset {spec['preset']!r} is unknown; choose one of {', '.join(PRESETS)}")
-        spec = {**PRESETS[spec["preset"]], **{k: v for k, v in spec.items() if k != "preset"}}
+    spec = expanded_spec(spec)
     mode = spec.get("mode")
     if mode not in _MODES:
         raise ConfigError(f"transform field 'mode': {mode!r} is unknown; choose one of {', '.join(_MODES)}")
