@@ -293,3 +293,24 @@ def test_a_collapsed_model_is_flagged_and_never_kept_as_best(tmp_path, capsys):
     assert history[-1]["val"]["spread"] < 1e-4
     assert not (tmp_path / "run" / "best.pt").exists() and (tmp_path / "run" / "last.pt").exists()
     assert "collapsed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("batch_size,drop_last,needle", [(5, False, "a last batch of 1 of the 11"),
+                                                         (1, True, "batch_size 1")])
+def test_a_batch_of_one_that_batch_norm_cannot_train_on_is_refused_before_training(tmp_path, batch_size, drop_last,
+                                                                                 needle):
+    from kdfiqa.data import FIQADataset, build_transform
+    from kdfiqa.distill import Supervised
+    from kdfiqa.engine import Trainer, TrainConfig
+    from kdfiqa.errors import ConfigError
+    from kdfiqa.models import create_model
+    from tiny_fiqa import TINY, synthetic
+
+    images, labels = synthetic(tmp_path, 11, 0, "labeled")
+    data = FIQADataset(images, labels, transform=build_transform({"mode": "resize", "size": 32}))
+    config = TrainConfig(output_dir=str(tmp_path / "run"), epochs=1, batch_size=batch_size, drop_last=drop_last,
+                         device="cpu")
+    with pytest.raises(ConfigError, match=needle):
+        Trainer(Supervised(create_model("mobilenetv3_small_fiqa")), data, None, config)  # its head: BatchNorm1d
+    assert not (tmp_path / "run" / "last.pt").exists()
+    Trainer(Supervised(create_model(TINY)), data, None, config)  # 2-D batch norms train on one sample

@@ -238,7 +238,21 @@ class Trainer:
                 f"the training set ({len(self.train_data)} samples on this rank's share) gives no "
                 f"full batch of batch_size={cfg.batch_size}; lower batch_size or set drop_last=False"
             )
+        per_epoch = len(sampler)  # type: ignore[arg-type]
+        if cfg.batch_size == 1 and self._trains_batch_norm():
+            raise ConfigError("batch_size 1: the model's BatchNorm1d cannot train on one sample per batch; use "
+                              "--batch-size 2 or more")
+        if not cfg.drop_last and per_epoch % cfg.batch_size == 1 and self._trains_batch_norm():
+            raise ConfigError(
+                f"drop_last=False leaves a last batch of 1 of the {per_epoch} samples each epoch, and the model's "
+                f"BatchNorm1d cannot train on one sample: use batch_size {cfg.batch_size + 1} or {cfg.batch_size - 1} "
+                "(--batch-size), or drop it with --set train.drop_last=true")
         return loader
+
+    def _trains_batch_norm(self) -> bool:
+        """Whether the trained part holds a ``BatchNorm1d`` (a FIQA head's): in training mode it needs
+        two values per channel, so one sample is an error (a 2-D batch norm has a map's worth)."""
+        return any(isinstance(m, nn.BatchNorm1d) for m in self.trainable.modules())
 
     # ----------------------------------------------------------------------------- read-outs
 
