@@ -256,6 +256,10 @@ def _read(path: Path) -> Any:
             "loads tensors and plain values (weights_only=True): use a checkpoint written by kdfiqa"
         ) from None
     except Exception as exc:  # damaged bytes make the restricted unpickler fail in many ways
+        if "TorchScript" in str(exc):
+            raise CheckpointError(f"{path}: is a TorchScript export (load it with torch.jit.load to deploy it); "
+                                  "kdfiqa commands take the checkpoint it was exported from (best.pt / last.pt)"
+                                  ) from None
         raise CheckpointError(
             f"{path}: corrupt or truncated checkpoint ({_named_first_line(exc)}); use another copy "
             "(last.pt / best.pt) or re-run training"

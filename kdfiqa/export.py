@@ -345,6 +345,8 @@ def export_model(
     stem = name or deploy.name or "model"
     if not (math.isfinite(atol) and atol >= 0):
         raise ConfigError(f"atol {atol!r} must be a finite number >= 0 (the allowed |exported - eager| on scores)")
+    if "onnx" in formats and opset < DEFAULT_OPSET:  # refused before any file is written
+        raise ExportError(f"--opset {opset} is too old: dynamic height and width need opset >= {DEFAULT_OPSET}")
     out = Path(out_dir)
     for fmt in formats:
         check_output_file(out / f"{stem}{SUFFIXES[fmt]}", overwrite=overwrite, flag="export", overwrite_flag="overwrite=True")

@@ -274,3 +274,14 @@ def test_an_image_inside_a_scored_folder_is_never_overwritten(data, tmp_path, ca
     assert "would overwrite an image in" in capsys.readouterr().err
     assert target.read_bytes() == before
     assert main(["predict", str(data["ckpt"]), str(folder), "--out", str(folder / "scores.csv")]) == 0
+
+
+def test_an_image_too_small_for_the_network_at_native_size_is_named(tmp_path, capsys):
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    _image(folder / "sliver.png", 99, 17, 0)
+    argv = ["predict", "ecnu_sjtu_student", str(folder), "--out", str(tmp_path / "s.csv"), "--native"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sliver.png (batch of 1 at 99x17): the model cannot score it" in err[0], err
+    assert "--input" in err[0]

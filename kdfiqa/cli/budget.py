@@ -49,8 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("target", help="registered model name, timm:NAME, file.py:factory, "
                                   "package.module:factory, or a kdfiqa checkpoint")
     p.add_argument("--input", nargs="+", metavar="SIZE", type=image_size_arg,
-                   help="input size(s): 224, 224x336 or 3x224x336 (default: the model's deploy size; "
-                        "for a checkpoint, the size it was trained for)")
+                   help="input size(s): 224, 224x336 or 3x224x336 (default: the model's deploy size, for a "
+                        "checkpoint the size it was trained for, or the budget's deployment size where that "
+                        "is larger: 224x224 for vquala2025)")
     add_budget_flags(p, "--preset", help="named budget (default: %(default)s)")
     p.add_argument("--fill", action="store_true", help="find the largest input size that fits the budget")
     p.add_argument("--stride", type=int, help="--fill: the size grid (default: 32)")

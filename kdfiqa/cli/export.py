@@ -39,8 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "export", help="export to TorchScript/ONNX, re-check the budget, verify against eager",
         description="Export a model (a kdfiqa checkpoint, or any target `kdfiqa budget` accepts) to "
-                    "TorchScript and ONNX with dynamic height and width. The budget is checked at each "
-                    "--input size first; each file is then run on random inputs at several resolutions "
+                    "TorchScript and ONNX with dynamic height and width. The budget is checked first, at "
+                    "each --input size (default: the model's deploy size, or the budget's deployment size "
+                    "where that is larger, 224x224 for vquala2025); each file is then run on random inputs "
+                    "at several resolutions "
                     f"and must match the eager model within --atol (default {DEFAULT_ATOL:g}).",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", metavar="CKPT", help="checkpoint (*.pt), registered name, timm:NAME or file.py:factory")
@@ -49,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    dest="formats", help="formats to write (default: both)")
     p.add_argument("--input", nargs="+", metavar="SIZE", type=image_size_arg,
                    help="deployment size(s), e.g. 224 or 224x336; the first is the tracing size "
-                        "(default: the model's deploy size, for a checkpoint the size it was trained for)")
+                        "(default: the model's deploy size, for a checkpoint the size it was trained for; "
+                        "the budget is then also checked at its deployment size where that is larger)")
     add_budget_flags(p, "--budget", NO_BUDGET,
                      help="budget to re-check at each --input size (default: %(default)s)")
     p.add_argument("--allow-over-budget", action="store_true", help="export even when over the budget")

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..errors import DataError
+from ..errors import DataError, first_line
 from ..modes import evaluating
 from .amp import autocast
 from .distributed import DistContext, all_gather_objects
@@ -71,7 +71,13 @@ def predict(
             if channels_last and images.dim() == 4:
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast(device, amp):
-                scores.append(_scores(model, images).cpu())
+                try:
+                    scores.append(_scores(model, images).cpu())
+                except RuntimeError as exc:  # e.g. an image smaller than the network's stride, at native size
+                    raise DataError(
+                        f"{batch['name'][0]} (batch of {images.shape[0]} at {images.shape[-2]}x{images.shape[-1]}): "
+                        f"the model cannot score it ({first_line(exc)}); score it at the model's size (no "
+                        "--native, or --input HxW)") from None
             index.extend(int(i) for i in batch["index"])
             names.extend(batch["name"])
             labeled = labeled and "score" in batch
