@@ -352,7 +352,8 @@ def _run(out: Path, plan: DemoPlan, *, quick: bool, seed: int, images: str | os.
                                    raw_if_degenerate=True, batch_size=64, ctx=ctx, overwrite=True)
     lap("pseudo_labels")
     _say(console, f"pseudo-labels: the teacher scored the {sizes['unlabeled']} unlabeled images, calibrated on "
-                  f"the labels (4-parameter logistic) -> {pseudo.csv}")
+                  f"the labels by a 4-parameter logistic (its raw scores where that fit is degenerate, as "
+                  f"warned) -> {pseudo.csv}")
 
     gate = measure(pipeline.build_model(configs["control"]), BUDGET_RESOLUTION)
     _say(console, f"budget: {plan.student} at {BUDGET_RESOLUTION}x{BUDGET_RESOLUTION}: {gate.gflops:.4f} GFLOPs, "
@@ -423,7 +424,7 @@ def _run(out: Path, plan: DemoPlan, *, quick: bool, seed: int, images: str | os.
     console.print(_table(summary))
     collapsed = [ROLE_TITLES[r] for r in MODEL_ROLES if models[r]["collapsed"]]
     if collapsed:
-        _say(console, f"warning: {', '.join(collapsed)} collapsed (every validated epoch predicted a near-constant "
+        _say(console, f"warning: {'; '.join(collapsed)} collapsed (every validated epoch predicted a near-constant "
                       "score): their figures and gains are not a result; try another --seed")
     gains = summary["gains"]
     _say(console, "KD gain over the control on the held-out test set (score): "

@@ -483,9 +483,12 @@ def _check_unchanged(config: RunConfig, last: Path) -> None:
         before = stored.get(section) if isinstance(stored.get(section), dict) else {}
         for key in keys:
             if key in before and before[key] != current[section][key]:
+                was = f"--resume: {section}.{key} was {before[key]!r} in {last}, now {current[section][key]!r}"
+                if section == "model":  # the weights in last.pt are of that model: no change can resume them
+                    raise ConfigError(f"{was}; a run resumes with its own model: resume with the run's settings, "
+                                      "or start a new run (another --out, or --overwrite)")
                 raise ConfigError(
-                    f"--resume: {section}.{key} was {before[key]!r} in {last}, now {current[section][key]!r}; "
-                    "it changes the model, the objective, the schedule or the data order: resume with the run's "
+                    f"{was}; it changes the objective, the schedule or the data order: resume with the run's "
                     "settings, or add --allow-changes to resume with the new one")
 
 

@@ -116,7 +116,8 @@ def test_resume_continues_the_run(capsys, tmp_path, data):
     code, _, err = _run(capsys, [*base, "--epochs", "1", "--resume", "--set", "loss.task=l1"])
     assert code == 2 and "loss.task was 'mse'" in err, err  # the objective is not changed silently
     code, _, err = _run(capsys, [*base, "--epochs", "1", "--resume", "--set", "model.kwargs.width=4"])
-    assert code == 2 and "model.kwargs was {}" in err, err  # another model is named as such
+    assert code == 2 and "model.kwargs was {}" in err and "resumes with its own model" in err, err
+    assert "--allow-changes" not in err  # which could not resume another model's weights
     code, out, err = _run(capsys, [*base, "--epochs", "2", "--resume", "--allow-changes"])
     assert code == 0, err
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]

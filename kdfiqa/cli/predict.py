@@ -55,9 +55,13 @@ def add_inference_flags(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Score the images and write the CSV."""
+    """Score the images and write the CSV (under ``torchrun``, rank 0 alone: scoring is not split)."""
     from rich.console import Console
 
+    from ..pipeline import is_main_process
+
+    if not is_main_process():
+        return 0
     from ..inference import load_inference_model, predict_images, write_scores_csv
     from ..outputs import check_output_file
 

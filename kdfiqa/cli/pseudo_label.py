@@ -69,10 +69,7 @@ def run(args: argparse.Namespace) -> int:
     ctx = init_distributed(args.device)
     teacher = Teacher(args.teacher, input_size=args.teacher_input, device=ctx.device)
     calibrate = pipeline.Labels(Path(args.csv), Path(args.root)) if args.calibrate else None
-    labels = pipeline.pseudo_label(teacher, args.images, args.out, calibrate_on=calibrate,
-                                   raw_if_degenerate=args.raw_if_degenerate, normalize=args.normalize,
-                                   batch_size=args.batch_size, num_workers=args.workers, ctx=ctx,
-                                   overwrite=args.overwrite)
-    if ctx.is_main:
-        print(f"wrote {labels.csv}")
+    pipeline.pseudo_label(teacher, args.images, args.out, calibrate_on=calibrate,  # it says what it wrote
+                          raw_if_degenerate=args.raw_if_degenerate, normalize=args.normalize,
+                          batch_size=args.batch_size, num_workers=args.workers, ctx=ctx, overwrite=args.overwrite)
     return 0

@@ -105,6 +105,7 @@ def run_stage(args: argparse.Namespace, command: str, stage: Callable[..., Any])
     """Resolve ``command``'s config from ``args`` and print it (``--print-config``), or run ``stage``
     on it (a :mod:`kdfiqa.pipeline` stage) and print the summary."""
     from ..errors import ConfigError
+    from ..pipeline import is_main_process
 
     if args.resume and args.overwrite:
         raise ConfigError("--resume and --overwrite cannot be combined: continue the run, or start it over")
@@ -116,7 +117,7 @@ def run_stage(args: argparse.Namespace, command: str, stage: Callable[..., Any])
     started = time.perf_counter()
     result = stage(config, resume=args.resume, allow_changes=args.allow_changes, overwrite=args.overwrite)
     report(result, time.perf_counter() - started)
-    if result.collapsed:  # the last word of the run, so that it is not mistaken for a result
+    if result.collapsed and is_main_process():  # the last word of the run, so that it is not mistaken for a result
         print(f"warning: kdfiqa {command}: the run collapsed: every validated epoch predicted a near-constant "
               f"score, so {result.checkpoint.name} is not worth deploying; try a lower --lr or more epochs "
               "(log.jsonl flags each epoch: \"collapsed\": true)", file=sys.stderr)
