@@ -201,7 +201,8 @@ def _evaluate(space: SearchSpace, trial: int, kwargs: dict[str, Any], budget: Bu
     params = sum(p.numel() for p in model.parameters())
     if params > budget.max_params:
         return Candidate(trial, kwargs, params, None, False)
-    report = measure(model, size)
+    # at the budget's deployment size too, where that is larger: a file written at 64 still fits at 224
+    report = max((measure(model, s) for s in budget.sizes_for(size)), key=lambda r: r.flops)
     within = budget.fits(report)
     latency = cpu_latency_ms(model, size, latency_runs) if within and latency_runs > 0 else None
     return Candidate(trial, kwargs, report.params, report.flops, within, latency)
@@ -210,8 +211,10 @@ def _evaluate(space: SearchSpace, trial: int, kwargs: dict[str, Any], budget: Bu
 def search_students(family: str, budget: Budget, *, input_size: Any = None, trials: int = 32, seed: int = 0,
                     latency_runs: int = 5, progress: bool = False) -> SearchResult:
     """Draw ``trials`` candidates of :data:`SPACES` ``[family]`` (seeded by ``seed``), measure each at
-    ``input_size`` (default: the budget's deployment size, else the family model's own), discard those
-    over ``budget``, time the rest (``latency_runs`` runs; 0: no timing) and return the Pareto front.
+    ``input_size`` (default: the budget's deployment size, else the family model's own) and at the
+    budget's deployment size where that is larger (:meth:`~kdfiqa.budget.Budget.sizes_for`; the
+    costlier figures are the candidate's), discard those over ``budget``, time the rest at
+    ``input_size`` (``latency_runs`` runs; 0: no timing) and return the Pareto front.
 
     A draw equal to an earlier one is counted as a duplicate and not measured again. ``progress``
     shows a bar on stderr.

@@ -203,3 +203,16 @@ def test_mobilenet_width_is_timms_variant_and_default_unchanged():
     with pytest.raises(ConfigError, match="width 0.6 is not one timm builds"):
         create_model("mobilenetv3_large_fiqa", width=0.6)
 
+
+
+def test_files_found_at_a_small_input_fit_the_budget_at_its_deployment_size(written):
+    """Searched at 64x64 against vquala2025, every file still fits at 224x224, where the budget
+    checks every student (fvcore's count there, measured afresh)."""
+    from kdfiqa.budget import VQUALA2025, measure
+    from kdfiqa.targets import load_target
+
+    _, out = written
+    files = sorted(out.glob("*.yaml"))
+    assert files
+    for path in files:
+        assert VQUALA2025.fits(measure(load_target(path), 224)), path
