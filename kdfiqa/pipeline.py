@@ -753,16 +753,22 @@ def _distill(config: RunConfig, *, teacher: Any, pseudo: Labels | Sequence[Label
     teacher_size = teacher.input_size[1:] if online and teacher.input_size is not None else None
     config = resolve_transforms(config, student.model, teacher_size=teacher_size,
                                 teacher_normalize=getattr(teacher, "normalize", None) if online else None)
-    if online and hasattr(teacher, "set_view_normalize"):  # what the teacher is fed, in its normalisation
-        spec = config.data.train_transform
-        teacher.set_view_normalize(spec.get("teacher_normalize", spec["normalize"]))
     train_set, val = labeled_data(config, pseudo)
+    spec = config.data.train_transform
+
+    def declare_feed(to: Any) -> None:
+        """Tell the teacher how this run's data normalises what it is fed (its view, the student's)."""
+        if hasattr(to, "set_input_normalize"):
+            to.set_input_normalize(teacher_image=spec.get("teacher_normalize", spec["normalize"]),
+                                   image=spec["normalize"])
+
     if online:  # a teacher of scores must score every training image: checked now, not mid-epoch
         from .distill.score_table import ScoreTable
 
         for member in getattr(teacher, "members", []):
             if isinstance(member, ScoreTable):
                 member.require(train_set.names, where="of the training images")
+        declare_feed(teacher)
     if online and config.distill.view_cache:
         train_set = _cached_views(config, teacher, train_set, ctx, rebuild=overwrite)
         teacher = Teacher(CachedTeacher())
@@ -770,6 +776,7 @@ def _distill(config: RunConfig, *, teacher: Any, pseudo: Labels | Sequence[Label
         objective: nn.Module = Distiller(teacher, student, task_loss=config.loss.task,
                                          distill_loss=config.distill.loss,
                                          feature_losses=config.distill.feature or None)
+        declare_feed(teacher)  # over the Distiller's own guess from the student's deploy config
     else:
         objective = Supervised(student.model, config.loss.task)
     return _fit(objective, train_set, val, config, ctx, sampler=_sampler(config, train_set), resume=resume,

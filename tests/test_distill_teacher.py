@@ -39,9 +39,14 @@ def test_teacher_is_frozen_and_stays_in_eval_mode():
 def test_teacher_uses_teacher_view_when_present_else_resizes_to_its_input_size():
     net = RecordingModel(default_input_size=(3, 32, 32))
     t = Teacher(net)
-    b = batch(2, 16, teacher_size=24)
+    b = batch(2, 16, teacher_size=32)
     t(b)
     assert torch.equal(net.seen, b["teacher_image"])
+    b = batch(2, 16, teacher_size=24)  # a view of another size (an ensemble's): resized to the network's
+    t(b)
+    expected = torch.nn.functional.interpolate(b["teacher_image"], size=(32, 32), mode="bilinear",
+                                               align_corners=False, antialias=True)
+    assert torch.equal(net.seen, expected)
     b.pop("teacher_image")
     t(b)
     assert net.seen.shape == (2, 3, 32, 32)

@@ -442,3 +442,26 @@ def test_a_teacher_csv_missing_training_images_is_refused_before_the_first_step(
     first = rows[0].split(",")[0]
     assert code == 2 and f"no teacher score for image {first!r}" in err, err
     assert not (tmp_path / "run" / "last.pt").exists() and not (tmp_path / "run" / "log.jsonl").exists()
+
+
+def test_each_ensemble_member_runs_at_its_own_size_and_a_bare_distiller_converts_the_students_image():
+    """One teacher view (the first member's 40x40) is resized for a 48x48 member; a Distiller fed a
+    batch without a teacher view converts the student's ImageNet image for a symmetric teacher."""
+    from kdfiqa.distill import Distiller, Student
+    from kdfiqa.models import create_model, deploy_config, set_deploy_config
+
+    small, large = create_model(TINY), create_model(TINY)
+    set_deploy_config(small, deploy_config(small).replace(input_size=(3, 40, 40)))
+    set_deploy_config(large, deploy_config(large).replace(input_size=(3, 48, 48), normalize="symmetric"))
+    seen = {}
+    for name, net in (("small", small), ("large", large)):
+        net.backbone.register_forward_pre_hook(lambda module, args, name=name: seen.__setitem__(name, args[0]))
+    Teacher([small, large])({"image": torch.zeros(2, 3, 32, 32), "teacher_image": torch.rand(2, 3, 40, 40)})
+    assert tuple(seen["small"].shape[-2:]) == (40, 40) and tuple(seen["large"].shape[-2:]) == (48, 48)
+    seen.clear()
+    pixels = torch.rand(2, 3, 32, 32)
+    imagenet = (pixels - torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    distiller = Distiller(Teacher(large), Student(create_model(TINY), budget=kdfiqa.budget.Budget(1.0, 10**7)))
+    distiller.frozen_forward({"image": imagenet, "score": torch.rand(2)})
+    fed = seen["large"]
+    assert fed.min() >= -1.0 - 1e-5 and fed.max() <= 1.0 + 1e-5 and tuple(fed.shape[-2:]) == (48, 48)

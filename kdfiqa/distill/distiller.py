@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..losses import WeightedSum
 from .features import FeaturePair, FeatureTap, build_feature_loss, capturing, parse_feature_pairs
-from ..models.deploy import output_kind
+from ..models.deploy import deploy_config, output_kind
 from ..modes import evaluating
 from .score_table import score_to_logit
 from .objective import LossSpec, as_weighted_sum, logged, targets_of
@@ -138,7 +138,9 @@ class Distiller(nn.Module):
     student.
 
     ``teacher`` is a :class:`Teacher` or anything :class:`Teacher` accepts; ``student`` a
-    :class:`Student` or a model (then checked against the default budget). ``.model`` is the bare
+    :class:`Student` or a model (then checked against the default budget). A batch without a
+    ``teacher_image`` feeds the teacher the student's image, converted from the student's deploy
+    normalisation to the teacher's (:meth:`Teacher.set_input_normalize`). ``.model`` is the bare
     student, the only module a trainer saves; the teacher is frozen, so ``.train()`` leaves it in
     eval mode and its parameters never require grad. ``forward(batch)`` is
     ``trainable(batch, frozen_forward(batch))``.
@@ -158,6 +160,9 @@ class Distiller(nn.Module):
         super().__init__()
         self.teacher = teacher if isinstance(teacher, Teacher) else Teacher(teacher)
         self.student = student if isinstance(student, Student) else Student(student)
+        # a batch without a teacher view feeds the teacher the student's image, normalised as the
+        # student is deployed (a pipeline that knows its data better says so after this)
+        self.teacher.set_input_normalize(image=deploy_config(self.student.model).normalize)
         pairs = parse_feature_pairs(feature_losses)
         if task_loss is None and distill_loss is None and not pairs:
             raise ConfigError("the distiller has no loss: give a task_loss, a distill_loss or feature_losses")

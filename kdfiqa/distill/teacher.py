@@ -37,10 +37,12 @@ class NetworkTeacher(nn.Module):
     size), else its ``default_input_size``, else unknown (``None``).
 
     ``forward(batch)`` feeds ``batch["teacher_image"]`` when the batch has it (the data set rendered
-    the teacher's own view of the same crop), otherwise ``batch["image"]`` (the student's view)
-    bilinearly resized with antialiasing to ``input_size`` when one is known. What it is fed is
-    taken to be normalised as ``view_normalize`` says (default: the network's own ``normalize``, its
-    deploy config's) and converted to the network's own normalisation when the two differ. It returns ``network.forward_logits`` as (B, 1) on the batch's device; for a
+    the teacher's own view of the same crop), otherwise ``batch["image"]`` (the student's view),
+    bilinearly resized with antialiasing to ``input_size`` when one is known and the view is of
+    another size (an ensemble's members share one view). The teacher view is taken to be normalised
+    as ``view_normalize`` says and the student's image as ``image_normalize`` (both default to the
+    network's own ``normalize``, its deploy config's; :meth:`Teacher.set_input_normalize` sets
+    them), and either is converted to the network's own normalisation when they differ. It returns ``network.forward_logits`` as (B, 1) on the batch's device; for a
     linear-output network (a regression onto the label scale) the clamped logit of that score, so
     that every teacher speaks in logits.
     """
@@ -59,9 +61,10 @@ class NetworkTeacher(nn.Module):
                 else deployed.input_size if deployed is not None
                 else getattr(network, "default_input_size", None))
         self.input_size = parse_input_size(size) if size is not None else None
-        # the normalisation the network was trained with, and that of the images it is fed
+        # the normalisation the network was trained with, and those of the teacher view and of the
+        # student's image it may be fed (see Teacher.set_input_normalize)
         self.normalize = deployed.normalize if deployed is not None else "imagenet"
-        self.view_normalize = self.normalize
+        self.view_normalize = self.image_normalize = self.normalize
 
     @property
     def eval_transform(self) -> dict[str, Any]:
@@ -83,11 +86,10 @@ class NetworkTeacher(nn.Module):
     def _raw(self, batch: Mapping[str, Any]) -> Tensor:
         image = batch["image"]
         x = batch.get("teacher_image")
-        if x is None:
-            x = image
-            if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size[1:]:
-                x = F.interpolate(x, size=self.input_size[1:], mode="bilinear", align_corners=False, antialias=True)
-        x = renormalize(x, self.view_normalize, self.normalize)
+        x = (renormalize(image, self.image_normalize, self.normalize) if x is None
+             else renormalize(x, self.view_normalize, self.normalize))
+        if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size[1:]:  # e.g. an ensemble's
+            x = F.interpolate(x, size=self.input_size[1:], mode="bilinear", align_corners=False, antialias=True)
         device = next(self.network.parameters(), image).device
         return self.network.forward_logits(x.to(device)).reshape(-1, 1).to(image.device)
 
@@ -165,7 +167,7 @@ class Teacher(nn.Module):
             for path in (item.sources if isinstance(item, Teacher)
                          else [os.fspath(item)] if isinstance(item, (str, os.PathLike)) and Path(item).exists() else []))
         if self.normalize is not None:  # one teacher view for all: the first network's normalisation
-            self.set_view_normalize(self.normalize)
+            self.set_input_normalize(teacher_image=self.normalize)
         self.requires_grad_(False)
         super().train(False)
         if device is not None:
@@ -198,12 +200,17 @@ class Teacher(nn.Module):
         first = next((m for m in self.members if isinstance(m, NetworkTeacher)), None)
         return None if first is None else first.normalize
 
-    def set_view_normalize(self, normalize: str) -> None:
-        """Say how the images this teacher will be fed are normalised (a
-        :data:`~kdfiqa.data.transforms.NORMALIZATIONS` name); each network converts them to its own."""
+    def set_input_normalize(self, *, teacher_image: str | None = None, image: str | None = None) -> None:
+        """Say how the images this teacher will be fed are normalised (:data:`~kdfiqa.data.transforms.NORMALIZATIONS`
+        names): ``teacher_image``, the teacher's own view, and ``image``, the student's view it falls
+        back to (the :class:`~kdfiqa.distill.Distiller` sets it to the student's); each network
+        converts them to its own. ``None`` leaves one as it is."""
         for member in self.members:
             if isinstance(member, NetworkTeacher):
-                member.view_normalize = normalize
+                if teacher_image is not None:
+                    member.view_normalize = teacher_image
+                if image is not None:
+                    member.image_normalize = image
 
     @property
     def eval_transform(self) -> dict[str, Any]:
