@@ -11,7 +11,7 @@ from .budget import VQUALA2025, Budget
 from .errors import ConfigError
 from .registry import Registry
 
-__all__ = ["BUDGETS", "DEFAULT_BUDGET", "as_budget", "get_budget"]
+__all__ = ["BUDGETS", "DEFAULT_BUDGET", "NO_BUDGET", "as_budget", "get_budget"]
 
 BUDGETS: Registry[Budget] = Registry("budget")
 """Budget name → :class:`~kdfiqa.budget.Budget`."""
@@ -27,10 +27,17 @@ def get_budget(name: str) -> Budget:
     return BUDGETS.get(name)
 
 
-def as_budget(budget: Budget | str) -> Budget:
-    """``budget`` itself, or the budget registered under that name (:func:`get_budget`)."""
+NO_BUDGET = Budget(max_gflops=float("inf"), max_params=2**62, name="none")
+"""What ``--budget none`` (``budget=None`` or ``"none"`` in Python) checks against: nothing fails it."""
+
+
+def as_budget(budget: Budget | str | None) -> Budget:
+    """``budget`` itself, the budget registered under that name (:func:`get_budget`), or
+    :data:`NO_BUDGET` for ``None`` and ``"none"``."""
     if isinstance(budget, Budget):
         return budget
+    if budget is None or budget == "none":
+        return NO_BUDGET
     if isinstance(budget, str):
         return get_budget(budget)
-    raise ConfigError(f"budget {budget!r} is neither a kdfiqa.Budget nor a budget name ({', '.join(BUDGETS)})")
+    raise ConfigError(f"budget {budget!r} is neither a kdfiqa.Budget nor a budget name ({', '.join(BUDGETS)}, none)")

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Sampler
 
 from .budget import Budget, parse_input_size
+from .budget_presets import NO_BUDGET
 from .config import RunConfig
 from .engine.distributed import DistContext, init_distributed
 from .errors import CheckpointError, ConfigError, DataError
@@ -294,17 +295,14 @@ def resolve_transforms(config: RunConfig, model: nn.Module, teacher_size: Sequen
     )
 
 
-NO_BUDGET = Budget(max_gflops=float("inf"), max_params=2**62, name="none")
-"""What ``--budget none`` checks against: nothing fails it."""
 
 
 def _budget(config: RunConfig, command: str = "distill") -> Budget:
     """The budget a run checks: ``distill.budget``, which for ``distill`` defaults to the default
     budget and for ``train`` to none."""
-    from .budget_presets import DEFAULT_BUDGET, get_budget
+    from .budget_presets import DEFAULT_BUDGET, as_budget
 
-    name = config.distill.budget or (DEFAULT_BUDGET if command == "distill" else "none")
-    return NO_BUDGET if name == "none" else get_budget(name)
+    return as_budget(config.distill.budget or (DEFAULT_BUDGET if command == "distill" else "none"))
 
 
 def deploy_sizes(config: RunConfig, budget: Budget) -> list[tuple[int, int, int]]:
@@ -455,8 +453,28 @@ def _check_output(config: RunConfig, resume: bool, overwrite: bool) -> None:
     if resume and not any(p.is_file() for p in out.rglob("last.pt")):
         raise CheckpointError(f"--resume: no last.pt file under {out}; check --out, or start without --resume")
     data = config.data
-    check_output_dir(out, inputs=[data.csv, data.val_csv, data.pseudo_csv, config.model.init,
-                                  *map(str, config.distill.teachers)], resume=resume, overwrite=overwrite)
+    inputs = [data.csv, data.val_csv, data.pseudo_csv, config.model.init, *map(str, config.distill.teachers)]
+    check_output_dir(out, inputs=inputs, resume=resume, overwrite=overwrite)
+    if overwrite and not resume and is_main_process():  # a new run: nothing of an earlier one stays
+        _remove_earlier_stages(out, [Path(p).resolve() for p in inputs if p])
+
+
+def _remove_earlier_stages(out: Path, inputs: list[Path]) -> None:
+    """Remove what an earlier run's stages left in ``out``: the SSAR and self-training stage folders,
+    its pseudo-labels and its teacher view cache (the run files themselves go when training starts),
+    keeping any that holds one of this run's ``inputs`` (a teacher of an earlier round, say)."""
+    import shutil
+
+    def holds_input(path: Path) -> bool:
+        path = path.resolve()
+        return any(p == path or path in p.parents for p in inputs)
+
+    for stage in [out / "ssar", *sorted(out.glob("self_train_*"))]:
+        if stage.is_dir() and not holds_input(stage):
+            shutil.rmtree(stage)
+    for name in (PSEUDO_LABELS, VIEW_CACHE):
+        if not holds_input(out / name):
+            (out / name).unlink(missing_ok=True)
 
 
 RESUME_KEYS = {
@@ -484,7 +502,7 @@ def _check_unchanged(config: RunConfig, last: Path) -> None:
         for key in keys:
             if key in before and before[key] != current[section][key]:
                 was = f"--resume: {section}.{key} was {before[key]!r} in {last}, now {current[section][key]!r}"
-                if section == "model":  # the weights in last.pt are of that model: no change can resume them
+                if section == "model" and key != "input":  # last.pt holds that model's weights: none other resumes
                     raise ConfigError(f"{was}; a run resumes with its own model: resume with the run's settings, "
                                       "or start a new run (another --out, or --overwrite)")
                 raise ConfigError(

@@ -157,3 +157,12 @@ def test_a_stopped_run_exits_with_128_plus_its_signal(monkeypatch, capsys, signu
     monkeypatch.setattr(kdfiqa.cli.models, "run", stopped)
     assert main(["models"]) == 128 + signum
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_resume_at_another_input_size_points_at_allow_changes(capsys, tmp_path, data):
+    images, labels = data
+    base = ["train", "--model", TINY, "--root", images, "--csv", labels, "--device", "cpu", "--quiet",
+            "--batch-size", "8", "--val-fraction", "0.2", "--epochs", "1", "--out", tmp_path / "run"]
+    assert _run(capsys, base)[0] == 0
+    code, _, err = _run(capsys, [*base, "--resume", "--input", "40"])
+    assert code == 2 and "model.input was" in err and "--allow-changes" in err, err

@@ -83,3 +83,9 @@ def test_student_without_a_resolution_is_a_config_error():
     with pytest.raises(ConfigError, match="input_sizes"):
         Student(model)
     assert Student(model, input_sizes=16).input_sizes == [(3, 16, 16)]
+
+
+@pytest.mark.parametrize("budget", [None, "none"])
+def test_a_student_can_be_held_to_no_budget(budget):
+    student = Student(WideHead(), budget=budget)  # over vquala2025's parameter limit
+    assert student.within_budget and student.budget.name == "none"

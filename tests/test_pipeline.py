@@ -5,6 +5,7 @@ written by every path."""
 from __future__ import annotations
 
 import csv
+import re
 import dataclasses
 import json
 import sys
@@ -12,6 +13,7 @@ import sys
 import pytest
 import torch
 
+import kdfiqa.checkpoint
 import kdfiqa.distill
 import kdfiqa.engine.distributed
 import kdfiqa.models
@@ -465,3 +467,41 @@ def test_each_ensemble_member_runs_at_its_own_size_and_a_bare_distiller_converts
     distiller.frozen_forward({"image": imagenet, "score": torch.rand(2)})
     fed = seen["large"]
     assert fed.min() >= -1.0 - 1e-5 and fed.max() <= 1.0 + 1e-5 and tuple(fed.shape[-2:]) == (48, 48)
+
+
+def test_overwrite_removes_an_earlier_runs_stage_folders_but_never_an_input(tmp_path, data, capsys):
+    _, images, labels, _ = data
+    out = tmp_path / "run"
+    for stage in ("ssar", "self_train_1/teacher", "self_train_2/teacher"):
+        (out / stage).mkdir(parents=True)
+        (out / stage / "last.pt").write_bytes(b"an earlier run's stage")
+    (out / "pseudo_labels.csv").write_text("old.png,0.5\n")
+    teacher = out / "self_train_2" / "teacher" / "best.pt"  # a teacher of that earlier run, given as input
+    kdfiqa.checkpoint.save_checkpoint(teacher, kdfiqa.checkpoint.build_checkpoint(kdfiqa.models.create_model(TINY)))
+    code, _, err = _run(capsys, ["distill", *_common(images, labels), "--teacher", teacher,
+                                 "--distill-loss", "0.5*temperature_mse", "--out", out, "--overwrite"])
+    assert code == 0, err
+    assert not (out / "ssar").exists() and not (out / "self_train_1").exists()
+    assert not (out / "pseudo_labels.csv").exists()
+    assert teacher.is_file()  # kept: an input of this run
+
+
+def test_batch_of_one_pairs_train_and_suggested_batch_sizes_work(tmp_path):
+    from kdfiqa.data import FIQADataset, build_transform
+    from kdfiqa.distill import Supervised
+    from kdfiqa.distill.ssar import SSARObjective
+    from kdfiqa.engine import Trainer, TrainConfig
+    from kdfiqa.errors import ConfigError
+    from kdfiqa.models import create_model
+
+    images, labels = synthetic(tmp_path, 10, 0, "labeled")
+    data = FIQADataset(images, labels, transform=build_transform({"mode": "resize", "size": 32}))
+    config = TrainConfig(output_dir=str(tmp_path / "run"), epochs=1, batch_size=3, drop_last=False, device="cpu")
+    model = create_model("mobilenetv3_small_fiqa")
+    with pytest.raises(ConfigError, match=r"use batch_size (\d+) or (\d+)") as refused:
+        Trainer(Supervised(model), data, None, config)  # 10 % 3 == 1
+    for size in map(int, re.search(r"batch_size (\d+) or (\d+)", str(refused.value)).groups()):
+        assert 10 % size != 1
+    objective = SSARObjective(model)
+    assert objective.images_per_sample == 2  # a last "batch of one" is a clean and a degraded image
+    assert Trainer(objective, data, None, config).config.batch_size == 3

@@ -20,7 +20,7 @@ EXAMPLES = """examples:
   kdfiqa distill --recipe ecnu_sjtu --root data/train --csv data/train.csv \\
       --unlabeled data/unlabeled --teacher runs/teacher/best.pt --out runs/winner
   kdfiqa distill --model emo2_1m --teacher runs/teacher/best.pt --root data/train --csv data/train.csv \\
-      --feature-loss backbone.stages.3:backbone.stages.3:feature:0.1 --out runs/feat
+      --feature-loss backbone.stage4.2:backbone.stage4.2:feature:0.1 --out runs/feat
 
 Before any training the student is measured with fvcore at its deployment size (--deploy-input;
 default the budget's, 224x224 for vquala2025, or the training size when larger): over --budget it

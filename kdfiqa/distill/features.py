@@ -107,7 +107,8 @@ class FeatureTap:
         self.role = role
         self.armed = False
         self.value: Tensor | None = None
-        find_module(model, path, role).register_forward_hook(self._store)
+        self.module = find_module(model, path, role)
+        self.module.register_forward_hook(self._store)
 
     def _store(self, module: nn.Module, inputs: Any, output: Any) -> None:
         if self.armed:
@@ -117,7 +118,9 @@ class FeatureTap:
         """The output captured by the last forward, then forget it."""
         value, self.value = self.value, None
         if value is None:
-            raise ConfigError(f"{self.role} module {self.path!r} was not called by forward; pick another module")
+            children = [f"{self.path}.{name}" for name, _ in self.module.named_children()][-1:]
+            hint = f" (a container: name one of its modules, e.g. {children[0]!r})" if children else ""
+            raise ConfigError(f"{self.role} module {self.path!r} was not called by forward{hint}; pick another module")
         if not isinstance(value, Tensor):
             raise ConfigError(
                 f"{self.role} module {self.path!r} returns {type(value).__name__}, not a tensor; pick a module "

@@ -91,6 +91,10 @@ class SSARObjective(nn.Module):
     logs ``ranking_accuracy``, the fraction of pairs with q̂(I) > q̂(I').
     """
 
+    images_per_sample = 2
+    """Each sample is a (clean, degraded) pair, both scored in one batch: a batch of one sample is
+    two images, which a batch norm trains on."""
+
     def __init__(self, model: nn.Module, *, margin_scale: float = 0.1, loss: LossSpec | None = None) -> None:
         super().__init__()
         self.model = model

@@ -44,7 +44,8 @@ class Student:
     :func:`kdfiqa.budget.check` at each of ``input_sizes``: the resolution(s) it will be evaluated at,
     by default its deployment size (:mod:`kdfiqa.models.deploy`) or the budget's where that is larger
     (:meth:`~kdfiqa.budget.Budget.sizes_for`: a model trained small is still checked at 224x224 for
-    ``vquala2025``). ``budget`` is a :class:`~kdfiqa.budget.Budget` or a registered name. Over budget,
+    ``vquala2025``). ``budget`` is a :class:`~kdfiqa.budget.Budget`, a registered name, or ``None``
+    / ``"none"`` (no limit). Over budget,
     or not measurable, it raises
     :class:`~kdfiqa.budget.BudgetExceeded` (or :class:`~kdfiqa.budget.MeasurementError`) unless
     ``allow_over_budget``, in which case a loud warning is logged and ``within_budget`` is false.
@@ -58,7 +59,7 @@ class Student:
         self,
         model: nn.Module,
         *,
-        budget: Budget | str = VQUALA2025,
+        budget: Budget | str | None = VQUALA2025,
         input_sizes: Any | Iterable[Any] = None,
         allow_over_budget: bool = False,
     ) -> None:

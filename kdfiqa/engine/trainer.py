@@ -239,13 +239,16 @@ class Trainer:
                 f"full batch of batch_size={cfg.batch_size}; lower batch_size or set drop_last=False"
             )
         per_epoch = len(sampler)  # type: ignore[arg-type]
-        if cfg.batch_size == 1 and self._trains_batch_norm():
+        single = getattr(self.objective, "images_per_sample", 1) == 1  # SSAR scores a pair per sample
+        if single and cfg.batch_size == 1 and self._trains_batch_norm():
             raise ConfigError("batch_size 1: the model's BatchNorm1d cannot train on one sample per batch; use "
                               "--batch-size 2 or more")
-        if not cfg.drop_last and per_epoch % cfg.batch_size == 1 and self._trains_batch_norm():
+        if single and not cfg.drop_last and per_epoch % cfg.batch_size == 1 and self._trains_batch_norm():
+            near = sorted((b for b in range(2, per_epoch + 1) if per_epoch % b != 1),
+                          key=lambda b: (abs(b - cfg.batch_size), b))[:2]
             raise ConfigError(
                 f"drop_last=False leaves a last batch of 1 of the {per_epoch} samples each epoch, and the model's "
-                f"BatchNorm1d cannot train on one sample: use batch_size {cfg.batch_size + 1} or {cfg.batch_size - 1} "
+                f"BatchNorm1d cannot train on one sample: use batch_size {' or '.join(map(str, sorted(near)))} "
                 "(--batch-size), or drop it with --set train.drop_last=true")
         return loader
 
