@@ -31,6 +31,7 @@ import random
 import signal
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -55,7 +56,7 @@ from .distributed import (
     init_distributed,
 )
 from .ema import ModelEma
-from ..metrics import COLLAPSE_SPREAD
+from ..metrics import COLLAPSE_SPREAD, ConstantInputWarning
 from .evaluation import evaluate_model
 from .optim import create_optimizer, create_schedule
 from .state import TrainState, load_objective_state, objective_state
@@ -505,11 +506,13 @@ class Trainer:
         if self.val_data is None:
             return {}
         model = self.ema.module if self.ema is not None else self.objective.model
-        metrics, preds = evaluate_model(
-            model, self.val_data, ctx, batch_size=cfg.val_batch_size or cfg.batch_size,
-            num_workers=cfg.num_workers, amp=cfg.amp, channels_last=cfg.channels_last,
-            fitted=cfg.monitor in FITTED_METRICS,
-        )
+        with warnings.catch_warnings():  # a constant prediction is flagged as a collapsed epoch instead
+            warnings.simplefilter("ignore", ConstantInputWarning)
+            metrics, preds = evaluate_model(
+                model, self.val_data, ctx, batch_size=cfg.val_batch_size or cfg.batch_size,
+                num_workers=cfg.num_workers, amp=cfg.amp, channels_last=cfg.channels_last,
+                fitted=cfg.monitor in FITTED_METRICS,
+            )
         return {**metrics, "spread": float(preds.scores.double().std()) if len(preds.scores) > 1 else 0.0}
 
     def _improves(self, value: Any) -> bool:
