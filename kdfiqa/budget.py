@@ -134,7 +134,7 @@ class BudgetExceeded(KdfiqaError):
         over = []
         if report.gflops > budget.max_gflops:
             shown = f"{report.gflops:.4f} GFLOPs"
-            if float(shown.split()[0]) <= budget.max_gflops:  # just over: rounding would hide by how much
+            if round(report.gflops, 4) <= budget.max_gflops:  # just over: rounding would hide by how much
                 shown = f"{report.gflops:.9f} GFLOPs ({report.flops:,} FLOPs)"
             over.append(f"{shown} > {budget.max_gflops:g} allowed")
         if report.params > budget.max_params:

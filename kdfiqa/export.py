@@ -349,7 +349,8 @@ def export_model(
         raise ExportError(f"--opset {opset} is too old: dynamic height and width need opset >= {DEFAULT_OPSET}")
     out = Path(out_dir)
     for fmt in formats:
-        check_output_file(out / f"{stem}{SUFFIXES[fmt]}", overwrite=overwrite, flag="export", overwrite_flag="overwrite=True")
+        check_output_file(out / f"{stem}{SUFFIXES[fmt]}", overwrite=overwrite, flag="export",
+                          overwrite_flag="overwrite=True")
     reports: list[CostReport] = []
     within: bool | None = None
     if budget is not None:

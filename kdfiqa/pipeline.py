@@ -295,8 +295,6 @@ def resolve_transforms(config: RunConfig, model: nn.Module, teacher_size: Sequen
     )
 
 
-
-
 def _budget(config: RunConfig, command: str = "distill") -> Budget:
     """The budget a run checks: ``distill.budget``, which for ``distill`` defaults to the default
     budget and for ``train`` to none."""
@@ -311,13 +309,13 @@ def deploy_sizes(config: RunConfig, budget: Budget) -> list[tuple[int, int, int]
     (:meth:`~kdfiqa.budget.Budget.sizes_for`: ``vquala2025`` always checks 224x224), plus the
     size the evaluation transform feeds the network (the checkpoint's deployment size) unless one of
     those covers it in height and width."""
-    from .data import build_transform
+    from .data.transforms import expanded_spec
 
     train_size = parse_input_size(tuple(config.model.input))
     given = [parse_input_size(s) for s in config.distill.deploy_input] or [train_size]
     sizes = list(dict.fromkeys(s for size in given for s in budget.sizes_for(size)))
     # the evaluation transform's view, presets expanded: the size the checkpoint deploys at
-    spec = build_transform(config.data.eval_transform).spec if config.data.eval_transform else {}
+    spec = expanded_spec(config.data.eval_transform) if config.data.eval_transform else {}
     if spec.get("mode") != "native" and spec.get("size") is not None:
         evaluation = parse_input_size(tuple(_hw(spec["size"])))
         if not any(s[1] >= evaluation[1] and s[2] >= evaluation[2] for s in sizes):
@@ -739,11 +737,14 @@ def distill(config: RunConfig, *, teacher: Any = None, pseudo: Labels | Sequence
 def _refuse_other_teacher_size(config: RunConfig, teacher: Any) -> None:
     """A given teacher runs at its own size: a ``distill.teacher_input`` that says otherwise is refused
     rather than ignored."""
-    asked, own = config.distill.teacher_input, getattr(teacher, "input_size", None)
-    if teacher is not None and asked is not None and own is not None and parse_input_size(asked) != own:
-        raise ConfigError(f"distill.teacher_input is {'x'.join(map(str, parse_input_size(asked)[1:]))}, but the given "
-                          f"teacher runs at {'x'.join(map(str, own[1:]))}: build it with "
-                          f"Teacher(..., input_size={parse_input_size(asked)[1:]}) or leave distill.teacher_input out")
+    own = getattr(teacher, "input_size", None)
+    if config.distill.teacher_input is None or own is None:
+        return
+    asked = parse_input_size(config.distill.teacher_input)
+    if asked != own:
+        raise ConfigError(f"distill.teacher_input is {'x'.join(map(str, asked[1:]))}, but the given teacher runs at "
+                          f"{'x'.join(map(str, own[1:]))}: build it with Teacher(..., input_size={asked[1:]}) or "
+                          "leave distill.teacher_input out")
 
 
 def _checked_student(config: RunConfig, student: Any) -> Any:

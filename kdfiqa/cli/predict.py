@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from ..inference import DEVICES
-
 from .config_flags import at_least, image_size_arg
 
 EXAMPLES = """examples:

@@ -50,6 +50,7 @@ __all__ = [
     "MultiCrop",
     "PairedViews",
     "build_transform",
+    "expanded_spec",
     "renormalize",
     "rescaled_spec",
     "resized_size",

@@ -45,8 +45,7 @@ class Student:
     by default its deployment size (:mod:`kdfiqa.models.deploy`) or the budget's where that is larger
     (:meth:`~kdfiqa.budget.Budget.sizes_for`: a model trained small is still checked at 224x224 for
     ``vquala2025``). ``budget`` is a :class:`~kdfiqa.budget.Budget`, a registered name, or ``None``
-    / ``"none"`` (no limit). Over budget,
-    or not measurable, it raises
+    / ``"none"`` (no limit). Over budget, or not measurable, it raises
     :class:`~kdfiqa.budget.BudgetExceeded` (or :class:`~kdfiqa.budget.MeasurementError`) unless
     ``allow_over_budget``, in which case a loud warning is logged and ``within_budget`` is false.
 

@@ -42,8 +42,8 @@ class NetworkTeacher(nn.Module):
     another size (an ensemble's members share one view). The teacher view is taken to be normalised
     as ``view_normalize`` says and the student's image as ``image_normalize`` (both default to the
     network's own ``normalize``, its deploy config's; :meth:`Teacher.set_input_normalize` sets
-    them), and either is converted to the network's own normalisation when they differ. It returns ``network.forward_logits`` as (B, 1) on the batch's device; for a
-    linear-output network (a regression onto the label scale) the clamped logit of that score, so
+    them), and either is converted to the network's own normalisation when they differ. It returns
+    ``network.forward_logits`` as (B, 1) on the batch's device; for a linear-output network (a regression onto the label scale) the clamped logit of that score, so
     that every teacher speaks in logits.
     """
 
@@ -162,10 +162,13 @@ class Teacher(nn.Module):
                 members.append(_member(item, input_size, model_kwargs or {}))
         self.members = nn.ModuleList(members)
         # the files the teacher was loaded from (checkpoints, score CSVs), which nothing may overwrite
-        self.sources: tuple[str, ...] = tuple(
-            path for item in sources
-            for path in (item.sources if isinstance(item, Teacher)
-                         else [os.fspath(item)] if isinstance(item, (str, os.PathLike)) and Path(item).exists() else []))
+        files: list[str] = []
+        for item in sources:
+            if isinstance(item, Teacher):
+                files.extend(item.sources)
+            elif isinstance(item, (str, os.PathLike)) and Path(item).exists():
+                files.append(os.fspath(item))
+        self.sources = tuple(files)
         if self.normalize is not None:  # one teacher view for all: the first network's normalisation
             self.set_input_normalize(teacher_image=self.normalize)
         self.requires_grad_(False)

@@ -240,11 +240,12 @@ class Trainer:
                 f"full batch of batch_size={cfg.batch_size}; lower batch_size or set drop_last=False"
             )
         per_epoch = len(sampler)  # type: ignore[arg-type]
-        single = getattr(self.objective, "images_per_sample", 1) == 1  # SSAR scores a pair per sample
-        if single and cfg.batch_size == 1 and self._trains_batch_norm():
+        # SSAR scores a pair per sample; a BatchNorm1d needs two values per channel
+        at_risk = getattr(self.objective, "images_per_sample", 1) == 1 and self._trains_batch_norm()
+        if at_risk and cfg.batch_size == 1:
             raise ConfigError("batch_size 1: the model's BatchNorm1d cannot train on one sample per batch; use "
                               "--batch-size 2 or more")
-        if single and not cfg.drop_last and per_epoch % cfg.batch_size == 1 and self._trains_batch_norm():
+        if at_risk and not cfg.drop_last and per_epoch % cfg.batch_size == 1:
             near = sorted((b for b in range(2, per_epoch + 1) if per_epoch % b != 1),
                           key=lambda b: (abs(b - cfg.batch_size), b))[:2]
             raise ConfigError(
