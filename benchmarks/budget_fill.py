@@ -1,4 +1,4 @@
-"""Filling the budget: :func:`kdfiqa.budget_fill.fill_budget` (``kdfiqa budget --fill``) on every
+"""Filling the budget: :func:`kdfiqa.budget.fill.fill_budget` (``kdfiqa budget --fill``) on every
 registered student under vquala2025, with torch's FlopCounterMode beside fvcore at 224x224.
 
 Goal (issue #15): each model's boundary (the largest size on the 32-pixel grid that fits, and the next,
@@ -7,7 +7,7 @@ function handed to ``fill_budget``: each call of :func:`kdfiqa.budget.measure` (
 fvcore ``FlopCountAnalysis`` trace. A model is searched at its own deployment aspect ratio
 (``dualbranch_fiqa``'s 224x336 is 2:3).
 
-The cross-check columns are :func:`kdfiqa.budget_crosscheck.cross_check` at 224x224, in millions of
+The cross-check columns are :func:`kdfiqa.budget.crosscheck.cross_check` at 224x224, in millions of
 multiply-adds, and its time beside ``measure(strict=True)``'s (what ``kdfiqa budget`` runs per size),
 the two timed interleaved. Quick mode, for the test suite: emo2_1m alone, under a fifth of the
 GFLOPs, cross-checked at 64x64.
@@ -22,8 +22,8 @@ from typing import Callable
 from torch import nn
 
 from kdfiqa.budget import VQUALA2025, Budget, CostReport, measure
-from kdfiqa.budget_crosscheck import CrossCheck, cross_check, operator_family
-from kdfiqa.budget_fill import fill_budget
+from kdfiqa.budget.crosscheck import CrossCheck, cross_check, operator_family
+from kdfiqa.budget.fill import fill_budget
 from kdfiqa.models import create_model, list_models, model_info
 
 from .common import SHARED_MACHINE_NOTE, interleaved_medians

@@ -11,7 +11,7 @@ shared machine a second thread mostly waits; latency is therefore single-thread 
 from __future__ import annotations
 
 from kdfiqa.budget import VQUALA2025
-from kdfiqa.search import Candidate, search_students
+from kdfiqa.budget.search import Candidate, search_students
 
 from .common import SHARED_MACHINE_NOTE, torch_threads
 

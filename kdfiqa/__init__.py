@@ -33,7 +33,8 @@ from ._lazy import lazy_exports
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    ".budget": ("VQUALA2025", "Budget", "BudgetExceeded", "CostReport", "check", "measure"),
+    ".budget": ("VQUALA2025", "Budget", "BudgetExceeded", "CostReport", "SearchResult", "check", "measure",
+                "search_students"),
     ".checkpoint": ("load_model",),
     ".config": ("RunConfig",),
     ".data": ("FIQADataset", "UnlabeledImageFolder", "build_transform", "make_synthetic_fiqa"),
@@ -46,7 +47,6 @@ _EXPORTS = {
     ".models": ("DeployConfig", "FIQARegressor", "QualityHead", "create_model", "fuse", "iiRMB", "iRMB",
                 "list_models", "register_model"),
     ".pipeline": ("Labels", "RunResult"),
-    ".search": ("SearchResult", "search_students"),
 }
 """Where each public name lives: ``{sub-module: names}``."""
 

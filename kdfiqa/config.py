@@ -312,7 +312,7 @@ class DistillSection:
         one_of("distill.pseudo_sets", self.pseudo_sets, PSEUDO_SETS)
         in_range("distill.view_cache (--view-cache)", self.view_cache, 0)
         if self.budget is not None and self.budget != "none":
-            from .budget_presets import get_budget
+            from .budget.presets import get_budget
 
             get_budget(self.budget)
         parse_feature_pairs(self.feature)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from .budget import Budget, BudgetExceeded, CostReport, InputSize, measure, parse_input_size
-from .budget_presets import DEFAULT_BUDGET, as_budget
+from .budget.presets import DEFAULT_BUDGET, as_budget
 from .errors import ConfigError, KdfiqaError, first_line
 from .outputs import check_output_file
 

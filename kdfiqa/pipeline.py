@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Sampler
 
 from .budget import Budget, parse_input_size
-from .budget_presets import NO_BUDGET
+from .budget.presets import NO_BUDGET
 from .config import RunConfig
 from .engine.distributed import DistContext, init_distributed
 from .errors import CheckpointError, ConfigError, DataError
@@ -298,7 +298,7 @@ def resolve_transforms(config: RunConfig, model: nn.Module, teacher_size: Sequen
 def _budget(config: RunConfig, command: str = "distill") -> Budget:
     """The budget a run checks: ``distill.budget``, which for ``distill`` defaults to the default
     budget and for ``train`` to none."""
-    from .budget_presets import DEFAULT_BUDGET, as_budget
+    from .budget.presets import DEFAULT_BUDGET, as_budget
 
     return as_budget(config.distill.budget or (DEFAULT_BUDGET if command == "distill" else "none"))
 

@@ -28,7 +28,7 @@ def assert_fits(target: Any, budget: Any = "vquala2025", *, sizes: Sequence[Any]
     from torch import nn
 
     from .budget import Budget, BudgetExceeded, check
-    from .budget_presets import get_budget
+    from .budget.presets import get_budget
     from .models.deploy import deploy_config
     from .targets import load_target
 

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from kdfiqa.budget import measure
-from kdfiqa.budget_crosscheck import cross_check
+from kdfiqa.budget.crosscheck import cross_check
 from kdfiqa.cli.main import main
 from kdfiqa.models import create_model
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from kdfiqa.budget import Budget, CostReport, measure
-from kdfiqa.budget_fill import fill_budget
+from kdfiqa.budget.fill import fill_budget
 from kdfiqa.cli.main import main
 from kdfiqa.models import create_model
 from tiny_fiqa import TINY

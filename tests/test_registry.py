@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from kdfiqa.budget import VQUALA2025
-from kdfiqa.budget_presets import BUDGETS, DEFAULT_BUDGET, get_budget
+from kdfiqa.budget.presets import BUDGETS, DEFAULT_BUDGET, get_budget
 from kdfiqa.errors import ConfigError
 from kdfiqa.models import (
     create_backbone,
@@ -67,7 +67,7 @@ def test_budget_presets_are_a_registry_that_imports_no_torch():
     assert BUDGETS.list() == ["vquala2025"]
     with pytest.raises(ConfigError, match=r"unknown budget 'vquala2052' \(did you mean vquala2025\?\)"):
         get_budget("vquala2052")
-    code = "import sys, kdfiqa.budget_presets, kdfiqa.registry; print('torch' in sys.modules)"
+    code = "import sys, kdfiqa.budget.presets, kdfiqa.registry; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

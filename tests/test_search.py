@@ -18,7 +18,7 @@ from kdfiqa.cli.search import FAMILIES
 from kdfiqa.errors import ConfigError
 from kdfiqa.models import create_model, deploy_config
 from kdfiqa.models.model_file import MAX_MODEL_FILE_BYTES, read_model_file, write_model_file
-from kdfiqa.search import SPACES, pareto_front, sample, search_students
+from kdfiqa.budget.search import SPACES, pareto_front, sample, search_students
 from tiny_fiqa import synthetic
 
 TIGHT = Budget(max_gflops=0.06, max_params=3_500_000, name="tight")

@@ -11,13 +11,13 @@ import json
 import math
 from typing import Any, TYPE_CHECKING
 
-from ..budget_presets import BUDGETS, DEFAULT_BUDGET
+from ..budget.presets import BUDGETS, DEFAULT_BUDGET
 from ..errors import ConfigError
 from .config_flags import image_size_arg
 
 if TYPE_CHECKING:
     from ..budget import Budget, CostReport
-    from ..budget_crosscheck import CrossCheck
+    from ..budget.crosscheck import CrossCheck
 
 EXAMPLES = """examples:
   kdfiqa budget emo2_1m
@@ -75,7 +75,7 @@ def _aspect(text: str) -> tuple[int, int]:
 
 
 def add_budget_flags(p: argparse.ArgumentParser, flag: str, *extra_choices: str, help: str) -> None:
-    """The budget choice ``flag`` (a :data:`~kdfiqa.budget_presets.BUDGETS` name or one of
+    """The budget choice ``flag`` (a :data:`~kdfiqa.budget.presets.BUDGETS` name or one of
     ``extra_choices``, stored as ``args.preset``) and ``--max-gflops``/``--max-params`` overriding it."""
     p.add_argument(flag, choices=[*BUDGETS, *extra_choices], default=DEFAULT_BUDGET, dest="preset", help=help)
     p.add_argument("--max-gflops", type=float, help="override the budget's GFLOPs limit")
@@ -85,7 +85,7 @@ def add_budget_flags(p: argparse.ArgumentParser, flag: str, *extra_choices: str,
 def resolve_budget(args: argparse.Namespace) -> Budget:
     """The budget named by ``args.preset`` with the ``--max-gflops``/``--max-params`` overrides."""
     from ..budget import Budget
-    from ..budget_presets import get_budget
+    from ..budget.presets import get_budget
 
     base = get_budget(args.preset)
     if args.max_gflops is None and args.max_params is None:
@@ -101,7 +101,7 @@ def resolve_budget(args: argparse.Namespace) -> Budget:
 def run(args: argparse.Namespace) -> int:
     """Measure the target at each size (default: its deploy config's input size) against the budget."""
     from ..budget import measure
-    from ..budget_crosscheck import cross_check
+    from ..budget.crosscheck import cross_check
     from ..models.deploy import deploy_config
     from ..targets import load_target
 
@@ -137,11 +137,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _fill(args: argparse.Namespace, model: Any, budget: Budget) -> int:
-    """``--fill``: the boundary of :func:`kdfiqa.budget_fill.fill_budget`, as a table or JSON."""
+    """``--fill``: the boundary of :func:`kdfiqa.budget.fill.fill_budget`, as a table or JSON."""
     from rich.console import Console
     from rich.table import Table
 
-    from ..budget_fill import fill_budget
+    from ..budget.fill import fill_budget
 
     if args.input:
         raise ConfigError("--fill searches the input size itself; drop --input")

@@ -14,10 +14,10 @@ from .budget import add_budget_flags, resolve_budget
 from .config_flags import image_size_arg
 
 if TYPE_CHECKING:
-    from ..search import SearchResult
+    from ..budget.search import SearchResult
 
 FAMILIES = ("emo2", "emo", "mobilenetv3_large", "mobilenetv3_small", "mobilenetv2", "lighthspa")
-"""The families of :data:`kdfiqa.search.SPACES`, listed here so that ``--help`` needs no torch."""
+"""The families of :data:`kdfiqa.budget.search.SPACES`, listed here so that ``--help`` needs no torch."""
 
 EXAMPLES = """examples:
   kdfiqa search
@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Search, then print the front (table or JSON) and write the requested plot and model files."""
-    from ..search import check_out_dir, search_students, write_front
+    from ..budget.search import check_out_dir, search_students, write_front
 
     if args.latency_runs < 1:
         raise ConfigError(f"--latency-runs must be at least 1 (--no-latency skips timing), got {args.latency_runs}")

@@ -62,7 +62,7 @@ class Student:
         input_sizes: Any | Iterable[Any] = None,
         allow_over_budget: bool = False,
     ) -> None:
-        from ..budget_presets import as_budget
+        from ..budget.presets import as_budget
 
         self.model = unwrap_model(model)
         self.budget = as_budget(budget)

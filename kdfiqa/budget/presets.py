@@ -7,9 +7,9 @@ name="edge")``. Importing this module costs no torch: command-line parsers list 
 
 from __future__ import annotations
 
-from .budget import VQUALA2025, Budget
-from .errors import ConfigError
-from .registry import Registry
+from ..errors import ConfigError
+from ..registry import Registry
+from .limits import VQUALA2025, Budget
 
 __all__ = ["BUDGETS", "DEFAULT_BUDGET", "NO_BUDGET", "as_budget", "get_budget"]
 

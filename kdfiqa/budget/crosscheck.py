@@ -8,7 +8,7 @@ The two counters see a model differently:
 * fvcore traces the model with TorchScript and counts TorchScript operators (``aten::linear``,
   ``aten::matmul``, ``aten::einsum``, ``aten::_convolution``, norms, upsampling, adaptive pooling),
   one multiply-add as one FLOP, with kdfiqa's handle charging ``scaled_dot_product_attention`` as the
-  two matmuls it replaces (:func:`kdfiqa.budget._sdpa_flop_jit`).
+  two matmuls it replaces (:func:`kdfiqa.budget.fvcore_count.sdpa_flop_jit`).
 * ``torch.utils.flop_counter.FlopCounterMode`` runs the model eagerly and counts the operators that
   reach the dispatcher and have a formula in its ``flop_registry``: matrix products (``mm``,
   ``addmm``, ``bmm``, ``baddbmm``), ``convolution`` and the fused attention kernels, **two FLOPs per
@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from .budget import InputSize, _preserved, _probe, _total, exclusive_counts, parse_input_size
-from .errors import KdfiqaError
+from ..errors import KdfiqaError
+from .fvcore_count import exclusive_counts, fvcore_total, preserved, probe_input
+from .limits import InputSize, parse_input_size
 
 if TYPE_CHECKING:
     from torch import nn
@@ -105,7 +106,7 @@ def operator_family(op: str) -> str:
 
 
 def _exclusive(inclusive: Mapping[str, Counter]) -> dict[str, Counter]:
-    """Per-module counts without their sub-modules' (:func:`kdfiqa.budget.exclusive_counts`), the
+    """Per-module counts without their sub-modules' (:func:`kdfiqa.budget.fvcore_count.exclusive_counts`), the
     operators left at zero or below dropped."""
     return {name: +counts for name, counts in exclusive_counts(inclusive).items()}
 
@@ -216,9 +217,9 @@ def cross_check(model: nn.Module, input_size: InputSize, *, batch_size: int = 1)
         raise KdfiqaError("the cross-check needs torch >= 2.3, whose FlopCounterMode counts per module")
     size = parse_input_size(input_size)
     where = f"{getattr(model, 'model_name', type(model).__name__)} at {'x'.join(map(str, size))}"
-    with _preserved(model):
-        x = _probe(model, size, batch_size)
-        analysis = _total(model, x, where)
+    with preserved(model):
+        x = probe_input(model, size, batch_size)
+        analysis = fvcore_total(model, x, where)
         fv_inclusive = {name: Counter(ops) for name, ops in analysis.by_module_and_operator().items()}
         fv_uncounted_inclusive = {name: Counter({_bare(op): n for op, n in analysis.unsupported_ops(name).items()})
                                   for name in fv_inclusive}

@@ -13,8 +13,9 @@ from typing import Callable
 
 from torch import nn
 
-from .budget import Budget, CostReport, measure
-from .errors import ConfigError
+from ..errors import ConfigError
+from .core import measure
+from .limits import Budget, CostReport
 
 __all__ = ["FillResult", "fill_budget"]
 

@@ -33,11 +33,12 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from .budget import Budget, measure, parse_input_size
-from .errors import ConfigError
-from .models import create_model
-from .models.mobilenet import WIDTHS
-from .models.model_file import write_model_file
+from ..errors import ConfigError
+from ..models import create_model
+from ..models.mobilenet import WIDTHS
+from ..models.model_file import write_model_file
+from .core import measure
+from .limits import Budget, parse_input_size
 
 __all__ = ["SearchSpace", "SPACES", "Candidate", "SearchResult", "sample", "pareto_front", "cpu_latency_ms",
            "search_students", "front_files", "check_out_dir", "write_front"]
@@ -222,7 +223,7 @@ def search_students(family: str, budget: Budget, *, input_size: Any = None, tria
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .models import model_info
+    from ..models import model_info
 
     if family not in SPACES:
         raise ConfigError(f"--family {family!r} is not one of {', '.join(SPACES)}")
@@ -265,7 +266,7 @@ def check_out_dir(out_dir: str | Path, family: str, *, overwrite: bool = False) 
     """The earlier front files of ``family`` in ``out_dir``, which :func:`write_front` replaces;
     refused unless ``overwrite`` (and, always, a folder that cannot be written:
     :func:`kdfiqa.outputs.check_output_dir`, which every command's output folder passes)."""
-    from .outputs import check_output_dir
+    from ..outputs import check_output_dir
 
     out = check_output_dir(out_dir, resume=True, files=())  # holds model files, never a run
     old = front_files(out, family)
