@@ -26,7 +26,7 @@ SIZES = os.environ.get("KDFIQA_SIZES", "224,224x336").split(",")
 
 def build_student():
     if STUDENT.endswith((".pt", ".pth")):
-        from kdfiqa.checkpoint import load_model
+        from kdfiqa import load_model
 
         return load_model(STUDENT)
     return create_model(STUDENT, pretrained=False)

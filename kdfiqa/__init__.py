@@ -35,7 +35,6 @@ __version__ = "0.1.0"
 _EXPORTS = {
     ".budget": ("VQUALA2025", "Budget", "BudgetExceeded", "CostReport", "SearchResult", "check", "measure",
                 "search_students"),
-    ".checkpoint": ("load_model",),
     ".config": ("RunConfig",),
     ".data": ("FIQADataset", "UnlabeledImageFolder", "build_transform", "make_synthetic_fiqa"),
     ".distill": ("Distiller", "Student", "Supervised", "Teacher", "pseudo_label"),
@@ -46,6 +45,7 @@ _EXPORTS = {
     ".metrics": ("evaluate",),
     ".models": ("DeployConfig", "FIQARegressor", "QualityHead", "create_model", "fuse", "iiRMB", "iRMB",
                 "list_models", "register_model"),
+    ".models.rebuild": ("load_model",),
     ".pipeline": ("Labels", "RunResult"),
 }
 """Where each public name lives: ``{sub-module: names}``."""

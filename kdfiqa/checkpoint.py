@@ -1,5 +1,8 @@
 """kdfiqa checkpoints: a documented, pickle-free file format, atomic writes and safe loading.
 
+Rebuilding the model a file holds is :func:`kdfiqa.models.rebuild.load_model`; the RNG states it stores
+are :mod:`kdfiqa.engine.rng`'s.
+
 Format
 ------
 A checkpoint is a ``dict`` holding only tensors and plain values (``dict``, ``list``, ``tuple``,
@@ -13,7 +16,7 @@ A checkpoint is a ``dict`` holding only tensors and plain values (``dict``, ``li
                     kwargs :func:`kdfiqa.models.restorable_kwargs` allows are replayed);
                     ``deploy`` is its :class:`~kdfiqa.models.deploy.DeployConfig` as
                     ``to_dict()`` (input size, evaluation transform, normalisation, output kind),
-                    which :func:`load_model` puts back on the rebuilt model. Files written before
+                    which :func:`~kdfiqa.models.rebuild.load_model` puts back on the rebuilt model. Files written before
                     ``deploy`` existed get the rebuilt model's own config, at the ``config``'s
                     ``model.input`` size with its ``data.eval_transform`` where it has them.
 ``state_dict``      the trained model's weights (only the model: no teacher, no projector).
@@ -24,7 +27,7 @@ A checkpoint is a ``dict`` holding only tensors and plain values (``dict``, ``li
                     (``{"decay", "updates", "state_dict"}``, see :mod:`kdfiqa.engine.ema`).
 ``epoch``           epochs completed before the position the file was written at.
 ``step``            optimiser steps taken since the start of training.
-``rng``             torch (CPU and CUDA), numpy and Python RNG states, see :func:`rng_state`.
+``rng``             torch (CPU and CUDA), numpy and Python RNG states, see :func:`kdfiqa.engine.rng.rng_state`.
 ``config``          the resolved run configuration as a plain dict.
 ``metrics``         the latest validation metrics (``{}`` when none yet).
 
@@ -38,7 +41,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import random
 import re
 import tempfile
 import warnings
@@ -46,14 +48,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Union
 
-import numpy as np
 import torch
 from torch import nn
 
 from . import __version__
-from .errors import CheckpointError, ConfigError, KdfiqaError, first_line
-from .models import create_model, restorable_kwargs
-from .models.deploy import DeployConfig, deploy_config, set_deploy_config
+from .engine.rng import rng_state
+from .errors import CheckpointError, first_line, named_first_line
+from .models.deploy import deploy_config
 
 __all__ = [
     "FORMAT",
@@ -62,9 +63,8 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "load_weights",
-    "load_model",
-    "rng_state",
-    "set_rng_state",
+    "fill_weights",
+    "checkpoint_summary",
 ]
 
 FORMAT = "kdfiqa.checkpoint.v1"
@@ -80,42 +80,6 @@ def describe_model(model: nn.Module) -> dict[str, Any]:
     built by hand)."""
     deploy = deploy_config(model).to_dict()
     return {"name": deploy["name"], "kwargs": deploy["kwargs"], "deploy": deploy}
-
-
-def rng_state() -> dict[str, Any]:
-    """Every RNG kdfiqa training touches, as tensors and plain values (weights_only-safe)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    version, words, gauss_next = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_initialized() else [],
-        "numpy": {
-            "kind": kind,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-        "python": {
-            "version": version,
-            "state": torch.tensor(words, dtype=torch.int64),
-            "gauss_next": gauss_next,
-        },
-    }
-
-
-def set_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore the RNG states captured by :func:`rng_state`."""
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    npy = state["numpy"]
-    np.random.set_state(
-        (npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
-         npy["cached_gaussian"])
-    )
-    py = state["python"]
-    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss_next"]))
 
 
 def build_checkpoint(
@@ -248,7 +212,7 @@ def _read(path: Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights_only" not in str(exc).lower() and "weights only" not in str(exc).lower():
-            raise CheckpointError(f"{path}: corrupt checkpoint ({_named_first_line(exc)})") from None
+            raise CheckpointError(f"{path}: corrupt checkpoint ({named_first_line(exc)})") from None
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         what = f" (it references {found.group(1)})" if found else ""
         raise CheckpointError(
@@ -261,13 +225,9 @@ def _read(path: Path) -> Any:
                                   "kdfiqa commands take the checkpoint it was exported from (best.pt / last.pt)"
                                   ) from None
         raise CheckpointError(
-            f"{path}: corrupt or truncated checkpoint ({_named_first_line(exc)}); use another copy "
+            f"{path}: corrupt or truncated checkpoint ({named_first_line(exc)}); use another copy "
             "(last.pt / best.pt) or re-run training"
         ) from None
-
-
-def _named_first_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
 
 
 def load_checkpoint(path: PathLike) -> dict[str, Any]:
@@ -305,7 +265,7 @@ def load_checkpoint(path: PathLike) -> dict[str, Any]:
     return ckpt
 
 
-def _holds(path: Path, ckpt: Mapping[str, Any]) -> str:
+def checkpoint_summary(path: Path, ckpt: Mapping[str, Any]) -> str:
     spec = ckpt["model"]
     kwargs = f" {spec['kwargs']}" if spec.get("kwargs") else ""
     return (
@@ -325,12 +285,12 @@ def _weights(ckpt: Mapping[str, Any], weights: str) -> Mapping[str, torch.Tensor
     return ckpt["state_dict"]
 
 
-def _fill(model: nn.Module, path: Path, ckpt: Mapping[str, Any], weights: str) -> None:
+def fill_weights(model: nn.Module, path: Path, ckpt: Mapping[str, Any], weights: str) -> None:
     try:
         model.load_state_dict(_weights(ckpt, weights), strict=True)
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())[:300]
-        raise CheckpointError(f"{_holds(path, ckpt)}: its weights do not fit ({detail})") from None
+        raise CheckpointError(f"{checkpoint_summary(path, ckpt)}: its weights do not fit ({detail})") from None
 
 
 def load_weights(
@@ -351,106 +311,6 @@ def load_weights(
     name = deploy_config(model).name
     held = ckpt["model"].get("name")
     if name is not None and held is not None and name != held:
-        raise CheckpointError(f"{_holds(path, ckpt)}, not {name!r}; pass a matching model")
-    _fill(model, path, ckpt, weights)
+        raise CheckpointError(f"{checkpoint_summary(path, ckpt)}, not {name!r}; pass a matching model")
+    fill_weights(model, path, ckpt, weights)
     return ckpt
-
-
-def _replayed_kwargs(path: Path, ckpt: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """The stored factory kwargs, ``pretrained`` forced off, refused unless
-    :func:`~kdfiqa.models.restorable_kwargs` allows every one."""
-    kwargs = ckpt["model"].get("kwargs") or {}
-    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
-        raise CheckpointError(f"{path}: model kwargs must be a mapping with string keys, "
-                              f"got {type(kwargs).__name__}")
-    try:
-        allowed = restorable_kwargs(name)
-    except KdfiqaError as exc:
-        raise CheckpointError(f"{_holds(path, ckpt)}, which cannot be built here: {exc}") from None
-    refused = sorted(set(kwargs) - allowed - {"pretrained"})
-    if refused:
-        raise CheckpointError(
-            f"{_holds(path, ckpt)}: refused to replay model argument(s) {', '.join(refused)}; a "
-            f"checkpoint may set only {', '.join(sorted(allowed)) or 'none'} for {name!r}")
-    if "pretrained" in kwargs:  # files of older releases: the weights come from the file
-        kwargs = {**kwargs, "pretrained": False}
-    return dict(kwargs)
-
-
-def _stored_deploy(path: Path, ckpt: Mapping[str, Any], name: str,
-                   kwargs: Mapping[str, Any]) -> DeployConfig | None:
-    """``ckpt["model"]["deploy"]`` validated, or ``None`` for a file written before it existed."""
-    stored = ckpt["model"].get("deploy")
-    if stored is None:
-        return None
-    try:
-        config = DeployConfig.from_dict(stored, source=f"{path}: model.deploy")
-    except ConfigError as exc:
-        raise CheckpointError(str(exc)) from None
-    if config.name != name or config.kwargs != {k: v for k, v in kwargs.items() if k != "pretrained"}:
-        raise CheckpointError(f"{_holds(path, ckpt)}, but its model.deploy describes {config.name!r} "
-                              f"{dict(config.kwargs)}; the file was altered, use another copy")
-    return config
-
-
-def _legacy_deploy(path: Path, ckpt: Mapping[str, Any], model: nn.Module) -> DeployConfig:
-    """For a file without ``model.deploy``: ``model``'s own config at the run configuration's
-    ``model.input`` size and with its ``data.eval_transform``, where the file has them."""
-    config = ckpt.get("config")
-
-    def section(key: str) -> Mapping[str, Any]:
-        value = config.get(key) if isinstance(config, Mapping) else None
-        return value if isinstance(value, Mapping) else {}
-
-    changes: dict[str, Any] = {}
-    spec = section("data").get("eval_transform")
-    if spec is not None:
-        changes["eval_transform"] = {"preset": spec} if isinstance(spec, str) else spec
-    size = section("model").get("input") or (spec.get("size") if isinstance(spec, Mapping) else None)
-    if size is not None:
-        changes["input_size"] = size
-    try:
-        return deploy_config(model).replace(**changes)
-    except ConfigError as exc:
-        raise CheckpointError(f"{path}: config.model.input / config.data.eval_transform: {exc}") from None
-
-
-def load_model(
-    path: PathLike,
-    *,
-    expected_name: str | None = None,
-    weights: Literal["auto", "model", "ema"] = "auto",
-) -> nn.Module:
-    """Rebuild the model a checkpoint holds through the registry, load its weights, set eval mode.
-
-    ``expected_name`` (optional) refuses a checkpoint made for another model. The stored kwargs are
-    replayed only when :func:`kdfiqa.models.restorable_kwargs` allows each of them, with
-    ``pretrained=False``: the weights come from the file, nothing is downloaded or opened. The
-    model gets the file's deploy config back (see the module docstring for older files).
-    ``weights`` is as in :func:`load_weights`. Every failure, a constructor rejecting the stored
-    values included, is one :class:`~kdfiqa.errors.CheckpointError` line.
-    """
-    path = Path(path)
-    ckpt = load_checkpoint(path)
-    name = ckpt["model"].get("name")
-    if not name:
-        raise CheckpointError(
-            f"{path} holds weights of a model built outside the registry (no model name); build "
-            "the model yourself and use kdfiqa.checkpoint.load_weights(model, path)"
-        )
-    if not isinstance(name, str):
-        raise CheckpointError(f"{path}: model name must be a string, got {type(name).__name__}")
-    if expected_name is not None and name != expected_name:
-        raise CheckpointError(f"{_holds(path, ckpt)}, not {expected_name!r}")
-    kwargs = _replayed_kwargs(path, ckpt, name)
-    deploy = _stored_deploy(path, ckpt, name, kwargs)
-    try:
-        model = create_model(name, **kwargs)
-    except KdfiqaError as exc:
-        raise CheckpointError(f"{_holds(path, ckpt)}, which cannot be built here: {exc}") from None
-    except Exception as exc:  # stored values reach timm and torch constructors, which fail in many ways
-        raise CheckpointError(f"{_holds(path, ckpt)}, which cannot be built here: "
-                              f"{_named_first_line(exc)}") from exc
-    _fill(model, path, ckpt, weights)
-    set_deploy_config(model, deploy or _legacy_deploy(path, ckpt, model))
-    return model.eval()

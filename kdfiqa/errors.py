@@ -15,6 +15,12 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def named_first_line(exc: BaseException) -> str:
+    """``"TypeName: first line"`` of ``exc`` (its type name alone when the message is empty): how a
+    one-line error quotes a library's exception whose type says what went wrong."""
+    return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
+
+
 class KdfiqaError(Exception):
     """A problem with the user's input (a path, a file, a flag, a config value)."""
 

@@ -9,7 +9,7 @@ A TARGET is one of:
 * a model file (``*.yaml``/``*.yml``/``*.json``, as ``kdfiqa search --out`` writes): a registered name,
   its keyword arguments and input size (:mod:`kdfiqa.models.model_file`);
 * a checkpoint written by kdfiqa (``*.pt``/``*.pth``/``*.ckpt``, or any other existing file), rebuilt
-  by :func:`kdfiqa.checkpoint.load_model` with its deploy config.
+  by :func:`kdfiqa.models.load_model` with its deploy config.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 from torch import nn
 
-from .checkpoint import load_model
+from .models.rebuild import load_model
 from .errors import ConfigError, KdfiqaError
 from .models import create_model
 from .models.model_file import build_model_file, is_model_file

@@ -20,16 +20,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 from kdfiqa import __version__
-from kdfiqa.checkpoint import (
-    FORMAT,
-    build_checkpoint,
-    load_checkpoint,
-    load_model,
-    load_weights,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from kdfiqa.checkpoint import FORMAT, build_checkpoint, load_checkpoint, load_weights, save_checkpoint
+from kdfiqa.engine.rng import rng_state, set_rng_state
+from kdfiqa.models.rebuild import load_model
 from kdfiqa.errors import CheckpointError
 from kdfiqa.models import deploy_config, registry, set_deploy_config
 

@@ -19,7 +19,8 @@ from scipy import stats
 
 from kdfiqa import pipeline
 from kdfiqa._warnings import import_fvcore_nn
-from kdfiqa.checkpoint import load_checkpoint, load_model
+from kdfiqa.checkpoint import load_checkpoint
+from kdfiqa.models.rebuild import load_model
 from kdfiqa.cli.main import main
 from kdfiqa.config import RunConfig
 from kdfiqa.data import FIQADataset, build_transform

@@ -11,7 +11,8 @@ import torch
 from scipy import stats
 from torch import nn
 
-from kdfiqa.checkpoint import build_checkpoint, load_model, save_checkpoint
+from kdfiqa.checkpoint import build_checkpoint, save_checkpoint
+from kdfiqa.models.rebuild import load_model
 from kdfiqa.cli.main import main
 from kdfiqa.data import build_transform
 from kdfiqa.distill import Teacher

@@ -27,7 +27,8 @@ from kdfiqa.engine.evaluation import evaluate_model
 from kdfiqa.metrics import evaluate
 from kdfiqa.models import create_model
 from kdfiqa.models.deploy import deploy_config, set_deploy_config
-from kdfiqa.pipeline import Labels, _label_unlabeled, build_model, build_teacher, labeled_data, resolve_transforms
+from kdfiqa.pipeline import Labels, build_model, build_teacher, labeled_data, resolve_transforms
+from kdfiqa.pipeline.labelling import label_unlabeled
 from tiny_fiqa import TINY, synthetic
 
 
@@ -60,7 +61,7 @@ def test_fresh_head_keeps_the_checkpoints_backbone_and_starts_the_head_as_a_new_
 
 def test_fresh_head_needs_a_head(tmp_path):
     from kdfiqa.errors import ConfigError
-    from kdfiqa.pipeline import _head_state
+    from kdfiqa.pipeline.building import _head_state
 
     with pytest.raises(ConfigError, match="no .head"):
         _head_state(nn.Linear(2, 1))
@@ -130,7 +131,7 @@ def labelling_calls(monkeypatch) -> list:
 
 def test_calibration_on_all_fits_every_label_row_unclipped(tmp_path, labelling_calls):
     config = _distill_config(tmp_path, calibrate_on="all", clip_pseudo_labels=False)
-    _label_unlabeled(config, build_teacher(config, sources=[TINY]), tmp_path / "p.csv", init_distributed("cpu"))
+    label_unlabeled(config, build_teacher(config, sources=[TINY]), tmp_path / "p.csv", init_distributed("cpu"))
     (call,) = labelling_calls
     assert sorted(call["calibrate_on"].names) == sorted(FIQADataset(config.data.root, config.data.csv).names)
     assert call["clip"] is False
@@ -142,7 +143,7 @@ def test_pseudo_labels_use_the_teachers_evaluation_transform(tmp_path, labelling
     set_deploy_config(teacher, deploy_config(teacher).replace(input_size=(3, 40, 40), eval_transform=spec))
     path = _saved(tmp_path, teacher)
     config = _distill_config(tmp_path)
-    _label_unlabeled(config, build_teacher(config, sources=[str(path)]), tmp_path / "p.csv", init_distributed("cpu"))
+    label_unlabeled(config, build_teacher(config, sources=[str(path)]), tmp_path / "p.csv", init_distributed("cpu"))
     assert labelling_calls[0]["transform"] == spec
 
 

@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).parent / "scripts"))
 
 from engine_toys import ToyFaces, ToyNet, ToyObjective  # noqa: E402
 
-from kdfiqa.checkpoint import load_checkpoint, rng_state, save_checkpoint  # noqa: E402
+from kdfiqa.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from kdfiqa.engine.rng import rng_state  # noqa: E402
 from kdfiqa.engine import TrainConfig, Trainer, TrainState  # noqa: E402
 from kdfiqa.engine.distributed import init_distributed  # noqa: E402
 from kdfiqa.errors import CheckpointError  # noqa: E402

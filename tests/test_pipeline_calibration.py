@@ -10,7 +10,8 @@ import kdfiqa.distill
 from kdfiqa.config import RunConfig
 from kdfiqa.data import FIQADataset, split_dataset
 from kdfiqa.engine import init_distributed
-from kdfiqa.pipeline import _label_unlabeled, build_teacher
+from kdfiqa.pipeline import build_teacher
+from kdfiqa.pipeline.labelling import label_unlabeled
 from tiny_fiqa import TINY, synthetic
 
 
@@ -41,7 +42,7 @@ def _config(tmp_path: Path, **data) -> RunConfig:
 
 def test_calibration_leaves_out_the_validation_split(tmp_path, calibration_sets):
     config = _config(tmp_path, val_fraction=0.25, split_seed=3)
-    _label_unlabeled(config, build_teacher(config, sources=[TINY]), tmp_path / "p.csv", init_distributed("cpu"))
+    label_unlabeled(config, build_teacher(config, sources=[TINY]), tmp_path / "p.csv", init_distributed("cpu"))
     (used,) = calibration_sets
     labeled = FIQADataset(config.data.root, config.data.csv)
     train, val = split_dataset(labeled, 0.25, 3)
@@ -52,6 +53,6 @@ def test_calibration_leaves_out_the_validation_split(tmp_path, calibration_sets)
 def test_calibration_uses_every_label_when_validation_has_its_own_csv(tmp_path, calibration_sets):
     val_root, val_csv = synthetic(tmp_path, 4, seed=2, name="val")
     config = _config(tmp_path, val_root=str(val_root), val_csv=str(val_csv))
-    _label_unlabeled(config, build_teacher(config, sources=[TINY]), tmp_path / "p.csv", init_distributed("cpu"))
+    label_unlabeled(config, build_teacher(config, sources=[TINY]), tmp_path / "p.csv", init_distributed("cpu"))
     (used,) = calibration_sets
     assert sorted(used.names) == sorted(FIQADataset(config.data.root, config.data.csv).names)

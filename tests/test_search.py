@@ -12,7 +12,8 @@ from PIL import Image
 
 from benchmarks.cli_startup import heavy_imports
 from kdfiqa.budget import Budget, measure
-from kdfiqa.checkpoint import load_checkpoint, load_model
+from kdfiqa.checkpoint import load_checkpoint
+from kdfiqa.models.rebuild import load_model
 from kdfiqa.cli.main import main
 from kdfiqa.cli.search import FAMILIES
 from kdfiqa.errors import ConfigError

@@ -56,7 +56,7 @@ def warnings_as_notes() -> Iterator[None]:
     seen: set[str] = set()
 
     def note(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-        from ..pipeline import is_main_process
+        from ..engine.distributed import is_main_process
 
         text = (str(message).strip().splitlines() or [category.__name__])[0]
         if text not in seen and is_main_process():

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     """Score the images and write the CSV (under ``torchrun``, rank 0 alone: scoring is not split)."""
     from rich.console import Console
 
-    from ..pipeline import is_main_process
+    from ..engine.distributed import is_main_process
 
     if not is_main_process():
         return 0

@@ -61,7 +61,7 @@ def run_config_from_args(args: argparse.Namespace, command: str) -> Any:
 def setup_logging(quiet: bool = False) -> None:
     """kdfiqa's own log lines on stderr, from rank 0 only (warnings and errors only when ``quiet``);
     warnings are one-line notes for every command (:func:`kdfiqa.cli.main.warnings_as_notes`)."""
-    from ..pipeline import is_main_process
+    from ..engine.distributed import is_main_process
 
     level = logging.ERROR if not is_main_process() else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(format="%(message)s", stream=sys.stderr)
@@ -71,7 +71,7 @@ def setup_logging(quiet: bool = False) -> None:
 def report(result: Any, seconds: float) -> None:
     """The end-of-run summary on rank 0: the best epoch and its figures, time, files, what next."""
     from ..engine.progress import shown_figures
-    from ..pipeline import is_main_process
+    from ..engine.distributed import is_main_process
 
     if not is_main_process():
         return
@@ -105,7 +105,7 @@ def run_stage(args: argparse.Namespace, command: str, stage: Callable[..., Any])
     """Resolve ``command``'s config from ``args`` and print it (``--print-config``), or run ``stage``
     on it (a :mod:`kdfiqa.pipeline` stage) and print the summary."""
     from ..errors import ConfigError
-    from ..pipeline import is_main_process
+    from ..engine.distributed import is_main_process
 
     if args.resume and args.overwrite:
         raise ConfigError("--resume and --overwrite cannot be combined: continue the run, or start it over")

@@ -14,7 +14,6 @@ Constructing a data set checks names and labels but does not open images; call
 
 from __future__ import annotations
 
-import math
 
 import copy
 import os
@@ -31,6 +30,7 @@ from ..errors import DataError
 from .images import IMAGE_EXTENSIONS, MAX_PIXELS, load_rgb
 from .labels import image_file_name, read_labels
 from .paths import resolve_image_path
+from .splits import SPLIT_METHODS, validation_count, validation_indices
 from .transforms import build_transform
 
 __all__ = ["Sample", "ImageSamples", "FIQADataset", "UnlabeledImageFolder", "split_dataset"]
@@ -239,22 +239,6 @@ class UnlabeledImageFolder(ImageSamples):
         super().__init__(samples, transform=transform, **kwargs)
 
 
-def validation_count(n: int, val_fraction: float, method: str = "kdfiqa") -> int:
-    """How many of ``n`` samples :func:`split_dataset` puts in validation: ``round(n * val_fraction)``,
-    at least one (``kdfiqa``); ``n - floor(n * (1 - val_fraction))`` (``sklearn``: what
-    ``train_test_split(train_size=1 - val_fraction)`` leaves for the test share)."""
-    if method == "sklearn":
-        return n - math.floor((1.0 - val_fraction) * n)
-    return max(1, round(n * val_fraction))
-
-
-def _validation_indices(n: int, n_val: int, seed: int, method: str) -> np.ndarray:
-    if method == "sklearn":
-        # ShuffleSplit's draw: a legacy RandomState(seed) permutation, its first n_val indices held out
-        return np.random.RandomState(seed).permutation(n)[:n_val]
-    return np.random.default_rng(seed).permutation(n)[:n_val]
-
-
 def split_dataset(dataset: ImageSamples, val_fraction: float, seed: int,
                   method: str = "kdfiqa") -> tuple[ImageSamples, ImageSamples]:
     """Split ``dataset`` into (train, val) subsets at random, the same way for the same ``seed``.
@@ -268,8 +252,6 @@ def split_dataset(dataset: ImageSamples, val_fraction: float, seed: int,
     """
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction: {val_fraction} must be strictly between 0 and 1")
-    from ..config import SPLIT_METHODS
-
     if method not in SPLIT_METHODS:
         raise DataError(f"split method {method!r} is unknown; use one of {', '.join(SPLIT_METHODS)}")
     n = len(dataset)
@@ -277,6 +259,6 @@ def split_dataset(dataset: ImageSamples, val_fraction: float, seed: int,
     if n_val >= n or n_val < 1:
         raise DataError(f"cannot split {n} images with val_fraction={val_fraction}: "
                         f"{'no training' if n_val >= n else 'no validation'} images would remain")
-    held = set(_validation_indices(n, n_val, seed, method).tolist())
+    held = set(validation_indices(n, n_val, seed, method))
     return (dataset.subset([i for i in range(n) if i not in held]),
             dataset.subset(sorted(held)))

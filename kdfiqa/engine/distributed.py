@@ -19,6 +19,7 @@ from torch.utils.data import Sampler
 from ..errors import ConfigError
 
 __all__ = [
+    "is_main_process",
     "DistContext",
     "init_distributed",
     "shutdown_distributed",
@@ -28,6 +29,11 @@ __all__ = [
     "broadcast_state",
 ]
 
+
+
+def is_main_process() -> bool:
+    """True outside ``torchrun`` and on its rank 0: the process that prints and writes files."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 @dataclass(frozen=True)
 class DistContext:

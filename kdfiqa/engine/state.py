@@ -10,7 +10,7 @@ A checkpoint (:mod:`kdfiqa.checkpoint`) written by the :class:`~kdfiqa.engine.Tr
 ``epoch``           int: epochs completed (equal to the checkpoint's top-level ``"epoch"``).
 ``step``            int: optimiser steps taken (equal to the checkpoint's top-level ``"step"``).
 ``batch_in_epoch``  int: batches of epoch ``epoch`` already trained; 0 at an epoch boundary.
-``epoch_rng``       RNG states (:func:`kdfiqa.checkpoint.rng_state`) at the start of the current
+``epoch_rng``       RNG states (:func:`kdfiqa.engine.rng.rng_state`) at the start of the current
                     epoch on rank 0, or None before the first epoch.
 ``epoch_terms``     ``{term: float}``: the current epoch's logged loss terms summed over its
                     batches so far, over every rank.
@@ -42,7 +42,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import rng_state
+from .rng import rng_state
 from ..errors import CheckpointError
 from .distributed import DistContext, all_gather_objects
 

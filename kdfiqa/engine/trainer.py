@@ -41,7 +41,8 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from ..checkpoint import build_checkpoint, load_weights, save_checkpoint, set_rng_state
+from ..checkpoint import build_checkpoint, load_weights, save_checkpoint
+from .rng import set_rng_state
 from ..errors import CheckpointError, ConfigError, KdfiqaError
 from ..models.deploy import deploy_config, set_deploy_config
 from .amp import autocast, grad_scaler

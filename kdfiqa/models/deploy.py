@@ -10,7 +10,7 @@ kind. Training sets the size and transform it was validated with::
                                                           eval_transform=val_views.spec))
 
 :func:`kdfiqa.checkpoint.build_checkpoint` stores the config (``ckpt["model"]["deploy"]``),
-:func:`kdfiqa.checkpoint.load_model` puts it back on the rebuilt model, and ``evaluate``,
+:func:`kdfiqa.models.load_model` puts it back on the rebuilt model, and ``evaluate``,
 ``predict``, ``export``, ``budget`` and :class:`~kdfiqa.distill.Teacher` read it from there,
 whichever path wrote the checkpoint.
 
@@ -256,7 +256,7 @@ def output_kind(model: nn.Module) -> str:
 
 def attached_deploy_config(model: nn.Module) -> DeployConfig | None:
     """The config ``model`` carries (attached by :func:`kdfiqa.models.create_model`,
-    :func:`set_deploy_config` or :func:`kdfiqa.checkpoint.load_model`), else ``None``."""
+    :func:`set_deploy_config` or :func:`kdfiqa.models.load_model`), else ``None``."""
     found = getattr(model, ATTRIBUTE, None)
     return found if isinstance(found, DeployConfig) else None
 

@@ -82,7 +82,7 @@ def _parse(text: str, path: Path) -> tuple[Any, dict[str, int]]:
             raise ConfigError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
     import yaml
 
-    from ..config import safe_yaml  # the bounded YAML reader of run configs
+    from ..safe_yaml import safe_yaml
 
     values, node = safe_yaml(text, str(path))
     lines = ({key.value: key.start_mark.line + 1 for key, _ in node.value}

@@ -1,4 +1,4 @@
-"""Run configuration: typed sections filled from a recipe, a YAML file, flags and ``--set`` overrides.
+"""The run configuration's schema: typed sections, and how layers of settings resolve into a :class:`RunConfig`.
 
 A run of ``kdfiqa train``/``distill`` is described by one :class:`RunConfig` with six sections:
 
@@ -10,14 +10,9 @@ A run of ``kdfiqa train``/``distill`` is described by one :class:`RunConfig` wit
 * ``distill``: teachers, distillation/feature losses, budget, pseudo-labelling and self-training;
 * ``ssar``: RankCORE's self-supervised ranking pretraining (off unless ``ssar.epochs > 0``).
 
-Recipes (``kdfiqa/recipes/*.yaml``) and ``--config`` files share one format: those sections at the top
-level, optional ``description`` and ``source`` lines, and an optional ``commands`` mapping whose
-``train``/``distill`` entries hold sections that apply only to that command (e.g. a recipe's teacher
-is trained by ``kdfiqa train`` and its student by ``kdfiqa distill``). Layers apply in this order,
-later ones winning: defaults, recipe, config file, dedicated flags, ``--set section.key=value``.
-
 Every key is checked against the sections' fields and every value against the field's type; a bad
-one is a :class:`~kdfiqa.errors.ConfigError` naming the file and line (or the flag) at fault.
+one is a :class:`~kdfiqa.errors.ConfigError` naming the file and line (or the flag) at fault. Where
+the layers come from (YAML files, recipes, ``--set``) is :mod:`kdfiqa.config.loader`.
 """
 
 from __future__ import annotations
@@ -27,32 +22,18 @@ import difflib
 import types
 import typing
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, Union
 
 import yaml
 
-from .engine.config import TrainConfig
-from .errors import ConfigError
-from .options import COMMANDS, MAX_SEED, finite, in_range, one_of, option
+from ..engine.config import TrainConfig
+from ..data.splits import SPLIT_METHODS
+from ..errors import ConfigError
+from ..options import COMMANDS, MAX_SEED, finite, in_range, one_of, option
 
-__all__ = [
-    "COMMANDS",
-    "ModelSection",
-    "DataSection",
-    "LossSection",
-    "DistillSection",
-    "SSARSection",
-    "RunConfig",
-    "ConfigLayer",
-    "load_config_file",
-    "parse_override",
-    "resolve_config",
-    "list_recipes",
-    "recipe_path",
-    "load_recipe",
-]
+__all__ = ["COMMANDS", "ModelSection", "DataSection", "LossSection", "DistillSection", "SSARSection", "RunConfig",
+           "ConfigLayer", "SECTIONS", "resolve_config", "SPLIT_METHODS", "CALIBRATION_SETS", "HEAD_STARTS",
+           "PSEUDO_SETS"]
 
 
 _UNION_TYPES = (Union, getattr(types, "UnionType", Union))
@@ -60,10 +41,6 @@ _UNION_TYPES = (Union, getattr(types, "UnionType", Union))
 SizeSpec = Union[int, list]
 """A resolution: ``224`` (square) or ``[height, width]``."""
 
-SPLIT_METHODS = ("kdfiqa", "sklearn")
-"""How ``data.val_fraction`` is split off ``data.csv``: ``kdfiqa`` (:func:`kdfiqa.data.split_dataset`)
-or ``sklearn`` (the indices of ``sklearn.model_selection.train_test_split``, as the ECNU-SJTU
-winner's ``FIQADataset`` draws them, reproduced without scikit-learn)."""
 CALIBRATION_SETS = ("train_split", "all")
 """Labels a pseudo-label calibration is fitted on: the training share of ``data.csv`` (validation
 labels never shape the pseudo-labels), or all of it (the ECNU-SJTU winner's fit on train.csv)."""
@@ -78,7 +55,7 @@ def _size_field(where: str, value: Any) -> None:
     """Raise unless ``value`` (when not None) is an input size such as 224 or [224, 336]."""
     if value is None:
         return
-    from .budget import parse_input_size
+    from ..budget import parse_input_size
 
     try:
         channels = parse_input_size(value)[0]
@@ -93,7 +70,7 @@ def _transform_field(where: str, spec: Any) -> None:
     transform is refused before any model is built."""
     if spec is None:
         return
-    from .data.transforms import build_transform
+    from ..data.transforms import build_transform
 
     probe = dict(spec)
     if probe.get("mode") != "native" and "preset" not in probe:
@@ -132,7 +109,7 @@ class ModelSection:
 
     def __post_init__(self) -> None:
         if self.name is not None and self.name.lower().endswith((".yaml", ".yml", ".json")):
-            from .models.model_file import read_model_file
+            from ..models.model_file import read_model_file
 
             found = read_model_file(self.name)
             self.name, self.kwargs = found.name, {**found.kwargs, **self.kwargs}
@@ -226,7 +203,7 @@ def _loss_field(where: str, formula: str | None) -> None:
     """Parse ``formula`` into its loss terms so an unknown loss is refused before any model is built."""
     if formula is None:
         return
-    from .losses import WeightedSum
+    from ..losses import WeightedSum
 
     try:
         WeightedSum(formula)
@@ -298,7 +275,7 @@ class DistillSection:
     """Which teachers' pseudo-labels of ``data.unlabeled`` join the student's training set."""
 
     def __post_init__(self) -> None:
-        from .distill.features import parse_feature_pairs
+        from ..distill.features import parse_feature_pairs
 
         if isinstance(self.loss, str) and self.loss.strip().lower() in ("none", "null", ""):
             self.loss = None  # "--distill-loss none": the teacher teaches through pseudo-labels only
@@ -312,7 +289,7 @@ class DistillSection:
         one_of("distill.pseudo_sets", self.pseudo_sets, PSEUDO_SETS)
         in_range("distill.view_cache (--view-cache)", self.view_cache, 0)
         if self.budget is not None and self.budget != "none":
-            from .budget.presets import get_budget
+            from ..budget.presets import get_budget
 
             get_budget(self.budget)
         parse_feature_pairs(self.feature)
@@ -389,206 +366,10 @@ class ConfigLayer:
         return f"{self.source}:{line}" if line else self.source
 
 
-# --------------------------------------------------------------------------------------------- YAML
-
-
-def _key_lines(node: yaml.Node, prefix: str, out: dict[str, int]) -> None:
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = f"{prefix}{key_node.value}"
-            out[key] = key_node.start_mark.line + 1
-            _key_lines(value_node, key + ".", out)
-
-
-MAX_YAML_BYTES = 1 << 20
-"""The largest config text read (1 MiB): a run config is a few hundred lines."""
-MAX_YAML_NODES = 100_000
-"""The most values a config may hold once its aliases are expanded (a "billion laughs" file of nested
-aliases would otherwise expand exponentially)."""
-
-
-def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int], source: str) -> int:
-    """How many nodes ``node`` stands for with every alias expanded (memoised per node, so shared
-    aliases cost nothing to count); a node that contains itself is refused."""
-    key = id(node)
-    if key in sizes:
-        return sizes[key]
-    if key in open_nodes:
-        raise ConfigError(f"{source}:{node.start_mark.line + 1}: a YAML alias refers to a value containing it")
-    open_nodes.add(key)
-    children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
-                else node.value if isinstance(node, yaml.SequenceNode) else [])
-    size = 1
-    for child in children:
-        size += _expanded_size(child, sizes, open_nodes, source)
-        if size > MAX_YAML_NODES:
-            raise ConfigError(f"{source}: more than {MAX_YAML_NODES:,} values once its YAML aliases are expanded; "
-                              "a run config holds a few hundred: write the values out")
-    open_nodes.discard(key)
-    sizes[key] = size
-    return size
-
-
-def _refuse_repeated_keys(node: yaml.Node, source: str) -> None:
-    """A key given twice in one mapping is refused (YAML would keep the last silently)."""
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, yaml.MappingNode):
-            seen: dict[Any, int] = {}
-            for key, value in current.value:
-                if isinstance(key, yaml.ScalarNode):
-                    if key.value in seen:
-                        raise ConfigError(f"{source}:{key.start_mark.line + 1}: key {key.value!r} is given twice "
-                                          f"(first on line {seen[key.value]}); keep one")
-                    seen[key.value] = key.start_mark.line + 1
-                stack.append(value)
-        elif isinstance(current, yaml.SequenceNode):
-            stack.extend(current.value)
-
-
-def safe_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
-    """``(values, node)`` of the YAML ``text``, bounded: at most :data:`MAX_YAML_BYTES` and
-    :data:`MAX_YAML_NODES` values with aliases expanded; any fault is one :class:`ConfigError`."""
-    if len(text.encode("utf-8", "surrogatepass")) > MAX_YAML_BYTES:
-        raise ConfigError(f"{source}: larger than {MAX_YAML_BYTES >> 20} MiB; a run config is a few hundred lines")
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        if node is not None:
-            _expanded_size(node, {}, set(), source)
-            _refuse_repeated_keys(node, source)
-        values = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f"{source}:{mark.line + 1}" if mark else source
-        raise ConfigError(f"{at}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
-    except RecursionError:
-        raise ConfigError(f"{source}: nested too deeply to read") from None
-    return values, node
-
-
-def _read_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[str, int]]:
-    values, node = safe_yaml(text, source)
-    if values is None:
-        return {}, {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"{source}: a config file must be a mapping of sections, got {type(values).__name__}")
-    lines: dict[str, int] = {}
-    _key_lines(node, "", lines)
-    return values, lines
-
-
-def load_config_file(path: str | Path, command: str | None = None) -> list[ConfigLayer]:
-    """The layers of a recipe or config file: its top-level sections, then ``commands[command]``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the config file as UTF-8") from None
-    return _file_layers(text, str(path), command)
-
-
-def _file_layers(text: str, source: str, command: str | None) -> list[ConfigLayer]:
-    values, lines = _read_yaml(text, source)
-    for key in values:
-        if key not in FILE_KEYS:
-            raise ConfigError(f"{source}:{lines.get(key, '?')}: unknown section {key!r}{_hint(key, FILE_KEYS)}")
-    commands = values.get("commands") or {}
-    if not isinstance(commands, dict) or set(commands) - set(COMMANDS):
-        bad = sorted(set(commands) - set(COMMANDS)) if isinstance(commands, dict) else ["commands"]
-        raise ConfigError(f"{source}:{lines.get('commands', '?')}: 'commands' may only hold "
-                          f"{' and '.join(COMMANDS)} sections, not {bad[0]!r}")
-    base = ConfigLayer(source, {k: v for k, v in values.items() if k != "commands"}, lines)
-    layers = [base]
-    if command is not None and commands.get(command):
-        prefix = f"commands.{command}."
-        sub_lines = {k[len(prefix):]: n for k, n in lines.items() if k.startswith(prefix)}
-        layers.append(ConfigLayer(f"{source} [commands.{command}]", commands[command], sub_lines))
-    return layers
-
-
-# ------------------------------------------------------------------------------------------ recipes
-
-
-def _recipe_dir() -> Any:
-    return resources.files("kdfiqa") / "recipes"
-
-
-def list_recipes() -> list[tuple[str, str]]:
-    """``(name, one-line description)`` of every packaged recipe, sorted by name."""
-    found = []
-    for entry in _recipe_dir().iterdir():
-        if entry.name.endswith(".yaml"):
-            values, _ = _read_yaml(entry.read_text(encoding="utf-8"), entry.name)
-            found.append((entry.name[: -len(".yaml")], str(values.get("description", "")).strip()))
-    return sorted(found)
-
-
-def recipe_path(name: str) -> Any:
-    """The packaged recipe ``name`` (a traversable file); :class:`ConfigError` naming the known ones."""
-    entry = _recipe_dir() / f"{name}.yaml"
-    if not entry.is_file():
-        names = [n for n, _ in list_recipes()]
-        raise ConfigError(f"unknown recipe {name!r}{_hint(name, names)}; `kdfiqa recipes` lists: "
-                          f"{', '.join(names)}")
-    return entry
-
-
-def load_recipe(name: str, command: str | None = None) -> list[ConfigLayer]:
-    """The layers of recipe ``name`` (a packaged name, or a path to a YAML file) for ``command``."""
-    if name.endswith((".yaml", ".yml")):
-        return load_config_file(name, command)
-    return _file_layers(recipe_path(name).read_text(encoding="utf-8"), f"recipe {name}", command)
-
-
-# --------------------------------------------------------------------------------------- overrides
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``"train.lr=1e-4"`` → ``("train.lr", 0.0001)``; the value is read as YAML (lists, null, bools).
-
-    Numbers in exponent form without a dot (``1e-4``), which YAML 1.1 reads as strings, are read as
-    floats.
-    """
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError(f"--set {text!r}: expected SECTION.KEY=VALUE, e.g. train.lr=1e-4")
-    try:
-        value = safe_yaml(raw, f"--set {key}")[0] if raw.strip() else None
-    except ConfigError:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML (or too large)") from None
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    return key, value
-
-
-def overrides_layer(items: Iterable[str], source: str = "--set") -> ConfigLayer:
-    """One layer from ``--set`` items. Keys below a field (``data.train_transform.flip``) update that
-    mapping instead of replacing it."""
-    values: dict[str, Any] = {}
-    for item in items:
-        key, value = parse_override(item)
-        section, dot, rest = key.partition(".")
-        if not dot:
-            values[section] = value
-            continue
-        node = values.setdefault(section, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"{source} {item!r}: {section!r} was already given a value")
-        node[rest] = value
-    return ConfigLayer(source, values)
-
-
 # --------------------------------------------------------------------------------------- resolution
 
 
-def _hint(key: str, choices: Iterable[str]) -> str:
+def did_you_mean(key: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(key, sorted(choices), n=3, cutoff=0.6)
     return f" (did you mean {', '.join(close)}?)" if close else ""
 
@@ -636,7 +417,7 @@ def _apply(target: dict[str, Any], layer: ConfigLayer) -> None:
             target[key] = _typed(RunConfig, key, value, layer, key)
             continue
         if key not in SECTIONS:
-            raise ConfigError(f"{layer.where(key)}: unknown section {key!r}{_hint(key, FILE_KEYS - {'commands'})}")
+            raise ConfigError(f"{layer.where(key)}: unknown section {key!r}{did_you_mean(key, FILE_KEYS - {'commands'})}")
         if not isinstance(value, Mapping):
             raise ConfigError(f"{layer.where(key)}: section {key!r} must be a mapping of settings")
         section_cls = SECTIONS[key]
@@ -645,7 +426,7 @@ def _apply(target: dict[str, Any], layer: ConfigLayer) -> None:
             path = f"{key}.{name}"
             field_name, _, inner = str(name).partition(".")
             if field_name not in names:
-                raise ConfigError(f"{layer.where(path)}: unknown setting {path!r}{_hint(str(name), names)}; "
+                raise ConfigError(f"{layer.where(path)}: unknown setting {path!r}{did_you_mean(str(name), names)}; "
                                   f"{key} takes: {', '.join(names)}")
             if inner:
                 item = _set_nested(target[key].get(field_name), inner.split("."), item)
@@ -673,8 +454,8 @@ def _follow_input(merged: dict[str, Any], before: Any, layer: ConfigLayer) -> No
     """A layer that changes ``model.input`` (``--input 48`` over a recipe) moves the transforms the
     earlier layers fixed to it (:func:`~kdfiqa.data.transforms.rescaled_spec`), unless it sets them
     itself: the training resolution a user asks for is the one the network sees."""
-    from .budget import parse_input_size
-    from .data.transforms import expanded_spec, rescaled_spec
+    from ..budget import parse_input_size
+    from ..data.transforms import expanded_spec, rescaled_spec
 
     after, data = merged["model"]["input"], merged["data"]
     own = set((layer.values.get("data") or {}) if isinstance(layer.values.get("data"), Mapping) else ())
@@ -700,27 +481,3 @@ def resolve_config(command: str | None, layers: Sequence[ConfigLayer]) -> RunCon
         _follow_input(merged, before, layer)
     sections = {name: cls(**merged[name]) for name, cls in SECTIONS.items()}  # TrainConfig checks values
     return RunConfig(**{k: merged[k] for k in SCALARS}, **sections)
-
-
-def build_layers(command: str, *, recipe: str | None = None, config_file: str | Path | None = None,
-                 flags: Mapping[str, Any] | None = None, sets: Sequence[str] = ()) -> list[ConfigLayer]:
-    """The layers of a command-line run in precedence order: recipe, ``--config``, flags, ``--set``.
-
-    ``flags`` maps dotted keys (``"train.lr"``) to values given by dedicated flags; ``None`` values
-    (flags not given) are skipped.
-    """
-    layers: list[ConfigLayer] = []
-    if recipe:
-        layers += load_recipe(recipe, command)
-    if config_file:
-        layers += load_config_file(config_file, command)
-    given = {k: v for k, v in (flags or {}).items() if v is not None}
-    if given:
-        nested: dict[str, Any] = {}
-        for key, value in given.items():
-            section, _, name = key.partition(".")
-            nested.setdefault(section, {})[name] = value
-        layers.append(ConfigLayer("command-line flags", nested))
-    if sets:
-        layers.append(overrides_layer(sets))
-    return layers

@@ -1,0 +1,122 @@
+"""Rebuilding the model a checkpoint holds: the one place a stored model spec turns into a network.
+
+The stored spec (registry name, factory kwargs, deploy config) is replayed only within the model's
+allow-list (:func:`kdfiqa.models.restorable_kwargs`), with ``pretrained`` off: the weights come from
+the file, and nothing is downloaded or opened on the file's say-so. A file written before the deploy
+config existed gets the rebuilt model's own, at its run configuration's size and evaluation transform.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from torch import nn
+
+from ..checkpoint import PathLike, checkpoint_summary, fill_weights, load_checkpoint
+from ..errors import CheckpointError, ConfigError, KdfiqaError, named_first_line
+from .deploy import DeployConfig, deploy_config, set_deploy_config
+from .registry import create_model, restorable_kwargs
+
+__all__ = ["load_model"]
+
+
+def _replayed_kwargs(path: Path, ckpt: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The stored factory kwargs, ``pretrained`` forced off, refused unless
+    :func:`~kdfiqa.models.restorable_kwargs` allows every one."""
+    kwargs = ckpt["model"].get("kwargs") or {}
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise CheckpointError(f"{path}: model kwargs must be a mapping with string keys, "
+                              f"got {type(kwargs).__name__}")
+    try:
+        allowed = restorable_kwargs(name)
+    except KdfiqaError as exc:
+        raise CheckpointError(f"{checkpoint_summary(path, ckpt)}, which cannot be built here: {exc}") from None
+    refused = sorted(set(kwargs) - allowed - {"pretrained"})
+    if refused:
+        raise CheckpointError(
+            f"{checkpoint_summary(path, ckpt)}: refused to replay model argument(s) {', '.join(refused)}; a "
+            f"checkpoint may set only {', '.join(sorted(allowed)) or 'none'} for {name!r}")
+    if "pretrained" in kwargs:  # files of older releases: the weights come from the file
+        kwargs = {**kwargs, "pretrained": False}
+    return dict(kwargs)
+
+
+def _stored_deploy(path: Path, ckpt: Mapping[str, Any], name: str,
+                   kwargs: Mapping[str, Any]) -> DeployConfig | None:
+    """``ckpt["model"]["deploy"]`` validated, or ``None`` for a file written before it existed."""
+    stored = ckpt["model"].get("deploy")
+    if stored is None:
+        return None
+    try:
+        config = DeployConfig.from_dict(stored, source=f"{path}: model.deploy")
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
+    if config.name != name or config.kwargs != {k: v for k, v in kwargs.items() if k != "pretrained"}:
+        raise CheckpointError(f"{checkpoint_summary(path, ckpt)}, but its model.deploy describes {config.name!r} "
+                              f"{dict(config.kwargs)}; the file was altered, use another copy")
+    return config
+
+
+def _legacy_deploy(path: Path, ckpt: Mapping[str, Any], model: nn.Module) -> DeployConfig:
+    """For a file without ``model.deploy``: ``model``'s own config at the run configuration's
+    ``model.input`` size and with its ``data.eval_transform``, where the file has them."""
+    config = ckpt.get("config")
+
+    def section(key: str) -> Mapping[str, Any]:
+        value = config.get(key) if isinstance(config, Mapping) else None
+        return value if isinstance(value, Mapping) else {}
+
+    changes: dict[str, Any] = {}
+    spec = section("data").get("eval_transform")
+    if spec is not None:
+        changes["eval_transform"] = {"preset": spec} if isinstance(spec, str) else spec
+    size = section("model").get("input") or (spec.get("size") if isinstance(spec, Mapping) else None)
+    if size is not None:
+        changes["input_size"] = size
+    try:
+        return deploy_config(model).replace(**changes)
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: config.model.input / config.data.eval_transform: {exc}") from None
+
+
+def load_model(
+    path: PathLike,
+    *,
+    expected_name: str | None = None,
+    weights: Literal["auto", "model", "ema"] = "auto",
+) -> nn.Module:
+    """Rebuild the model a checkpoint holds through the registry, load its weights, set eval mode.
+
+    ``expected_name`` (optional) refuses a checkpoint made for another model. The stored kwargs are
+    replayed only when :func:`kdfiqa.models.restorable_kwargs` allows each of them, with
+    ``pretrained=False``: the weights come from the file, nothing is downloaded or opened. The
+    model gets the file's deploy config back (see the module docstring for older files).
+    ``weights`` is as in :func:`load_weights`. Every failure, a constructor rejecting the stored
+    values included, is one :class:`~kdfiqa.errors.CheckpointError` line.
+    """
+    path = Path(path)
+    ckpt = load_checkpoint(path)
+    name = ckpt["model"].get("name")
+    if not name:
+        raise CheckpointError(
+            f"{path} holds weights of a model built outside the registry (no model name); build "
+            "the model yourself and use kdfiqa.checkpoint.load_weights(model, path)"
+        )
+    if not isinstance(name, str):
+        raise CheckpointError(f"{path}: model name must be a string, got {type(name).__name__}")
+    if expected_name is not None and name != expected_name:
+        raise CheckpointError(f"{checkpoint_summary(path, ckpt)}, not {expected_name!r}")
+    kwargs = _replayed_kwargs(path, ckpt, name)
+    deploy = _stored_deploy(path, ckpt, name, kwargs)
+    try:
+        model = create_model(name, **kwargs)
+    except KdfiqaError as exc:
+        raise CheckpointError(f"{checkpoint_summary(path, ckpt)}, which cannot be built here: {exc}") from None
+    except Exception as exc:  # stored values reach timm and torch constructors, which fail in many ways
+        raise CheckpointError(f"{checkpoint_summary(path, ckpt)}, which cannot be built here: "
+                              f"{named_first_line(exc)}") from exc
+    fill_weights(model, path, ckpt, weights)
+    set_deploy_config(model, deploy or _legacy_deploy(path, ckpt, model))
+    return model.eval()

@@ -1,0 +1,103 @@
+"""A run's data: the training and validation sets (labels, split, pseudo-labels, every image decoded
+once), the sampler, and the refusal of images shared between sets."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from torch.utils.data import Dataset, Sampler
+
+from ..config import RunConfig
+from ..errors import DataError
+from .checks import required
+from .results import Labels, label_sets
+
+__all__ = ["labeled_data", "sampler_of", "refuse_shared_images", "refuse_labeled_in_unlabeled"]
+
+log = logging.getLogger("kdfiqa.pipeline")
+
+
+def labeled_data(config: RunConfig, pseudo: Labels | Sequence[Labels] | None = None) -> tuple[Dataset, Dataset]:
+    """(train, validation) data sets of a config whose transforms are resolved.
+
+    Validation is ``data.val_csv`` or a ``val_fraction`` split of ``data.csv`` seeded by
+    ``split_seed`` (drawn by ``split_method``); pseudo-labels (``pseudo``: one set or several sets
+    of the same images, each image then once per set; else ``data.pseudo_csv`` under
+    ``data.pseudo_root``) join the training part only. Every image is decoded once up front, so a
+    bad file fails the run before its first step.
+    """
+    from ..data import FIQADataset, build_transform, split_dataset, validate_images
+
+    data = config.data
+    train_tf, eval_tf = build_transform(data.train_transform), build_transform(data.eval_transform)
+    outside = data.allow_outside_root
+    labeled = FIQADataset(data.root, data.csv, transform=train_tf, allow_outside_root=outside)
+    if data.val_csv:
+        train_set, val = labeled, FIQADataset(data.val_root or data.root, data.val_csv, transform=eval_tf,
+                                              allow_outside_root=outside)
+        refuse_shared_images(train_set.samples, data.csv, {f"the validation set ({data.val_csv})": val},
+                              kind="training images")
+    else:
+        train_set, val = split_dataset(labeled, data.val_fraction, data.split_seed, data.split_method)
+        val = val.with_transform(eval_tf)
+    if pseudo is None and data.pseudo_csv:
+        pseudo = Labels(Path(data.pseudo_csv), Path(data.pseudo_root or data.root))
+    sets = label_sets(pseudo)
+    if sets:
+        extra = [labels.dataset(train_tf, allow_outside_root=outside) for labels in sets]
+        for labels, dataset in zip(sets, extra):
+            refuse_shared_images(dataset.samples, labels.csv,
+                                   {"the validation set": val, "the labeled training share": train_set})
+        train_set = FIQADataset.merge([train_set, *extra], repeats=range(1, len(sets) + 1))
+        log.info("training on %d labeled + %s pseudo-labeled images", len(train_set) - sum(map(len, extra)),
+                 " + ".join(str(len(e)) for e in extra))
+    skipped = validate_images([train_set, val], skip_bad=data.skip_bad)  # every bad file of both, listed at once
+    if skipped:
+        log.warning("skipped %d unreadable image(s) (--skip-bad); training on %d, validating on %d",
+                    skipped, len(train_set), len(val))
+    return train_set, val
+
+
+def refuse_shared_images(samples: Iterable[Any], source: Path | str, shares: Mapping[str, Any], *,
+                          kind: str = "pseudo-labels") -> None:
+    """Refuse ``samples`` (``kind``, from ``source``: a CSV or a folder) that are images of any of
+    ``shares`` (description → data set: the validation set, the labeled training share): training
+    on a validation image would inflate the metrics ``best.pt`` is chosen by, and a labeled image
+    would be trained on twice."""
+    where = {Path(os.path.realpath(s.path)): (share, s.name) for share, data in shares.items() for s in data.samples}
+    for sample in samples:
+        hit = where.get(Path(os.path.realpath(sample.path)))
+        if hit is not None:
+            share, name = hit
+            raise DataError(f"{source}: image {sample.path} is also in {share} (as {name!r}); {kind} must come "
+                            "from other images: remove it from one of them")
+
+
+def sampler_of(config: RunConfig, train_set: Dataset) -> Sampler[int] | None:
+    """SSUS (``data.sampler``), fixed-length epochs (``data.samples_per_epoch``) or ``None`` (the
+    Trainer's shuffled passes)."""
+    from ..data.samplers import FixedLengthSampler, SSUSSampler
+
+    if config.data.sampler == "ssus":
+        return SSUSSampler(train_set.scores, num_strata=config.data.strata, seed=config.train.seed)
+    if config.data.samples_per_epoch is not None:
+        return FixedLengthSampler(len(train_set), config.data.samples_per_epoch, seed=config.train.seed)
+    return None
+
+
+def refuse_labeled_in_unlabeled(config: RunConfig) -> None:
+    """Before the teacher scores ``data.unlabeled``: none of its images may be a labeled or a
+    validation image (:func:`refuse_shared_images`), which would otherwise fail only after labelling."""
+    from ..data import FIQADataset, UnlabeledImageFolder
+
+    data = config.data
+    outside = data.allow_outside_root
+    shares = {f"the labels ({data.csv})": FIQADataset(data.root, data.csv, allow_outside_root=outside)}
+    if data.val_csv:
+        shares[f"the validation set ({data.val_csv})"] = FIQADataset(data.val_root or data.root, data.val_csv,
+                                                                     allow_outside_root=outside)
+    folder = UnlabeledImageFolder(required(data.unlabeled, "--unlabeled DIR"), allow_outside_root=outside)
+    refuse_shared_images(folder.samples, data.unlabeled, shares)

@@ -1,0 +1,124 @@
+"""The teacher's labels: the ``pseudo-label`` stage, the labelling of a run's ``data.unlabeled``, and
+ECNU-SJTU's self-training rounds."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import RunConfig
+from ..engine.distributed import DistContext, init_distributed
+from .building import build_teacher, run_context
+from .checks import required
+from .data import refuse_labeled_in_unlabeled
+from .results import PSEUDO_LABELS, Labels
+from .training import train
+
+__all__ = ["pseudo_label", "label_unlabeled", "self_train", "SelfTrained"]
+
+
+def pseudo_label(teacher: Any, images: str | os.PathLike[str], out_csv: str | os.PathLike[str], *,
+                 calibrate_on: Labels | None = None, holdout: tuple[float, int, str] | None = None,
+                 clip: bool = True, raw_if_degenerate: bool = False, normalize: str | None = None,
+                 batch_size: int = 32, num_workers: int = 0, ctx: DistContext | None = None,
+                 overwrite: bool = False) -> Labels:
+    """Score every image under ``images`` with ``teacher`` (a :class:`~kdfiqa.distill.Teacher`, or
+    what it is built from: a checkpoint, a model name, a model) into the challenge-format ``out_csv``
+    and return it as :class:`Labels` rooted at ``images``. An existing ``out_csv`` is replaced only
+    with ``overwrite``, and never when it is one of the inputs (the teacher's checkpoint, the
+    calibration CSV, the images folder).
+
+    Images are rendered as the teacher is deployed (:attr:`~kdfiqa.distill.Teacher.eval_transform`:
+    a trained teacher's evaluation transform at its resolution, e.g. Resize + CenterCrop, as the
+    ECNU-SJTU winner labels; else a resize); ``normalize`` overrides its normalisation. With
+    ``calibrate_on`` (a labeled set) the scores are mapped to the label scale by a 4-parameter
+    logistic fitted on it (the winner's method) and clipped to [0, 1] unless ``clip`` is false;
+    ``holdout = (val_fraction, split_seed, split_method)`` leaves out the validation share
+    :func:`labeled_data` splits off the same CSV, so validation labels never shape the
+    pseudo-labels; a degenerate fit is refused unless ``raw_if_degenerate`` (then the raw scores are
+    kept, with a warning). Under ``torchrun`` rank 0 labels and the others wait.
+    """
+    from ..data import UnlabeledImageFolder, build_transform, split_dataset
+    from ..distill import Teacher
+    from ..distill import pseudo_label as label_with_teacher
+    from ..outputs import check_output_file
+
+    teacher = teacher if isinstance(teacher, Teacher) else Teacher(teacher)
+    check_output_file(out_csv, inputs=[*teacher.sources, calibrate_on.csv if calibrate_on else None, images],
+                      overwrite=overwrite, flag="out_csv", overwrite_flag="overwrite=True")
+    spec = teacher.eval_transform
+    transform = build_transform(spec if normalize is None else {**spec, "normalize": normalize})
+    folder = UnlabeledImageFolder(images, transform=transform)
+    calibration = None
+    if calibrate_on is not None:
+        calibration = calibrate_on.dataset(transform)
+        if holdout is not None:
+            calibration = split_dataset(calibration, *holdout)[0]
+    ctx = ctx if ctx is not None else init_distributed("cpu")
+    if ctx.is_main:
+        label_with_teacher(teacher, folder, out_csv, calibrate_on=calibration, clip=clip,
+                           raw_if_degenerate=raw_if_degenerate, batch_size=batch_size, num_workers=num_workers)
+    ctx.barrier()
+    # kdfiqa wrote these scores: unclipped calibrations and linear-output teachers may leave [0, 1]
+    return Labels(Path(out_csv), Path(images), score_range=None)
+
+
+def label_unlabeled(config: RunConfig, teacher: Any, out_csv: Path, ctx: DistContext) -> Labels:
+    refuse_labeled_in_unlabeled(config)
+    data, distill_ = config.data, config.distill
+    calibrate = Labels(Path(data.csv), Path(data.root)) if distill_.calibrate else None
+    held_out = not data.val_csv and distill_.calibrate_on == "train_split"
+    return pseudo_label(teacher, required(data.unlabeled, "--unlabeled DIR"), out_csv, calibrate_on=calibrate,
+                        holdout=(data.val_fraction, data.split_seed, data.split_method) if held_out else None,
+                        clip=distill_.clip_pseudo_labels, raw_if_degenerate=distill_.raw_if_degenerate,
+                        batch_size=config.train.batch_size, num_workers=config.train.num_workers, ctx=ctx,
+                        overwrite=True)  # the run's own file: the run folder's check came first
+
+
+def _teacher_run_config(config: RunConfig, teacher: str, output_dir: Path) -> RunConfig:
+    """The config that retrains ``teacher`` (a kdfiqa checkpoint): its own stored run config, with
+    this run's labeled data, starting from its weights."""
+    from ..checkpoint import load_checkpoint
+
+    stored = load_checkpoint(teacher).get("config") or {}
+    base = RunConfig.from_dict(stored, source=f"{teacher} config") if stored else config
+    return dataclasses.replace(
+        base,
+        model=dataclasses.replace(base.model, init=str(teacher), init_head=config.distill.self_train_head,
+                                  pretrained=False),
+        data=dataclasses.replace(config.data, train_transform=base.data.train_transform,
+                                 eval_transform=base.data.eval_transform, pseudo_csv=None, pseudo_root=None,
+                                 unlabeled=None),
+        train=dataclasses.replace(base.train, device=config.train.device, quiet=config.train.quiet,
+                                  output_dir=str(output_dir)),
+        ssar=dataclasses.replace(base.ssar, epochs=0),
+    )
+
+
+@dataclass(frozen=True)
+class SelfTrained:
+    """What :func:`self_train` leaves: the final teacher checkpoint and each round's pseudo-labels."""
+
+    teacher: str
+    pseudo: tuple[Labels, ...]
+
+
+def self_train(config: RunConfig, teacher: str, *, ctx: DistContext | None = None, resume: bool = False,
+               overwrite: bool = False) -> SelfTrained:
+    """ECNU-SJTU's loop, ``distill.self_train`` rounds: the teacher pseudo-labels ``data.unlabeled``
+    and is retrained on labels ∪ pseudo-labels from its weights, with its own stored settings;
+    ``distill.self_train_head = "fresh"`` starts a fresh head on its backbone (the winner's enhanced
+    teacher, ``FIQA_Swin_B(pretrained_path=teacher)``). Rounds go to ``output_dir/self_train_N``."""
+    ctx = run_context(config, ctx)
+    rounds = []
+    for round_ in range(1, config.distill.self_train + 1):
+        stage_dir = Path(config.train.output_dir) / f"self_train_{round_}"
+        labels = label_unlabeled(config, build_teacher(config, ctx, [teacher]), stage_dir / PSEUDO_LABELS, ctx)
+        retrain = _teacher_run_config(config, teacher, stage_dir / "teacher")
+        resumable = resume and (stage_dir / "teacher" / "last.pt").is_file()
+        teacher = str(train(retrain, pseudo=labels, ctx=ctx, resume=resumable, overwrite=overwrite).checkpoint)
+        rounds.append(labels)
+    return SelfTrained(teacher, tuple(rounds))
