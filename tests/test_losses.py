@@ -369,7 +369,7 @@ def test_weighted_sum_from_formula_adds_weighted_independent_terms():
 def test_weighted_sum_from_mapping_with_options_modules_and_repeated_kinds():
     wing = WingLoss(omega=0.1)
     ws = WeightedSum({"mse": 2, "corr": {"weight": 0.5, "alpha": 0.1}, wing: 1.0, WingLoss(): 3.0})
-    assert str(ws) == "Loss = 2.0 * mse + 0.5 * corr + 1.0 * wing + 3.0 * wing_2"
+    assert str(ws) == "Loss = 2.0 * mse + 0.5 * corr(alpha=0.1) + 1.0 * wing + 3.0 * wing_2"
     assert ws.terms["corr"].alpha == 0.1 and ws.terms["wing"] is wing
     pred, target = batch(6)
     p, y = pred.tolist(), target.tolist()
@@ -434,3 +434,43 @@ def test_a_loss_term_whose_weight_is_not_positive_is_refused(formula):
 
     with pytest.raises(ConfigError, match="give a weight > 0"):
         WeightedSum(parse_formula(formula))
+
+
+def test_a_formula_term_carries_keyword_arguments_to_its_loss_and_prints_them():
+    from kdfiqa.losses import WeightedSum, parse_formula
+
+    assert parse_formula("0.5*temperature_mse(temperature=2) + hybrid( alpha = 0.5 ) + 1e+1*mse") == {
+        "temperature_mse": {"weight": 0.5, "temperature": 2}, "hybrid": {"weight": 1.0, "alpha": 0.5}, "mse": 10.0}
+    loss = WeightedSum("0.5*temperature_mse(temperature=2) + hybrid(alpha=0.5)")
+    assert loss.terms["temperature_mse"].temperature == 2.0 and loss.terms["hybrid"].alpha == 0.5
+    assert str(loss) == "Loss = 0.5 * temperature_mse(temperature=2) + 1.0 * hybrid(alpha=0.5)"
+    again = WeightedSum(loss.formula)  # the formula reads back to the same terms
+    assert (again.weights, again.options) == (loss.weights, loss.options)
+    # the same loss built from a mapping, as before
+    pred, target = torch.rand(8, 1), torch.rand(8, 1)
+    zs, zt = torch.randn(8, 1), torch.randn(8, 1)
+    mapped = WeightedSum({"temperature_mse": {"weight": 0.5, "temperature": 2}, "hybrid": {"weight": 1.0, "alpha": 0.5}})
+    kw = dict(student_logits=zs, teacher_logits=zt)
+    assert torch.equal(loss(pred, target, **kw)[0], mapped(pred, target, **kw)[0])
+
+
+@pytest.mark.parametrize("formula, message", [
+    ("hybrid(alpha=)", "cannot read the parameters"),
+    ("hybrid(0.5)", "cannot read the parameters"),
+    ("hybrid(alpha=0.5, alpha=0.6)", "gives 'alpha' twice"),
+    ("hybrid(alpha=[1])", "a value must be"),
+    ("hybrid(alpha=__import__('os').getcwd())", "cannot read term"),
+    ("hybrid(alpha=abs(1))", "cannot read term"),
+    ("hybrid(alpha=x)", "a value must be"),
+    ("hybrid(alpha='x')", "alpha='x' must be a number"),
+    ("hybrid(alpha=True)", "alpha=True must be a number"),
+    ("hybrid(beta=1)", "unexpected keyword argument 'beta'; its parameters are: alpha"),
+    ("0.5*temperature_mse(temperature=-1)", r"temperature=-1.0 is outside \(0.0, inf\)"),
+    ("hybrid(weight=2)", "as WEIGHT\\*NAME"),
+])
+def test_a_formula_term_with_unreadable_or_refused_arguments_is_one_config_error(formula, message):
+    from kdfiqa.losses import WeightedSum
+
+    with pytest.raises(ConfigError, match=message) as info:
+        WeightedSum(formula)
+    assert "\n" not in str(info.value)

@@ -22,8 +22,8 @@ STATED = {
         ("train", "data.train_transform.mode", "randcrop_or_resize"), ("train", "data.train_transform.flip", True),
         ("distill", "model.name", "emo2_1m"), ("distill", "model.input", 224),
         ("distill", "model.kwargs.drop_path_rate", 0.04036), ("train", "model.kwargs.drop_path_rate", 0.05),
-        ("distill", "loss.task", "hybrid"), ("distill", "distill.loss", "0.5*temperature_mse"),
-        ("distill", "distill.teacher_input", 512), ("distill", "data.eval_transform.mode", "resize"),
+        ("distill", "loss.task", "hybrid(alpha=0.75)"),
+        ("distill", "distill.loss", "0.5*temperature_mse(temperature=4.0)"), ("distill", "distill.teacher_input", 512), ("distill", "data.eval_transform.mode", "resize"),
         ("distill", "data.train_transform.mode", "randcrop_or_resize"), ("distill", "data.train_transform.crop", 512),
         ("distill", "data.train_transform.flip", True),
     ],
@@ -49,7 +49,8 @@ STATED = {
         ("train", "data.pseudo_csv", None), ("train", "data.unlabeled", None),
     ],
     "rankcore": [
-        ("train", "loss.task", "coreface"), ("train", "data.sampler", "ssus"), ("train", "ssar.epochs", 5),
+        ("train", "loss.task", "coreface(omega=0.03, epsilon=2.0)"), ("train", "data.sampler", "ssus"),
+        ("train", "ssar.epochs", 5),
         ("train", "ssar.degradations", ["blur", "noise", "downup"]),
     ],
     "ecnu_sjtu": [

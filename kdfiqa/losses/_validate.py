@@ -37,6 +37,8 @@ def check_range(
 
     Raises :class:`ConfigError` naming the loss parameter and the allowed interval otherwise.
     """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"loss parameter {name}={value!r} must be a number")
     value = float(value)
     too_low = value <= low if open_low else value < low
     if too_low or value > high or math.isnan(value):
