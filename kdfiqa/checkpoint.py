@@ -32,9 +32,9 @@ A checkpoint is a ``dict`` holding only tensors and plain values (``dict``, ``li
 ``metrics``         the latest validation metrics (``{}`` when none yet).
 
 Writers may add further plain keys: the Trainer stores its resumable state under ``"trainer"``
-(its format is :mod:`kdfiqa.engine.state`'s). Files are written atomically: a temporary file in the same folder is written,
-flushed to disk and renamed over the target, so a process killed during a save leaves the previous
-file intact.
+(its format is :mod:`kdfiqa.engine.state`'s). Files are written atomically
+(:mod:`kdfiqa.atomic_write`): a temporary file in the same folder is written, flushed to disk and
+renamed over the target, so a process killed during a save leaves the previous file intact.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -52,6 +51,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .atomic_write import atomic_open
 from .engine.rng import rng_state
 from .errors import CheckpointError, first_line, named_first_line
 from .models.deploy import deploy_config
@@ -144,53 +144,23 @@ def _check_plain(obj: Any, where: str) -> None:
 def save_checkpoint(path: PathLike, ckpt: Mapping[str, Any]) -> Path:
     """Write ``ckpt`` to ``path`` atomically and return the path.
 
-    The dict is checked to hold only tensors and plain values, written to a temporary file in the
-    same folder, flushed and fsync'ed, then renamed over ``path`` with ``os.replace``: a reader (or a
-    process killed mid-save) sees either the old file or the complete new one, never a mix.
+    The dict is checked to hold only tensors and plain values, then written with
+    :func:`kdfiqa.atomic_write.atomic_open`: to a temporary file in the same folder, flushed and
+    fsync'ed, then renamed over ``path``: a reader (or a process killed mid-save) sees either the
+    old file or the complete new one, never a mix.
     """
     if ckpt.get("format") != FORMAT:
         raise TypeError(f"save_checkpoint expects a dict from build_checkpoint (format {FORMAT!r})")
     _check_plain(ckpt, "ckpt")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
+        with atomic_open(path, "wb") as f:
             torch.save(dict(ckpt), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:  # a full disk, a file-size limit, the zip writer's enforce failure
-        Path(tmp).unlink(missing_ok=True)
         raise CheckpointError(
             f"{path}: could not be written ({type(exc).__name__}: {first_line(exc)}); free disk space, raise "
             "the file-size limit or choose another --out; the previous file at this path is intact") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _read(path: Path) -> Any:

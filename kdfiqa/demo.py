@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from . import pipeline
+from .atomic_write import write_atomic
 from .budget import VQUALA2025, Budget, CostReport, measure
 from .config import RunConfig
 from .engine import init_distributed
@@ -420,7 +421,8 @@ def _run(out: Path, plan: DemoPlan, *, quick: bool, seed: int, images: str | os.
         "elapsed_s": time.perf_counter() - started,
         "timings_s": timings,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    # a demo another process finished into this folder meanwhile is never replaced unless asked
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n", overwrite=overwrite)
     console.print(_table(summary))
     collapsed = [ROLE_TITLES[r] for r in MODEL_ROLES if models[r]["collapsed"]]
     if collapsed:

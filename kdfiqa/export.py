@@ -12,8 +12,8 @@ Exporting is three steps, in this order:
    and run on the same random batches as the eager model at several resolutions (by default the export
    size, a smaller and a larger one with odd sides). The largest absolute difference of the scores must
    be at most ``atol`` (default :data:`DEFAULT_ATOL` = 1e-4 on scores in (0, 1)); a larger difference
-   means the export froze something that depends on the input size, and the file is deleted rather
-   than left to be deployed.
+   means the export froze something that depends on the input size, and the file is not written
+   (each file is verified under a temporary name and moved into place only once it passes).
 
 By default a model is exported at its deploy config's input size
 (:class:`~kdfiqa.models.deploy.DeployConfig`) and the files carry that config, its evaluation
@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
+from .atomic_write import atomic_path
 from .budget import Budget, BudgetExceeded, CostReport, InputSize, measure, parse_input_size
 from .budget.presets import DEFAULT_BUDGET, as_budget
 from .errors import ConfigError, KdfiqaError, first_line
@@ -144,23 +145,28 @@ def _metadata_json(meta: dict[str, Any] | None) -> str:
 
 def export_torchscript(model: nn.Module, path: str | Path, input_size: InputSize,
                        *, meta: dict[str, Any] | None = None) -> Path:
-    """Trace ``model`` (in eval mode) at ``input_size`` and save it as TorchScript to ``path``.
+    """Trace ``model`` (in eval mode) at ``input_size`` and save it as TorchScript to ``path``
+    (atomically: :func:`kdfiqa.atomic_write.atomic_path`).
 
     ``meta`` is stored as the JSON extra file :data:`METADATA_KEY`
     (``torch.jit.load(path, _extra_files={"kdfiqa.json": ""})`` reads it back).
     """
+    with atomic_path(path) as tmp:
+        _write_torchscript(model, tmp, input_size, meta)
+    return Path(path)
+
+
+def _write_torchscript(model: nn.Module, path: Path, input_size: InputSize, meta: dict[str, Any] | None) -> None:
     import torch
 
     from .modes import evaluating
 
-    path = Path(path)
     example = _example(parse_input_size(input_size), 1, seed=0)
     with evaluating(model), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
         traced = torch.jit.trace(model, example, check_trace=False)
     traced.save(str(path), _extra_files={METADATA_KEY: _metadata_json(meta)})
-    return path
 
 
 def _import_onnx():
@@ -178,15 +184,21 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: InputSize, *,
 
     The graph has one input ``image`` (B, 3, H, W) and one output ``score`` (B, 1). ``meta`` is stored
     as JSON under the model's ``metadata_props`` key :data:`METADATA_KEY`. Needs ``kdfiqa[onnx]``.
+    The file is written atomically (:func:`kdfiqa.atomic_write.atomic_path`).
     """
     if opset < DEFAULT_OPSET:
         raise ExportError(f"--opset {opset} is too old: dynamic height and width need opset >= {DEFAULT_OPSET}")
+    with atomic_path(path) as tmp:
+        _write_onnx(model, tmp, input_size, opset, meta)
+    return Path(path)
+
+
+def _write_onnx(model: nn.Module, path: Path, input_size: InputSize, opset: int, meta: dict[str, Any] | None) -> None:
     import torch
 
     from .modes import evaluating
 
     onnx = _import_onnx()
-    path = Path(path)
     example = _example(parse_input_size(input_size), 1, seed=0)
     with evaluating(model), warnings.catch_warnings(), _native_stdout_silenced():
         warnings.simplefilter("ignore")
@@ -208,7 +220,6 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: InputSize, *,
     entry.key, entry.value = METADATA_KEY, _metadata_json(meta)
     onnx.checker.check_model(graph)
     onnx.save(graph, str(path))
-    return path
 
 
 @contextlib.contextmanager
@@ -325,7 +336,12 @@ def export_model(
         meta: JSON-serialisable facts stored in the files, over the defaults: ``model_name``,
             ``input_sizes``, ``deploy`` (the deploy config) and ``eval_transform`` (its transform).
         overwrite: replace files of the same names already in ``out_dir`` (refused otherwise, before
-            anything is written).
+            anything is written, and again when a file is moved into place: one that another process
+            wrote meanwhile is never replaced).
+
+    Each file is written to a temporary file beside its destination, verified there and only then
+    moved into place (:mod:`kdfiqa.atomic_write`): a file that fails verification never appears, and
+    an earlier file of the same name stays as it was.
 
     Raises :class:`BudgetExceeded`, :class:`~kdfiqa.budget.MeasurementError`, or :class:`ExportError`
     when a format is unknown, a dependency is missing or an exported file disagrees with the eager model.
@@ -369,24 +385,29 @@ def export_model(
     checks = [parse_input_size(s) for s in (verify_sizes or verification_sizes(sizes[0]))]
     for fmt in dict.fromkeys(formats):
         path = out / f"{stem}{SUFFIXES[fmt]}"
-        if fmt == "torchscript":
-            export_torchscript(model, path, sizes[0], meta=meta)
-        else:
-            export_onnx(model, path, sizes[0], opset=opset, meta=meta)
-        runner = load_exported(path, fmt)
-        if runner is None:
-            result.unverified[fmt] = "onnxruntime is not installed (pip install 'kdfiqa[onnx]')"
-            result.paths[fmt] = path
-            continue
-        verifications = verify_exported(model, runner, fmt, checks, atol=atol)
-        result.verifications.extend(verifications)
-        failed = [v for v in verifications if not v.passed]
-        if failed:
-            path.unlink()
-            raise ExportError(
-                f"{fmt} export of {stem} disagrees with the eager model, file removed: "
-                + "; ".join(v.describe() for v in failed)
-                + " (forward probably turns the input size into Python constants; keep shape "
-                  "arithmetic in tensor ops or export at the deployment size with --input)")
+        with atomic_path(path, overwrite=overwrite) as tmp:  # moved into place once verified
+            if fmt == "torchscript":
+                _write_torchscript(model, tmp, sizes[0], meta)
+            else:
+                _write_onnx(model, tmp, sizes[0], opset, meta)
+            runner = load_exported(tmp, fmt)
+            if runner is None:
+                result.unverified[fmt] = "onnxruntime is not installed (pip install 'kdfiqa[onnx]')"
+            else:
+                _verify(model, runner, fmt, checks, atol, stem, result)
         result.paths[fmt] = path
     return result
+
+
+def _verify(model: nn.Module, runner: Runner, fmt: str, checks: list[tuple[int, int, int]], atol: float, stem: str,
+            result: ExportResult) -> None:
+    """Add the verifications of ``runner`` to ``result``; a mismatch raises :class:`ExportError`."""
+    verifications = verify_exported(model, runner, fmt, checks, atol=atol)
+    result.verifications.extend(verifications)
+    failed = [v for v in verifications if not v.passed]
+    if failed:
+        raise ExportError(
+            f"{fmt} export of {stem} disagrees with the eager model, file not written: "
+            + "; ".join(v.describe() for v in failed)
+            + " (forward probably turns the input size into Python constants; keep shape "
+              "arithmetic in tensor ops or export at the deployment size with --input)")

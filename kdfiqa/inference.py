@@ -226,12 +226,15 @@ def _require_finite(loaded: InferenceModel, names: Any, scores: Any) -> None:
                         f"image(s) (e.g. {bad[0]}); its weights may be damaged: use another checkpoint")
 
 
-def write_scores_csv(path: str | Path, scores: ImageScores, *, sort: bool = False) -> Path:
-    """Write the header line ``image,score`` then one row per image, best first when ``sort``."""
+def write_scores_csv(path: str | Path, scores: ImageScores, *, sort: bool = False, overwrite: bool = True) -> Path:
+    """Write the header line ``image,score`` then one row per image, best first when ``sort``,
+    atomically; without ``overwrite`` an existing file, even one another process wrote meanwhile, is
+    refused (:func:`kdfiqa.data.csv_files.write_scores`)."""
     from .data.csv_files import write_scores
 
     pairs = scores.ranked() if sort else list(zip(scores.names, scores.scores))
-    return write_scores(path, [n for n, _ in pairs], [s for _, s in pairs], header=True, float_format=".6f")
+    return write_scores(path, [n for n, _ in pairs], [s for _, s in pairs], header=True, float_format=".6f",
+                        overwrite=overwrite)
 
 
 def evaluate_csv(loaded: InferenceModel, root: str | Path, csv_path: str | Path, *,

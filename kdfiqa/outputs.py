@@ -11,8 +11,11 @@ Every command that writes calls :func:`check_output_dir` (a run folder, an expor
   ``--overwrite`` (a new run then removes them first, so that no file of another run is taken for
   its own), and an existing output file without ``--overwrite``.
 
-A full disk or a file-size limit met while writing is caught where the file is written (checkpoints
-are written atomically, so the previous file stays intact) and reported the same way.
+A full disk or a file-size limit met while writing is caught where the file is written (files are
+written atomically, :mod:`kdfiqa.atomic_write`, so the previous file stays intact) and reported the
+same way. These checks come first so that a refusal costs nothing; they cannot stop another process
+from creating the file while the command works, so a file written without ``--overwrite`` is also
+moved into place no-clobber, which refuses it then (the final guard).
 """
 
 from __future__ import annotations

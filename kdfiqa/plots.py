@@ -23,6 +23,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .atomic_write import atomic_open
+
 __all__ = ["scatter_plot", "curves_plot", "pareto_plot", "nice_ticks", "PALETTE"]
 
 PALETTE = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207))
@@ -255,7 +257,8 @@ def pareto_plot(
 
 
 def _save(img: Image.Image, path: str | os.PathLike[str]) -> Path:
+    """Write ``img`` to ``path`` as a PNG, atomically (its folder is created when missing)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, format="PNG")
+    with atomic_open(path, "wb") as f:
+        img.save(f, format="PNG")
     return path

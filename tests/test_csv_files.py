@@ -77,3 +77,14 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     plain.write_text("")
     written = write_scores(tmp_path / "w.csv", ["a"], [0.5])
     assert os.stat(written).st_mode == os.stat(plain).st_mode
+
+
+def test_without_overwrite_an_existing_csv_is_refused_and_kept(tmp_path):
+    from kdfiqa.atomic_write import OutputExistsError
+
+    path = write_scores(tmp_path / "s.csv", ["a"], [0.5])
+    with pytest.raises(OutputExistsError, match="s.csv: already exists.*--overwrite"):
+        write_table(path, ("image", "score"), [("b", 0.25)], overwrite=False)
+    assert read_rows(path)[0].fields == ["a", "0.5"]
+    assert write_scores(path, ["b"], [0.25], overwrite=True) == path and read_rows(path)[0].fields == ["b", "0.25"]
+    assert [p.name for p in tmp_path.iterdir()] == ["s.csv"]

@@ -280,12 +280,12 @@ def write_front(result: SearchResult, out_dir: str | Path, *, overwrite: bool = 
     """Write each front configuration as ``out_dir/FAMILY_search_NN.yaml`` (NN from 01, in front
     order): its registered name, keyword arguments and the search's input size, headed by a comment
     with its measured cost. Files of an earlier search of the family are replaced only when
-    ``overwrite`` (:func:`check_out_dir`)."""
+    ``overwrite`` (:func:`check_out_dir`; those beyond this front's are removed once it is written);
+    otherwise a file another process writes meanwhile is refused, never replaced
+    (:class:`~kdfiqa.atomic_write.OutputExistsError`). Each file is written atomically."""
     out = Path(out_dir)
     old = check_out_dir(out, result.space.family, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    for path in old:
-        path.unlink()
     paths = []
     size = "x".join(map(str, result.input_size[1:]))
     for k, candidate in enumerate(result.front, 1):
@@ -294,5 +294,7 @@ def write_front(result: SearchResult, out_dir: str | Path, *, overwrite: bool = 
                    f"of {result.trials}\n{candidate.params:,} params, {candidate.gflops:.4f} GFLOPs at {size}"
                    f"{latency} ({result.budget.describe()})")
         paths.append(write_model_file(out / f"{result.space.family}_search_{k:02d}.yaml", result.space.model,
-                                      candidate.kwargs, result.input_size[1:], comment=comment))
+                                      candidate.kwargs, result.input_size[1:], comment=comment, overwrite=overwrite))
+    for path in set(old) - set(paths):
+        path.unlink()
     return paths

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         result = export_model(
             model, args.out, formats=args.formats, input_sizes=args.input, budget=budget,
             allow_over_budget=args.allow_over_budget, verify_sizes=args.verify_input, atol=args.atol,
-            opset=args.opset, meta={"source": args.target}, overwrite=True)  # the files were checked above
+            opset=args.opset, meta={"source": args.target}, overwrite=args.overwrite)
     except BudgetExceeded as exc:
         first, *rest = str(exc).splitlines()
         console = Console(stderr=True)

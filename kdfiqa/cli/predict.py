@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                                   multi_crop=args.multi_crop, fuse=not args.no_fuse)
     scores = predict_images(loaded, args.paths, batch_size=args.batch_size, device=args.device,
                             skip_bad=args.skip_bad, num_workers=args.workers)
-    path = write_scores_csv(args.out, scores, sort=args.sort)
+    path = write_scores_csv(args.out, scores, sort=args.sort, overwrite=args.overwrite)  # refuses one written meanwhile
     console = Console(stderr=True)
     console.print(f"scored {len(scores.names)} images -> {path}", markup=False, highlight=False)
     if scores.skipped:

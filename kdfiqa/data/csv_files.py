@@ -4,8 +4,10 @@ Reading skips a UTF-8 byte-order mark (spreadsheets write one) and reports every
 :class:`~kdfiqa.errors.DataError` naming the file; :func:`read_rows` hands back the rows with their
 line numbers, so that callers (:func:`kdfiqa.data.labels.read_labels`) can name ``FILE line N``.
 
-Writing uses ``"\\n"`` line ends and is atomic: the rows go to a temporary file beside the target,
-which then replaces it, so a failed run never leaves a truncated CSV behind. Three layouts:
+Writing uses ``"\\n"`` line ends and is atomic (:mod:`kdfiqa.atomic_write`): the rows go to a
+temporary file beside the target, which then replaces it, so a failed run never leaves a truncated
+CSV behind; with ``overwrite=False`` an existing file is never replaced, even one written meanwhile
+by another process. Three layouts:
 
 * :func:`write_scores`: the VQualA 2025 challenge format, header-less ``image_name,score`` rows
   (labels, pseudo-labels);
@@ -19,14 +21,13 @@ as the same float, unless a ``float_format`` such as ``".6f"`` is given; other c
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import numbers
 import os
-import secrets
 from pathlib import Path
-from typing import IO, Iterable, Iterator, NamedTuple, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
+from ..atomic_write import atomic_open
 from ..errors import DataError
 
 __all__ = ["CsvRow", "SCORE_HEADER", "read_rows", "write_scores", "write_table"]
@@ -42,11 +43,6 @@ class CsvRow(NamedTuple):
     fields: list[str]
 
 
-def _open(path: Path, mode: str) -> IO[str]:
-    """The one way a CSV file is opened: text, ``newline=""``, UTF-8 (a BOM skipped on reading)."""
-    return open(path, mode, newline="", encoding="utf-8-sig" if mode == "r" else "utf-8")
-
-
 def read_rows(path: str | os.PathLike[str], *, what: str = "CSV file") -> list[CsvRow]:
     """The rows of ``path`` that hold a non-blank field, with their line numbers.
 
@@ -55,7 +51,7 @@ def read_rows(path: str | os.PathLike[str], *, what: str = "CSV file") -> list[C
     """
     path = Path(path)
     try:
-        with _open(path, "r") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             return [CsvRow(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
     except FileNotFoundError:
@@ -76,24 +72,10 @@ def _cell(value: object, float_format: str | None) -> object:
     return value
 
 
-@contextlib.contextmanager
-def _replacing(path: Path) -> Iterator[IO[str]]:
-    """A file to write ``path``'s new content to; it replaces ``path`` only when the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with _open(tmp, "x") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _write(path: str | os.PathLike[str], header: Sequence[str] | None, rows: Iterable[Sequence[object]],
-           float_format: str | None) -> Path:
+           float_format: str | None, overwrite: bool) -> Path:
     path = Path(path)
-    with _replacing(path) as f:
+    with atomic_open(path, "w", overwrite=overwrite, newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         if header is not None:
             writer.writerow(header)
@@ -108,16 +90,19 @@ def write_scores(
     *,
     header: bool = False,
     float_format: str | None = None,
+    overwrite: bool = True,
 ) -> Path:
     """Write one ``name,score`` row per image to ``path``; returns ``path``.
 
     Without ``header`` the file is in the challenge format (no header line), which
     :func:`~kdfiqa.data.labels.read_labels` reads back; with it the line ``image,score`` comes first.
-    Raises ``ValueError`` when ``names`` and ``scores`` differ in length.
+    Raises ``ValueError`` when ``names`` and ``scores`` differ in length; without ``overwrite``, an
+    existing file (even one another process writes meanwhile) is refused with
+    :class:`~kdfiqa.atomic_write.OutputExistsError`.
     """
     if len(names) != len(scores):
         raise ValueError(f"write_scores: {len(names)} names but {len(scores)} scores")
-    return _write(path, SCORE_HEADER if header else None, zip(names, scores), float_format)
+    return _write(path, SCORE_HEADER if header else None, zip(names, scores), float_format, overwrite)
 
 
 def write_table(
@@ -126,10 +111,12 @@ def write_table(
     rows: Iterable[Sequence[object]],
     *,
     float_format: str | None = None,
+    overwrite: bool = True,
 ) -> Path:
     """Write the ``header`` line and then ``rows`` (each as wide as ``header``) to ``path``; returns ``path``.
 
-    Raises ``ValueError`` naming the first row whose width differs from the header's.
+    Raises ``ValueError`` naming the first row whose width differs from the header's; ``overwrite``
+    as for :func:`write_scores`.
     """
     def checked() -> Iterator[Sequence[object]]:
         for number, row in enumerate(rows, start=1):
@@ -137,4 +124,4 @@ def write_table(
                 raise ValueError(f"write_table: row {number} has {len(row)} fields, the header {len(header)}")
             yield row
 
-    return _write(path, header, checked(), float_format)
+    return _write(path, header, checked(), float_format, overwrite)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..atomic_write import write_atomic
 from ..errors import DataError
 from .csv_files import write_scores, write_table
 from .datasets import UnlabeledImageFolder
@@ -189,7 +190,8 @@ def make_synthetic_fiqa(
     labels = write_scores(out / "synthetic_labels.csv", names, scores, float_format=SCORE_FORMAT)
     details = write_table(out / "synthetic_degradations.csv", ("image", "score", "degradations"), rows,
                           float_format=SCORE_FORMAT)
-    (out / "SYNTHETIC_DATA.txt").write_text(
+    write_atomic(
+        out / "SYNTHETIC_DATA.txt",
         "This data set is synthetic, made by kdfiqa.data.make_synthetic_fiqa: "
         + ("cartoon faces drawn procedurally" if sources is None else f"crops of the photos in {sources}")
         + ", degraded at random severities; the scores are computed from those severities "

@@ -95,10 +95,12 @@ def calibration_fault(raw: np.ndarray, mapped: np.ndarray) -> str | None:
     return None
 
 
-def write_scores_csv(path: str | os.PathLike[str], names: Sequence[str], scores: Sequence[float]) -> Path:
+def write_scores_csv(path: str | os.PathLike[str], names: Sequence[str], scores: Sequence[float], *,
+                     overwrite: bool = True) -> Path:
     """Write header-less ``image_name,score`` rows (the challenge format) atomically to ``path``, the
-    scores to :data:`PSEUDO_LABEL_FORMAT` (see :func:`kdfiqa.data.csv_files.write_scores`)."""
-    return write_scores(path, names, scores, float_format=PSEUDO_LABEL_FORMAT)
+    scores to :data:`PSEUDO_LABEL_FORMAT`; without ``overwrite`` an existing file is refused (see
+    :func:`kdfiqa.data.csv_files.write_scores`)."""
+    return write_scores(path, names, scores, float_format=PSEUDO_LABEL_FORMAT, overwrite=overwrite)
 
 
 def pseudo_label(
@@ -112,6 +114,7 @@ def pseudo_label(
     batch_size: int = 32,
     num_workers: int = 0,
     device: str | torch.device | None = None,
+    overwrite: bool = True,
     **teacher_kwargs: Any,
 ) -> dict[str, float]:
     """Score ``images`` with ``teacher`` and write them to ``out_csv`` as challenge-format labels.
@@ -130,7 +133,9 @@ def pseudo_label(
     replaced by the raw scores with a warning.
 
     ``teacher`` is a :class:`Teacher` or anything it accepts (``teacher_kwargs`` and ``device`` go to
-    it); names are written as the data set gives them (relative to its root).
+    it); names are written as the data set gives them (relative to its root). Without ``overwrite``
+    an existing ``out_csv`` is refused, also one another process wrote while the teacher was scoring
+    (:class:`~kdfiqa.atomic_write.OutputExistsError`).
     """
     if not isinstance(teacher, Teacher):
         teacher = Teacher(teacher, device=device, **teacher_kwargs)
@@ -164,6 +169,6 @@ def pseudo_label(
         log.warning("the teacher's %d pseudo-labels are near-constant (spread %.2e < %g): it has collapsed, and "
                     "training on them teaches nothing; use a better teacher", scores.size, float(np.std(scores)),
                     COLLAPSE_SPREAD)
-    write_scores_csv(out_csv, raw.names, scores)
+    write_scores_csv(out_csv, raw.names, scores, overwrite=overwrite)
     log.info("wrote %d pseudo-labels to %s", len(raw.names), out_csv)
     return dict(zip(raw.names, scores.tolist()))

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..atomic_write import atomic_open
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models.deploy import plain_values
 
@@ -76,13 +77,13 @@ class ViewCache:
         return int(self.logits.shape[1])
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the cache atomically (a temporary file renamed over ``path``)."""
+        """Write the cache atomically (:func:`kdfiqa.atomic_write.atomic_open`: a temporary file
+        renamed over ``path``)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save({"format": FORMAT, "teacher": self.teacher, "transform": plain_values(self.transform),
-                    "names": list(self.names), "boxes": self.boxes, "flips": self.flips, "logits": self.logits}, tmp)
-        os.replace(tmp, path)
+        with atomic_open(path, "wb") as f:
+            torch.save({"format": FORMAT, "teacher": self.teacher, "transform": plain_values(self.transform),
+                        "names": list(self.names), "boxes": self.boxes, "flips": self.flips, "logits": self.logits},
+                       f)
         return path
 
     @classmethod

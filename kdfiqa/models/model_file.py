@@ -27,6 +27,7 @@ from typing import Any, Mapping
 
 from torch import nn
 
+from ..atomic_write import write_atomic
 from ..errors import ConfigError, KdfiqaError
 from .deploy import deploy_config, plain_values, set_deploy_config
 from .registry import create_model, restorable_kwargs
@@ -132,9 +133,11 @@ def read_model_file(path: str | os.PathLike) -> ModelFile:
 
 
 def write_model_file(path: str | os.PathLike, name: str, kwargs: Mapping[str, Any],
-                     input_size: tuple[int, int] | None = None, *, comment: str = "") -> Path:
+                     input_size: tuple[int, int] | None = None, *, comment: str = "", overwrite: bool = True) -> Path:
     """Write a model file (YAML or JSON by ``path``'s ending) that :func:`read_model_file` reads
-    back as ``name``, ``kwargs``, ``input_size``; ``comment`` lines head a YAML file."""
+    back as ``name``, ``kwargs``, ``input_size``; ``comment`` lines head a YAML file. The file is
+    written atomically; without ``overwrite`` an existing one is refused
+    (:class:`~kdfiqa.atomic_write.OutputExistsError`)."""
     import yaml
 
     path = Path(path)
@@ -146,8 +149,7 @@ def write_model_file(path: str | os.PathLike, name: str, kwargs: Mapping[str, An
     else:
         head = "".join(f"# {line}\n" for line in comment.splitlines())
         text = head + yaml.safe_dump(values, sort_keys=False, default_flow_style=None)
-    path.write_text(text, encoding="utf-8")
-    return path
+    return write_atomic(path, text, overwrite=overwrite)
 
 
 def build_model_file(path: str | os.PathLike, **overrides: Any) -> nn.Module:

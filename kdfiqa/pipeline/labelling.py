@@ -60,7 +60,8 @@ def pseudo_label(teacher: Any, images: str | os.PathLike[str], out_csv: str | os
     ctx = ctx if ctx is not None else init_distributed("cpu")
     if ctx.is_main:
         label_with_teacher(teacher, folder, out_csv, calibrate_on=calibration, clip=clip,
-                           raw_if_degenerate=raw_if_degenerate, batch_size=batch_size, num_workers=num_workers)
+                           raw_if_degenerate=raw_if_degenerate, batch_size=batch_size, num_workers=num_workers,
+                           overwrite=overwrite)
     ctx.barrier()
     # kdfiqa wrote these scores: unclipped calibrations and linear-output teachers may leave [0, 1]
     return Labels(Path(out_csv), Path(images), score_range=None)
