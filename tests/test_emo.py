@@ -19,7 +19,7 @@ from kdfiqa._warnings import import_fvcore_nn
 from kdfiqa.budget import VQUALA2025
 from kdfiqa.errors import CheckpointError, ConfigError
 from kdfiqa.models import EMOBackbone, create_backbone, iiRMB, iRMB, load_official_emo_weights, model_info
-from kdfiqa.models.emo_blocks import DropPath, window_attention
+from kdfiqa.models.emo_blocks import make_act, window_attention
 
 fvnn = import_fvcore_nn()
 
@@ -347,9 +347,10 @@ def test_blocks_shapes_and_skip(block):
         block(16, 16, attn="diagonal")
 
 
-def test_drop_path_drops_whole_samples():
+@pytest.mark.parametrize("block", [iRMB, iiRMB])
+def test_drop_path_drops_whole_samples(block):
     torch.manual_seed(0)
-    layer = DropPath(0.5).train()
+    layer = block(4, 4, attn="none", drop_path=0.5).drop_path.train()
     out = layer(torch.ones(400, 3, 2, 2))
     per_sample = out.flatten(1)
     assert set(per_sample.unique().tolist()) == {0.0, 2.0}
@@ -357,6 +358,17 @@ def test_drop_path_drops_whole_samples():
     assert 120 < int((per_sample[:, 0] == 0).sum()) < 280
     assert torch.equal(layer.eval()(torch.ones(3, 2)), torch.ones(3, 2))
     assert F.mse_loss(out.mean(), torch.tensor(1.0)) < 0.05
+
+
+def test_activations_by_name():
+    """timm's factory behind EMO's names: exact (erf) GELU, 'none' and 'hswish', a clear error."""
+    x = torch.linspace(-4, 4, 101)
+    exact = 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+    torch.testing.assert_close(make_act("gelu")(x), exact, rtol=0, atol=1e-6)
+    assert torch.equal(make_act("none")(x), x)
+    assert torch.equal(make_act("hswish")(x), F.hardswish(x))
+    with pytest.raises(ValueError, match="activation 'sigmoidish'"):
+        make_act("sigmoidish")
 
 
 class _HeadInput(torch.nn.Module):

@@ -18,7 +18,11 @@ weights. Maps are zero-padded right/bottom to a window multiple, attended withou
 cropped, as the official code does, so any input resolution works.
 
 Module attribute names follow the official implementations (github.com/zhangzjn/EMO,
-github.com/zhangzjn/EMOv2), so their ImageNet checkpoints load without renaming keys.
+github.com/zhangzjn/EMOv2), so their ImageNet checkpoints load without renaming keys. As there,
+stochastic depth (``DropPath``), the activations and the channel LayerNorm are timm's
+(``timm.layers``); the parts kept here (:class:`LayerNorm2d`'s key level, :class:`LayerScale2d`,
+:class:`ConvNormAct`, :class:`SqueezeExcite`, :func:`same_padding`) each say which official key,
+shape or padding the timm layer would change.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+import timm.layers
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -36,7 +41,6 @@ __all__ = [
     "NORM_EPS",
     "canonical_attention",
     "ConvNormAct",
-    "DropPath",
     "LayerNorm2d",
     "LayerScale2d",
     "PatchEmbed",
@@ -68,14 +72,19 @@ def canonical_attention(kind: str) -> str:
 
 
 class LayerNorm2d(nn.Module):
-    """LayerNorm over the channels of a (B, C, H, W) map (a channels-last ``nn.LayerNorm`` inside)."""
+    """EMO's channel LayerNorm of a (B, C, H, W) map: :class:`timm.layers.LayerNorm2d` held as ``norm``.
+
+    Held one level down, the affine parameters keep the official keys (``*.norm.weight``,
+    ``*.norm.bias``), which timm's layer on its own would put one level up. timm's layer returns a
+    channels-last view; the official layer returns a contiguous NCHW map, and so does this one.
+    """
 
     def __init__(self, dim: int, eps: float = NORM_EPS) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(dim, eps=eps)
+        self.norm = timm.layers.LayerNorm2d(dim, eps=eps)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
+        return self.norm(x).contiguous()
 
 
 _NORMS = {
@@ -85,21 +94,16 @@ _NORMS = {
 }
 _NORM_ALIASES = {"bn_2d": "bn", "batchnorm": "bn", "ln_2d": "ln", "layernorm": "ln"}
 
-_ACTS = {
-    "none": nn.Identity,
-    "relu": nn.ReLU,
-    "relu6": nn.ReLU6,
-    "silu": nn.SiLU,
-    "gelu": nn.GELU,
-    "hardswish": nn.Hardswish,
-}
-_ACT_ALIASES = {"swish": "silu", "hswish": "hardswish"}
+_ACT_ALIASES = {"none": "identity", "hswish": "hardswish"}
+"""kdfiqa's (and the official code's) activation names that timm spells otherwise."""
 
 
 def make_norm(kind: str, dim: int) -> nn.Module:
     """Build a 2-D norm: ``"bn"`` (BatchNorm2d), ``"ln"`` (:class:`LayerNorm2d`) or ``"none"``; eps 1e-6.
 
-    The official spellings ``"bn_2d"``/``"ln_2d"`` are accepted.
+    The official spellings ``"bn_2d"``/``"ln_2d"`` are accepted. Not timm's norm factory: its
+    ``"layernorm2d"`` is timm's layer without the official key level, and it leaves eps at each
+    layer's default rather than EMO's 1e-6.
     """
     name = _NORM_ALIASES.get(kind, kind)
     if name not in _NORMS:
@@ -108,41 +112,35 @@ def make_norm(kind: str, dim: int) -> nn.Module:
 
 
 def make_act(kind: str) -> nn.Module:
-    """Build an activation by name: none, relu, relu6, silu (swish), gelu (exact), hardswish."""
-    name = _ACT_ALIASES.get(kind, kind)
-    if name not in _ACTS:
-        raise ValueError(f"activation {kind!r} is not one of {sorted(_ACTS)}")
-    return _ACTS[name]()
+    """Build an activation by name with :func:`timm.layers.create_act_layer`.
+
+    Any timm activation name is accepted (relu, relu6, silu, swish, gelu, hardswish, ...), plus
+    ``"none"`` and ``"hswish"``. ``"gelu"`` is timm's exact (erf) GELU, the class the official code uses.
+    """
+    try:
+        layer = timm.layers.create_act_layer(_ACT_ALIASES.get(kind, kind))
+    except KeyError:
+        layer = None
+    if layer is None:
+        raise ValueError(f"activation {kind!r} is neither a timm activation (relu, gelu, ...) nor 'none'")
+    return layer
 
 
 def same_padding(kernel_size: int, stride: int = 1, dilation: int = 1) -> int:
-    """The official EMO padding rule: ceil(((k - 1) * d + 1 - s) / 2)."""
+    """The official EMO padding rule: ceil(((k - 1) * d + 1 - s) / 2).
+
+    timm's ``get_padding`` agrees for odd kernels at stride 1 or 2 only (not for even kernels nor
+    larger strides), so the official rule is kept for every configurable kernel.
+    """
     return math.ceil(((kernel_size - 1) * dilation + 1 - stride) / 2)
 
 
-class DropPath(nn.Module):
-    """Stochastic depth: zero a whole sample's residual branch with probability ``p`` in training.
-
-    Kept samples are scaled by 1 / (1 - p) so the expectation is unchanged.
-    """
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = float(p)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
 class LayerScale2d(nn.Module):
-    """Per-channel learnable scale ``gamma`` (1, C, 1, 1), initialised to ``init_value`` (EMOv2: 1e-6)."""
+    """Per-channel learnable scale ``gamma`` (1, C, 1, 1), initialised to ``init_value`` (EMOv2: 1e-6).
+
+    Not :class:`timm.layers.LayerScale2d`: that stores ``gamma`` as (C,), so official checkpoints
+    (which hold (1, C, 1, 1)) would not load, and it exists only from timm 1.0.9 on.
+    """
 
     def __init__(self, dim: int, init_value: float) -> None:
         super().__init__()
@@ -153,7 +151,11 @@ class LayerScale2d(nn.Module):
 
 
 class ConvNormAct(nn.Module):
-    """Conv2d (official "same" padding) → norm → activation, as attributes ``conv``, ``norm``, ``act``."""
+    """Conv2d (official "same" padding) → norm → activation, as attributes ``conv``, ``norm``, ``act``.
+
+    Not :class:`timm.layers.ConvNormAct`: that holds norm and activation together as ``bn`` (keys
+    ``bn.*`` instead of the official ``norm.*``) and pads by timm's rule (see :func:`same_padding`).
+    """
 
     def __init__(
         self,
@@ -210,9 +212,13 @@ class PatchEmbed(nn.Module):
 
 
 class SqueezeExcite(nn.Module):
-    """Squeeze-and-excitation: global mean → 1x1 reduce → act → 1x1 expand → sigmoid gate.
+    """Squeeze-and-excitation (Hu et al., CVPR 2018): global mean → 1x1 reduce → act → 1x1 expand →
+    sigmoid gate.
 
-    The reduced width is ``round(dim * rd_ratio)`` (EMO's stem uses ``rd_ratio=1``).
+    The reduced width is ``round(dim * rd_ratio)`` (EMO's stem uses ``rd_ratio=1``). This is the
+    EfficientNet form the official EMO code takes from timm's private EfficientNet blocks; the public
+    :class:`timm.layers.SqueezeExcite` names its convs ``fc1``/``fc2`` and rounds the reduced width
+    to a multiple of 8, so neither the official keys nor their shapes would match.
     """
 
     def __init__(self, dim: int, rd_ratio: float = 0.25, act: str = "relu") -> None:
@@ -450,7 +456,7 @@ class _MobileBlock(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
         self.proj = ConvNormAct(dim_mid, dim_out, 1)
         self.ls = LayerScale2d(dim_out, layer_scale) if layer_scale > 0 else nn.Identity()
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = timm.layers.DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def _build_mixer(self, dim_in: int, dim_mid: int, spec: _MixerSpec) -> None:
         raise NotImplementedError

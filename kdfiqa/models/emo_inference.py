@@ -13,9 +13,9 @@ map is an identity in eval mode and is left out. The products stay explicit matm
 counts the same FLOPs (and on CPU they run faster here than ``F.scaled_dot_product_attention``,
 whose small-window path adds masking passes).
 
-:class:`~kdfiqa.models.emo_blocks.LayerNorm2d` normalises over channels through a channels-last view
-and copies the result back to a contiguous NCHW map; in the inference form the result stays
-channels-last (the same values, no copy), the layout the next convolution wants.
+:class:`~kdfiqa.models.emo_blocks.LayerNorm2d` normalises over channels with timm's ``LayerNorm2d``
+(a channels-last view in and out) and copies the result to a contiguous NCHW map; in the inference
+form the result stays channels-last (the same values, no copy), the layout the next convolution wants.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class _ChannelsLastLayerNorm2d(LayerNorm2d):
     """:class:`~kdfiqa.models.emo_blocks.LayerNorm2d` whose output stays channels-last."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.norm(x)
 
 
 _FUSED = {WindowAttention: _FusedWindowAttention, iRMB: _FusediRMB, LayerNorm2d: _ChannelsLastLayerNorm2d}
