@@ -4,12 +4,28 @@
 A TARGET is one of:
 
 * a registered model name (``emo2_1m``, ``mobilenetv3_large_fiqa``; ``kdfiqa models`` lists them);
-* ``timm:NAME``: any timm model, built with ``pretrained=False`` unless asked otherwise;
-* ``path/to/file.py:factory`` or ``package.module:factory``: a callable returning an ``nn.Module``;
+* ``SCHEME:REST`` for a registered scheme (:data:`TEACHER_SCHEMES`): built in, ``timm:NAME`` (any
+  timm model, built with ``pretrained=False`` unless asked otherwise); plugins add theirs;
+* ``path/to/file.py:factory`` or ``package.module:factory``: a callable returning an ``nn.Module``
+  (a registered scheme wins over a module of the same name);
 * a model file (``*.yaml``/``*.yml``/``*.json``, as ``kdfiqa search --out`` writes): a registered name,
   its keyword arguments and input size (:mod:`kdfiqa.models.model_file`);
 * a checkpoint written by kdfiqa (``*.pt``/``*.pth``/``*.ckpt``, or any other existing file), rebuilt
-  by :func:`kdfiqa.models.load_model` with its deploy config.
+  by :func:`kdfiqa.models.rebuild.load_model` with its deploy config.
+
+Schemes
+-------
+A scheme's resolver is called as ``resolver(REST, **model_kwargs)`` and returns an ``nn.Module``:
+a FIQA network (one with ``forward_logits(x)``, as :func:`kdfiqa.models.create_model` builds), or,
+for a teacher only, a score source: a module whose ``forward(batch)`` returns the teacher's logits
+(B, 1) from the batch alone, as :class:`~kdfiqa.distill.score_table.ScoreTable` does.
+:class:`~kdfiqa.distill.Teacher` and :func:`load_target` resolve ``SCHEME:REST`` through the same
+table, so ``kdfiqa distill --teacher SCHEME:REST`` and ``kdfiqa budget SCHEME:REST`` agree. Plugins
+add schemes through the entry-point group ``kdfiqa.teachers`` (:data:`TEACHERS_GROUP`): each entry
+point is a resolver, registered under the entry point's name as its scheme::
+
+    [project.entry-points."kdfiqa.teachers"]
+    hub = "my_package.teachers:resolve_hub"    # --teacher hub:some-model
 """
 
 from __future__ import annotations
@@ -18,19 +34,55 @@ import importlib
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from torch import nn
 
+from .errors import ConfigError, KdfiqaError, first_line
 from .models.rebuild import load_model
-from .errors import ConfigError, KdfiqaError
 from .models import create_model
 from .models.model_file import build_model_file, is_model_file
 from .models.registry import TIMM_PREFIX
+from .registry import Registry
 
-__all__ = ["load_target"]
+__all__ = ["load_target", "resolve_scheme", "TEACHER_SCHEMES", "TEACHERS_GROUP"]
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+TEACHERS_GROUP = "kdfiqa.teachers"
+"""The entry-point group of plugin teacher sources: resolvers, registered under their scheme."""
+
+Resolver = Callable[..., nn.Module]
+"""``resolver(rest, **model_kwargs) -> nn.Module`` for a ``SCHEME:REST`` source."""
+
+TEACHER_SCHEMES: Registry[Resolver] = Registry(
+    "teacher scheme", listing="built in: timm; plugins add theirs (entry points kdfiqa.teachers)",
+    group=TEACHERS_GROUP)
+"""Scheme → resolver of ``SCHEME:REST`` sources (built-in ``timm``, then plugins of :data:`TEACHERS_GROUP`)."""
+
+
+@TEACHER_SCHEMES.register(name=TIMM_PREFIX.rstrip(":"))
+def _timm(name: str, **model_kwargs: Any) -> nn.Module:
+    """``timm:NAME``: the timm model as a FIQA backbone with a quality head (``create_model``)."""
+    return create_model(TIMM_PREFIX + name, **model_kwargs)
+
+
+def resolve_scheme(target: str | os.PathLike, **model_kwargs: Any) -> nn.Module | None:
+    """The module the registered scheme of a ``SCHEME:REST`` target resolves (see the module
+    docstring), or ``None`` when ``target`` names no registered scheme. A resolver that fails or
+    returns something else than an ``nn.Module`` is a one-line :class:`ConfigError`."""
+    target = os.fspath(target)
+    scheme, sep, rest = target.partition(":")
+    if not sep or scheme not in TEACHER_SCHEMES:
+        return None
+    try:
+        module = TEACHER_SCHEMES.get(scheme)(rest, **model_kwargs)
+    except KdfiqaError:
+        raise
+    except Exception as exc:  # a resolver's own failure (a plugin's, or timm's)
+        raise ConfigError(f"cannot build {target!r}: {type(exc).__name__}: {first_line(exc)}") from exc
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"{target!r}: the {scheme!r} scheme returned {type(module).__name__}, not an nn.Module")
+    return module
 
 
 def _from_callable(spec: str) -> nn.Module:
@@ -66,15 +118,19 @@ def _from_callable(spec: str) -> nn.Module:
 def load_target(target: str | os.PathLike, **model_kwargs: Any) -> nn.Module:
     """Build or load the model named by ``target`` (see the module docstring for the forms).
 
-    ``model_kwargs`` go to :func:`kdfiqa.models.create_model` for registered names, ``timm:NAME``
-    and model files (e.g. ``pretrained=True``); a checkpoint or a factory builds its model itself.
+    ``model_kwargs`` go to :func:`kdfiqa.models.create_model` for registered names and model
+    files, and to a scheme's resolver (e.g. ``pretrained=True``); a checkpoint or a factory builds
+    its model itself.
     """
     target = os.fspath(target)
+    resolved = resolve_scheme(target, **model_kwargs)
+    if resolved is not None:
+        return resolved
     if target.endswith(CHECKPOINT_SUFFIXES):
         return load_model(target)
     if is_model_file(target):
         return build_model_file(target, **model_kwargs)
-    if ":" in target and not target.startswith(TIMM_PREFIX):
+    if ":" in target:
         return _from_callable(target)
     if Path(target).is_file():
         return load_model(target)

@@ -28,7 +28,7 @@ def full_state() -> TrainState:
     rng = rng_state()
     return TrainState(
         epoch=2, step=11, batch_in_epoch=3, epoch_rng=rng, epoch_terms={"loss": 1.5, "mse": 0.25},
-        epoch_batches=3, best_metric=0.75, bad_epochs=1, stopped_early=False,
+        epoch_batches=3, stopped_early=False,
         history=[{"epoch": 1, "val": {"score": 0.75}}], world_size=1,
         rank_rng=[{"epoch": rng, "now": rng}], objective={"projector.weight": torch.randn(2, 2)},
     )
@@ -65,7 +65,7 @@ def test_a_missing_field_is_a_one_line_checkpoint_error(name):
 @pytest.mark.parametrize("name, value", [
     ("epoch", "2"), ("step", -1), ("step", 3.0), ("batch_in_epoch", True), ("epoch_rng", [1, 2]),
     ("epoch_rng", {"torch": torch.zeros(1)}), ("epoch_terms", {"loss": "1.5"}),
-    ("epoch_batches", None), ("best_metric", "0.7"), ("bad_epochs", 1.0), ("stopped_early", 1),
+    ("epoch_batches", None), ("stopped_early", 1),
     ("history", {"epoch": 1}), ("history", [1, 2]), ("world_size", 0), ("rank_rng", [{}]),
     ("objective", {"projector.weight": [1.0]}),
 ])
@@ -101,12 +101,12 @@ def test_resuming_a_damaged_trainer_entry_names_the_file_and_field(tmp_path):
     path = _checkpointed_run(tmp_path)
     ckpt = load_checkpoint(path)
     assert ckpt["trainer"]["epoch"] == ckpt["epoch"] == 1 and ckpt["trainer"]["step"] == ckpt["step"]
-    ckpt["trainer"]["bad_epochs"] = "none"
+    ckpt["trainer"]["batch_in_epoch"] = "none"
     save_checkpoint(path, ckpt)
-    mistyped = r"last\.pt: training state field 'trainer\.bad_epochs' is a str"
+    mistyped = r"last\.pt: training state field 'trainer\.batch_in_epoch' is a str"
     with pytest.raises(CheckpointError, match=mistyped):
         _resume(path)
-    ckpt["trainer"]["bad_epochs"] = 0
+    ckpt["trainer"]["batch_in_epoch"] = 0
     del ckpt["trainer"]["history"]
     save_checkpoint(path, ckpt)
     missing = r"last\.pt: its training state has no field 'trainer\.history'"

@@ -38,7 +38,7 @@ from kdfiqa.engine import (  # noqa: E402
 )
 from kdfiqa.engine.distributed import init_distributed  # noqa: E402
 from kdfiqa.engine.evaluation import evaluate_model  # noqa: E402
-from kdfiqa.errors import DataError  # noqa: E402
+from kdfiqa.errors import ConfigError, DataError  # noqa: E402
 
 
 def config(tmp_path: Path, **kw) -> TrainConfig:
@@ -104,32 +104,46 @@ def test_early_stopping_after_patience_epochs_without_improvement(tmp_path):
     # best.pt was written only when the score improved (epoch 1), last.pt after every epoch
     assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 1
     last = load_checkpoint(tmp_path / "last.pt")
-    assert last["epoch"] == 3 and last["trainer"]["bad_epochs"] == 2 and last["trainer"]["stopped_early"]
+    states = last["callbacks"]
+    assert states["EarlyStopping[score,max]"] == {"best": history[0]["val"]["score"], "bad_epochs": 2}
+    assert last["trainer"]["stopped_early"] and trainer.best_metric == history[0]["val"]["score"]
 
 
-def _records(*bests: bool, monitor: str = "score") -> list[dict]:
-    return [{"best": b, "val": {monitor: 0.5}} for b in bests]
+def _records(*values: float | None, monitor: str = "score") -> list[dict]:
+    return [{"val": {} if v is None else {monitor: v}} for v in values]
 
 
-def test_early_stopping_counts_epochs_without_improvement_in_the_train_state():
+def test_early_stopping_counts_epochs_without_improvement_in_its_own_state():
     trainer = SimpleNamespace(state=TrainState())
     stopper = EarlyStopping(patience=2)
-    for record in _records(True, False, True, False):
+    for record in _records(0.5, 0.4, 0.6, 0.6):
         stopper.on_epoch_end(trainer, record)
         assert not trainer.state.stopped_early
-    stopper.on_epoch_end(trainer, {"best": False, "val": {}})  # no monitored metric: not counted
-    assert trainer.state.bad_epochs == 1 and not trainer.state.stopped_early
-    stopper.on_epoch_end(trainer, _records(False)[0])
-    assert trainer.state.bad_epochs == 2 and trainer.state.stopped_early
+    stopper.on_epoch_end(trainer, _records(None)[0])  # no monitored metric: not counted
+    stopper.on_epoch_end(trainer, {"val": {"score": 0.9}, "collapsed": True})  # never an improvement
+    assert stopper.state_dict() == {"best": 0.6, "bad_epochs": 2} and trainer.state.stopped_early
+
+
+def test_monitor_and_mode_default_from_the_metric_and_are_checked(tmp_path):
+    assert EarlyStopping(2, "rmse").mode == "min" and BestCheckpoint(tmp_path, "srcc").mode == "max"
+    low = BestCheckpoint(tmp_path / "best.pt", monitor="rmse")
+    assert [low.update(r) for r in _records(0.5, 0.6, 0.4, None, monitor="rmse")] == [True, False, True, False]
+    assert low.best == 0.4 and low.state_key == "BestCheckpoint[rmse,min]"
+    with pytest.raises(ConfigError, match=r"^EarlyStopping: metric 'auc' has no known mode; pass mode='max' or "
+                                          r"mode='min'$"):
+        EarlyStopping(2, "auc")
+    assert EarlyStopping(2, "auc", mode="max").mode == "max"
+    with pytest.raises(ConfigError, match=r"^BestCheckpoint: mode 'up' is not 'max' or 'min'$"):
+        BestCheckpoint(tmp_path, mode="up")
 
 
 def test_best_checkpoint_writes_only_on_improvement(tmp_path):
     saved = []
     trainer = SimpleNamespace(save_checkpoint=saved.append)
     best = BestCheckpoint(tmp_path / "best.pt")
-    for record in _records(True, False, False, True, False):
+    for record in _records(0.5, 0.5, 0.4, 0.7, 0.1):
         best.on_epoch_end(trainer, record)
-    assert saved == [tmp_path / "best.pt"] * 2
+    assert saved == [tmp_path / "best.pt"] * 2 and best.best == 0.7
 
 
 class Recorder(Callback):

@@ -14,15 +14,15 @@ from ..budget import parse_input_size
 from ..data.transforms import renormalize
 from ..errors import ConfigError
 from ..models.deploy import attached_deploy_config, output_kind
-from ..targets import load_target
+from ..targets import load_target, resolve_scheme
 from .score_table import ScoreTable, score_to_logit
 
 __all__ = ["TeacherSource", "NetworkTeacher", "Teacher"]
 
 TeacherSource = Union[nn.Module, str, os.PathLike]
 """What a teacher can be made of: a FIQA model, any target :func:`kdfiqa.targets.load_target`
-resolves (a registered model name, ``timm:NAME``, ``file.py:factory``, a kdfiqa checkpoint), or a
-CSV of precomputed scores."""
+resolves (a registered model name, ``SCHEME:REST`` such as ``timm:NAME`` or a plugin's scheme,
+``file.py:factory``, a kdfiqa checkpoint), or a CSV of precomputed scores."""
 
 SCORES_SUFFIXES = (".csv",)
 SINGLE_VIEW_MODES = ("resize", "center_crop")
@@ -115,7 +115,10 @@ def _member(source: TeacherSource, input_size: Any, model_kwargs: Mapping[str, A
         raise ConfigError(f"teacher {source!r}: expected a model, a model name, a checkpoint or a scores CSV")
     if Path(source).suffix.lower() in SCORES_SUFFIXES:
         return ScoreTable(Path(source))
-    return NetworkTeacher(load_target(source, **model_kwargs), input_size)
+    resolved = resolve_scheme(source, **model_kwargs)
+    if resolved is not None and not callable(getattr(resolved, "forward_logits", None)):
+        return resolved  # a scheme's score source: forward(batch) -> logits
+    return NetworkTeacher(load_target(source, **model_kwargs) if resolved is None else resolved, input_size)
 
 
 class Teacher(nn.Module):
@@ -136,10 +139,12 @@ class Teacher(nn.Module):
       eval mode (so batch-norm statistics never move, even inside a training objective) and
       ``forward`` runs without autograd.
 
-    Sources other than models and CSVs are resolved by :func:`kdfiqa.targets.load_target`;
-    ``model_kwargs`` go to :func:`kdfiqa.models.create_model` for registered names and ``timm:NAME``
-    (e.g. ``{"pretrained": True}``); ``device`` moves the networks there (outputs come back on the
-    batch's device).
+    Sources other than models and CSVs are resolved by :func:`kdfiqa.targets.load_target`; a
+    ``SCHEME:REST`` source's resolver (:data:`kdfiqa.targets.TEACHER_SCHEMES`: ``timm:NAME`` and
+    plugins' schemes) may return a network or a score source (a module whose ``forward(batch)``
+    returns logits, used as it is). ``model_kwargs`` go to :func:`kdfiqa.models.create_model` for
+    registered names and to a scheme's resolver (e.g. ``{"pretrained": True}``); ``device`` moves
+    the networks there (outputs come back on the batch's device).
     """
 
     def __init__(

@@ -11,7 +11,8 @@ from .._lazy import lazy_exports
 
 
 _EXPORTS = {
-    ".callbacks": ("Callback", "EarlyStopping", "BestCheckpoint", "JsonlLog", "ProgressDisplay"),
+    ".callbacks": ("Callback", "MonitorCallback", "EarlyStopping", "BestCheckpoint", "JsonlLog", "ProgressDisplay",
+                   "default_callbacks"),
     ".config": ("TrainConfig",),
     ".distributed": ("DistContext", "init_distributed", "shutdown_distributed"),
     ".ema": ("ModelEma",),

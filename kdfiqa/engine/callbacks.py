@@ -1,45 +1,75 @@
 """Callbacks: the policies around the training loop, called by the Trainer at fixed points of ``fit``.
 
-The Trainer builds the default ones from its :class:`~kdfiqa.engine.TrainConfig`, in this order, and
-appends the caller's:
+:func:`default_callbacks` builds the default ones from a :class:`~kdfiqa.engine.TrainConfig`, in
+this order; the Trainer appends the caller's (or takes others in place of the defaults):
 
 * :class:`EarlyStopping` (when ``patience`` is set): stop after ``patience`` epochs without
   improvement of the monitored metric;
-* :class:`BestCheckpoint`: write ``best.pt`` whenever the monitored metric improves;
+* :class:`BestCheckpoint`: write ``best.pt`` whenever the monitored metric improves (the log's
+  ``best`` flag and ``Trainer.best_metric`` are the first BestCheckpoint's);
 * :class:`JsonlLog`: ``log.jsonl``, one JSON object per epoch (epoch, step, lr, the training loss
   terms, the validation metrics, whether it was the best so far, the epoch's wall time and images
   per second);
 * :class:`ProgressDisplay`: the live progress bar, one line per epoch (the full table with
   ``verbose``) and notes (rank 0, unless ``quiet``); a collapsed epoch's warning always.
+
+Resumable state
+---------------
+A callback keeps what it needs to resume in its own attributes and returns it from
+:meth:`Callback.state_dict` (plain values and tensors). Every checkpoint the Trainer writes holds
+``{callback.state_key: callback.state_dict()}`` under ``"callbacks"``; on resume each callback
+whose key is there gets :meth:`Callback.load_state_dict` before ``on_fit_start``. The keys of the
+callbacks with state are unique in a trainer (the Trainer refuses two under one key). Checkpoints
+written before callbacks kept their own state held the best value and the bad-epoch count in the
+train state (``best_metric``, ``bad_epochs``): :func:`legacy_states` maps them.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from rich.console import Console
 
+from ..errors import ConfigError
 from .amp import amp_dtype
+from .config import MONITOR_MODES, TrainConfig
 from .progress import TrainProgress, epoch_line, epoch_table
 
 if TYPE_CHECKING:
     from .trainer import Trainer
 
-__all__ = ["Callback", "EarlyStopping", "BestCheckpoint", "JsonlLog", "ProgressDisplay"]
+__all__ = ["Callback", "MonitorCallback", "EarlyStopping", "BestCheckpoint", "JsonlLog", "ProgressDisplay",
+           "default_callbacks"]
+
+MODES = ("max", "min")
 
 
 class Callback:
     """Hooks the Trainer calls on every rank; override the ones you need.
 
     Each hook runs before the checkpoint of the point it marks is written (``on_step_end`` before
-    a ``save_every_steps`` checkpoint, ``on_epoch_end`` before ``last.pt``), so whatever a callback
-    keeps in ``trainer.state`` (a :class:`~kdfiqa.engine.TrainState`) is saved and restored on
-    resume; attributes of the callback itself are not. Setting ``trainer.state.stopped_early``
-    ends training after the current epoch. A hook that saves checkpoints must run on every rank.
+    a ``save_every_steps`` checkpoint, ``on_epoch_end`` before ``last.pt``), so the state a callback
+    returns from :meth:`state_dict` then is saved and restored on resume (see the module docstring).
+    Setting ``trainer.state.stopped_early`` ends training after the current epoch. A hook that
+    saves checkpoints must run on every rank.
     """
+
+    @property
+    def state_key(self) -> str:
+        """The key of this callback's state in a checkpoint, unique among a trainer's callbacks with
+        state (default: the class name; override it to run two of one class)."""
+        return type(self).__name__
+
+    def state_dict(self) -> dict[str, Any]:
+        """What this callback needs to resume, as plain values and tensors (default: nothing)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (on resume, before ``on_fit_start``)."""
 
     def on_fit_start(self, trainer: "Trainer") -> None:
         """``fit`` begins, after a resumed run's state was restored into ``trainer.state``."""
@@ -61,33 +91,89 @@ class Callback:
         current step, saving ``last.pt``."""
 
 
-class EarlyStopping(Callback):
-    """Stop training once ``patience`` validated epochs in a row brought no improvement of
-    ``monitor`` (epochs without that metric do not count); state in ``trainer.state.bad_epochs``."""
+class MonitorCallback(Callback):
+    """A callback that follows one validation metric, ``monitor``, and keeps its best value
+    (:attr:`best`, resumable) in ``mode``: ``"max"`` or ``"min"`` (default: the metric's own,
+    :data:`~kdfiqa.engine.config.MONITOR_MODES`). Its :attr:`state_key` names the class, the metric
+    and the mode, so a resumed run that monitors another metric starts that one afresh."""
 
-    def __init__(self, patience: int, monitor: str = "score") -> None:
-        self.patience = patience
+    def __init__(self, monitor: str = "score", mode: str | None = None) -> None:
+        name = type(self).__name__
+        mode = MONITOR_MODES.get(monitor) if mode is None else mode
+        if mode is None:
+            raise ConfigError(f"{name}: metric {monitor!r} has no known mode; pass mode='max' or mode='min'")
+        if mode not in MODES:
+            raise ConfigError(f"{name}: mode {mode!r} is not 'max' or 'min'")
         self.monitor = monitor
+        self.mode = mode
+        self.best: float | None = None
+
+    @property
+    def state_key(self) -> str:
+        return f"{type(self).__name__}[{self.monitor},{self.mode}]"
+
+    def improves(self, val: Mapping[str, Any], collapsed: bool = False) -> bool:
+        """Whether the validation metrics ``val`` beat :attr:`best` on :attr:`monitor` (a collapsed
+        epoch, a missing or non-finite value never does)."""
+        value = val.get(self.monitor)
+        if collapsed or value is None or not math.isfinite(float(value)):
+            return False
+        return self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+
+    def update(self, record: Mapping[str, Any]) -> bool:
+        """Take an epoch's ``record`` (as in log.jsonl): keep its value as :attr:`best` when it
+        :meth:`improves` on it, and say whether it did."""
+        improved = self.improves(record["val"], bool(record.get("collapsed")))
+        if improved:
+            self.best = float(record["val"][self.monitor])
+        return improved
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.best = None if state["best"] is None else float(state["best"])
+
+
+class EarlyStopping(MonitorCallback):
+    """Stop training once ``patience`` validated epochs in a row brought no improvement of
+    ``monitor`` (epochs without that metric do not count); resumable state: the best value and
+    the count of epochs without improvement, :attr:`bad_epochs`."""
+
+    def __init__(self, patience: int, monitor: str = "score", mode: str | None = None) -> None:
+        super().__init__(monitor, mode)
+        self.patience = patience
+        self.bad_epochs = 0
 
     def on_epoch_end(self, trainer: "Trainer", record: Mapping[str, Any]) -> None:
-        state = trainer.state
-        if record["best"]:
-            state.bad_epochs = 0
+        if self.update(record):
+            self.bad_epochs = 0
         elif self.monitor in record["val"]:
-            state.bad_epochs += 1
-        if state.bad_epochs >= self.patience:
-            state.stopped_early = True
+            self.bad_epochs += 1
+        if self.bad_epochs >= self.patience:
+            trainer.state.stopped_early = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        bad = state["bad_epochs"]
+        if isinstance(bad, bool) or not isinstance(bad, int) or bad < 0:
+            raise ValueError(f"bad_epochs is {bad!r}, expected an integer >= 0")
+        super().load_state_dict(state)
+        self.bad_epochs = bad
 
 
-class BestCheckpoint(Callback):
-    """Write a checkpoint to ``path`` after every epoch that improved the monitored metric
-    (``record["best"]``; the Trainer tracks the best value in ``trainer.state.best_metric``)."""
+class BestCheckpoint(MonitorCallback):
+    """Write a checkpoint to ``path`` after every epoch that improved ``monitor`` (in ``mode``);
+    resumable state: the best value."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], monitor: str = "score", mode: str | None = None) -> None:
+        super().__init__(monitor, mode)
         self.path = Path(path)
 
     def on_epoch_end(self, trainer: "Trainer", record: Mapping[str, Any]) -> None:
-        if record["best"]:
+        if self.update(record):
             trainer.save_checkpoint(self.path)
 
 
@@ -167,3 +253,24 @@ class ProgressDisplay(Callback):
                 f"stopping after this step; resume with --resume (last.pt: {trainer.last_path})",
                 markup=False, highlight=False, soft_wrap=True,
             )
+
+
+def default_callbacks(config: TrainConfig, output_dir: str | os.PathLike[str]) -> list[Callback]:
+    """The callbacks a Trainer runs unless given others (see the module docstring): early stopping
+    when ``config.patience`` is set, ``best.pt``, ``log.jsonl`` and the progress display, the first
+    two on ``config.monitor``."""
+    out = Path(output_dir)
+    early = [EarlyStopping(config.patience, config.monitor)] if config.patience is not None else []
+    return [*early, BestCheckpoint(out / "best.pt", config.monitor), JsonlLog(out / "log.jsonl"),
+            ProgressDisplay(quiet=config.quiet)]
+
+
+def legacy_states(callbacks: Sequence[Callback], ckpt: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The callback states of a checkpoint written before callbacks kept their own: its train
+    state's ``best_metric`` and ``bad_epochs``, for the monitoring callbacks that follow the metric
+    (in its default mode) that run monitored."""
+    entry = ckpt.get("trainer") or {}
+    monitor = ((ckpt.get("config") or {}).get("train") or {}).get("monitor", "score")
+    state = {"best": entry.get("best_metric"), "bad_epochs": entry.get("bad_epochs", 0)}
+    return {c.state_key: dict(state) for c in callbacks
+            if isinstance(c, MonitorCallback) and c.monitor == monitor and c.mode == MONITOR_MODES.get(monitor)}

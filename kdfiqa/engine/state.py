@@ -15,8 +15,6 @@ A checkpoint (:mod:`kdfiqa.checkpoint`) written by the :class:`~kdfiqa.engine.Tr
 ``epoch_terms``     ``{term: float}``: the current epoch's logged loss terms summed over its
                     batches so far, over every rank.
 ``epoch_batches``   int: the number of (rank-)batches in those sums.
-``best_metric``     float or None: the best monitored validation metric so far.
-``bad_epochs``      int: epochs since it last improved (counted by early stopping).
 ``stopped_early``   bool: a callback ended training early.
 ``history``         list of the per-epoch records so far (as in ``log.jsonl``).
 ``world_size``      int: the number of processes that wrote the file.
@@ -30,6 +28,11 @@ A checkpoint (:mod:`kdfiqa.checkpoint`) written by the :class:`~kdfiqa.engine.Tr
 :class:`~kdfiqa.errors.CheckpointError` naming the file and the field. Files written before
 ``epoch``, ``step`` and the single-process ``rank_rng`` were part of the entry are read by
 :meth:`TrainState.from_checkpoint`, which takes them from the checkpoint's top-level keys.
+
+Callbacks keep their own resumable state (the best metric, early stopping's count), saved beside this
+entry under the checkpoint's ``"callbacks"`` (:mod:`kdfiqa.engine.callbacks`). Files written before
+that kept ``best_metric`` and ``bad_epochs`` here: this entry ignores them, and
+:func:`kdfiqa.engine.callbacks.legacy_states` gives them to the callbacks.
 """
 
 from __future__ import annotations
@@ -89,12 +92,12 @@ def _field(default: Any, check: Callable[[Any], bool], expected: str) -> Any:
 
 @dataclass
 class TrainState:
-    """Where a run stands: its position, running epoch sums, early-stopping bookkeeping, history
+    """Where a run stands: its position, running epoch sums, whether a callback stopped it, history
     and random streams (see the module docstring for each field).
 
-    The Trainer keeps this rank's view in ``trainer.state``; the built-in callbacks keep their
-    resumable state in it (``best_metric``, ``bad_epochs``, ``stopped_early``). :meth:`gathered` is what a checkpoint stores (every rank's streams and sums) and
-    :meth:`for_rank` turns a loaded state back into one rank's view.
+    The Trainer keeps this rank's view in ``trainer.state``. :meth:`gathered` is what a checkpoint
+    stores (every rank's streams and sums) and :meth:`for_rank` turns a loaded state back into one
+    rank's view.
     """
 
     epoch: int = _field(0, _count, "an integer >= 0")
@@ -103,8 +106,6 @@ class TrainState:
     epoch_rng: dict[str, Any] | None = _field(None, _optional(_rng), "RNG states (a dict) or None")
     epoch_terms: dict[str, float] = _field(dict, _dict_of(_number), "a dict of loss-term sums")
     epoch_batches: int = _field(0, _count, "an integer >= 0")
-    best_metric: float | None = _field(None, _optional(_number), "a number or None")
-    bad_epochs: int = _field(0, _count, "an integer >= 0")
     stopped_early: bool = _field(False, lambda v: isinstance(v, bool), "a bool")
     history: list[dict[str, Any]] = _field(list, _list_of(lambda r: isinstance(r, Mapping)),
                                            "a list of epoch records (dicts)")
@@ -123,8 +124,6 @@ class TrainState:
             "epoch_rng": self.epoch_rng,
             "epoch_terms": dict(self.epoch_terms),
             "epoch_batches": self.epoch_batches,
-            "best_metric": self.best_metric,
-            "bad_epochs": self.bad_epochs,
             "stopped_early": self.stopped_early,
             "history": [dict(r) for r in self.history],
             "world_size": self.world_size,
@@ -160,7 +159,6 @@ class TrainState:
                 "from another copy (last.pt / best.pt) or start a new run"
             )
         values["epoch_terms"] = {k: float(v) for k, v in values["epoch_terms"].items()}
-        values["best_metric"] = None if values["best_metric"] is None else float(values["best_metric"])
         values["history"] = [dict(r) for r in values["history"]]
         values["rank_rng"] = [dict(r) for r in values["rank_rng"]]
         values["objective"] = dict(values["objective"])

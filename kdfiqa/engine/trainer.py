@@ -15,11 +15,11 @@ model's deploy config (:mod:`kdfiqa.models.deploy`, saved in every checkpoint) r
 input size, so the checkpoint is evaluated, exported and budget-checked as it was validated.
 
 Policies around the loop are callbacks (:mod:`kdfiqa.engine.callbacks`). Resuming
-(``fit(resume=path)``) restores the weights, optimiser, schedule, grad scaler, EMA and the
+(``fit(resume=path)``) restores the weights, optimiser, schedule, grad scaler, EMA, the
 :class:`~kdfiqa.engine.state.TrainState` (position inside the epoch, every rank's RNG streams,
-the objective's own trainable state, ...), then replays the interrupted epoch's data order and skips
-the batches already trained on: on CPU with the same config a resumed run ends with the same
-weights, bit for bit, as an uninterrupted one. (Skipping re-reads those batches from the loader so
+the objective's own trainable state, ...) and every callback's own state, then replays the
+interrupted epoch's data order and skips the batches already trained on: on CPU with the same config
+a resumed run ends with the same weights, bit for bit, as an uninterrupted one. (Skipping re-reads those batches from the loader so
 that augmentation randomness in data-loading workers is reproduced exactly.)
 """
 
@@ -42,12 +42,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..checkpoint import build_checkpoint, load_weights, save_checkpoint
-from .rng import set_rng_state
-from ..errors import CheckpointError, ConfigError, KdfiqaError
+from ..errors import CheckpointError, ConfigError, KdfiqaError, first_line
+from ..metrics import COLLAPSE_SPREAD, ConstantInputWarning
 from ..models.deploy import deploy_config, set_deploy_config
 from .amp import autocast, grad_scaler
-from .callbacks import BestCheckpoint, Callback, EarlyStopping, JsonlLog, ProgressDisplay
-from .config import FITTED_METRICS, MONITOR_MODES, TrainConfig
+from .callbacks import BestCheckpoint, Callback, MonitorCallback, default_callbacks, legacy_states
+from .config import FITTED_METRICS, TrainConfig
 from .distributed import (
     DistContext,
     RankSplitSampler,
@@ -57,9 +57,9 @@ from .distributed import (
     init_distributed,
 )
 from .ema import ModelEma
-from ..metrics import COLLAPSE_SPREAD, ConstantInputWarning
 from .evaluation import evaluate_model
 from .optim import create_optimizer, create_schedule
+from .rng import set_rng_state
 from .state import TrainState, load_objective_state, objective_state
 
 
@@ -149,7 +149,9 @@ class Trainer:
     :class:`DistContext` (made once by the entry point; by default ``init_distributed(config.device)``).
     ``sampler`` (optional) chooses training samples (e.g. ``SSUSSampler``); under ``torchrun`` each
     rank takes its share of its order. Without one, samples are shuffled per epoch from
-    ``config.seed``. ``callbacks`` run after the defaults (:mod:`kdfiqa.engine.callbacks`).
+    ``config.seed``. ``callbacks`` run after ``defaults``, which replace the default callbacks
+    (:func:`~kdfiqa.engine.callbacks.default_callbacks` of ``config``) when given (``[]``: none);
+    no two with state may share a ``state_key``.
     ``run_config`` (plain values: data, model and loss settings of the caller) is stored in every
     checkpoint's ``"config"`` beside the training config. See the module docstring for the files
     written and the resume guarantees.
@@ -164,6 +166,7 @@ class Trainer:
         *,
         sampler: Sampler[int] | None = None,
         callbacks: Sequence[Callback] = (),
+        defaults: Sequence[Callback] | None = None,
         run_config: Mapping[str, Any] | None = None,
         ctx: DistContext | None = None,
     ) -> None:
@@ -201,11 +204,9 @@ class Trainer:
                 device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=cfg.find_unused_parameters,
             )
-        early = [EarlyStopping(cfg.patience, cfg.monitor)] if cfg.patience is not None else []
         self.callbacks: list[Callback] = [
-            *early, BestCheckpoint(self.best_path), JsonlLog(self.output_dir / "log.jsonl"),
-            ProgressDisplay(quiet=cfg.quiet), *callbacks,
-        ]
+            *(default_callbacks(cfg, self.output_dir) if defaults is None else defaults), *callbacks]
+        _check_state_keys(self.callbacks)
         self._stop_signal: int | None = None
         self._epoch_start, self._epoch_images = time.perf_counter(), 0
 
@@ -268,9 +269,15 @@ class Trainer:
         return self.state.history
 
     @property
+    def best_callback(self) -> BestCheckpoint | None:
+        """The first :class:`BestCheckpoint` callback: the one the log's ``best`` flag follows."""
+        return next((c for c in self.callbacks if isinstance(c, BestCheckpoint)), None)
+
+    @property
     def best_metric(self) -> float | None:
-        """The best monitored validation metric so far."""
-        return self.state.best_metric
+        """The best value so far of the metric :attr:`best_callback` monitors (None without one)."""
+        best = self.best_callback
+        return None if best is None else best.best
 
     @property
     def stopped_early(self) -> bool:
@@ -309,6 +316,7 @@ class Trainer:
             metrics=dict(self.history[-1]["val"]) if self.history else {},
             trainer=state.state_dict(),
         )
+        ckpt["callbacks"] = {c.state_key: c.state_dict() for c in self.callbacks}
         if self.ctx.is_main:
             save_checkpoint(path, ckpt)
 
@@ -334,8 +342,26 @@ class Trainer:
                 "optimiser, schedule and objective"
             ) from None
         load_objective_state(self.trainable, self.objective.model, state.objective, str(path))
+        self._load_callback_states(ckpt, path)
         self.state, resume_rng = state.for_rank(self.ctx)
         return resume_rng
+
+    def _load_callback_states(self, ckpt: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+        """Give each callback its state from the checkpoint's ``"callbacks"`` entry (mapped from the
+        train state for files written before it existed); callbacks it lacks keep theirs."""
+        states = ckpt["callbacks"] if "callbacks" in ckpt else legacy_states(self.callbacks, ckpt)
+        if not isinstance(states, Mapping) or not all(isinstance(v, Mapping) for v in states.values()):
+            raise CheckpointError(f"{path}: its 'callbacks' entry is not a dict of callback states; the file is "
+                                  "damaged: resume from another copy (last.pt / best.pt) or start a new run")
+        for callback in self.callbacks:
+            if callback.state_key in states:
+                try:
+                    callback.load_state_dict(states[callback.state_key])
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise CheckpointError(
+                        f"{path}: the state of callback {callback.state_key!r} does not fit it "
+                        f"({type(exc).__name__}: {first_line(exc)}); resume with the callbacks the run was "
+                        "started with, from another copy (last.pt / best.pt), or start a new run") from None
 
     # ------------------------------------------------------------------------------- signals
 
@@ -479,20 +505,17 @@ class Trainer:
         elapsed = time.perf_counter() - self._epoch_start
         train = self.state.epoch_means(self.ctx)
         metrics = self._validate()
-        monitored = metrics.get(self.config.monitor)
-        self.schedule.after_epoch(monitored)
+        self.schedule.after_epoch(metrics.get(self.config.monitor))
         collapsed = "spread" in metrics and metrics["spread"] < COLLAPSE_SPREAD
-        improved = not collapsed and self._improves(monitored)
-        if improved:
-            self.state.best_metric = float(monitored)
+        val = _json_safe({k: float(v) if isinstance(v, (float, np.floating)) else v for k, v in metrics.items()})
+        best = self.best_callback
         return _json_safe({
             "epoch": self.state.epoch + 1,
             "step": self.state.step,
             "lr": self.lr,
             "train": train,
-            "val": {k: float(v) if isinstance(v, (float, np.floating)) else v
-                    for k, v in metrics.items()},
-            "best": improved,
+            "val": val,
+            "best": best is not None and best.improves(val, collapsed),
             "collapsed": collapsed,
             "time": elapsed,
             "images_per_s": self._epoch_images / max(elapsed, 1e-9),
@@ -513,14 +536,24 @@ class Trainer:
             metrics, preds = evaluate_model(
                 model, self.val_data, ctx, batch_size=cfg.val_batch_size or cfg.batch_size,
                 num_workers=cfg.num_workers, amp=cfg.amp, channels_last=cfg.channels_last,
-                fitted=cfg.monitor in FITTED_METRICS,
+                fitted=any(m in FITTED_METRICS for m in self._monitors()),
             )
         return {**metrics, "spread": float(preds.scores.double().std()) if len(preds.scores) > 1 else 0.0}
 
-    def _improves(self, value: Any) -> bool:
-        if value is None or not math.isfinite(float(value)):
-            return False
-        best = self.state.best_metric
-        if best is None:
-            return True
-        return float(value) > best if MONITOR_MODES[self.config.monitor] == "max" else float(value) < best
+    def _monitors(self) -> set[str]:
+        """The validation metrics the config and the callbacks follow."""
+        return {self.config.monitor, *(c.monitor for c in self.callbacks if isinstance(c, MonitorCallback))}
+
+
+def _check_state_keys(callbacks: Sequence[Callback]) -> None:
+    """Refuse two callbacks with state (a non-empty ``state_dict()``) under one ``state_key``: their
+    states would overwrite each other in a checkpoint."""
+    seen: dict[str, Callback] = {}
+    for callback in callbacks:
+        key = callback.state_key
+        if key in seen and callback.state_dict():
+            raise ConfigError(
+                f"callbacks {type(seen[key]).__name__} and {type(callback).__name__} keep their state under the "
+                f"same key {key!r}; give one of them another state_key, or leave the duplicate out (defaults= "
+                "replaces the default callbacks)")
+        seen[key] = callback

@@ -9,6 +9,13 @@ Every registered loss is an ``nn.Module`` class with a class attribute ``kind`` 
 * ``"pair"``: ``forward(q_ref, q_deg, severity)``, scores of an image and of its degraded copy.
 
 :class:`~kdfiqa.losses.weighted_sum.WeightedSum` uses ``kind`` to feed each term its inputs.
+
+Plugins add losses through the entry-point group ``kdfiqa.losses`` (:data:`LOSSES_GROUP`): each
+entry point is a loss class as above (with its ``kind``), registered under the entry point's name,
+so that ``--task-loss "1.0*NAME"`` and ``create_loss("NAME")`` find it::
+
+    [project.entry-points."kdfiqa.losses"]
+    wing = "my_package.losses:Wing"
 """
 
 from __future__ import annotations
@@ -21,14 +28,24 @@ from torch import nn
 from ..errors import ConfigError
 from ..registry import Registry
 
-__all__ = ["LOSS_KINDS", "LOSSES", "register_loss", "create_loss", "list_losses", "loss_class"]
+__all__ = ["LOSS_KINDS", "LOSSES", "LOSSES_GROUP", "register_loss", "create_loss", "list_losses", "loss_class"]
 
 LOSS_KINDS = ("task", "distill", "feature", "pair")
+LOSSES_GROUP = "kdfiqa.losses"
+"""The entry-point group of plugin losses: loss classes, registered under the entry point's name."""
 
 L = TypeVar("L", bound=type)
 
-LOSSES: Registry[type[nn.Module]] = Registry("loss", plural="losses")
-"""Loss name → loss class."""
+
+def _adopt(name: str, cls: Any) -> None:
+    """Register a plugin's loss class under its entry point's name."""
+    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
+        raise TypeError(f"{cls!r} is not a loss class (an nn.Module subclass with a kind)")
+    register_loss(cls, name=name)
+
+
+LOSSES: Registry[type[nn.Module]] = Registry("loss", plural="losses", group=LOSSES_GROUP, adopt=_adopt)
+"""Loss name → loss class (built-ins, then plugins of :data:`LOSSES_GROUP`)."""
 
 
 def register_loss(cls: L | None = None, *, name: str | None = None) -> Any:

@@ -14,11 +14,25 @@ timm model, used as a backbone. Every model :func:`create_model` builds carries 
 A checkpoint replays only the factory keyword arguments :func:`restorable_kwargs` allows: the
 factory's own keyword parameters and those of the callables its ``**kwargs`` are declared to reach
 (``forwards=``), never ``pretrained`` or anything else that downloads or opens a file.
+
+Plugins add models through the entry-point group ``kdfiqa.models`` (:data:`MODELS_GROUP`). An entry
+point is either a **model factory**, registered with :func:`register_model`'s defaults under the
+entry point's name, or a **module** whose import registers models and backbones with
+:func:`register_model` / :func:`register_backbone` (to set their input size, normalisation or
+``forwards``)::
+
+    [project.entry-points."kdfiqa.models"]
+    my_student = "my_package.models:my_student"     # a factory
+    my_zoo = "my_package.zoo"                       # a module that registers its models
+
+Plugin models are built, listed (``kdfiqa models``) and rebuilt from their checkpoints (with the
+same :func:`restorable_kwargs` allow-list) like built-in ones, whenever the plugin is installed.
 """
 
 from __future__ import annotations
 
 import inspect
+import types
 from dataclasses import dataclass
 from typing import Any, Callable, Collection, Iterable, NamedTuple, TypeVar, Union
 
@@ -33,6 +47,7 @@ from .timm_backbone import TIMM_BACKBONE_KWARGS, TimmBackbone
 __all__ = [
     "BACKBONES",
     "MODELS",
+    "MODELS_GROUP",
     "ModelInfo",
     "UNSAFE_KWARGS",
     "register_backbone",
@@ -46,6 +61,8 @@ __all__ = [
 ]
 
 TIMM_PREFIX = "timm:"
+MODELS_GROUP = "kdfiqa.models"
+"""The entry-point group of plugin models: model factories, or modules that register models."""
 LISTING = "`kdfiqa models` lists them; any timm model is 'timm:NAME'"
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
@@ -79,10 +96,23 @@ class Entry(NamedTuple):
     info: ModelInfo
 
 
-MODELS: Registry[Entry] = Registry("model", listing=LISTING)
-"""Complete FIQA models by name."""
+def _adopt(name: str, obj: Any) -> None:
+    """Take in a plugin's entry point: a module registered its models when imported; a factory is
+    registered as model ``name``."""
+    if isinstance(obj, types.ModuleType):
+        return
+    if not callable(obj):
+        raise TypeError(f"{obj!r} is neither a model factory nor a module that registers models")
+    if name in BACKBONES:
+        raise ValueError(f"model {name!r} is already registered as a backbone")
+    register_model(obj, name=name)
+
+
+MODELS: Registry[Entry] = Registry("model", listing=LISTING, group=MODELS_GROUP, adopt=_adopt)
+"""Complete FIQA models by name (built-ins, then plugins of :data:`MODELS_GROUP`)."""
 BACKBONES: Registry[Entry] = Registry("backbone", listing=LISTING)
-"""Backbones by name (each is a model name too)."""
+"""Backbones by name (each is a model name too; plugins register theirs when :data:`MODELS` loads
+them)."""
 
 
 def _keywords(target: Forward) -> set[str]:
@@ -156,10 +186,19 @@ def register_model(
     return _register(MODELS, fn, name, default_input_size, is_student, normalize, forwards)
 
 
+def _is_model(name: Any) -> bool:
+    """Whether ``name`` is a registered complete model, not a backbone nor ``timm:NAME``; plugins
+    are loaded only for a name no table holds."""
+    return (isinstance(name, str) and not name.startswith(TIMM_PREFIX) and name not in BACKBONES
+            and name in MODELS)
+
+
 def create_backbone(name: str, **kwargs: Any) -> nn.Module:
     """Build the backbone registered as ``name`` (or ``timm:NAME``) with ``kwargs``."""
     if name.startswith(TIMM_PREFIX):
         return TimmBackbone(name[len(TIMM_PREFIX):], **kwargs)
+    if name not in BACKBONES:
+        MODELS.load_plugins()  # which may register backbones
     return BACKBONES.get(name).factory(**kwargs)
 
 
@@ -177,7 +216,7 @@ def create_model(name: str, *, head: dict[str, Any] | None = None, **kwargs: Any
     recorded = dict(kwargs) if head is None else dict(kwargs, head=head)
     info = model_info(name)
     try:
-        if name in MODELS:
+        if _is_model(name):
             model = MODELS.get(name).factory(**recorded)
         else:
             backbone = create_backbone(name, **kwargs)
@@ -202,7 +241,7 @@ def create_model(name: str, *, head: dict[str, Any] | None = None, **kwargs: Any
 
 def model_info(name: str) -> ModelInfo:
     """Registry facts for ``name`` (a model, a backbone or ``timm:NAME``)."""
-    if name in MODELS:
+    if _is_model(name):
         return MODELS.get(name).info
     if name in BACKBONES:
         return BACKBONES.get(name).info
@@ -221,11 +260,12 @@ def restorable_kwargs(name: str) -> frozenset[str]:
     of :data:`UNSAFE_KWARGS`.
     """
     info = model_info(name)
-    return info.restorable_kwargs if name in MODELS else info.restorable_kwargs | {"head"}
+    return info.restorable_kwargs if _is_model(name) else info.restorable_kwargs | {"head"}
 
 
 def list_backbones(pattern: str = "*") -> list[str]:
     """Sorted names of registered backbones matching the shell-style ``pattern``."""
+    MODELS.load_plugins()  # which may register backbones
     return BACKBONES.list(pattern)
 
 
