@@ -7,6 +7,8 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kdfiqa.data import read_labels
 from kdfiqa.data.csv_files import SCORE_HEADER, read_rows, write_scores, write_table
@@ -88,3 +90,27 @@ def test_without_overwrite_an_existing_csv_is_refused_and_kept(tmp_path):
     assert read_rows(path)[0].fields == ["a", "0.5"]
     assert write_scores(path, ["b"], [0.25], overwrite=True) == path and read_rows(path)[0].fields == ["b", "0.25"]
     assert [p.name for p in tmp_path.iterdir()] == ["s.csv"]
+
+
+NAME_CHARS = st.sampled_from([*"ab,\"'\r\n -_.é日\t\\", "🙂"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(names=st.lists(st.text(NAME_CHARS, min_size=1, max_size=8).filter(lambda n: n.strip()), min_size=1,
+                      max_size=6, unique=True),
+       header=st.booleans())
+def test_every_written_scores_csv_reads_back_to_the_same_names_and_scores(tmp_path_factory, names, header):
+    """Names with commas, quotes, CR, LF, unicode and leading dashes survive a write and a read, in the
+    challenge format (header-less, through read_labels) and with a header (the predictions' file)."""
+    path = tmp_path_factory.mktemp("csv") / "scores.csv"
+    scores = [round(i / (len(names) + 1), 6) for i in range(1, len(names) + 1)]
+    write_scores(path, names, scores, header=header)
+    rows = read_rows(path)
+    if header:
+        assert rows[0].fields == list(SCORE_HEADER)
+        rows = rows[1:]
+    assert [r.fields[0] for r in rows] == names
+    assert [float(r.fields[1]) for r in rows] == scores
+    if not header:
+        labels = read_labels(path)
+        assert [(label.name, label.score) for label in labels] == list(zip(names, scores))

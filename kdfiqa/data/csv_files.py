@@ -22,6 +22,7 @@ as the same float, unless a ``float_format`` such as ``".6f"`` is given; other c
 from __future__ import annotations
 
 import csv
+import itertools
 import numbers
 import os
 from pathlib import Path
@@ -77,9 +78,11 @@ def _write(path: str | os.PathLike[str], header: Sequence[str] | None, rows: Ite
     path = Path(path)
     with atomic_open(path, "w", overwrite=overwrite, newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
-        if header is not None:
-            writer.writerow(header)
-        writer.writerows([_cell(value, float_format) for value in row] for row in rows)
+        quoted = csv.writer(f, lineterminator="\n", quoting=csv.QUOTE_ALL)
+        for row in itertools.chain([header] if header is not None else [], rows):
+            cells = [_cell(value, float_format) for value in row]
+            # the csv module quotes "\n" (the line end) but not a lone "\r", which readers take for one
+            (quoted if any(isinstance(c, str) and "\r" in c for c in cells) else writer).writerow(cells)
     return path
 
 
