@@ -219,10 +219,12 @@ def pareto_plot(
     reference: tuple[str, float, float] | None = None,
     limits: tuple[float, float] | None = None,
     size: tuple[int, int] = (560, 420),
+    overwrite: bool = True,
 ) -> Path:
     """Write a PNG of search candidates: ``points`` (x, y) as hollow grey circles, the ``front``
     points filled and joined in x order, ``reference`` (label, x, y) as a square, and ``limits``
-    (x limit, y limit) as lines; the axes start at 0 and reach past every point and limit."""
+    (x limit, y limit) as lines; the axes start at 0 and reach past every point and limit. Without
+    ``overwrite`` an existing ``path`` is refused (:class:`~kdfiqa.atomic_write.OutputExistsError`)."""
     xs = np.array([x for x, _ in (*points, *front)] + ([reference[1]] if reference else []) + [0.0], dtype=float)
     ys = np.array([y for _, y in (*points, *front)] + ([reference[2]] if reference else []) + [0.0], dtype=float)
     if limits is not None:
@@ -253,12 +255,12 @@ def pareto_plot(
         names.append(label)
         colours.append(PALETTE[0])
     panel.legend(names, colours)
-    return _save(img, path)
+    return _save(img, path, overwrite=overwrite)
 
 
-def _save(img: Image.Image, path: str | os.PathLike[str]) -> Path:
+def _save(img: Image.Image, path: str | os.PathLike[str], *, overwrite: bool = True) -> Path:
     """Write ``img`` to ``path`` as a PNG, atomically (its folder is created when missing)."""
     path = Path(path)
-    with atomic_open(path, "wb") as f:
+    with atomic_open(path, "wb", overwrite=overwrite) as f:
         img.save(f, format="PNG")
     return path

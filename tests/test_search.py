@@ -179,6 +179,7 @@ def test_written_model_file_round_trips_as_json_and_yaml(tmp_path):
     (["--trials", "0"], "--trials must be at least 1"),
     (["--latency-runs", "0"], "--latency-runs must be at least 1"),
     (["--plot", "front.jpg"], "--plot front.jpg: the plot is a PNG"),
+    (["--plot", f"{__file__}/front.png"], f"{__file__} is a file where a folder is expected"),
 ])
 def test_bad_flags_are_one_line_errors(argv, needle, capsys):
     code, _, err = _run(capsys, ["search", *argv])
@@ -193,6 +194,8 @@ def test_out_refuses_an_earlier_search_unless_overwrite_and_plot_is_a_png(writte
     code, text, _ = _run(capsys, [*argv, "--out", out, "--overwrite", "--plot", target])
     assert code == 0 and json.loads(text)["plot"] == str(target)
     assert Image.open(target).size == (560, 420)
+    code, _, err = _run(capsys, [*argv, "--plot", target])  # an existing plot needs --overwrite, asked up front
+    assert code == 2 and f"--plot {target}: already exists" in err and "trials" not in err
     code, text, _ = _run(capsys, ["search", "--family", "mobilenetv3_large", "--trials", "2", "--input", "32",
                                   "--no-latency"])
     assert code == 0 and "Pareto front: mobilenetv3_large" in text and "2 trials (seed 0)" in text

@@ -56,18 +56,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--plot", metavar="FILE.png", help="draw the candidates and the front into a PNG")
     p.add_argument("--out", metavar="DIR", help="write each front configuration as a model file into DIR")
-    p.add_argument("--overwrite", action="store_true", help="--out: replace the files of an earlier search")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the files of an earlier search (--out) and an existing --plot file")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Search, then print the front (table or JSON) and write the requested plot and model files."""
     from ..budget.search import check_out_dir, search_students, write_front
+    from ..outputs import check_output_file
 
     if args.latency_runs < 1:
         raise ConfigError(f"--latency-runs must be at least 1 (--no-latency skips timing), got {args.latency_runs}")
-    if args.plot is not None and not args.plot.lower().endswith(".png"):
-        raise ConfigError(f"--plot {args.plot}: the plot is a PNG; give a FILE.png")
+    if args.plot is not None:
+        if not args.plot.lower().endswith(".png"):
+            raise ConfigError(f"--plot {args.plot}: the plot is a PNG; give a FILE.png")
+        check_output_file(args.plot, overwrite=args.overwrite, flag="--plot")  # before the search, not after
     if args.out is not None:
         check_out_dir(args.out, args.family, overwrite=args.overwrite)
     budget = resolve_budget(args)
@@ -75,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                     latency_runs=0 if args.no_latency else args.latency_runs, progress=True)
     files = [str(p) for p in write_front(result, args.out, overwrite=args.overwrite)] if args.out else []
     if args.plot is not None:
-        _plot(result, args.plot)
+        _plot(result, args.plot, overwrite=args.overwrite)
     if args.json:
         print(json.dumps({**result.as_dict(), "files": files, "plot": args.plot}))
     else:
@@ -83,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     return 0 if result.front else 1
 
 
-def _plot(result: SearchResult, path: str) -> None:
+def _plot(result: SearchResult, path: str, *, overwrite: bool) -> None:
     from ..plots import pareto_plot
 
     measured = [c for c in result.candidates if c.flops is not None]
@@ -92,7 +96,7 @@ def _plot(result: SearchResult, path: str) -> None:
                 path, title=f"kdfiqa search: {result.space.family} at {'x'.join(map(str, result.input_size[1:]))}",
                 reference=(result.space.model, reference.gflops, reference.params / 1e6)
                 if reference.flops is not None else None,
-                limits=(result.budget.max_gflops, result.budget.max_params / 1e6))
+                limits=(result.budget.max_gflops, result.budget.max_params / 1e6), overwrite=overwrite)
 
 
 def _print_human(result: SearchResult, files: list[str]) -> None:
