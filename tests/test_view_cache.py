@@ -13,7 +13,7 @@ from kdfiqa.cli.main import main
 from kdfiqa.data import FIQADataset, build_transform
 from kdfiqa.distill import CachedTeacher, CachedViews, Distiller, Teacher, ViewCache, build_view_cache
 from kdfiqa.distill.view_cache import teacher_fingerprint
-from kdfiqa.errors import CheckpointError, ConfigError
+from kdfiqa.errors import CheckpointError, ConfigError, DataError
 from kdfiqa.models import create_model
 from tiny_fiqa import TINY, synthetic
 
@@ -133,3 +133,44 @@ def test_view_cache_needs_a_distillation_loss():
                                   "distill": {"teachers": [TINY], "view_cache": 2, "loss": None}})
     with pytest.raises(ConfigError, match="--view-cache"):
         validate(config, "distill")
+
+
+def _tampered(fields: dict, field: str, value) -> dict:
+    return {**fields, field: value} if value is not ... else {k: v for k, v in fields.items() if k != field}
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("names", ..., "field 'names' is missing"),
+    ("logits", [0.5], "field 'logits' is a list, not a Tensor"),
+    ("names", ["a", "a"], "field 'names' must be distinct strings"),
+    ("logits", torch.zeros(12, 0), r"not float32 \(12, K\) with K >= 1"),
+    ("logits", torch.zeros(11, 2), r"not float32 \(12, K\)"),
+    ("logits", torch.zeros(12, 2, dtype=torch.float64), "not float32"),
+    ("boxes", torch.zeros(12, 1, 4, dtype=torch.float64), r"not float64 \(12, 2, 4\)"),
+    ("flips", torch.zeros(12, 2), r"not bool \(12, 2\)"),
+    ("logits", torch.full((12, 2), float("nan")), "non-finite teacher score"),
+    ("boxes", torch.tensor([[[-1.0, 0.0, 4.0, 4.0]] * 2] * 12, dtype=torch.float64), "not .* inside an image"),
+    ("boxes", torch.tensor([[[4.0, 0.0, 4.0, 4.0]] * 2] * 12, dtype=torch.float64), "not .* inside an image"),
+])
+def test_a_damaged_cache_file_is_refused_with_one_line_naming_the_field(tmp_path, data, field, value, message):
+    images, labels = data
+    dataset = FIQADataset(images, labels, transform=build_transform(SPEC))
+    teacher = _teacher()
+    path = build_view_cache(teacher, dataset, views=2).save(tmp_path / "views.pt")
+    torch.save(_tampered(torch.load(path, weights_only=True), field, value), path)
+    with pytest.raises(CheckpointError, match=message) as info:
+        ViewCache.load(path, teacher=teacher_fingerprint(teacher), transform=_spec(dataset))
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_cache_of_another_view_count_is_refused_and_a_box_outside_its_image_is_named(tmp_path, data):
+    images, labels = data
+    dataset = FIQADataset(images, labels, transform=build_transform(SPEC))
+    teacher = _teacher()
+    path = build_view_cache(teacher, dataset, views=2).save(tmp_path / "views.pt")
+    with pytest.raises(CheckpointError, match="holds 2 view.* asks for 5"):
+        ViewCache.load(path, teacher=teacher_fingerprint(teacher), transform=_spec(dataset), views=5)
+    cache = ViewCache.load(path, teacher=teacher_fingerprint(teacher), transform=_spec(dataset), views=2)
+    cache.boxes[:, :, 2:] = 10_000.0  # a box past the image's pixels, as if the image had shrunk
+    with pytest.raises(DataError, match="lies outside its .* pixels"):
+        CachedViews(dataset, cache)[0]

@@ -25,7 +25,8 @@ File format (``torch.save`` of tensors and plain values, read with ``weights_onl
 ``logits``      float32 (N, K): the teacher's logit on each view
 ==============  ==========================================================================
 
-:meth:`ViewCache.load` refuses a file of another format, teacher or transform with one line.
+:meth:`ViewCache.load` checks every field (presence, type, shape, range, finiteness) and refuses a
+file of another format, teacher, transform or number of views with one line naming the file.
 """
 
 from __future__ import annotations
@@ -87,9 +88,11 @@ class ViewCache:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, teacher: str, transform: Mapping[str, Any]) -> "ViewCache":
-        """Read ``path`` and refuse it unless it was built by the teacher with fingerprint ``teacher``
-        from the training transform ``transform``."""
+    def load(cls, path: str | os.PathLike[str], *, teacher: str, transform: Mapping[str, Any],
+             views: int | None = None) -> "ViewCache":
+        """Read ``path``, check every field (:func:`_checked_fields`), and refuse it unless it was built
+        by the teacher with fingerprint ``teacher`` from the training transform ``transform`` with
+        ``views`` views per image (when given). Every refusal is one line naming the file and field."""
         path = Path(path)
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
@@ -98,14 +101,52 @@ class ViewCache:
                                   "delete it to rebuild it") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise CheckpointError(f"{path}: not a kdfiqa teacher view cache ({FORMAT}); delete it to rebuild it")
-        if data["teacher"] != teacher:
-            raise CheckpointError(f"{path}: was built for another teacher (fingerprint {data['teacher'][:12]}, "
+        cache = cls(**_checked_fields(path, data))
+        if cache.teacher != teacher:
+            raise CheckpointError(f"{path}: was built for another teacher (fingerprint {cache.teacher[:12]}, "
                                   f"this one {teacher[:12]}); delete it or give the teacher it was built with")
-        if data["transform"] != plain_values(transform):
-            raise CheckpointError(f"{path}: was drawn with the transform {data['transform']}, not {plain_values(transform)}; "
-                                  "delete it or train with the transform it was built with")
-        return cls(data["teacher"], data["transform"], list(data["names"]), data["boxes"], data["flips"],
-                   data["logits"])
+        if cache.transform != plain_values(transform):
+            raise CheckpointError(f"{path}: was drawn with the transform {cache.transform}, not "
+                                  f"{plain_values(transform)}; delete it or train with the transform it was built with")
+        if views is not None and cache.views != views:
+            raise CheckpointError(f"{path}: holds {cache.views} view(s) per image, this run asks for {views} "
+                                  "(--view-cache); delete it to rebuild it, or ask for the views it holds")
+        return cache
+
+
+def _checked_fields(path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a loaded cache file, each checked for presence, type, shape and range: names a
+    list of distinct strings; ``boxes`` float64 (N, K, 4) with 0 <= left < right and 0 <= top <
+    bottom; ``flips`` bool (N, K); ``logits`` float32 (N, K) and finite; K >= 1."""
+
+    def bad(field: str, problem: str) -> CheckpointError:
+        return CheckpointError(f"{path}: field {field!r} {problem}; the file is damaged: delete it to rebuild it")
+
+    for field, kind in (("teacher", str), ("transform", dict), ("names", list), ("boxes", Tensor), ("flips", Tensor),
+                        ("logits", Tensor)):
+        if field not in data:
+            raise bad(field, "is missing")
+        if not isinstance(data[field], kind):
+            raise bad(field, f"is a {type(data[field]).__name__}, not a {kind.__name__}")
+    names, boxes, flips, logits = data["names"], data["boxes"], data["flips"], data["logits"]
+    if not all(isinstance(name, str) for name in names) or len(set(names)) != len(names):
+        raise bad("names", "must be distinct strings")
+    n = len(names)
+    if logits.dtype != torch.float32 or logits.dim() != 2 or logits.shape[0] != n or logits.shape[1] < 1:
+        raise bad("logits", f"is {logits.dtype} {tuple(logits.shape)}, not float32 ({n}, K) with K >= 1")
+    k = logits.shape[1]
+    if boxes.dtype != torch.float64 or tuple(boxes.shape) != (n, k, 4):
+        raise bad("boxes", f"is {boxes.dtype} {tuple(boxes.shape)}, not float64 {(n, k, 4)}")
+    if flips.dtype != torch.bool or tuple(flips.shape) != (n, k):
+        raise bad("flips", f"is {flips.dtype} {tuple(flips.shape)}, not bool {(n, k)}")
+    if not torch.isfinite(logits).all():
+        raise bad("logits", "holds a non-finite teacher score")
+    left, top, right, bottom = boxes.unbind(-1)
+    if not torch.isfinite(boxes).all() or (left < 0).any() or (top < 0).any() or (right <= left).any() \
+            or (bottom <= top).any():
+        raise bad("boxes", "holds a box that is not (left, top, right, bottom) inside an image")
+    return {"teacher": data["teacher"], "transform": data["transform"], "names": list(names), "boxes": boxes,
+            "flips": flips, "logits": logits}
 
 
 def _views_of(dataset: Any) -> Any:
@@ -190,7 +231,12 @@ class CachedViews(Dataset):
         row = self.rows[index]
         k = int(torch.randint(self.cache.views, ()))
         box = tuple(float(v) for v in self.cache.boxes[row, k].tolist())
-        views = self.transform.render(self.dataset.load(index), [box], bool(self.cache.flips[row, k]), views=["image"])
+        img = self.dataset.load(index)
+        if box[2] > img.width or box[3] > img.height:
+            raise DataError(f"the teacher view cache's box {box} of image {self.cache.names[row]!r} lies outside "
+                            f"its {img.width}x{img.height} pixels: the image changed since the cache was built; "
+                            "delete the cache to rebuild it")
+        views = self.transform.render(img, [box], bool(self.cache.flips[row, k]), views=["image"])
         item = self.dataset.item(index, views)
         item["teacher_logit"] = self.cache.logits[row, k].reshape(1)
         return item

@@ -105,7 +105,8 @@ def _cached_views(config: RunConfig, teacher: Any, train_set: Dataset, ctx: Dist
         build_view_cache(teacher, train_set, views=config.distill.view_cache, batch_size=config.train.batch_size,
                          num_workers=config.train.num_workers, seed=config.train.seed).save(path)
     ctx.barrier()
-    cache = ViewCache.load(path, teacher=teacher_fingerprint(teacher), transform=train_set.transform.spec)
+    cache = ViewCache.load(path, teacher=teacher_fingerprint(teacher), transform=train_set.transform.spec,
+                           views=config.distill.view_cache)
     return CachedViews(train_set, cache)
 
 
