@@ -125,7 +125,7 @@ def test_contradictory_or_impossible_flags_are_one_line_errors(argv, needle, cap
 
 @pytest.mark.parametrize("argv,needle", [
     (["budget", "mobilenetv3_small_fiqa", "--stride", "16"], "--stride only applies to --fill"),
-    (["train", "--model", "m", "--root", "r", "--csv", "c", "--val-root", "v"], "--val-root is the image folder"),
+    (["train", "--model", "m", "--root", "r", "--csv", "c", "--val-root", "v"], "--val-root is only used with --val-csv"),
 ])
 def test_flags_that_only_apply_with_another_are_refused_without_it(argv, needle, capsys):
     from kdfiqa.cli.main import main

@@ -106,7 +106,7 @@ def test_a_given_pseudo_label_csv_is_used_as_given(tmp_path, data, capsys):
 
 @pytest.mark.parametrize("extra, needle", [
     (["--pseudo-csv", "{labels}", "--unlabeled", "{unlabeled}", "--teacher", TINY], "cannot be combined"),
-    (["--pseudo-root", "{unlabeled}", "--teacher", TINY], "--pseudo-root is the image folder of --pseudo-csv"),
+    (["--pseudo-root", "{unlabeled}", "--teacher", TINY], "--pseudo-root is only used with --pseudo-csv"),
     (["--calibrate", "--teacher", TINY], "--calibrate and --self-train act on"),
     (["--teacher", TINY, "--budget", "vquala2052"], "unknown budget"),
     (["--teacher", TINY, "--feature-loss", "backbone.0"], "STUDENT_MODULE:TEACHER_MODULE"),

@@ -48,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
         Console().print(table)
         return 0
     if args.resolved:
-        print(resolve_config(args.resolved, load_recipe(args.name, args.resolved)).to_yaml(), end="")
+        config = resolve_config(args.resolved, load_recipe(args.name, args.resolved))
+        config.validate()
+        print(config.to_yaml(), end="")
     else:
         print(recipe_path(args.name).read_text(encoding="utf-8"), end="")
     return 0

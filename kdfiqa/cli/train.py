@@ -111,6 +111,7 @@ def run_stage(args: argparse.Namespace, command: str, stage: Callable[..., Any])
         raise ConfigError("--resume and --overwrite cannot be combined: continue the run, or start it over")
     config = run_config_from_args(args, command)
     if args.print_config:
+        config.validate()
         print(config.to_yaml(), end="")
         return 0
     setup_logging(config.train.quiet)

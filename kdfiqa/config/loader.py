@@ -159,7 +159,7 @@ def build_layers(command: str, *, recipe: str | None = None, config_file: str | 
         for key, value in given.items():
             section, _, name = key.partition(".")
             nested.setdefault(section, {})[name] = value
-        layers.append(ConfigLayer("command-line flags", nested))
+        layers.append(ConfigLayer("command-line flags", nested, flags=True))
     if sets:
         layers.append(overrides_layer(sets))
     return layers

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence, Union
@@ -29,14 +28,12 @@ import yaml
 from ..engine.config import TrainConfig
 from ..data.splits import SPLIT_METHODS
 from ..errors import ConfigError
-from ..options import COMMANDS, MAX_SEED, finite, in_range, one_of, option
+from ..options import COMMANDS, MAX_SEED, Naming, OptionError, check_options, conform, describe, option
 
 __all__ = ["COMMANDS", "ModelSection", "DataSection", "LossSection", "DistillSection", "SSARSection", "RunConfig",
            "ConfigLayer", "SECTIONS", "resolve_config", "SPLIT_METHODS", "CALIBRATION_SETS", "HEAD_STARTS",
            "PSEUDO_SETS"]
 
-
-_UNION_TYPES = (Union, getattr(types, "UnionType", Union))
 
 SizeSpec = Union[int, list]
 """A resolution: ``224`` (square) or ``[height, width]``."""
@@ -85,104 +82,93 @@ def _transform_field(where: str, spec: Any) -> None:
 class ModelSection:
     """The network being trained."""
 
-    name: str | None = option(None, flag="--model", metavar="NAME",
+    name: str | None = option(None, resume="model", flag="--model", metavar="NAME",
                               help="registered model, timm:NAME (`kdfiqa models`) or a model file "
                                    "(.yaml/.json, as `kdfiqa search --out` writes)")
     """Registered model name or ``timm:NAME`` (``kdfiqa models`` lists them); a model file
-    (:mod:`kdfiqa.models.model_file`) is expanded into ``name``, ``kwargs`` (the section's own win)
-    and ``input`` (when not set), so the run config names the registered model."""
-    kwargs: dict = option(factory=dict, help="keyword arguments of the model factory")
+    (:mod:`kdfiqa.models.model_file`) is expanded by :func:`resolve_config` into ``name``, ``kwargs``
+    (the section's own win) and ``input`` (when not set), so the run config names the registered model."""
+    kwargs: dict = option(factory=dict, resume="model", help="keyword arguments of the model factory")
     """Keyword arguments for the model factory (e.g. ``drop_path_rate``)."""
-    head: dict | None = option(None, help="quality-head options for backbone names")
+    head: dict | None = option(None, resume="model", help="quality-head options for backbone names")
     """Quality-head options for backbone names (see :class:`kdfiqa.models.heads.FIQARegressor`)."""
-    input: SizeSpec | None = option(None, flag="--input", metavar="SIZE",
+    input: SizeSpec | None = option(None, resume="refuse", flag="--input", metavar="SIZE",
                                     help="training resolution: 224 or 224x336 (default: the model's)")
     """Training resolution, filling ``size`` in transforms that leave it out (default: the model's)."""
-    init: str | None = option(None, flag="--init", metavar="CKPT", help="start from the weights of a kdfiqa checkpoint")
+    init: str | None = option(None, resume="allow", flag="--init", metavar="CKPT",
+                              help="start from the weights of a kdfiqa checkpoint")
     """A kdfiqa checkpoint whose weights start the run (fine-tuning)."""
-    init_head: str = option("keep", choices=HEAD_STARTS,
+    init_head: str = option("keep", resume="allow", choices=HEAD_STARTS, needs="init",
                             help="with --init: keep the checkpoint's head, or start a fresh one on its backbone")
     """With ``init``: the head from the checkpoint (``keep``) or freshly initialised (``fresh``)."""
-    pretrained: bool = option(False, flag="--pretrained",
+    pretrained: bool = option(False, resume="allow", flag="--pretrained",
                               help="load the model's published weights (needs them locally or a network)")
     """Load the factory's published weights (needs them on disk or a network connection)."""
 
     def __post_init__(self) -> None:
-        if self.name is not None and self.name.lower().endswith((".yaml", ".yml", ".json")):
-            from ..models.model_file import read_model_file
-
-            found = read_model_file(self.name)
-            self.name, self.kwargs = found.name, {**found.kwargs, **self.kwargs}
-            if self.input is None and found.input is not None:
-                self.input = list(found.input)
+        check_options(self, "model")
         _size_field("model.input (--input)", self.input)
-        one_of("model.init_head", self.init_head, HEAD_STARTS)
 
 
 @dataclass
 class DataSection:
     """Where the images and labels are and how they are turned into tensors."""
 
-    root: str | None = option(None, flag="--root", metavar="DIR", help="folder the CSV's image names are relative to")
-    csv: str | None = option(None, flag="--csv", metavar="FILE",
+    root: str | None = option(None, resume="refuse", flag="--root", metavar="DIR", help="folder the CSV's image names are relative to")
+    csv: str | None = option(None, resume="refuse", flag="--csv", metavar="FILE",
                              help="labels: challenge format (image_name,score) or a headed CSV")
-    val_root: str | None = option(None, flag="--val-root", metavar="DIR", help="image folder of --val-csv (default: --root)")
+    val_root: str | None = option(None, resume="refuse", flag="--val-root", metavar="DIR", needs="val_csv",
+                                  help="image folder of --val-csv (default: --root)")
     """Image root of ``val_csv`` (default: ``root``)."""
-    val_csv: str | None = option(None, flag="--val-csv", metavar="FILE", help="validation labels (default: a split of --csv)")
-    val_fraction: float = option(0.1, flag="--val-fraction", metavar="F",
+    val_csv: str | None = option(None, resume="refuse", flag="--val-csv", metavar="FILE", help="validation labels (default: a split of --csv)")
+    val_fraction: float = option(0.1, resume="refuse", flag="--val-fraction", metavar="F", above=0, below=1,
                                  help="share of --csv held out for validation (default 0.1)")
     """Held-out share of ``csv`` when no ``val_csv`` is given."""
-    split_seed: int = option(0, help="seed of the validation split")
-    split_method: str = option("kdfiqa", choices=SPLIT_METHODS,
+    split_seed: int = option(0, resume="refuse", at_least=0, at_most=MAX_SEED, help="seed of the validation split")
+    split_method: str = option("kdfiqa", resume="refuse", choices=SPLIT_METHODS,
                                help="how the validation split is drawn: kdfiqa, or sklearn (the indices "
                                     "of scikit-learn's train_test_split, as the ECNU-SJTU winner splits)")
     """How the validation split is drawn (see :data:`SPLIT_METHODS`)."""
-    train_transform: dict | None = option(None, help="training transform spec (kdfiqa.data.build_transform)")
+    train_transform: dict | None = option(None, resume="refuse", help="training transform spec (kdfiqa.data.build_transform)")
     """Spec for :func:`kdfiqa.data.build_transform`; ``size`` defaults to ``model.input``."""
-    eval_transform: dict | None = option(None, help="evaluation transform spec")
+    eval_transform: dict | None = option(None, resume="refuse", help="evaluation transform spec")
     """Spec used for validation; it becomes the trained model's deployment transform, which
     ``evaluate``/``predict``/``export`` apply."""
-    sampler: str | None = option(None, flag="--sampler", choices=("ssus",),
+    sampler: str | None = option(None, resume="refuse", flag="--sampler", choices=("ssus",),
                                  help="score-stratified uniform sampling (RankCORE)")
     """``None`` (shuffle) or ``"ssus"`` (RankCORE's score-stratified uniform sampler)."""
-    strata: int = option(10, help="score strata of the ssus sampler")
+    strata: int = option(10, resume="refuse", at_least=2, needs="sampler", help="score strata of the ssus sampler")
     """Number of score strata for the ``ssus`` sampler."""
     samples_per_epoch: int | None = option(
-        None, flag="--samples-per-epoch", metavar="N",
+        None, resume="refuse", flag="--samples-per-epoch", metavar="N", at_least=1,
         help="draw N training samples an epoch (fresh random orders, cycled) instead of one pass")
     """Epoch length in samples (:class:`~kdfiqa.data.samplers.FixedLengthSampler`): runs on data
     sets of different sizes take the same number of steps."""
-    pseudo_csv: str | None = option(None, flag="--pseudo-csv", metavar="FILE",
+    pseudo_csv: str | None = option(None, resume="refuse", flag="--pseudo-csv", metavar="FILE",
                                     help="pseudo-labels added to the training labels, used as given")
     """Pseudo-labels (``image,score``) added to the training labels (offline distillation)."""
-    pseudo_root: str | None = option(None, flag="--pseudo-root", metavar="DIR",
+    pseudo_root: str | None = option(None, resume="refuse", flag="--pseudo-root", metavar="DIR", needs="pseudo_csv",
                                      help="folder the --pseudo-csv names are relative to (default: --root)")
     """Image root of ``pseudo_csv`` (default: ``root``); for a CSV written by ``kdfiqa pseudo-label``
     that is its ``--images`` folder."""
-    unlabeled: str | None = option(None, flag="--unlabeled", metavar="DIR",
+    unlabeled: str | None = option(None, resume="refuse", flag="--unlabeled", metavar="DIR",
                                    help="images for the teacher to pseudo-label (distill) or for SSAR pretraining (train)")
     """Folder of unlabeled images: ``distill`` has the teacher label it (never together with
     ``pseudo_csv``); ``train`` uses it for SSAR pretraining."""
-    skip_bad: bool = option(False, flag="--skip-bad",
+    skip_bad: bool = option(False, resume="allow", flag="--skip-bad",
                             help="drop unreadable images (each logged, counted) instead of stopping")
     """Drop missing, empty, truncated or undecodable images (each logged) instead of stopping."""
-    allow_outside_root: bool = option(False, flag="--allow-outside-root",
+    allow_outside_root: bool = option(False, resume="allow", flag="--allow-outside-root",
                                       help="accept CSV names that lead outside their image folder (../, symlinks)")
     """Accept image names that resolve outside their root (refused by default)."""
 
     def __post_init__(self) -> None:
-        finite("data.val_fraction (--val-fraction)", self.val_fraction, low=0.0, high=1.0,
-               low_open=True, high_open=True)
-        in_range("data.split_seed", self.split_seed, 0, MAX_SEED)
-        in_range("data.strata", self.strata, 2)
-        in_range("data.samples_per_epoch (--samples-per-epoch)", self.samples_per_epoch, 1)
+        check_options(self, "data")
         if self.sampler is not None and self.samples_per_epoch is not None:
             raise ConfigError("--sampler ssus draws its own epochs; drop --samples-per-epoch or the sampler")
-        if self.val_root is not None and self.val_csv is None:
-            raise ConfigError("--val-root is the image folder of --val-csv; add --val-csv FILE or drop --val-root")
-        if self.sampler is not None:
-            one_of("data.sampler (--sampler)", self.sampler, ("ssus",))
-        one_of("data.split_method", self.split_method, SPLIT_METHODS)
+
+    def validate(self) -> None:
+        """Build each transform spec once (:func:`kdfiqa.data.build_transform`)."""
         _transform_field("data.train_transform", self.train_transform)
         _transform_field("data.eval_transform", self.eval_transform)
 
@@ -191,11 +177,15 @@ class DataSection:
 class LossSection:
     """The task loss on scores against MOS."""
 
-    task: str = option("mse", flag="--task-loss", metavar="FORMULA",
+    task: str = option("mse", resume="refuse", flag="--task-loss", metavar="FORMULA",
                        help='loss against the labels, e.g. "0.75*plcc + 0.25*rank"')
     """A registered name or a formula such as ``"0.75*plcc + 0.25*rank"``."""
 
     def __post_init__(self) -> None:
+        check_options(self, "loss")
+
+    def validate(self) -> None:
+        """Parse the formula into its registered losses (:class:`kdfiqa.losses.WeightedSum`)."""
         _loss_field("loss.task (--task-loss)", self.task)
 
 
@@ -215,79 +205,79 @@ def _loss_field(where: str, formula: str | None) -> None:
 class DistillSection:
     """Teachers and what the student learns from them."""
 
-    teachers: list = option(factory=list, flag="--teacher", metavar="SOURCE", repeat=True, commands=("distill",),
+    teachers: list = option(factory=list, resume="refuse", flag="--teacher", metavar="SOURCE", repeat=True, commands=("distill",),
                             help="name, timm:NAME, checkpoint.pt or scores.csv (repeat for an ensemble)")
     """Each a registered name, ``timm:NAME``, a checkpoint or a ``image,score`` CSV; several are averaged."""
-    teacher_input: SizeSpec | None = option(None, flag="--teacher-input", metavar="SIZE", commands=("distill",),
+    teacher_input: SizeSpec | None = option(None, resume="refuse", flag="--teacher-input", metavar="SIZE", commands=("distill",),
                                             help="teacher resolution, e.g. 512 (default: the teacher's own)")
     """The teachers' resolution (their own view of each crop); default: the teacher's own."""
-    loss: str | None = option("temperature_mse", flag="--distill-loss", metavar="FORMULA", commands=("distill",),
+    loss: str | None = option("temperature_mse", resume="refuse", flag="--distill-loss", metavar="FORMULA", commands=("distill",),
                               help='loss on the logits, e.g. "0.5*temperature_mse"; none: labels only')
     """Distillation formula on logits, e.g. ``"0.5*temperature_mse"``; ``None`` when the teacher only
     teaches through pseudo-labels (offline distillation)."""
-    feature: list = option(factory=list, flag="--feature-loss", metavar="S:T[:LOSS[:W]]", repeat=True,
+    feature: list = option(factory=list, resume="refuse", flag="--feature-loss", metavar="S:T[:LOSS[:W]]", repeat=True,
                            commands=("distill",), help="match student module S to teacher module T (repeatable)")
     """Feature losses as ``STUDENT_MODULE:TEACHER_MODULE[:LOSS[:WEIGHT]]`` (module paths on the bare models)."""
-    budget: str | None = option(None, flag="--budget", metavar="NAME",
+    budget: str | None = option(None, resume="allow", flag="--budget", metavar="NAME",
                                 help="budget the model must fit at its deployment size before training starts "
                                      "(distill: vquala2025 unless told; train: none unless told; none: no check)")
     """Budget the model must fit before training starts: for ``distill`` ``None`` means the default
     budget (vquala2025), for ``train`` no check; ``"none"``: no check."""
-    deploy_input: list = option(factory=list, flag="--deploy-input", metavar="SIZE", repeat=True,
+    deploy_input: list = option(factory=list, resume="allow", flag="--deploy-input", metavar="SIZE", repeat=True,
                                 help="size(s) the student is deployed at, where the budget is checked, "
                                      "with the budget's own (224 for vquala2025) where that is larger "
                                      "(default: --input)")
     """Deployment resolutions the budget is checked at (default: the training input), each raised to
     the budget's deployment size where that is larger, and the evaluation size."""
-    view_cache: int = option(0, flag="--view-cache", metavar="K", commands=("distill",),
+    view_cache: int = option(0, resume="refuse", flag="--view-cache", metavar="K", at_least=0, commands=("distill",),
                              help="score K stored random views of each image with the teacher once and "
                                   "train on them instead of running it every step (0: online)")
     """Views per image of the crop-level teacher cache (:mod:`kdfiqa.distill.view_cache`); 0 runs the
     teacher on every batch."""
-    allow_over_budget: bool = option(False, flag="--allow-over-budget",
+    allow_over_budget: bool = option(False, resume="allow", flag="--allow-over-budget",
                                      help="train a student over budget anyway (loudly logged)")
-    calibrate: bool = option(False, flag="--calibrate", commands=("distill",),
+    calibrate: bool = option(False, resume="refuse", flag="--calibrate", commands=("distill",),
                              help="map the teacher's pseudo-labels of --unlabeled to the label scale "
                                   "(4-parameter logistic fitted on the training share of --csv)")
     """Map pseudo-labels to the label scale with a 4-parameter logistic fitted on the labeled set."""
-    raw_if_degenerate: bool = option(False, flag="--raw-if-degenerate", commands=("distill",),
+    raw_if_degenerate: bool = option(False, resume="allow", flag="--raw-if-degenerate", needs="calibrate",
+                                     commands=("distill",),
                                      help="with --calibrate: keep the raw teacher scores when the fit is "
                                           "degenerate (refused otherwise)")
-    calibrate_on: str = option("train_split", choices=CALIBRATION_SETS,
+    calibrate_on: str = option("train_split", resume="refuse", choices=CALIBRATION_SETS, needs="calibrate",
                                help="labels the calibration is fitted on: train_split (the training share "
                                     "of --csv) or all (every row of --csv, validation share included, as "
                                     "the ECNU-SJTU winner fits it)")
     """Which labels the pseudo-label calibration is fitted on (see :data:`CALIBRATION_SETS`)."""
-    clip_pseudo_labels: bool = option(True, help="clip calibrated pseudo-labels to [0, 1] (false: keep "
+    clip_pseudo_labels: bool = option(True, resume="refuse", needs="calibrate", help="clip calibrated pseudo-labels to [0, 1] (false: keep "
                                                   "the fitted curve's values, as the ECNU-SJTU winner does)")
     """Clip calibrated pseudo-labels to the label range [0, 1]."""
-    self_train: int = option(0, flag="--self-train", metavar="N", commands=("distill",),
+    self_train: int = option(0, resume="refuse", flag="--self-train", metavar="N", at_least=0, commands=("distill",),
                              help="self-training rounds of the teacher on labels + its pseudo-labels")
     """Rounds of self-training: the teacher is retrained on labels ∪ its pseudo-labels this many times
     before it labels the student's data (ECNU-SJTU's loop)."""
-    self_train_head: str = option("keep", choices=HEAD_STARTS,
+    self_train_head: str = option("keep", resume="refuse", choices=HEAD_STARTS, needs="self_train",
                                   help="self-training starts the teacher's head from its weights (keep) or "
                                        "afresh on its backbone (fresh: the ECNU-SJTU enhanced teacher)")
     """How each self-training round starts the teacher's head (see :data:`HEAD_STARTS`)."""
-    pseudo_sets: str = option("last", choices=PSEUDO_SETS,
+    pseudo_sets: str = option("last", resume="refuse", choices=PSEUDO_SETS, needs="self_train",
                               help="pseudo-labels the student trains on: last (the final teacher's) or all "
                                    "(every self-training round's as well, as the ECNU-SJTU winner does)")
     """Which teachers' pseudo-labels of ``data.unlabeled`` join the student's training set."""
 
     def __post_init__(self) -> None:
-        from ..distill.features import parse_feature_pairs
-
         if isinstance(self.loss, str) and self.loss.strip().lower() in ("none", "null", ""):
             self.loss = None  # "--distill-loss none": the teacher teaches through pseudo-labels only
+        check_options(self, "distill")
         _size_field("distill.teacher_input (--teacher-input)", self.teacher_input)
         for size in self.deploy_input:
             _size_field("distill.deploy_input (--deploy-input)", size)
+
+    def validate(self) -> None:
+        """Parse the distillation formula and the feature pairs, and look the budget up."""
+        from ..distill.features import parse_feature_pairs
+
         _loss_field("distill.loss (--distill-loss)", self.loss)
-        in_range("distill.self_train (--self-train)", self.self_train, 0)
-        one_of("distill.calibrate_on", self.calibrate_on, CALIBRATION_SETS)
-        one_of("distill.self_train_head", self.self_train_head, HEAD_STARTS)
-        one_of("distill.pseudo_sets", self.pseudo_sets, PSEUDO_SETS)
-        in_range("distill.view_cache (--view-cache)", self.view_cache, 0)
         if self.budget is not None and self.budget != "none":
             from ..budget.presets import get_budget
 
@@ -299,20 +289,18 @@ class DistillSection:
 class SSARSection:
     """Self-Supervised Adaptive Ranking pretraining (seed §2, RankCORE)."""
 
-    epochs: int = option(0, help="SSAR pretraining epochs (0: off)")
+    epochs: int = option(0, resume="refuse", at_least=0, help="SSAR pretraining epochs (0: off)")
     """Pretraining epochs on (I, T_s(I)) pairs before supervised training; 0 turns SSAR off."""
-    margin: float = option(0.1, help="lambda of the adaptive margin")
+    margin: float = option(0.1, resume="refuse", at_least=0, help="lambda of the adaptive margin")
     """λ of the adaptive margin m(s) = λ·s."""
-    lr: float | None = option(None, help="pretraining learning rate (default: train.lr)")
+    lr: float | None = option(None, resume="refuse", above=0, help="pretraining learning rate (default: train.lr)")
     """Pretraining learning rate (default: ``train.lr``)."""
-    degradations: list = option(factory=list, help="degradation names to draw T from")
+    degradations: list = option(factory=list, resume="refuse", help="degradation names to draw T from")
     """Degradation names to draw T from (empty: :class:`~kdfiqa.distill.ssar.SSARPairs`' default,
     blur, noise, jpeg and downup)."""
 
     def __post_init__(self) -> None:
-        in_range("ssar.epochs", self.epochs, 0)
-        finite("ssar.margin", self.margin, low=0.0)
-        finite("ssar.lr", self.lr, low=0.0, low_open=True)
+        check_options(self, "ssar")
 
 
 @dataclass
@@ -334,6 +322,15 @@ class RunConfig:
         out["train"] = self.train.to_dict()
         return out
 
+    def validate(self) -> None:
+        """The checks that build or look something up: each transform spec is built, the loss formulas
+        and feature pairs parsed, the budget looked up; a bad one is refused with one line naming the
+        setting. The values themselves were checked when the sections were built; this runs once
+        before any model is (:func:`kdfiqa.pipeline.validate`, ``--print-config``)."""
+        self.data.validate()
+        self.loss.validate()
+        self.distill.validate()
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> "RunConfig":
         """Rebuild a config from :meth:`to_dict` output (e.g. a checkpoint's ``"config"``)."""
@@ -354,12 +351,14 @@ class ConfigLayer:
     """One source of settings: nested ``values`` plus where each key came from, for error messages.
 
     ``lines`` maps a dotted key (``"train.lr"``) to its line in ``source``; keys without a line are
-    reported by ``source`` alone (a flag, ``--set``, a dict).
+    reported by ``source`` alone (``--set``, a dict). ``flags``: the values were given by dedicated
+    command-line flags, which errors then name.
     """
 
     source: str
     values: Mapping[str, Any]
     lines: Mapping[str, int] = field(default_factory=dict)
+    flags: bool = False
 
     def where(self, key: str) -> str:
         line = self.lines.get(key)
@@ -374,44 +373,9 @@ def did_you_mean(key: str, choices: Iterable[str]) -> str:
     return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
-def _describe(hint: Any) -> str:
-    if typing.get_origin(hint) in _UNION_TYPES:
-        return " or ".join(_describe(a) for a in typing.get_args(hint))
-    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
-
-
-def _check_type(value: Any, hint: Any) -> Any:
-    """``value`` if it fits ``hint`` (ints accepted for floats), else raise ``TypeError``."""
-    if typing.get_origin(hint) in _UNION_TYPES:
-        for alternative in typing.get_args(hint):
-            try:
-                return _check_type(value, alternative)
-            except TypeError:
-                continue
-        raise TypeError
-    if hint is type(None):
-        if value is None:
-            return None
-        raise TypeError
-    origin = typing.get_origin(hint)
-    if origin is tuple and isinstance(value, (list, tuple)):
-        args = typing.get_args(hint)
-        if len(args) != len(value):
-            raise TypeError
-        return tuple(_check_type(v, a) for v, a in zip(value, args))
-    if origin is not None:
-        hint = origin
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is int and isinstance(value, bool):
-        raise TypeError
-    if isinstance(value, hint):
-        return value
-    raise TypeError
-
-
-def _apply(target: dict[str, Any], layer: ConfigLayer) -> None:
-    """Merge ``layer`` into ``target`` (nested dicts of section values), checking keys and types."""
+def _apply(target: dict[str, Any], layer: ConfigLayer, origins: dict[str, ConfigLayer]) -> None:
+    """Merge ``layer`` into ``target`` (nested dicts of section values), checking keys and types, and
+    note in ``origins`` that it gave each ``section.field`` it sets."""
     for key, value in layer.values.items():
         if key in SCALARS:
             target[key] = _typed(RunConfig, key, value, layer, key)
@@ -431,6 +395,7 @@ def _apply(target: dict[str, Any], layer: ConfigLayer) -> None:
             if inner:
                 item = _set_nested(target[key].get(field_name), inner.split("."), item)
             target[key][field_name] = _typed(section_cls, field_name, item, layer, path)
+            origins[f"{key}.{field_name}"] = layer
 
 
 def _set_nested(mapping: Any, keys: list[str], value: Any) -> dict[str, Any]:
@@ -444,9 +409,9 @@ def _set_nested(mapping: Any, keys: list[str], value: Any) -> dict[str, Any]:
 def _typed(cls: type, name: str, value: Any, layer: ConfigLayer, path: str) -> Any:
     hint = typing.get_type_hints(cls)[name]
     try:
-        return _check_type(value, hint)
+        return conform(value, hint)
     except TypeError:
-        raise ConfigError(f"{layer.where(path)}: {path} must be {_describe(hint)}, "
+        raise ConfigError(f"{layer.where(path)}: {path} must be {describe(hint)}, "
                           f"got {value!r} ({type(value).__name__})") from None
 
 
@@ -472,12 +437,53 @@ def _follow_input(merged: dict[str, Any], before: Any, layer: ConfigLayer) -> No
             data[key] = rescaled_spec(data[key], old, new)
 
 
+def _expand_model_file(model: dict[str, Any]) -> None:
+    """A ``model.name`` that is a model file (:mod:`kdfiqa.models.model_file`, as ``kdfiqa search
+    --out`` writes) becomes the registered name it holds, its keyword arguments under the section's
+    own, and its input size where ``model.input`` is not set."""
+    name = model["name"]
+    if name is None or not name.lower().endswith((".yaml", ".yml", ".json")):
+        return
+    from ..models.model_file import read_model_file
+
+    found = read_model_file(name)
+    model["name"], model["kwargs"] = found.name, {**found.kwargs, **model["kwargs"]}
+    if model["input"] is None and found.input is not None:
+        model["input"] = list(found.input)
+
+
+def _naming(section: str, cls: type, layer: ConfigLayer | None) -> Naming:
+    """How an error names ``section``'s fields when the refused one came from ``layer``: by their
+    flags after a flag, by ``file:line: section.field`` or ``--set: section.field`` otherwise."""
+    if layer is None:
+        return Naming(section, cls)
+    meta = {f.name: f.metadata for f in dataclasses.fields(cls)}
+    if layer.flags:
+        def flag(name: str) -> str:
+            return meta[name]["flag"] or f"{section}.{name}"
+
+        return Naming(section, cls, at=flag, name=flag)
+    return Naming(section, cls, at=lambda name: f"{layer.where(f'{section}.{name}')}: {section}.{name}",
+                  name=lambda name: f"{section}.{name}")
+
+
 def resolve_config(command: str | None, layers: Sequence[ConfigLayer]) -> RunConfig:
-    """Defaults overlaid with ``layers`` in order; see the module docstring for the usual order."""
+    """Defaults overlaid with ``layers`` in order; see the module docstring for the usual order.
+
+    A model file given as ``model.name`` is expanded (:func:`_expand_model_file`); each section then
+    checks its values as it is built, a refused one named where the layers gave it. The checks that
+    build transforms and losses or look up registries are :meth:`RunConfig.validate`."""
     merged = RunConfig().to_dict()
+    origins: dict[str, ConfigLayer] = {}
     for layer in layers:
         before = merged["model"]["input"]
-        _apply(merged, layer)
+        _apply(merged, layer, origins)
         _follow_input(merged, before, layer)
-    sections = {name: cls(**merged[name]) for name, cls in SECTIONS.items()}  # TrainConfig checks values
+    _expand_model_file(merged["model"])
+    sections = {}
+    for name, cls in SECTIONS.items():
+        try:
+            sections[name] = cls(**merged[name])
+        except OptionError as exc:
+            raise exc.reworded(_naming(name, cls, origins.get(f"{name}.{exc.field}"))) from None
     return RunConfig(**{k: merged[k] for k in SCALARS}, **sections)

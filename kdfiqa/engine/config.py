@@ -4,7 +4,8 @@ Defaults follow the challenge baseline described in the seed (Adam-family optimi
 weight decay 1e-5, batch 64, 20 epochs). A config round-trips through a plain dict
 (:meth:`TrainConfig.to_dict` / :meth:`TrainConfig.from_dict`), which is what checkpoints store.
 Each field is declared once with :func:`kdfiqa.options.option`: its flag on the command line
-(``kdfiqa train --lr``) is generated from it.
+(``kdfiqa train --lr``) is generated from it, and its choices, range and ``--resume`` rule are
+checked from it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..errors import ConfigError
-from ..options import MAX_SEED, finite, in_range, one_of, option
+from ..options import MAX_SEED, check_options, option
 
 __all__ = ["TrainConfig", "MONITOR_MODES", "FITTED_METRICS"]
 
@@ -36,71 +37,60 @@ DEVICES = ("auto", "cpu", "cuda")
 class TrainConfig:
     """Settings of one training run (see each field's help)."""
 
-    output_dir: str = option("runs/train", flag="--out", metavar="RUNDIR",
+    output_dir: str = option("runs/train", resume="allow", flag="--out", metavar="RUNDIR",
                              help="folder for best.pt, last.pt and log.jsonl")
-    epochs: int = option(20, flag="--epochs", metavar="N", help="training epochs")
-    batch_size: int = option(64, flag="--batch-size", metavar="B", help="training images per step")
-    val_batch_size: int | None = option(None, help="validation batch (None: batch_size; 1 at native resolution)")
-    num_workers: int = option(0, flag="--workers", metavar="N", help="data-loading worker processes")
-    drop_last: bool = option(True, help="drop the last partial training batch (validation sees every sample)")
-    optimizer: str = option("adamw", flag="--optimizer", choices=OPTIMIZERS, help="optimiser")
-    lr: float = option(5e-4, flag="--lr", help="peak learning rate")
-    weight_decay: float = option(1e-5, flag="--weight-decay", metavar="WD", help="weight decay")
-    momentum: float = option(0.9, help="SGD momentum")
-    betas: tuple[float, float] = option((0.9, 0.999), help="Adam/AdamW betas")
-    scheduler: str = option("cosine", flag="--scheduler", choices=SCHEDULERS,
+    epochs: int = option(20, resume="refuse", flag="--epochs", metavar="N", at_least=1, help="training epochs")
+    batch_size: int = option(64, resume="refuse", flag="--batch-size", metavar="B", at_least=1,
+                             help="training images per step")
+    val_batch_size: int | None = option(None, resume="allow", at_least=1,
+                                        help="validation batch (None: batch_size; 1 at native resolution)")
+    num_workers: int = option(0, resume="allow", flag="--workers", metavar="N", at_least=0,
+                              help="data-loading worker processes")
+    drop_last: bool = option(True, resume="refuse",
+                             help="drop the last partial training batch (validation sees every sample)")
+    optimizer: str = option("adamw", resume="refuse", flag="--optimizer", choices=OPTIMIZERS, help="optimiser")
+    lr: float = option(5e-4, resume="refuse", flag="--lr", above=0, help="peak learning rate")
+    weight_decay: float = option(1e-5, resume="refuse", flag="--weight-decay", metavar="WD", at_least=0,
+                                 help="weight decay")
+    momentum: float = option(0.9, resume="refuse", at_least=0, help="SGD momentum")
+    betas: tuple[float, float] = option((0.9, 0.999), resume="refuse", at_least=0, below=1, help="Adam/AdamW betas")
+    scheduler: str = option("cosine", resume="refuse", flag="--scheduler", choices=SCHEDULERS,
                             help="cosine (per step, after warm-up), step or plateau (per epoch), none")
-    warmup_epochs: float = option(0.0, help="linear warm-up length (cosine only), may be fractional")
-    warmup_start_factor: float = option(0.01, help="warm-up starts at lr * this")
-    min_lr: float = option(0.0, help="floor of the cosine schedule")
-    step_size: int = option(5, help="StepLR: epochs between decays")
-    gamma: float = option(0.1, help="StepLR / plateau decay factor")
-    plateau_patience: int = option(2, help="ReduceLROnPlateau patience (epochs)")
-    grad_clip: float | None = option(None, help="max global gradient norm; None: no clipping")
-    amp: str = option("none", flag="--amp", choices=AMP_MODES, help="mixed precision on CUDA")
-    channels_last: bool = option(False, help="channels-last memory format for the model and batches")
-    ema_decay: float | None = option(None, flag="--ema", metavar="DECAY",
+    warmup_epochs: float = option(0.0, resume="refuse", at_least=0,
+                                  help="linear warm-up length (cosine only), may be fractional")
+    warmup_start_factor: float = option(0.01, resume="refuse", at_least=0, help="warm-up starts at lr * this")
+    min_lr: float = option(0.0, resume="refuse", at_least=0, help="floor of the cosine schedule")
+    step_size: int = option(5, resume="refuse", at_least=1, help="StepLR: epochs between decays")
+    gamma: float = option(0.1, resume="refuse", above=0, help="StepLR / plateau decay factor")
+    plateau_patience: int = option(2, resume="refuse", at_least=0, help="ReduceLROnPlateau patience (epochs)")
+    grad_clip: float | None = option(None, resume="refuse", above=0, help="max global gradient norm; None: no clipping")
+    amp: str = option("none", resume="allow", flag="--amp", choices=AMP_MODES, help="mixed precision on CUDA")
+    channels_last: bool = option(False, resume="allow", help="channels-last memory format for the model and batches")
+    ema_decay: float | None = option(None, resume="refuse", flag="--ema", metavar="DECAY", above=0, below=1,
                                      help="keep, validate and save an EMA of the weights, e.g. 0.999")
-    monitor: str = option("score", choices=tuple(MONITOR_MODES),
+    monitor: str = option("score", resume="refuse", choices=tuple(MONITOR_MODES),
                           help="validation metric that selects best.pt and drives early stopping")
-    patience: int | None = option(None, flag="--patience", metavar="N",
+    patience: int | None = option(None, resume="allow", flag="--patience", metavar="N", at_least=1,
                                   help="early stopping: epochs without improvement")
-    seed: int = option(0, flag="--seed", help="seed of the initial weights, data order and augmentation")
-    deterministic: bool = option(False, help="deterministic kernels (needed for bit-exact resume on GPU)")
-    device: str = option("auto", flag="--device", choices=DEVICES, help="auto: CUDA when available")
-    save_every_steps: int | None = option(None, help="also write last.pt every N steps (mid-epoch resume)")
-    find_unused_parameters: bool = option(False, help="DDP: only when some trained parameters skip a step")
-    quiet: bool = option(False, flag="--quiet", help="warnings and errors only (log.jsonl is still written)")
-    verbose: bool = option(False, flag="--verbose", help="the full table of every epoch instead of one line")
+    seed: int = option(0, resume="refuse", flag="--seed", at_least=0, at_most=MAX_SEED,
+                       help="seed of the initial weights, data order and augmentation")
+    deterministic: bool = option(False, resume="allow",
+                                 help="deterministic kernels (needed for bit-exact resume on GPU)")
+    device: str = option("auto", resume="allow", flag="--device", choices=DEVICES, help="auto: CUDA when available")
+    save_every_steps: int | None = option(None, resume="allow", at_least=1,
+                                          help="also write last.pt every N steps (mid-epoch resume)")
+    find_unused_parameters: bool = option(False, resume="allow",
+                                          help="DDP: only when some trained parameters skip a step")
+    quiet: bool = option(False, resume="allow", flag="--quiet",
+                         help="warnings and errors only (log.jsonl is still written)")
+    verbose: bool = option(False, resume="allow", flag="--verbose",
+                           help="the full table of every epoch instead of one line")
 
     def __post_init__(self) -> None:
-        flags = {f.name: f.metadata.get("flag") for f in dataclasses.fields(self)}
-
-        def where(name: str) -> str:
-            return f"train config field {name!r}" + (f" ({flags[name]})" if flags[name] else "")
-
-        for name, allowed in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS), ("amp", AMP_MODES),
-                              ("device", DEVICES), ("monitor", tuple(MONITOR_MODES))):
-            one_of(where(name), getattr(self, name), allowed)
-        for name in ("epochs", "batch_size", "step_size", "val_batch_size", "save_every_steps", "patience"):
-            in_range(where(name), getattr(self, name), 1)
-        for name in ("num_workers", "plateau_patience"):
-            in_range(where(name), getattr(self, name), 0)
-        in_range(where("seed"), self.seed, 0, MAX_SEED)
-        finite(where("lr"), self.lr, low=0.0, low_open=True)
-        for name in ("weight_decay", "warmup_epochs", "min_lr", "momentum", "warmup_start_factor"):
-            finite(where(name), getattr(self, name), low=0.0)
+        check_options(self, "train")
         if self.min_lr > self.lr:
-            raise ConfigError(f"{where('min_lr')}: {self.min_lr!r} is above lr {self.lr!r}; the schedule decays "
+            raise ConfigError(f"train.min_lr: {self.min_lr!r} is above lr {self.lr!r}; the schedule decays "
                               "from lr down to min_lr")
-        finite(where("gamma"), self.gamma, low=0.0, low_open=True)
-        finite(where("grad_clip"), self.grad_clip, low=0.0, low_open=True)
-        finite(where("ema_decay"), self.ema_decay, low=0.0, high=1.0, low_open=True, high_open=True)
-        if len(tuple(self.betas)) != 2:
-            raise ConfigError(f"{where('betas')}: {self.betas!r} must be two numbers")
-        for beta in self.betas:
-            finite(where("betas"), beta, low=0.0, high=1.0, high_open=True)
-        self.betas = tuple(self.betas)  # type: ignore[assignment]
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain values (tuples become lists), ready for a checkpoint or YAML."""

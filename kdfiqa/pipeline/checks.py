@@ -3,10 +3,11 @@ and folders, the validation split, the run folder, and what ``--resume`` may not
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..config import RunConfig
+from ..config import SECTIONS, RunConfig
 from ..engine.distributed import is_main_process
 from ..errors import CheckpointError, ConfigError
 from ..budget import parse_input_size
@@ -38,9 +39,11 @@ def validate(config: RunConfig, command: str, *, pseudo: Labels | Sequence[Label
              teacher_given: bool = False) -> None:
     """Every check that needs no model: required settings, combinations, files and folders.
 
-    Values were checked when the config's sections were built; this adds what spans sections.
-    ``pseudo``/``teacher_given`` say what a caller of :func:`distill` hands over directly.
+    Values were checked when the config's sections were built; this builds what they name
+    (:meth:`RunConfig.validate`) and adds what spans sections. ``pseudo``/``teacher_given`` say what
+    a caller of :func:`distill` hands over directly.
     """
+    config.validate()
     data, distill_ = config.data, config.distill
     _check_model_name(required(config.model.name, "a model to train: --model NAME (model.name)"))
     required(data.root, "--root DIR (data.root), the folder of labeled images,")
@@ -48,8 +51,6 @@ def validate(config: RunConfig, command: str, *, pseudo: Labels | Sequence[Label
     if pseudo is not None and data.pseudo_csv:
         given = ", ".join(str(labels.csv) for labels in label_sets(pseudo))
         raise ConfigError(f"pseudo-labels given twice: data.pseudo_csv ({data.pseudo_csv}) and {given}; give one")
-    if data.pseudo_root and not data.pseudo_csv:
-        raise ConfigError("--pseudo-root is the image folder of --pseudo-csv; add --pseudo-csv FILE or drop it")
     if data.pseudo_csv and data.unlabeled and command == "distill":
         raise ConfigError("--pseudo-csv (pseudo-labels used as given) and --unlabeled (a folder for the "
                           "teacher to label) cannot be combined: give one; the CSV's image folder is --pseudo-root")
@@ -171,32 +172,30 @@ def _remove_earlier_stages(out: Path, inputs: list[Path]) -> None:
             (out / name).unlink(missing_ok=True)
 
 
-RESUME_KEYS = {
-    "model": ("name", "kwargs", "head", "input"),
-    "loss": ("task",),
-    "distill": ("teacher_input", "loss", "feature", "view_cache"),
-    "train": ("epochs", "batch_size", "drop_last", "optimizer", "lr", "weight_decay", "momentum", "betas",
-              "scheduler", "warmup_epochs", "warmup_start_factor", "min_lr", "step_size", "gamma",
-              "plateau_patience", "ema_decay", "seed"),
-    "data": ("root", "csv", "val_root", "val_csv", "val_fraction", "split_seed", "sampler", "strata",
-             "samples_per_epoch", "pseudo_csv", "pseudo_root", "train_transform"),
+RESUME_KEYS: dict[str, dict[str, str]] = {
+    section: {f.name: f.metadata["resume"] for f in dataclasses.fields(cls) if f.metadata["resume"] != "allow"}
+    for section, cls in SECTIONS.items()
 }
-"""Settings that shape what a run trains, towards what, on which schedule and data order: ``--resume``
-refuses to change them silently (the model first, so that a different model is named as such)."""
+"""``{section: {field: rule}}``, the settings that shape what a run trains, towards what, on which
+schedule and data order, from each field's declared ``resume`` (:data:`kdfiqa.options.RESUME_RULES`):
+``--resume`` refuses to change them silently (the model first, so that a different model is named as
+such)."""
 
 
-def check_unchanged(config: RunConfig, last: Path) -> None:
-    """Refuse to resume ``last`` with a setting of :data:`RESUME_KEYS` changed, naming it."""
-    from ..checkpoint import load_checkpoint
+def check_unchanged(config: RunConfig, last: Path, *, stored: dict[str, Any] | None = None) -> None:
+    """Refuse to resume ``last`` with a setting of :data:`RESUME_KEYS` changed, naming it; ``stored``:
+    the run config ``last`` holds, when the caller has read it."""
+    if stored is None:
+        from ..checkpoint import load_checkpoint
 
-    stored = load_checkpoint(last).get("config") or {}
+        stored = load_checkpoint(last).get("config") or {}
     current = config.to_dict()
-    for section, keys in RESUME_KEYS.items():
+    for section, rules in RESUME_KEYS.items():
         before = stored.get(section) if isinstance(stored.get(section), dict) else {}
-        for key in keys:
+        for key, rule in rules.items():
             if key in before and before[key] != current[section][key]:
                 was = f"--resume: {section}.{key} was {before[key]!r} in {last}, now {current[section][key]!r}"
-                if section == "model" and key != "input":  # last.pt holds that model's weights: none other resumes
+                if rule == "model":  # last.pt holds that model's weights: none other resumes
                     raise ConfigError(f"{was}; a run resumes with its own model: resume with the run's settings, "
                                       "or start a new run (another --out, or --overwrite)")
                 raise ConfigError(
