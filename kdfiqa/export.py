@@ -39,6 +39,7 @@ from .budget import Budget, BudgetExceeded, CostReport, InputSize, measure, pars
 from .budget.presets import DEFAULT_BUDGET, as_budget
 from .errors import ConfigError, KdfiqaError, first_line
 from .outputs import check_output_file
+from .size import format_size
 
 if TYPE_CHECKING:
     import numpy as np
@@ -92,9 +93,9 @@ class Verification:
         return self.max_abs_diff <= self.atol
 
     def describe(self) -> str:
-        c, h, w = self.input_size
         verdict = "ok" if self.passed else "MISMATCH"
-        return (f"{self.format} at {c}x{h}x{w}: max |diff| {self.max_abs_diff:.2e} (atol {self.atol:g}, "
+        size = format_size(self.input_size, channels=True)
+        return (f"{self.format} at {size}: max |diff| {self.max_abs_diff:.2e} (atol {self.atol:g}, "
                 f"eager spread {self.eager_spread:.2e}) {verdict}")
 
 

@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from .budget import InputSize, parse_input_size
+from .budget import InputSize
 from .errors import ConfigError, DataError
+from .size import Size
 
 if TYPE_CHECKING:
     from torch import nn
@@ -75,7 +76,7 @@ class InferenceModel:
         size = self.transform_spec.get("size")
         if size is None or self.native:
             return None
-        return parse_input_size(size)
+        return Size.parse(size, "transform field 'size'").chw
 
     @property
     def native(self) -> bool:
@@ -106,8 +107,10 @@ def resolve_eval_transform(base: str | dict[str, Any] | None, model: nn.Module, 
     ``base`` is a spec (a dict, a preset name or ``{"preset": ...}``) completed against ``model``'s
     deploy config (its size and normalisation fill what the spec leaves out; the teacher view and
     flips of a training spec are dropped), or ``None`` for the deploy config's own evaluation
-    transform. ``input_size`` replaces the size; ``native`` keeps each image at its own resolution
-    (scored one at a time); ``multi_crop=N`` scores N random crops of the size and averages them.
+    transform. ``input_size`` moves the transform to that size
+    (:meth:`~kdfiqa.data.transform_spec.TransformSpec.rescaled`; a native one becomes a resize to
+    it); ``native`` keeps each image at its own resolution (scored one at a time);
+    ``multi_crop=N`` scores N random crops of the size and averages them.
     """
     from .models.deploy import deploy_config
 
@@ -115,19 +118,16 @@ def resolve_eval_transform(base: str | dict[str, Any] | None, model: nn.Module, 
     deploy = deploy_config(model)
     if base is not None:
         deploy = deploy.replace(eval_transform={"preset": base} if isinstance(base, str) else base)
-    spec = dict(deploy.eval_transform)
     if input_size is not None:
-        _, h, w = parse_input_size(input_size)
-        spec["size"] = [h, w]
-        spec.pop("crop", None)
-        if spec.get("mode") == "native":
-            spec["mode"] = "resize"
+        size = Size.parse(input_size, "--input", rgb=True)
+        moved = {"eval_transform": {"mode": "resize"}} if deploy.eval_transform.mode == "native" else {}
+        deploy = deploy.replace(input_size=size, **moved)
     if native:
-        spec = {"mode": "native", "normalize": spec["normalize"]}
-    elif multi_crop:
-        spec = {"mode": "multi_crop", "size": spec.get("size", list(deploy.input_size[1:])),
-                "num_crops": int(multi_crop), "normalize": spec["normalize"]}
-    return spec
+        return {"mode": "native", "normalize": deploy.normalize}
+    if multi_crop:
+        return {"mode": "multi_crop", "size": list(deploy.input_size[1:]), "num_crops": int(multi_crop),
+                "normalize": deploy.normalize}
+    return deploy.eval_transform.to_dict()
 
 
 def load_inference_model(target: str | Path, *, input_size: InputSize | None = None,
@@ -161,7 +161,7 @@ def verified_inference_form(model: nn.Module, input_size: InputSize | None = Non
     if input_size is None:
         size = deploy_config(model).input_size
     else:
-        size = parse_input_size(input_size)
+        size = Size.parse(input_size, "input_size").chw
     x = torch.randn(batch_size, *size, generator=torch.Generator().manual_seed(0))
     try:
         fused = fuse(model, input_size=size)

@@ -248,6 +248,31 @@ def test_deploy_config_is_stored_and_restored(tmp_path, tiny_registered):
     assert back.deploy_config.eval_transform == {"mode": "resize", "size": [12, 20], "normalize": "symmetric"}
 
 
+@pytest.mark.parametrize("stored, size, transform", [
+    # as earlier versions wrote it: input_size and normalize beside the transform, sizes as given
+    ({"input_size": [3, 12, 20], "normalize": "symmetric",
+      "eval_transform": {"mode": "resize", "size": [12, 20], "normalize": "symmetric"}},
+     (3, 12, 20), {"mode": "resize", "size": [12, 20], "normalize": "symmetric"}),
+    ({"input_size": [3, 224, 224], "normalize": "symmetric",
+      "eval_transform": {"mode": "center_crop", "size": 224, "resize": [240, 240], "normalize": "symmetric"}},
+     (3, 224, 224), {"mode": "center_crop", "size": [224, 224], "resize": [240, 240], "normalize": "symmetric"}),
+    ({"input_size": [3, 32, 40], "normalize": "imagenet", "eval_transform": {"mode": "native", "normalize": "imagenet"}},
+     (3, 32, 40), {"mode": "native", "normalize": "imagenet"}),
+    # a run config's 224 next to its 224x336 test view: the view is what the network was fed
+    ({"input_size": [3, 224, 224], "normalize": "imagenet",
+      "eval_transform": {"mode": "resize", "size": [224, 336], "normalize": "imagenet"}},
+     (3, 224, 336), {"mode": "resize", "size": [224, 336], "normalize": "imagenet"}),
+])
+def test_deploy_configs_of_earlier_versions_still_load(tmp_path, tiny_registered, stored, size, transform):
+    model = tiny_registered("ckpt_tiny", width=5)
+    old = {"name": "ckpt_tiny", "kwargs": {"width": 5}, "output": "sigmoid", **stored}
+    back = load_model(_rewritten(tmp_path, build_checkpoint(model), deploy=old))
+    config = deploy_config(back)
+    assert (config.input_size, config.eval_transform, config.normalize) == (size, transform, stored["normalize"])
+    assert config.to_dict()["input_size"] == list(size) and config.to_dict()["normalize"] == stored["normalize"]
+    assert type(config).from_dict(config.to_dict()) == config
+
+
 def test_files_without_deploy_take_the_run_config_then_the_registry_default(tmp_path, tiny_registered):
     model = tiny_registered("ckpt_tiny", width=5)
     old = build_checkpoint(model, config={"model": {"input": [24, 28]},

@@ -159,11 +159,11 @@ def test_evaluate_human_table_and_multi_crop(data, capsys):
 def test_eval_transform_overrides():
     model = create_model(MODEL)
     spec = {"mode": "center_crop", "size": 224, "resize": [240, 240], "normalize": "symmetric", "flip": True}
-    assert resolve_eval_transform(spec, model) == {"mode": "center_crop", "size": 224, "resize": [240, 240],
+    assert resolve_eval_transform(spec, model) == {"mode": "center_crop", "size": [224, 224], "resize": [240, 240],
                                                    "normalize": "symmetric"}
     assert resolve_eval_transform(spec, model, native=True) == {"mode": "native", "normalize": "symmetric"}
     assert resolve_eval_transform("baseline_test", model, multi_crop=5) == {
-        "mode": "multi_crop", "size": 224, "num_crops": 5, "normalize": "imagenet"}
+        "mode": "multi_crop", "size": [224, 224], "num_crops": 5, "normalize": "imagenet"}
     _, h, w = model.default_input_size
     assert resolve_eval_transform(None, model) == {"mode": "resize", "size": [h, w], "normalize": "imagenet"}
     with pytest.raises(ConfigError, match="cannot be combined"):

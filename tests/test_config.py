@@ -216,11 +216,11 @@ def test_input_moves_a_recipes_fixed_size_transforms_with_it(recipe, expected_tr
     """--input is the resolution the network trains at: the recipe's transforms follow it; without
     it they stay the recipe's."""
     from kdfiqa.config import build_layers, resolve_config
-    from kdfiqa.data.transforms import expanded_spec
+    from kdfiqa.data.transform_spec import TransformSpec
 
     config = resolve_config("train", build_layers("train", recipe=recipe, flags={"model.input": 112}))
     assert config.model.input == 112
     for spec, expected in ((config.data.train_transform, expected_train), (config.data.eval_transform, expected_eval)):
         assert {k: spec.get(k) for k in expected} == expected, spec
-    as_written = expanded_spec(resolve_config("train", build_layers("train", recipe=recipe)).data.eval_transform)
+    as_written = TransformSpec.parse(resolve_config("train", build_layers("train", recipe=recipe)).data.eval_transform)
     assert {k: as_written.get(k) for k in recipe_eval} == recipe_eval, as_written

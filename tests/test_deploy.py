@@ -32,12 +32,12 @@ def test_defaults_and_completed_eval_transform():
     assert config.input_size == (3, 48, 64) and (config.normalize, config.output) == ("imagenet", "sigmoid")
     assert config.eval_transform == {"mode": "resize", "size": [48, 64], "normalize": "imagenet"}
     preset = DeployConfig("net", eval_transform={"preset": "conquerit_test"}, normalize="symmetric")
-    assert preset.eval_transform == {"mode": "center_crop", "size": 224, "resize": [240, 240],
+    assert preset.eval_transform == {"mode": "center_crop", "size": [224, 224], "resize": [240, 240],
                                      "normalize": "symmetric"}
     training = DeployConfig("net", eval_transform={"mode": "random_crop", "size": 32, "flip": True,
                                                    "teacher_size": 64})
-    assert training.eval_transform == {"mode": "random_crop", "size": 32, "normalize": "imagenet"}
-    assert isinstance(build_transform(dict(training.eval_transform)).spec, dict)
+    assert training.eval_transform == {"mode": "random_crop", "size": [32, 32], "normalize": "imagenet"}
+    assert build_transform(dict(training.eval_transform)).spec == training.eval_transform
 
 
 def test_replace_keeps_size_transform_and_normalisation_consistent():
@@ -50,8 +50,10 @@ def test_replace_keeps_size_transform_and_normalisation_consistent():
     assert symmetric.normalize == "symmetric"  # a new transform brings its normalisation
     assert config.replace(normalize="none", input_size=32).eval_transform == {
         "mode": "resize", "size": [32, 32], "normalize": "none"}
-    with pytest.raises(ConfigError, match="differs from normalize"):
-        config.replace(eval_transform={"mode": "resize", "normalize": "symmetric"}, normalize="imagenet")
+    # the transform is the one source: the normalisation it names wins over one that only fills gaps
+    named = config.replace(eval_transform={"mode": "resize", "normalize": "symmetric"}, normalize="none")
+    assert named.normalize == named.eval_transform["normalize"] == "symmetric"
+    assert config.replace(eval_transform={"mode": "resize"}, normalize="none").normalize == "none"
     # Resize(256) + CenterCrop(224) at another size keeps its margin: Resize(512) + CenterCrop(448)
     cropped = config.replace(eval_transform={"mode": "center_crop", "size": 224, "resize": 256})
     assert cropped.replace(input_size=448).eval_transform["resize"] == 512
@@ -74,7 +76,8 @@ def test_round_trip_equality_and_immutability():
         config.input_size = (3, 1, 1)  # type: ignore[misc]
     for bad, needle in [({"name": 3}, "name"), ({"name": "x", "kwargs": [1]}, "kwargs must be a mapping"),
                         ({"name": "x", "normalize": "zscore"}, "normalize"), ({"name": "x", "oops": 1}, "unknown"),
-                        ({"name": "x", "input_size": "224"}, "input_size")]:
+                        ({"name": "x", "input_size": "224x0"}, "input_size"),
+                        ({"name": "x", "input_size": [3, 20000, 20]}, "input_size")]:
         with pytest.raises(ConfigError, match=needle) as info:
             DeployConfig.from_dict(bad, source="f.pt")
         assert str(info.value).startswith("f.pt: ") and "\n" not in str(info.value)

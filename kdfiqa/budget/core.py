@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from .._warnings import import_fvcore_nn
 from ..errors import KdfiqaError
+from ..size import format_size
 from .fvcore_count import exclusive_counts, fvcore_total, preserved, probe_input
 from .limits import Budget, BudgetExceeded, CostReport, InputSize, MeasurementError, parse_input_size
 from .presets import as_budget
@@ -97,7 +98,7 @@ def measure(model: nn.Module, input_size: InputSize, *, batch_size: int = 1,
     fvnn = import_fvcore_nn()
     with preserved(model):
         x = probe_input(model, size, batch_size)
-        where = f"{getattr(model, 'model_name', type(model).__name__)} at {'x'.join(map(str, size))}"
+        where = f"{getattr(model, 'model_name', type(model).__name__)} at {format_size(size, channels=True)}"
         analysis = fvcore_total(model, x, where)
         report = CostReport(
             flops=int(analysis.total()),

@@ -30,6 +30,7 @@ from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ..errors import KdfiqaError
+from ..size import format_size
 from .fvcore_count import exclusive_counts, fvcore_total, preserved, probe_input
 from .limits import InputSize, parse_input_size
 
@@ -216,7 +217,7 @@ def cross_check(model: nn.Module, input_size: InputSize, *, batch_size: int = 1)
     if find_spec("torch.utils.module_tracker") is None:  # what FlopCounterMode's per-module breakdown uses
         raise KdfiqaError("the cross-check needs torch >= 2.3, whose FlopCounterMode counts per module")
     size = parse_input_size(input_size)
-    where = f"{getattr(model, 'model_name', type(model).__name__)} at {'x'.join(map(str, size))}"
+    where = f"{getattr(model, 'model_name', type(model).__name__)} at {format_size(size, channels=True)}"
     with preserved(model):
         x = probe_input(model, size, batch_size)
         analysis = fvcore_total(model, x, where)

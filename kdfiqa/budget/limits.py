@@ -9,14 +9,16 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Sequence, Union
+from typing import Any, Sequence
 
 from ..errors import ConfigError, KdfiqaError
+from ..size import MAX_SIDE, Size, SizeLike, format_size
 
 __all__ = ["Budget", "VQUALA2025", "CostReport", "BudgetExceeded", "MeasurementError", "InputSize",
            "MAX_SIDE", "parse_input_size"]
 
-InputSize = Union[int, Sequence[int]]
+InputSize = SizeLike
+"""An input size :func:`parse_input_size` reads."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,6 @@ class BudgetExceeded(KdfiqaError):
     def __init__(self, budget: Budget, report: CostReport, model_name: str = "model") -> None:
         self.budget = budget
         self.report = report
-        c, h, w = report.input_size
         over = []
         if report.gflops > budget.max_gflops:
             shown = f"{report.gflops:.4f} GFLOPs"
@@ -109,7 +110,8 @@ class BudgetExceeded(KdfiqaError):
             over.append(f"{shown} > {budget.max_gflops:g} allowed")
         if report.params > budget.max_params:
             over.append(f"{report.params:,} params > {budget.max_params:,} allowed")
-        lines = [f"{model_name} exceeds budget {budget.name} at {c}x{h}x{w}: " + "; ".join(over)]
+        where = format_size(report.input_size, channels=True)
+        lines = [f"{model_name} exceeds budget {budget.name} at {where}: " + "; ".join(over)]
         lines.append("costliest modules: " + ", ".join(
             f"{name} {n / 1e9:.4f} GFLOPs" for name, n in report.costliest(5)))
         if report.unused_params:
@@ -122,29 +124,7 @@ class MeasurementError(KdfiqaError):
     """fvcore could not measure the model, so no verdict can be given."""
 
 
-MAX_SIDE = 16384
-"""The largest height or width an input size may have (a 16384x16384 float image is 3 GiB): a larger
-one is a typo, refused before anything is allocated."""
-
-
-def parse_input_size(size: InputSize) -> tuple[int, int, int]:
-    """Normalise ``224``, ``(224, 336)``, ``(3, 224, 336)`` or ``"224x336"`` to ``(C, H, W)``; sides
-    run from 1 to :data:`MAX_SIDE`."""
-    if isinstance(size, str):
-        try:
-            size = tuple(int(p) for p in size.lower().split("x"))
-        except ValueError:
-            raise KdfiqaError(f"input size {size!r} is not of the form 224, 224x336 or 3x224x336") from None
-        if len(size) == 1:
-            size = size[0]
-    if isinstance(size, int):
-        dims: tuple[int, ...] = (3, size, size)
-    else:
-        dims = tuple(int(d) for d in size)
-        if len(dims) == 2:
-            dims = (3, *dims)
-    if len(dims) != 3 or min(dims) < 1:
-        raise KdfiqaError(f"input size {size!r} must be H, (H, W) or (C, H, W) with positive sizes")
-    if max(dims[1:]) > MAX_SIDE:
-        raise KdfiqaError(f"input size {size!r}: a side over {MAX_SIDE} pixels is not an image size kdfiqa runs at")
-    return dims  # type: ignore[return-value]
+def parse_input_size(size: InputSize, where: str = "input size") -> tuple[int, int, int]:
+    """``size`` (``224``, ``(224, 336)``, ``(3, 224, 336)``, ``"224x336"`` ...) as ``(C, H, W)``:
+    :meth:`kdfiqa.size.Size.parse` (sides of 1 to :data:`MAX_SIDE`), its one error included."""
+    return Size.parse(size, where).chw

@@ -37,6 +37,7 @@ from ..errors import ConfigError
 from ..models import create_model
 from ..models.mobilenet import WIDTHS
 from ..models.model_file import write_model_file
+from ..size import format_size
 from .core import measure
 from .limits import Budget, parse_input_size
 
@@ -287,7 +288,7 @@ def write_front(result: SearchResult, out_dir: str | Path, *, overwrite: bool = 
     old = check_out_dir(out, result.space.family, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    size = "x".join(map(str, result.input_size[1:]))
+    size = format_size(result.input_size)
     for k, candidate in enumerate(result.front, 1):
         latency = "" if candidate.latency_ms is None else f", {candidate.latency_ms:.1f} ms on the CPU"
         comment = (f"kdfiqa search: family {result.space.family}, seed {result.seed}, trial {candidate.trial} "

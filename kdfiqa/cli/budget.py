@@ -13,6 +13,7 @@ from typing import Any, TYPE_CHECKING
 
 from ..budget.presets import BUDGETS, DEFAULT_BUDGET
 from ..errors import ConfigError
+from ..size import format_size
 from .config_flags import image_size_arg
 
 if TYPE_CHECKING:
@@ -160,7 +161,7 @@ def _fill(args: argparse.Namespace, model: Any, budget: Budget) -> int:
             table.add_column(column, justify="left" if not column else "right")
         for label, report in rows:
             if report is not None:
-                table.add_row(label, "x".join(map(str, report.input_size[1:])), f"{report.gflops:.4f}",
+                table.add_row(label, format_size(report.input_size), f"{report.gflops:.4f}",
                               f"{report.params:,}")
         Console().print(table)
         if result.fits is None:
@@ -179,12 +180,12 @@ def _print_human(target: str, budget: Budget, reports: list[CostReport]) -> None
         table.add_column(col, justify="right" if col != "verdict" else "left")
     for r in reports:
         ok = budget.fits(r)
-        table.add_row("x".join(map(str, r.input_size)), f"{r.gflops:.4f}", f"{r.params:,}",
+        table.add_row(format_size(r.input_size, channels=True), f"{r.gflops:.4f}", f"{r.params:,}",
                       f"{budget.max_gflops:g} / {budget.max_params:,}",
                       "[green]within[/green]" if ok else "[bold red]OVER[/bold red]")
     console.print(table)
     worst = max(reports, key=lambda r: r.flops)
-    top = Table(title=f"costliest modules at {'x'.join(map(str, worst.input_size))}")
+    top = Table(title=f"costliest modules at {format_size(worst.input_size, channels=True)}")
     top.add_column("module")
     top.add_column("GFLOPs", justify="right")
     top.add_column("share", justify="right")
@@ -202,7 +203,7 @@ def _print_cross_check(checked: CrossCheck) -> None:
     from rich.table import Table
 
     console = Console()
-    size = "x".join(map(str, checked.input_size))
+    size = format_size(checked.input_size, channels=True)
     console.print(f"second counter at {size}: FlopCounterMode {checked.flop_counter_macs:,} MACs, fvcore "
                   f"{checked.fvcore_macs:,} ({100 * checked.relative_gap:+.2f}%); the verdict is fvcore's",
                   markup=False, highlight=False)

@@ -15,6 +15,9 @@ import math
 import typing
 from typing import Any, Callable
 
+from ..errors import ConfigError
+from ..size import Size
+
 __all__ = ["add_config_flags", "config_from_args", "image_size_arg", "input_size_arg", "finite_float"]
 
 _DEST = "_config_flags"
@@ -22,26 +25,23 @@ _DEST = "_config_flags"
 
 
 def image_size_arg(text: str) -> tuple[int, int, int]:
-    """argparse type of an image size: ``224``, ``224x336`` or ``3x224x336`` → (3, H, W); sides of
-    1 to :data:`~kdfiqa.budget.MAX_SIDE` pixels, and 3 channels (kdfiqa feeds RGB images)."""
-    from ..budget import MAX_SIDE, parse_input_size
-
-    try:
-        size = parse_input_size(text)
-    except Exception:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an input size such as 224 or 224x336 "
-                                         f"(sides of 1 to {MAX_SIDE} pixels)") from None
-    if size[0] != 3:
-        raise argparse.ArgumentTypeError(f"{text!r} has {size[0]} channels; kdfiqa feeds RGB images: "
-                                         "give HxW, e.g. 224x336")
-    return size
+    """argparse type of an image size: ``224``, ``224x336`` or ``3x224x336`` → (3, H, W), read by
+    :meth:`kdfiqa.size.Size.parse` (sides of 1 to :data:`~kdfiqa.size.MAX_SIDE` pixels, 3 channels:
+    kdfiqa feeds RGB images); its error is argparse's, after the flag."""
+    return _rgb_size(text).chw
 
 
 def input_size_arg(text: str) -> Any:
     """argparse type of a resolution for a config field: ``224`` → 224, ``224x336`` → [224, 336]
     (checked as :func:`image_size_arg`)."""
-    _, h, w = image_size_arg(text)
-    return h if h == w else [h, w]
+    return _rgb_size(text).as_config()
+
+
+def _rgb_size(text: str) -> Size:
+    try:
+        return Size.parse(text, "", rgb=True)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def finite_float(text: str) -> float:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..export import DEFAULT_ATOL, DEFAULT_OPSET, EXPORT_FORMATS
+from ..size import format_size
 from .budget import add_budget_flags, resolve_budget
 from .config_flags import image_size_arg
 
@@ -128,14 +129,14 @@ def _print_human(result: ExportResult, budget: Any) -> None:
     for col in ("format", "input", "max |diff|", "eager spread", "verdict"):
         table.add_column(col)
     for v in result.verifications:
-        table.add_row(v.format, "x".join(map(str, v.input_size)), f"{v.max_abs_diff:.2e}", f"{v.eager_spread:.2e}",
+        table.add_row(v.format, format_size(v.input_size, channels=True), f"{v.max_abs_diff:.2e}", f"{v.eager_spread:.2e}",
                       "[green]ok[/green]" if v.passed else "[bold red]MISMATCH[/bold red]")
     console.print(table)
     for fmt, reason in result.unverified.items():
         console.print(f"[yellow]{fmt} not verified: {reason}[/yellow]")
     for r in result.budget_reports:
         verdict = "fits" if budget is None or budget.fits(r) else "OVER"
-        console.print(f"budget {budget.describe() if budget else ''} at {'x'.join(map(str, r.input_size))}: "
+        console.print(f"budget {budget.describe() if budget else ''} at {format_size(r.input_size, channels=True)}: "
                       f"{r.gflops:.4f} GFLOPs, {r.params:,} params: {verdict}", markup=False, highlight=False)
     if result.within_budget is False:
         console.print("[bold red]over budget (exported because of --allow-over-budget)[/bold red]")

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from ..size import format_size
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``models`` sub-command (imports nothing heavy)."""
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     for col in ("role", "input", "params", "GFLOPs", "vquala2025"):
         table.add_column(col, justify="right" if col in ("params", "GFLOPs") else "left")
     for r in rows:
-        table.add_row(r["name"], r["role"], "x".join(map(str, r["input_size"])), f"{r['params']:,}",
+        table.add_row(r["name"], r["role"], format_size(r["input_size"], channels=True), f"{r['params']:,}",
                       f"{r['gflops']:.3f}",
                       "[green]within[/green]" if r["within_vquala2025"] else "[red]over[/red]")
     Console().print(table)

@@ -10,6 +10,7 @@ import json
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+from ..size import format_size
 from .budget import add_budget_flags, resolve_budget
 from .config_flags import image_size_arg
 
@@ -93,7 +94,7 @@ def _plot(result: SearchResult, path: str, *, overwrite: bool) -> None:
     measured = [c for c in result.candidates if c.flops is not None]
     reference = result.reference
     pareto_plot([(c.gflops, c.params / 1e6) for c in measured], [(c.gflops, c.params / 1e6) for c in result.front],
-                path, title=f"kdfiqa search: {result.space.family} at {'x'.join(map(str, result.input_size[1:]))}",
+                path, title=f"kdfiqa search: {result.space.family} at {format_size(result.input_size)}",
                 reference=(result.space.model, reference.gflops, reference.params / 1e6)
                 if reference.flops is not None else None,
                 limits=(result.budget.max_gflops, result.budget.max_params / 1e6), overwrite=overwrite)
@@ -104,7 +105,7 @@ def _print_human(result: SearchResult, files: list[str]) -> None:
     from rich.table import Table
 
     console = Console()
-    size = "x".join(map(str, result.input_size[1:]))
+    size = format_size(result.input_size)
     reference = result.reference
     table = Table(title=f"Pareto front: {result.space.family} ({result.space.model}) at {size}, "
                         f"{result.budget.describe()}")

@@ -29,6 +29,7 @@ from ..engine.config import TrainConfig
 from ..data.splits import SPLIT_METHODS
 from ..errors import ConfigError
 from ..options import COMMANDS, MAX_SEED, Naming, OptionError, check_options, conform, describe, option
+from ..size import Size
 
 __all__ = ["COMMANDS", "ModelSection", "DataSection", "LossSection", "DistillSection", "SSARSection", "RunConfig",
            "ConfigLayer", "SECTIONS", "resolve_config", "SPLIT_METHODS", "CALIBRATION_SETS", "HEAD_STARTS",
@@ -48,18 +49,26 @@ PSEUDO_SETS = ("last", "all")
 """Which pseudo-label sets of ``data.unlabeled`` a self-training distillation trains the student on."""
 
 
-def _size_field(where: str, value: Any) -> None:
-    """Raise unless ``value`` (when not None) is an input size such as 224 or [224, 336]."""
-    if value is None:
-        return
-    from ..budget import parse_input_size
+SIZE_FIELDS = ("model.input", "distill.teacher_input", "distill.deploy_input")
+"""Settings that hold input sizes (``distill.deploy_input`` a list of them)."""
 
-    try:
-        channels = parse_input_size(value)[0]
-    except Exception as exc:
-        raise ConfigError(f"{where}: {value!r} is not an input size such as 224 or [224, 336] ({exc})") from None
-    if channels != 3:
-        raise ConfigError(f"{where}: {value!r} has {channels} channels; kdfiqa feeds RGB images: give [height, width]")
+
+def _sizes(value: Any, path: str, where: str) -> Any:
+    """The size setting ``path`` as a layer gives it, checked where it was written (file and line,
+    flag): text such as ``224x336`` becomes ``[224, 336]`` (``224`` for a square), other values stay
+    as given."""
+    if value is None:
+        return None
+    if path == "distill.deploy_input" and isinstance(value, list):
+        return [_sizes(item, "", where) for item in value]
+    size = Size.parse(value, where, rgb=True)
+    return size.as_config() if isinstance(value, str) else value
+
+
+def _size_field(where: str, value: Any) -> None:
+    """Raise unless ``value`` (when not None) is an RGB input size such as 224 or [224, 336]."""
+    if value is not None:
+        Size.parse(value, where, rgb=True)
 
 
 def _transform_field(where: str, spec: Any) -> None:
@@ -394,6 +403,8 @@ def _apply(target: dict[str, Any], layer: ConfigLayer, origins: dict[str, Config
                                   f"{key} takes: {', '.join(names)}")
             if inner:
                 item = _set_nested(target[key].get(field_name), inner.split("."), item)
+            elif path in SIZE_FIELDS:
+                item = _sizes(item, path, f"{layer.where(path)}: {path}")
             target[key][field_name] = _typed(section_cls, field_name, item, layer, path)
             origins[f"{key}.{field_name}"] = layer
 
@@ -417,10 +428,9 @@ def _typed(cls: type, name: str, value: Any, layer: ConfigLayer, path: str) -> A
 
 def _follow_input(merged: dict[str, Any], before: Any, layer: ConfigLayer) -> None:
     """A layer that changes ``model.input`` (``--input 48`` over a recipe) moves the transforms the
-    earlier layers fixed to it (:func:`~kdfiqa.data.transforms.rescaled_spec`), unless it sets them
+    earlier layers fixed to it (:meth:`~kdfiqa.data.transform_spec.TransformSpec.rescaled`), unless it sets them
     itself: the training resolution a user asks for is the one the network sees."""
-    from ..budget import parse_input_size
-    from ..data.transforms import expanded_spec, rescaled_spec
+    from ..data.transform_spec import TransformSpec
 
     after, data = merged["model"]["input"], merged["data"]
     own = set((layer.values.get("data") or {}) if isinstance(layer.values.get("data"), Mapping) else ())
@@ -428,13 +438,13 @@ def _follow_input(merged: dict[str, Any], before: Any, layer: ConfigLayer) -> No
         return
     reference = before
     if reference is None and data["train_transform"]:
-        reference = expanded_spec(data["train_transform"]).get("size")
+        reference = TransformSpec.parse(data["train_transform"]).size
     if reference is None:
         return
-    old, new = parse_input_size(reference)[1:], parse_input_size(after)[1:]
+    old, new = Size.parse(reference, "model.input"), Size.parse(after, "model.input")
     for key in ("train_transform", "eval_transform"):
         if data[key] and key not in own:
-            data[key] = rescaled_spec(data[key], old, new)
+            data[key] = TransformSpec.parse(data[key]).rescaled(old, new).to_dict()
 
 
 def _expand_model_file(model: dict[str, Any]) -> None:

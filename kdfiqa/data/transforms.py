@@ -31,13 +31,15 @@ per worker, so ``torch.manual_seed`` makes a run repeatable.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, Sequence, Union
+from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
 from ..errors import ConfigError
+from ..size import Size
+from .transform_spec import NORMALIZATIONS, PRESETS, TransformLike, TransformSpec, check_normalize
 
 __all__ = [
     "Box",
@@ -49,33 +51,24 @@ __all__ = [
     "CenterCrop",
     "MultiCrop",
     "PairedViews",
+    "TransformSpec",
     "build_transform",
-    "expanded_spec",
     "renormalize",
-    "rescaled_spec",
     "resized_size",
     "to_tensor",
 ]
 
 Box = tuple[float, float, float, float]
 """(left, top, right, bottom) in source pixels; may be fractional."""
-Size = tuple[int, int]
-"""(height, width)."""
-SizeSpec = Union[int, Sequence[int]]
-
-NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "symmetric": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-}
-"""Per-channel (mean, std) on [0, 1] pixels. ``symmetric`` maps to (-1, 1) as Conquerit does."""
+HW = tuple[int, int]
+"""(height, width) in pixels."""
 
 
 def _uniform() -> float:
     return float(torch.rand(()))
 
 
-def _fit_scale(width: int, height: int, crop: Size) -> float:
+def _fit_scale(width: int, height: int, crop: HW) -> float:
     """Upscale factor (>= 1) that makes a ``crop`` fit inside a ``width`` x ``height`` image."""
     return max(crop[0] / height, crop[1] / width, 1.0)
 
@@ -104,14 +97,14 @@ class RandomCrop:
     """torchvision's ``RandomCrop(crop)`` (height, width): a uniformly placed box at integer pixel
     offsets (:func:`_random_grid_crop`), a pixel-exact cut; small images are upscaled to fit it first."""
 
-    crop: Size
+    crop: HW
     stacked = False
 
     def boxes(self, width: int, height: int) -> list[Box]:
         return [_random_grid_crop(width, height, (width, height), self.crop)]
 
 
-def resized_size(width: int, height: int, resize: int | Size | None) -> tuple[int, int]:
+def resized_size(width: int, height: int, resize: int | HW | None) -> tuple[int, int]:
     """The (width, height) torchvision's ``Resize(resize)`` gives an image: an int scales the short
     side to ``resize`` and the long side to ``int(resize * long / short)`` (truncated, as torchvision
     does), a (height, width) pair is the size itself, ``None`` keeps the image's size."""
@@ -124,7 +117,7 @@ def resized_size(width: int, height: int, resize: int | Size | None) -> tuple[in
     return resize[1], resize[0]
 
 
-def _grid_box(width: int, height: int, grid: tuple[int, int], left: int, top: int, crop: Size) -> Box:
+def _grid_box(width: int, height: int, grid: tuple[int, int], left: int, top: int, crop: HW) -> Box:
     """The ``crop`` box at integer offset (``left``, ``top``) of the image resized to ``grid``
     (width, height), in source pixels: rendering it at the crop size is the resize followed by the
     crop, resampled once (PIL computes the same filter taps for the box as for the whole image)."""
@@ -132,7 +125,7 @@ def _grid_box(width: int, height: int, grid: tuple[int, int], left: int, top: in
     return (left * sx, top * sy, (left + crop[1]) * sx, (top + crop[0]) * sy)
 
 
-def _fit_grid(width: int, height: int, crop: Size) -> tuple[int, int]:
+def _fit_grid(width: int, height: int, crop: HW) -> tuple[int, int]:
     """The (width, height) at which a ``width`` x ``height`` image holds ``crop``: its own size when
     the crop fits, else upscaled with its aspect ratio kept (sides truncated, as torchvision's
     ``Resize`` does, and never below the crop)."""
@@ -142,7 +135,7 @@ def _fit_grid(width: int, height: int, crop: Size) -> tuple[int, int]:
     return max(crop[1], int(width * scale)), max(crop[0], int(height * scale))
 
 
-def _random_grid_crop(width: int, height: int, grid: tuple[int, int], crop: Size) -> Box:
+def _random_grid_crop(width: int, height: int, grid: tuple[int, int], crop: HW) -> Box:
     """A ``crop`` at a uniformly drawn integer offset of the image resized to ``grid`` (width,
     height; upscaled first when the crop does not fit, :func:`_fit_grid`), in source pixels:
     ``top = randint(0, h - crop_h + 1)``, then ``left = randint(0, w - crop_w + 1)``, drawn from
@@ -159,7 +152,7 @@ class ResizedRandomCrop:
     bit for bit: the short side is scaled to ``resize`` (:func:`resized_size`) and the crop placed
     as :func:`_random_grid_crop` places it."""
 
-    crop: Size
+    crop: HW
     resize: int
     stacked = False
 
@@ -171,7 +164,7 @@ class ResizedRandomCrop:
 class RandCropOrResize:
     """2077Agent's RandCropOrResize: a random crop with probability ``crop_prob``, else the whole image."""
 
-    crop: Size
+    crop: HW
     crop_prob: float = 0.5
     stacked = False
 
@@ -192,8 +185,8 @@ class CenterCrop:
     (aspect kept, :func:`_fit_grid`) until the crop fits, where torchvision would pad it with black.
     """
 
-    crop: Size
-    resize: int | Size | None = None
+    crop: HW
+    resize: int | HW | None = None
     stacked = False
 
     def boxes(self, width: int, height: int) -> list[Box]:
@@ -206,7 +199,7 @@ class CenterCrop:
 class MultiCrop:
     """``num_crops`` independent random crops, stacked (challenge baseline: 20 crops of 224)."""
 
-    crop: Size
+    crop: HW
     num_crops: int = 20
     stacked = True
 
@@ -240,7 +233,7 @@ GRID_TOLERANCE = 1e-6
 """How far (in pixels of the resized image) a box edge may be from the integer grid and still count as on it."""
 
 
-def _grid_crop(width: int, height: int, box: Box, size: Size) -> tuple[tuple[int, int], tuple[int, int]] | None:
+def _grid_crop(width: int, height: int, box: Box, size: HW) -> tuple[tuple[int, int], tuple[int, int]] | None:
     """When rendering ``box`` at ``size`` is an integer resize of the whole image followed by an
     integer crop, that resize ((width, height)) and the crop's (left, top); else ``None``."""
     box_w, box_h = box[2] - box[0], box[3] - box[1]
@@ -266,14 +259,15 @@ class PairedViews:
 
     A view's size ``None`` keeps the box at its own resolution. Returns a dict of tensors keyed by
     view name; for a stacked geometry each tensor is (N, 3, H, W). ``spec`` is the
-    :func:`build_transform` spec it was built from (presets expanded), ``None`` when built by hand:
+    :class:`~kdfiqa.data.transform_spec.TransformSpec` :func:`build_transform` built it from
+    (presets expanded, normalisation filled in), ``None`` when built by hand:
     the Trainer records a validation transform's spec as the model's evaluation transform.
     """
 
     def __init__(
         self,
         geometry: Geometry,
-        views: Mapping[str, Size | None],
+        views: Mapping[str, HW | None],
         *,
         flip: bool = False,
         normalize: str = "imagenet",
@@ -282,16 +276,14 @@ class PairedViews:
         self.view_normalize = {key: normalize for key in views}
         self.view_normalize.update(view_normalize or {})
         for key, name in self.view_normalize.items():
-            if name not in NORMALIZATIONS:
-                field_name = "normalize" if key == "image" else f"{key} normalize"
-                raise ConfigError(f"{field_name}: unknown {name!r}; choose one of {', '.join(NORMALIZATIONS)}")
+            check_normalize(name, "normalize" if key == "image" else f"{key} normalize")
         self.geometry = geometry
         self.views = dict(views)
         self.flip = flip
         self.normalize = normalize
-        self.spec: dict[str, Any] | None = None
+        self.spec: TransformSpec | None = None
 
-    def _render(self, img: Image.Image, box: Box, size: Size | None, flip: bool, normalize: str) -> torch.Tensor:
+    def _render(self, img: Image.Image, box: Box, size: HW | None, flip: bool, normalize: str) -> torch.Tensor:
         grid = None if size is None else _grid_crop(img.width, img.height, box, size)
         if grid is not None:
             # resize then crop on the integer grid, as torchvision does (bit for bit): a box render
@@ -337,113 +329,27 @@ class PairedViews:
         )
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "2077agent_teacher_train": {"mode": "randcrop_or_resize", "size": 512, "flip": True},
-    "2077agent_student_train": {"mode": "randcrop_or_resize", "size": 224, "crop": 512, "teacher_size": 512, "flip": True},
-    "2077agent_test": {"mode": "resize", "size": 224},
-    "conquerit_train": {"mode": "resize", "size": 224, "normalize": "symmetric"},
-    "conquerit_test": {"mode": "center_crop", "size": 224, "resize": [240, 240], "normalize": "symmetric"},
-    "bit_ssvgg_train": {"mode": "resize", "size": 224, "flip": True},
-    "bit_ssvgg_test": {"mode": "resize", "size": [224, 336]},
-    "ders_train": {"mode": "random_crop", "size": 224, "flip": True},
-    "native_test": {"mode": "native"},
-    "baseline_train": {"mode": "random_crop", "size": 224, "flip": True},
-    "baseline_test": {"mode": "multi_crop", "size": 224, "num_crops": 20},
-}
-"""Named transform specs from the seed's methods, usable as ``{"preset": NAME, ...overrides}``."""
-
-_MODES = ("resize", "random_crop", "resize_random_crop", "randcrop_or_resize", "center_crop", "native", "multi_crop")
-_KEYS = ("preset", "mode", "size", "crop", "resize", "teacher_size", "teacher_normalize", "flip", "normalize",
-         "crop_prob", "num_crops")
-
-
-def _size(spec: Mapping[str, Any], key: str) -> Size:
-    from ..budget import MAX_SIDE
-
-    value = spec.get(key)
-
-    def side(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIDE
-
-    if side(value):
-        return (value, value)
-    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2 and all(map(side, value)):
-        return (value[0], value[1])
-    raise ConfigError(f"transform field {key!r}: {value!r} is not a size of 1 to {MAX_SIDE} pixels or "
-                      "[height, width]")
-
-
-def _crop_prob(spec: Mapping[str, Any]) -> float:
-    value = spec.get("crop_prob", 0.5)
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
-        return float(value)
-    raise ConfigError(f"transform field 'crop_prob': {value!r} is not a probability in [0, 1]")
-
-
-def _num_crops(spec: Mapping[str, Any]) -> int:
-    value = spec.get("num_crops", 20)
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
-    raise ConfigError(f"transform field 'num_crops': {value!r} is not a positive int")
-
-
-def _geometry(mode: str, spec: Mapping[str, Any]) -> Geometry:
-    if mode in ("resize", "native"):
+def _geometry(spec: TransformSpec) -> Geometry:
+    """The crop boxes ``spec`` draws (its size filled in)."""
+    if spec.mode in ("resize", "native"):
         return FullImage()
-    crop = _size(spec, "crop" if "crop" in spec else "size")
-    if mode == "random_crop":
+    crop = spec.crop_box.hw
+    if spec.mode == "random_crop":
         return RandomCrop(crop)
-    if mode == "resize_random_crop":
-        resize = spec.get("resize", crop[0])
-        if not isinstance(resize, int) or isinstance(resize, bool) or resize < max(crop):
-            raise ConfigError(f"transform field 'resize': {resize!r} must be an int (the short side) >= the crop")
-        return ResizedRandomCrop(crop, resize)
-    if mode == "randcrop_or_resize":
-        return RandCropOrResize(crop, _crop_prob(spec))
-    if mode == "multi_crop":
-        return MultiCrop(crop, _num_crops(spec))
-    resize = spec.get("resize")
-    return CenterCrop(crop, resize if resize is None or isinstance(resize, int) else _size(spec, "resize"))
+    if spec.mode == "resize_random_crop":
+        return ResizedRandomCrop(crop, spec.resize if isinstance(spec.resize, int) else crop[0])
+    if spec.mode == "randcrop_or_resize":
+        return RandCropOrResize(crop, 0.5 if spec.crop_prob is None else spec.crop_prob)
+    if spec.mode == "multi_crop":
+        return MultiCrop(crop, 20 if spec.num_crops is None else spec.num_crops)
+    resize = spec.resize
+    return CenterCrop(crop, resize.hw if isinstance(resize, Size) else resize)
 
 
-def expanded_spec(spec: str | Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``spec`` (a preset name or a spec) with its preset's fields filled in (the spec's
-    own keys win); an unknown preset is a :class:`ConfigError`."""
-    spec = {"preset": spec} if isinstance(spec, str) else dict(spec)
-    if "preset" in spec:
-        name = spec.pop("preset")
-        if name not in PRESETS:
-            raise ConfigError(f"transform preset {name!r} is unknown; choose one of {', '.join(PRESETS)}")
-        spec = {**PRESETS[name], **spec}
-    return spec
-
-
-def rescaled_spec(spec: str | Mapping[str, Any], old: Size, new: Size) -> dict[str, Any]:
-    """``spec`` (presets expanded) moved from a training resolution ``old`` to ``new`` ((height,
-    width) each): the view's ``size`` and a ``resize`` before a crop scale per side (so Resize(240)
-    + CenterCrop(224) at 224 becomes Resize(120) + CenterCrop(112) at 112, and a 224x336 test view of
-    a 224 run becomes 112x168); a crop box in source pixels (``crop``) and the teacher's view keep
-    theirs. A spec without a size of its own takes the model's (it is at ``old`` now, and will be at
-    ``new``): only its ``resize`` scales. ``native`` specs are returned with presets expanded."""
-    spec = expanded_spec(spec)
-    if spec.get("mode") == "native":
-        return spec
-    scale = (new[0] / old[0], new[1] / old[1])
-    if spec.get("size") is None:
-        size = list(new)
-    else:
-        h, w = _size(spec, "size")
-        size = spec["size"] = [max(1, round(h * scale[0])), max(1, round(w * scale[1]))]
-    resize = spec.get("resize")
-    if isinstance(resize, int):
-        spec["resize"] = max(max(size), round(resize * scale[0]))
-    elif resize is not None:
-        spec["resize"] = [max(n, round(r * f)) for r, n, f in zip(resize, size, scale)]
-    return spec
-
-
-def build_transform(spec: str | Mapping[str, Any]) -> PairedViews:
-    """Build a :class:`PairedViews` from a preset name or a spec dict (e.g. from a YAML recipe).
+def build_transform(spec: TransformLike) -> PairedViews:
+    """Build a :class:`PairedViews` from a preset name, a spec mapping (e.g. from a YAML recipe) or a
+    :class:`~kdfiqa.data.transform_spec.TransformSpec` (mappings are read by
+    :meth:`TransformSpec.parse <kdfiqa.data.transform_spec.TransformSpec.parse>`).
 
     Spec keys:
 
@@ -463,27 +369,20 @@ def build_transform(spec: str | Mapping[str, Any]) -> PairedViews:
     - ``num_crops``: ``multi_crop`` only (default 20).
 
     Example: ``{"mode": "randcrop_or_resize", "size": 224, "crop": 512, "teacher_size": 512,
-    "flip": True}`` gives the 2077Agent student/teacher pair.
+    "flip": True}`` gives the 2077Agent student/teacher pair. The transform's ``spec`` is the spec
+    read, its normalisation filled in.
     """
-    if isinstance(spec, str):
-        spec = {"preset": spec}
-    unknown = sorted(set(spec) - set(_KEYS))
-    if unknown:
-        raise ConfigError(f"transform field {unknown[0]!r} is unknown; valid fields: {', '.join(_KEYS)}")
-    spec = expanded_spec(spec)
-    mode = spec.get("mode")
-    if mode not in _MODES:
-        raise ConfigError(f"transform field 'mode': {mode!r} is unknown; choose one of {', '.join(_MODES)}")
-    views: dict[str, Size | None] = {"image": None if mode == "native" else _size(spec, "size")}
-    teacher = spec.get("teacher_size")
+    spec = TransformSpec.parse(spec).completed()
+    if spec.mode != "native" and spec.size is None:
+        raise ConfigError(f"transform field 'size' is required for mode {spec.mode!r}: the view's size, "
+                          "224 or [height, width]")
+    views: dict[str, HW | None] = {"image": None if spec.mode == "native" else spec.size.hw}
     view_normalize = {}
-    if teacher is not None:
-        views["teacher_image"] = None if teacher == "native" else _size(spec, "teacher_size")
-        if "teacher_normalize" in spec:
-            view_normalize["teacher_image"] = spec["teacher_normalize"]
-    elif "teacher_normalize" in spec:
-        raise ConfigError("transform field 'teacher_normalize' needs 'teacher_size' (the teacher's view)")
-    views_out = PairedViews(_geometry(mode, spec), views, flip=bool(spec.get("flip", False)),
-                            normalize=spec.get("normalize", "imagenet"), view_normalize=view_normalize)
-    views_out.spec = {**spec, "normalize": views_out.normalize}
+    if spec.teacher_size is not None:
+        views["teacher_image"] = None if spec.teacher_size == "native" else spec.teacher_size.hw
+        if spec.teacher_normalize is not None:
+            view_normalize["teacher_image"] = spec.teacher_normalize
+    views_out = PairedViews(_geometry(spec), views, flip=bool(spec.flip), normalize=spec.normalize,
+                            view_normalize=view_normalize)
+    views_out.spec = spec
     return views_out

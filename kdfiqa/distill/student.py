@@ -8,8 +8,9 @@ from typing import Any, Iterable
 from torch import nn
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from ..budget import VQUALA2025, Budget, BudgetExceeded, CostReport, MeasurementError, check, measure, parse_input_size
+from ..budget import VQUALA2025, Budget, BudgetExceeded, CostReport, MeasurementError, check, measure
 from ..errors import ConfigError
+from ..size import Size, format_size
 
 __all__ = ["unwrap_model", "Student"]
 
@@ -25,8 +26,10 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 def _size_list(sizes: Any) -> list[tuple[int, int, int]]:
-    one = isinstance(sizes, (int, str)) or (isinstance(sizes, tuple) and all(isinstance(d, int) for d in sizes))
-    return [parse_input_size(s) for s in ([sizes] if one else list(sizes))]
+    """``input_sizes`` as (C, H, W) tuples: one size (``224``, ``"224x336"``, ``(224, 336)``) or an
+    iterable of them."""
+    one = isinstance(sizes, (int, str, Size)) or (isinstance(sizes, tuple) and all(isinstance(d, int) for d in sizes))
+    return [Size.parse(s, "Student input_sizes").chw for s in ([sizes] if one else list(sizes))]
 
 
 def _deploy_size(model: nn.Module) -> tuple[int, int, int] | None:
@@ -74,7 +77,7 @@ class Student:
                     f"student {type(self.model).__name__} has no default_input_size; pass input_sizes "
                     "(the resolution(s) it will be evaluated at) so its budget can be checked"
                 )
-            input_sizes = self.budget.sizes_for(parse_input_size(own))
+            input_sizes = self.budget.sizes_for(Size.parse(own, "Student default_input_size").chw)
         self.input_sizes = _size_list(input_sizes)
         self.reports: list[CostReport] = []
         self.within_budget = True
@@ -93,7 +96,7 @@ class Student:
                 self.reports = [measure(self.model, size) for size in self.input_sizes]
 
     def __repr__(self) -> str:
-        costs = ", ".join(f"{'x'.join(map(str, r.input_size))}: {r.gflops:.4f} GFLOPs" for r in self.reports)
+        costs = ", ".join(f"{format_size(r.input_size, channels=True)}: {r.gflops:.4f} GFLOPs" for r in self.reports)
         return (
             f"Student({type(self.model).__name__}, budget={self.budget.describe()}, "
             f"within_budget={self.within_budget}, params={self.reports[0].params if self.reports else '?'}, {costs})"

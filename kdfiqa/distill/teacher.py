@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..budget import parse_input_size
 from ..data.transforms import renormalize
 from ..errors import ConfigError
 from ..models.deploy import attached_deploy_config, output_kind
+from ..size import Size
 from ..targets import load_target, resolve_scheme
 from .score_table import ScoreTable, score_to_logit
 
@@ -60,7 +60,7 @@ class NetworkTeacher(nn.Module):
         size = (input_size if input_size is not None
                 else deployed.input_size if deployed is not None
                 else getattr(network, "default_input_size", None))
-        self.input_size = parse_input_size(size) if size is not None else None
+        self.input_size = Size.parse(size, "teacher input_size").chw if size is not None else None
         # the normalisation the network was trained with, and those of the teacher view and of the
         # student's image it may be fed (see Teacher.set_input_normalize)
         self.normalize = deployed.normalize if deployed is not None else "imagenet"

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..atomic_write import atomic_open
+from ..data.transform_spec import TransformSpec
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models.deploy import plain_values
 
@@ -105,7 +106,7 @@ class ViewCache:
         if cache.teacher != teacher:
             raise CheckpointError(f"{path}: was built for another teacher (fingerprint {cache.teacher[:12]}, "
                                   f"this one {teacher[:12]}); delete it or give the teacher it was built with")
-        if cache.transform != plain_values(transform):
+        if not _same_transform(cache.transform, transform):
             raise CheckpointError(f"{path}: was drawn with the transform {cache.transform}, not "
                                   f"{plain_values(transform)}; delete it or train with the transform it was built with")
         if views is not None and cache.views != views:
@@ -202,6 +203,14 @@ def build_view_cache(teacher: nn.Module, dataset: Any, *, views: int = 8, batch_
         logits.append(scored.float().cpu())
     return ViewCache(teacher_fingerprint(teacher), dict(draws.transform.spec), list(dataset.names),
                      torch.cat(boxes), torch.cat(flips), torch.cat(logits))
+
+
+def _same_transform(stored: Any, transform: Mapping[str, Any]) -> bool:
+    """Whether a cache's stored transform spec is ``transform``, however either writes its sizes."""
+    try:
+        return TransformSpec.parse(stored) == TransformSpec.parse(transform)
+    except ConfigError:
+        return False
 
 
 class CachedViews(Dataset):

@@ -116,16 +116,10 @@ def _json_safe(value: Any) -> Any:
 
 def _record_eval_transform(model: nn.Module, val_data: Dataset | None) -> None:
     """Set ``model``'s deploy config to the transform it is validated with (the spec a
-    :func:`kdfiqa.data.build_transform` transform carries), and to that transform's input size."""
+    :func:`kdfiqa.data.build_transform` transform carries), which brings its input size."""
     spec = getattr(getattr(val_data, "transform", None), "spec", None)
-    if spec is None:
-        return
-    changes: dict[str, Any] = {"eval_transform": spec}
-    size = spec.get("size")
-    if spec.get("mode") != "native" and size is not None:
-        height, width = (size, size) if isinstance(size, int) else size
-        changes = {"eval_transform": {**spec, "size": [height, width]}, "input_size": (3, height, width)}
-    set_deploy_config(model, deploy_config(model).replace(**changes))
+    if spec is not None:
+        set_deploy_config(model, deploy_config(model).replace(eval_transform=spec))
 
 
 def _split(objective: nn.Module) -> tuple[Callable[[Mapping[str, Any]], Any] | None, nn.Module]:

@@ -2,19 +2,19 @@
 
 As timm attaches a ``pretrained_cfg`` to each model it builds, :func:`kdfiqa.models.create_model`
 attaches a frozen :class:`DeployConfig` (``model.deploy_config``): the registry name and factory
-keyword arguments that rebuild the network, the input size it is deployed at, the evaluation
-transform spec (for :func:`kdfiqa.data.build_transform`), the input normalisation and the output
-kind. Training sets the size and transform it was validated with::
+keyword arguments that rebuild the network, the evaluation transform spec (for
+:func:`kdfiqa.data.build_transform`; the input size the model is deployed at and its input
+normalisation are read from it) and the output kind. Training sets the transform it was validated
+with::
 
-    set_deploy_config(model, deploy_config(model).replace(input_size=(3, 64, 64),
-                                                          eval_transform=val_views.spec))
+    set_deploy_config(model, deploy_config(model).replace(eval_transform=val_views.spec))
 
 :func:`kdfiqa.checkpoint.build_checkpoint` stores the config (``ckpt["model"]["deploy"]``),
 :func:`kdfiqa.models.load_model` puts it back on the rebuilt model, and ``evaluate``,
 ``predict``, ``export``, ``budget`` and :class:`~kdfiqa.distill.Teacher` read it from there,
 whichever path wrote the checkpoint.
 
-The config holds plain values only (it round-trips through :meth:`DeployConfig.to_dict` /
+The config holds plain values and a transform spec only (it round-trips through :meth:`DeployConfig.to_dict` /
 :meth:`DeployConfig.from_dict`, which checkpoints and YAML use).
 """
 
@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from torch import nn
 
+from ..data.transform_spec import TransformLike, TransformSpec, check_normalize
 from ..errors import ConfigError
+from ..size import Size, SizeLike
 
 __all__ = [
     "OUTPUT_KINDS",
-    "NORMALIZATIONS",
     "DeployConfig",
     "attached_deploy_config",
     "deploy_config",
@@ -43,15 +44,14 @@ OUTPUT_KINDS = ("sigmoid", "linear")
 """``sigmoid``: ``model(x)`` is a score in (0, 1) and ``forward_logits`` the value before it;
 ``linear``: ``model(x)`` is the regression output itself (equal to ``forward_logits``)."""
 
-NORMALIZATIONS = ("imagenet", "symmetric", "none")
-"""Input normalisations of :func:`kdfiqa.data.build_transform`."""
-
 ATTRIBUTE = "deploy_config"
 """Where a model keeps its config."""
 
-EVAL_ONLY_DROPPED = ("teacher_size", "teacher_normalize", "flip")
-"""Transform keys of a training spec that an evaluation transform leaves out (the teacher's view,
-random flips)."""
+DEFAULT_SIZE = Size(224, 224)
+"""The deployment size of a config that names none."""
+
+FIELDS = ("name", "kwargs", "input_size", "eval_transform", "normalize", "output")
+"""The keys of :meth:`DeployConfig.to_dict` (and of the files earlier versions wrote)."""
 
 
 def _frozen(value: Any) -> Any:
@@ -63,155 +63,127 @@ def _frozen(value: Any) -> Any:
     return value
 
 
-def _size3(value: Any, where: str) -> tuple[int, int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (3, value, value)
-    value = tuple(value) if isinstance(value, (list, tuple)) else value
-    if isinstance(value, tuple) and len(value) == 2:
-        value = (3, *value)
-    if not (isinstance(value, tuple) and len(value) == 3
-            and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value)):
-        raise ConfigError(f"{where}: input_size {value!r} is not (channels, height, width) of positive ints")
-    return value  # type: ignore[return-value]
-
-
-def _scaled_resize(resize: Any, old: list[int], new: list[int]) -> Any:
-    """``resize`` (a short side, or [height, width]) scaled by the change of the crop from ``old`` to
-    ``new`` ([height, width]): an int by the height ratio, a pair per side."""
-    if isinstance(resize, int):
-        return max(new[0], round(resize * new[0] / old[0]))
-    return [max(n, round(r * n / o)) for r, n, o in zip(resize, new, old)]
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class DeployConfig:
     """How to rebuild a model and feed it images at deployment (see the module docstring).
 
-    ``kwargs`` and ``eval_transform`` are read-only mappings; :meth:`to_dict` gives plain dicts.
+    The evaluation transform is the one place the input size and normalisation live:
+    :attr:`input_size` is its view's size and :attr:`normalize` its normalisation. The constructor's
+    ``input_size`` and ``normalize`` fill what the transform leaves out (its own values win), and
+    ``input_size`` is the deployment size of a ``native`` transform, which has none of its own.
+    ``kwargs`` is a read-only mapping; :meth:`to_dict` gives plain values.
     """
 
     name: str | None
     """Registry name (``create_model(name, **kwargs)`` rebuilds the network); ``None`` for a model
     built by hand."""
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    kwargs: Mapping[str, Any]
     """Factory keyword arguments, without ``pretrained`` (the weights come from the checkpoint)."""
-    input_size: tuple[int, int, int] = (3, 224, 224)
-    """(C, H, W) the model is deployed at: budget checks and export use it."""
-    eval_transform: Mapping[str, Any] = field(default_factory=dict)
-    """Spec for :func:`kdfiqa.data.build_transform` that turns an image into the model's input;
-    stored completed (preset expanded, ``size`` and ``normalize`` filled in, a training spec's
-    ``teacher_size``, ``teacher_normalize`` and ``flip`` left out). Empty: resize to ``input_size``."""
-    normalize: str = "imagenet"
-    """Input normalisation, one of :data:`NORMALIZATIONS` (also the ``normalize`` of ``eval_transform``)."""
-    output: str = "sigmoid"
+    eval_transform: TransformSpec
+    """The transform (a :class:`~kdfiqa.data.transform_spec.TransformSpec`, also a read-only mapping
+    for :func:`kdfiqa.data.build_transform`) that turns an image into the model's input: completed
+    (preset expanded, ``size`` and ``normalize`` filled in) and without a training spec's
+    ``teacher_size``, ``teacher_normalize`` and ``flip``."""
+    output: str
     """Output kind, one of :data:`OUTPUT_KINDS`."""
+    native_size: Size | None
+    """The size a ``native`` transform is deployed at (budget checks, export); ``None`` otherwise."""
 
-    def __post_init__(self) -> None:
-        where = f"deploy config of {self.name or 'model'}"
-        if self.name is not None and not isinstance(self.name, str):
-            raise ConfigError(f"{where}: name {self.name!r} is not a string")
-        object.__setattr__(self, "input_size", _size3(self.input_size, where))
-        if self.normalize not in NORMALIZATIONS:
-            raise ConfigError(f"{where}: normalize {self.normalize!r} is not one of {', '.join(NORMALIZATIONS)}")
-        if self.output not in OUTPUT_KINDS:
-            raise ConfigError(f"{where}: output {self.output!r} is not one of {', '.join(OUTPUT_KINDS)}")
-        for name in ("kwargs", "eval_transform"):
-            value = getattr(self, name)
+    def __init__(self, name: str | None, kwargs: Mapping[str, Any] | None = None,
+                 input_size: SizeLike | None = None, eval_transform: TransformLike | None = None,
+                 normalize: str | None = None, output: str = "sigmoid") -> None:
+        where = f"deploy config of {name or 'model'}"
+        if name is not None and not isinstance(name, str):
+            raise ConfigError(f"{where}: name {name!r} is not a string")
+        if output not in OUTPUT_KINDS:
+            raise ConfigError(f"{where}: output {output!r} is not one of {', '.join(OUTPUT_KINDS)}")
+        kwargs = {} if kwargs is None else kwargs
+        for key, value in (("kwargs", kwargs), ("eval_transform", eval_transform or {})):
             if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-                raise ConfigError(f"{where}: {name} must be a mapping with string keys, got {type(value).__name__}")
-        transform = _eval_spec(self.eval_transform, self.input_size, self.normalize, where)
-        object.__setattr__(self, "kwargs", _ReadOnly(self.kwargs))
-        object.__setattr__(self, "eval_transform", _ReadOnly(transform))
+                raise ConfigError(f"{where}: {key} must be a mapping with string keys, got {type(value).__name__}")
+        size = DEFAULT_SIZE if input_size is None else Size.parse(input_size, f"{where}: input_size", rgb=True)
+        if normalize is not None:
+            check_normalize(normalize, f"{where}: normalize")
+        try:
+            spec = TransformSpec.parse(eval_transform or {"mode": "resize"}).for_evaluation().completed(size, normalize)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: eval_transform: {exc}") from None
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "kwargs", _ReadOnly(kwargs))
+        object.__setattr__(self, "eval_transform", spec)
+        object.__setattr__(self, "output", output)
+        object.__setattr__(self, "native_size", size if spec.mode == "native" else None)
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """(C, H, W) the model is deployed at, its evaluation view's: budget checks and export use it."""
+        return (self.eval_transform.size or self.native_size or DEFAULT_SIZE).chw
+
+    @property
+    def normalize(self) -> str:
+        """The input normalisation, the evaluation transform's (a
+        :data:`~kdfiqa.data.transform_spec.NORMALIZATIONS` name)."""
+        return self.eval_transform.normalize or "imagenet"
 
     def replace(self, **changes: Any) -> "DeployConfig":
-        """A copy with ``changes``. A new ``input_size`` without a new ``eval_transform`` resizes the
-        transform to it (a resize before a crop, e.g. Resize(256) + CenterCrop(224), in proportion:
-        Resize(512) + CenterCrop(448)); a new ``eval_transform`` that names its normalisation (itself or through its
-        preset) without a new ``normalize`` sets it."""
+        """A copy with ``changes`` (of :data:`FIELDS`).
+
+        Without a new ``eval_transform``, a new ``input_size`` moves the transform to it by
+        :meth:`TransformSpec.rescaled <kdfiqa.data.transform_spec.TransformSpec.rescaled>` (the rule
+        a config's ``--input`` follows too: Resize(256) + CenterCrop(224) becomes Resize(512) +
+        CenterCrop(448) at 448), and a new ``normalize`` sets the transform's. A new
+        ``eval_transform`` brings the size and normalisation it names; the given (else the current)
+        ones fill what it leaves out.
+        """
+        unknown = sorted(set(changes) - set(FIELDS))
+        if unknown:
+            raise TypeError(f"DeployConfig.replace got unknown field(s) {', '.join(unknown)}")
         where = f"deploy config of {self.name or 'model'}"
-        if "eval_transform" not in changes and ("input_size" in changes or "normalize" in changes):
-            spec = dict(self.eval_transform)
-            if "input_size" in changes and spec.get("mode") != "native":
-                new_size = list(_size3(changes["input_size"], where)[1:])
-                if spec.get("resize") is not None:  # Resize(r) + crop keeps its margin: r scales with the crop
-                    spec["resize"] = _scaled_resize(spec["resize"], list(self.input_size[1:]), new_size)
-                spec["size"] = new_size
-                spec.pop("crop", None)
-            if "normalize" in changes:
-                spec["normalize"] = changes["normalize"]
-            changes["eval_transform"] = spec
-        elif "normalize" not in changes and isinstance(changes.get("eval_transform"), Mapping):
-            named = _expanded(changes["eval_transform"], where).get("normalize")
-            if named is not None:
-                changes["normalize"] = named
-        return dataclasses.replace(self, **changes)
+        spec: TransformLike = changes.get("eval_transform", self.eval_transform)
+        size: SizeLike = changes.get("input_size", self.input_size)
+        normalize = changes.get("normalize")
+        if "eval_transform" not in changes:
+            if "input_size" in changes and self.eval_transform.mode != "native":
+                new = Size.parse(size, f"{where}: input_size", rgb=True)
+                spec = self.eval_transform.rescaled(Size.parse(self.input_size), new)
+            if normalize is not None:
+                spec = dataclasses.replace(spec, normalize=check_normalize(normalize, f"{where}: normalize"))
+        return DeployConfig(changes.get("name", self.name), changes.get("kwargs", self.kwargs), size, spec,
+                            normalize or self.normalize, changes.get("output", self.output))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values only (JSON/YAML/``torch.save(weights_only)`` safe)."""
+        """Plain values only (JSON/YAML/``torch.save(weights_only)`` safe). ``input_size`` and
+        ``normalize`` are written beside the transform they are read from, as earlier versions wrote
+        them, so those read the file too."""
         return {
             "name": self.name,
             "kwargs": plain_values(self.kwargs),
             "input_size": list(self.input_size),
-            "eval_transform": plain_values(self.eval_transform),
+            "eval_transform": self.eval_transform.to_dict(),
             "normalize": self.normalize,
             "output": self.output,
         }
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = "deploy config") -> "DeployConfig":
-        """Rebuild a config from :meth:`to_dict` output; a bad or unknown field is one
-        :class:`~kdfiqa.errors.ConfigError` naming ``source``."""
+        """Rebuild a config from :meth:`to_dict` output, of this version or an earlier one (whose
+        stored ``input_size`` and ``normalize`` fill what its transform leaves out, the transform's
+        own winning); a bad or unknown field is one :class:`~kdfiqa.errors.ConfigError` naming
+        ``source``."""
         if not isinstance(values, Mapping):
             raise ConfigError(f"{source}: the deploy config must be a mapping, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(map(str, values)) - known)
+        unknown = sorted(set(map(str, values)) - set(FIELDS))
         if unknown:
-            raise ConfigError(f"{source}: unknown deploy field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise ConfigError(f"{source}: unknown deploy field(s) {', '.join(unknown)}; known: {', '.join(sorted(FIELDS))}")
+        if "name" not in values:
+            raise ConfigError(f"{source}: malformed deploy config (no name)")
         try:
             return cls(**dict(values))
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
-        except TypeError as exc:
-            raise ConfigError(f"{source}: malformed deploy config ({exc})") from None
 
     def __hash__(self) -> int:
-        return hash((self.name, _frozen(self.kwargs), self.input_size, _frozen(self.eval_transform),
-                     self.normalize, self.output))
-
-
-def _expanded(spec: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """A copy of a transform spec with its preset's fields filled in (the spec's own keys win)."""
-    from ..data.transforms import build_transform
-
-    spec = dict(spec)
-    if "preset" in spec:
-        try:
-            preset = build_transform({"preset": spec.pop("preset")}).spec
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: eval_transform: {exc}") from None
-        spec = {**preset, **spec}
-    return spec
-
-
-def _eval_spec(spec: Mapping[str, Any], input_size: tuple[int, int, int], normalize: str,
-               where: str) -> dict[str, Any]:
-    """``spec`` completed and checked: presets expanded, the size (unless native) and normalisation
-    filled in from the config, validated by :func:`kdfiqa.data.build_transform`, the keys of
-    :data:`EVAL_ONLY_DROPPED` left out. An empty spec resizes to ``input_size``."""
-    from ..data.transforms import build_transform
-
-    spec = _expanded(spec, where) or {"mode": "resize"}
-    spec.setdefault("normalize", normalize)
-    if spec.get("mode") != "native":
-        spec.setdefault("size", list(input_size[1:]))
-    try:
-        resolved = build_transform(spec).spec
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: eval_transform: {exc}") from None
-    if resolved["normalize"] != normalize:
-        raise ConfigError(f"{where}: eval_transform normalize {resolved['normalize']!r} differs from "
-                          f"normalize {normalize!r}")
-    return {k: v for k, v in resolved.items() if k not in EVAL_ONLY_DROPPED}
+        return hash((self.name, _frozen(self.kwargs), self.eval_transform, self.output, self.native_size))
 
 
 class _ReadOnly(Mapping):

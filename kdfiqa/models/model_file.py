@@ -29,6 +29,7 @@ from torch import nn
 
 from ..atomic_write import write_atomic
 from ..errors import ConfigError, KdfiqaError
+from ..size import Size
 from .deploy import deploy_config, plain_values, set_deploy_config
 from .registry import create_model, restorable_kwargs
 
@@ -91,14 +92,6 @@ def _parse(text: str, path: Path) -> tuple[Any, dict[str, int]]:
     return values, lines
 
 
-def _size(value: Any, where: str) -> tuple[int, int]:
-    dims = [value, value] if isinstance(value, int) else value
-    if (isinstance(value, bool) or not isinstance(dims, list) or len(dims) != 2
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims)):
-        raise ConfigError(f"{where}: {value!r} is not an input size such as 224 or [224, 336]")
-    return dims[0], dims[1]
-
-
 def read_model_file(path: str | os.PathLike) -> ModelFile:
     """Read and check the model file at ``path`` (see the module docstring)."""
     path = Path(path)
@@ -129,7 +122,8 @@ def read_model_file(path: str | os.PathLike) -> ModelFile:
         raise ConfigError(f"{where('kwargs')}.{refused[0]}: not a setting {name} accepts from a file "
                           f"(it accepts {', '.join(sorted(allowed))})")
     size = values.get("input")
-    return ModelFile(str(path), name, plain_values(kwargs), None if size is None else _size(size, where("input")))
+    return ModelFile(str(path), name, plain_values(kwargs),
+                     None if size is None else Size.parse(size, where("input"), rgb=True).hw)
 
 
 def write_model_file(path: str | os.PathLike, name: str, kwargs: Mapping[str, Any],
@@ -164,5 +158,5 @@ def build_model_file(path: str | os.PathLike, **overrides: Any) -> nn.Module:
         raise ConfigError(f"{path}: kwargs: {spec.name} cannot be built with them "
                           f"({type(exc).__name__}: {exc})") from None
     if spec.input is not None:
-        set_deploy_config(model, deploy_config(model).replace(input_size=(3, *spec.input)))
+        set_deploy_config(model, deploy_config(model).replace(input_size=spec.input))
     return model

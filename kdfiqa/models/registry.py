@@ -38,9 +38,10 @@ from typing import Any, Callable, Collection, Iterable, NamedTuple, TypeVar, Uni
 
 from torch import nn
 
+from ..data.transform_spec import check_normalize
 from ..errors import ConfigError, first_line
 from ..registry import Registry
-from .deploy import NORMALIZATIONS, DeployConfig, output_kind, set_deploy_config
+from .deploy import DeployConfig, output_kind, set_deploy_config
 from .heads import FIQARegressor
 from .timm_backbone import TIMM_BACKBONE_KWARGS, TimmBackbone
 
@@ -136,8 +137,10 @@ def _register(
     normalize: str,
     forwards: Iterable[Forward],
 ) -> F | Callable[[F], F]:
-    if normalize not in NORMALIZATIONS:
-        raise ValueError(f"normalize {normalize!r} is not one of {', '.join(NORMALIZATIONS)}")
+    try:
+        check_normalize(normalize)
+    except ConfigError as exc:  # a factory registered wrongly: a programming error
+        raise ValueError(str(exc)) from None
     forwards = tuple(forwards)
 
     def decorate(f: F) -> F:
@@ -165,7 +168,7 @@ def register_backbone(
     The factory takes keyword arguments (``pretrained``, ``num_classes``, ...) and returns a module
     with ``forward_features`` and ``num_features``. ``is_student`` says whether the backbone, with
     its quality head, is meant to fit the default budget at ``default_input_size``; ``normalize``
-    is the input normalisation it expects (see :data:`~kdfiqa.models.deploy.NORMALIZATIONS`).
+    is the input normalisation it expects (see :data:`~kdfiqa.data.transform_spec.NORMALIZATIONS`).
     ``forwards`` names where the factory's ``**kwargs`` go (callables or sets of names), so that a
     checkpoint may replay those too (:func:`restorable_kwargs`).
     """

@@ -10,15 +10,16 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..budget import Budget, parse_input_size
+from ..budget import Budget
 from ..budget.presets import NO_BUDGET
 from ..config import RunConfig
 from ..engine.distributed import DistContext, init_distributed, is_main_process
 from ..errors import ConfigError
+from ..size import Size, format_size
 from .checks import required
 
 __all__ = ["build_model", "build_student", "build_teacher", "checked_student", "resolve_transforms", "deploy_sizes",
-           "run_budget", "run_context", "height_width"]
+           "run_budget", "run_context"]
 
 log = logging.getLogger("kdfiqa.pipeline")
 
@@ -57,11 +58,6 @@ def _head_state(model: nn.Module) -> dict[str, Tensor]:
     return {key: value.clone() for key, value in head.state_dict().items()}
 
 
-def height_width(size: Any) -> list[int]:
-    _, h, w = parse_input_size(size)
-    return [h, w]
-
-
 def resolve_transforms(config: RunConfig, model: nn.Module, teacher_size: Sequence[int] | None = None,
                        teacher_normalize: str | None = None) -> RunConfig:
     """A copy of ``config`` with ``model.input`` and both transform specs filled in.
@@ -75,7 +71,7 @@ def resolve_transforms(config: RunConfig, model: nn.Module, teacher_size: Sequen
     """
     from ..models.deploy import deploy_config
 
-    size = height_width(config.model.input or tuple(deploy_config(model).input_size))
+    size = Size.parse(config.model.input or deploy_config(model).input_size, "model.input").as_list()
     train_spec = dict(config.data.train_transform or {"mode": "resize", "flip": True})
     normalize = train_spec.get("normalize", deploy_config(model).normalize)
     train_spec.setdefault("normalize", normalize)
@@ -87,7 +83,7 @@ def resolve_transforms(config: RunConfig, model: nn.Module, teacher_size: Sequen
     if teacher_size is None and teacher_normalize not in (None, normalize):
         teacher_size = size
     if teacher_size is not None:
-        train_spec.setdefault("teacher_size", height_width(teacher_size))
+        train_spec.setdefault("teacher_size", Size.parse(teacher_size, "teacher input size").as_list())
     if teacher_normalize is not None and "teacher_size" in train_spec:
         train_spec.setdefault("teacher_normalize", teacher_normalize)
     return dataclasses.replace(
@@ -111,15 +107,15 @@ def deploy_sizes(config: RunConfig, budget: Budget) -> list[tuple[int, int, int]
     (:meth:`~kdfiqa.budget.Budget.sizes_for`: ``vquala2025`` always checks 224x224), plus the
     size the evaluation transform feeds the network (the checkpoint's deployment size) unless one of
     those covers it in height and width."""
-    from ..data.transforms import expanded_spec
+    from ..data.transform_spec import TransformSpec
 
-    train_size = parse_input_size(tuple(config.model.input))
-    given = [parse_input_size(s) for s in config.distill.deploy_input] or [train_size]
+    train_size = Size.parse(config.model.input, "model.input").chw
+    given = [Size.parse(s, "distill.deploy_input").chw for s in config.distill.deploy_input] or [train_size]
     sizes = list(dict.fromkeys(s for size in given for s in budget.sizes_for(size)))
     # the evaluation transform's view, presets expanded: the size the checkpoint deploys at
-    spec = expanded_spec(config.data.eval_transform) if config.data.eval_transform else {}
-    if spec.get("mode") != "native" and spec.get("size") is not None:
-        evaluation = parse_input_size(tuple(height_width(spec["size"])))
+    spec = TransformSpec.parse(config.data.eval_transform) if config.data.eval_transform else None
+    if spec is not None and spec.mode != "native" and spec.size is not None:
+        evaluation = spec.size.chw
         if not any(s[1] >= evaluation[1] and s[2] >= evaluation[2] for s in sizes):
             sizes.append(evaluation)
     return list(dict.fromkeys(sizes))
@@ -136,7 +132,7 @@ def build_student(config: RunConfig, model: nn.Module | None = None, command: st
     student = Student(model, budget=budget, input_sizes=deploy_sizes(config, budget),
                       allow_over_budget=config.distill.allow_over_budget)
     if student.within_budget and budget is not NO_BUDGET and is_main_process():
-        costs = "; ".join(f"{'x'.join(map(str, r.input_size[1:]))}: {r.gflops:.4f} GFLOPs, {r.params:,} params"
+        costs = "; ".join(f"{format_size(r.input_size)}: {r.gflops:.4f} GFLOPs, {r.params:,} params"
                           for r in student.reports)
         log.info("budget: %s fits %s at its deployment size (%s)", config.model.name, budget.describe(), costs)
     return student

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from ..config import SECTIONS, RunConfig
 from ..engine.distributed import is_main_process
 from ..errors import CheckpointError, ConfigError
-from ..budget import parse_input_size
+from ..size import Size, format_size
 from .results import PSEUDO_LABELS, VIEW_CACHE, Labels, label_sets
 
 __all__ = ["validate", "preflight", "check_unchanged", "refuse_other_teacher_size", "required", "RESUME_KEYS", "MIN_VALIDATION"]
@@ -209,8 +209,7 @@ def refuse_other_teacher_size(config: RunConfig, teacher: Any) -> None:
     own = getattr(teacher, "input_size", None)
     if config.distill.teacher_input is None or own is None:
         return
-    asked = parse_input_size(config.distill.teacher_input)
-    if asked != own:
-        raise ConfigError(f"distill.teacher_input is {'x'.join(map(str, asked[1:]))}, but the given teacher runs at "
-                          f"{'x'.join(map(str, own[1:]))}: build it with Teacher(..., input_size={asked[1:]}) or "
-                          "leave distill.teacher_input out")
+    asked = Size.parse(config.distill.teacher_input, "distill.teacher_input")
+    if asked.chw != tuple(own):
+        raise ConfigError(f"distill.teacher_input is {asked}, but the given teacher runs at {format_size(own)}: "
+                          f"build it with Teacher(..., input_size={asked.hw}) or leave distill.teacher_input out")

@@ -13,7 +13,8 @@ from torch.utils.data import Dataset, Sampler
 from ..budget.presets import NO_BUDGET
 from ..config import RunConfig
 from ..engine.distributed import DistContext
-from .building import build_model, build_student, height_width, resolve_transforms, run_budget, run_context
+from ..size import format_size
+from .building import build_model, build_student, resolve_transforms, run_budget, run_context
 from .checks import check_unchanged, preflight
 from .data import labeled_data, sampler_of
 from .results import Labels, RunResult
@@ -42,7 +43,7 @@ def fit(objective: nn.Module, train_set: Dataset, val: Dataset | None, config: R
             (output_dir / name).unlink(missing_ok=True)
     ctx.barrier()
     if ctx.is_main:
-        size = "x".join(map(str, height_width(config.model.input)))
+        size = format_size(config.model.input)
         log.info("%s: %s at %s on %s; %d training and %d validation images; %d epochs of batch %d; "
                  "output %s%s", type(objective).__name__.lower(), config.model.name, size, ctx.device,
                  len(train_set), len(val) if val is not None else 0, train_config.epochs, train_config.batch_size,
