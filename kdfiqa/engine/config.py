@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from ..errors import ConfigError
 from ..options import MAX_SEED, finite, in_range, one_of, option
 
-__all__ = ["TrainConfig", "MONITOR_MODES", "FITTED_METRICS"]
+__all__ = ["TrainConfig", "MONITOR_MODES", "FITTED_METRICS", "LOG_BACKENDS"]
 
 MONITOR_MODES = {"score": "max", "srcc": "max", "plcc": "max", "krcc": "max", "rmse": "min", "fitted_score": "max"}
 """Validation metrics that can select the best checkpoint, and whether higher or lower is better.
@@ -30,6 +30,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "step", "plateau")
 AMP_MODES = ("none", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
+LOG_BACKENDS = ("tensorboard", "mlflow", "wandb")
+"""Experiment trackers of ``--log-to`` (:mod:`kdfiqa.engine.tracking`)."""
 
 
 @dataclass
@@ -72,6 +74,8 @@ class TrainConfig:
     find_unused_parameters: bool = option(False, help="DDP: only when some trained parameters skip a step")
     quiet: bool = option(False, flag="--quiet", help="warnings and errors only (log.jsonl is still written)")
     verbose: bool = option(False, flag="--verbose", help="the full table of every epoch instead of one line")
+    log_to: list[str] = option(factory=list, flag="--log-to", choices=LOG_BACKENDS, repeat=True,
+                               help="also stream every logged scalar to this tracker (repeatable; an optional extra)")
 
     def __post_init__(self) -> None:
         flags = {f.name: f.metadata.get("flag") for f in dataclasses.fields(self)}
@@ -86,6 +90,9 @@ class TrainConfig:
             in_range(where(name), getattr(self, name), 1)
         for name in ("num_workers", "plateau_patience"):
             in_range(where(name), getattr(self, name), 0)
+        for name in self.log_to:
+            one_of(where("log_to"), name, LOG_BACKENDS)
+        self.log_to = list(dict.fromkeys(self.log_to))
         in_range(where("seed"), self.seed, 0, MAX_SEED)
         finite(where("lr"), self.lr, low=0.0, low_open=True)
         for name in ("weight_decay", "warmup_epochs", "min_lr", "momentum", "warmup_start_factor"):
