@@ -49,7 +49,7 @@ def _model_rows(values: Mapping[str, Any]) -> list[tuple[str, str]]:
             ("Factory arguments", _code(deploy["kwargs"]) if deploy["kwargs"] else "defaults")]
     for cost in values.get("cost") or []:
         size = "x".join(map(str, cost["input_size"]))
-        rows.append(("Parameters", f"{cost['params']:,} ({cost['params'] / 1e6:.2f} M)"))
+        rows.append(("Parameters", f"{cost['params']:,} ({cost['params'] / 1e6:.3g} M)"))
         rows.append((f"GFLOPs at {size} (fvcore)", f"{cost['gflops']:.4f}"))
     rows = list(dict.fromkeys(rows))  # one parameter row for several sizes
     budget = values.get("budget")
