@@ -204,7 +204,7 @@ def _default(field: dataclasses.Field) -> Any:
 def check_options(section: Any, name: str) -> None:
     """Check every field of ``section`` (a config dataclass called ``name`` in a run config) against
     its declaration: its type hint (storing ints given for floats as floats, lists for tuples as
-    tuples), ``choices``, range and ``needs`` (set: true, non-zero, non-empty); raise an
+    tuples), ``choices`` (of each item of a list), range and ``needs`` (set: true, non-zero, non-empty); raise an
     :class:`OptionError` for the first refused."""
     cls = type(section)
     naming = Naming(name, cls)
@@ -218,8 +218,9 @@ def check_options(section: Any, name: str) -> None:
             raise OptionError(naming, field.name, f"{value!r} must be {describe(hint)}") from None
         setattr(section, field.name, value)
         choices = meta.get("choices")
-        if choices and value not in choices and not (value is None and _default(field) is None):
-            raise OptionError(naming, field.name, f"{value!r} is not one of {', '.join(map(str, choices))}")
+        for item in value if isinstance(value, list) else [value]:  # a list: each of its items
+            if choices and item not in choices and not (value is None and _default(field) is None):
+                raise OptionError(naming, field.name, f"{item!r} is not one of {', '.join(map(str, choices))}")
         if meta.get("range"):
             for number in value if isinstance(value, tuple) else (value,):
                 try:

@@ -5,13 +5,18 @@ A TARGET is one of:
 
 * a registered model name (``emo2_1m``, ``mobilenetv3_large_fiqa``; ``kdfiqa models`` lists them);
 * ``SCHEME:REST`` for a registered scheme (:data:`TEACHER_SCHEMES`): built in, ``timm:NAME`` (any
-  timm model, built with ``pretrained=False`` unless asked otherwise); plugins add theirs;
+  timm model, built with ``pretrained=False`` unless asked otherwise) and ``hf-hub:ORG/NAME`` (a model
+  folder on the Hub); plugins add theirs;
 * ``path/to/file.py:factory`` or ``package.module:factory``: a callable returning an ``nn.Module``
   (a registered scheme wins over a module of the same name);
 * a model file (``*.yaml``/``*.yml``/``*.json``, as ``kdfiqa search --out`` writes): a registered name,
   its keyword arguments and input size (:mod:`kdfiqa.models.model_file`);
 * a checkpoint written by kdfiqa (``*.pt``/``*.pth``/``*.ckpt``, or any other existing file), rebuilt
-  by :func:`kdfiqa.models.rebuild.load_model` with its deploy config.
+  by :func:`kdfiqa.models.rebuild.load_model` with its deploy config;
+* a model folder (``model.safetensors``, ``config.json``, ``README.md``), rebuilt by
+  :func:`kdfiqa.models.model_folder.load_model_folder` through the same allow-listed path; the
+  built-in scheme ``hf-hub:ORG/NAME[@REVISION]`` downloads one from the Hugging Face Hub
+  (``huggingface_hub``, the ``hub`` extra) and loads it the same way.
 
 Schemes
 -------
@@ -42,6 +47,7 @@ from .errors import ConfigError, KdfiqaError, first_line
 from .models.rebuild import load_model
 from .models import create_model
 from .models.model_file import build_model_file, is_model_file
+from .models.model_folder import HUB_PREFIX, download_model_folder, is_model_folder, load_model_folder
 from .models.registry import TIMM_PREFIX
 from .registry import Registry
 
@@ -55,7 +61,7 @@ Resolver = Callable[..., nn.Module]
 """``resolver(rest, **model_kwargs) -> nn.Module`` for a ``SCHEME:REST`` source."""
 
 TEACHER_SCHEMES: Registry[Resolver] = Registry(
-    "teacher scheme", listing="built in: timm; plugins add theirs (entry points kdfiqa.teachers)",
+    "teacher scheme", listing="built in: timm, hf-hub; plugins add theirs (entry points kdfiqa.teachers)",
     group=TEACHERS_GROUP)
 """Scheme → resolver of ``SCHEME:REST`` sources (built-in ``timm``, then plugins of :data:`TEACHERS_GROUP`)."""
 
@@ -64,6 +70,13 @@ TEACHER_SCHEMES: Registry[Resolver] = Registry(
 def _timm(name: str, **model_kwargs: Any) -> nn.Module:
     """``timm:NAME``: the timm model as a FIQA backbone with a quality head (``create_model``)."""
     return create_model(TIMM_PREFIX + name, **model_kwargs)
+
+
+@TEACHER_SCHEMES.register(name=HUB_PREFIX.rstrip(":"))
+def _hub(repo: str, **model_kwargs: Any) -> nn.Module:
+    """``hf-hub:ORG/NAME[@REVISION]``: the model folder of that Hub repository (downloaded into the
+    Hub cache); like a checkpoint, the folder builds its model itself (``model_kwargs`` are unused)."""
+    return load_model_folder(download_model_folder(HUB_PREFIX + repo))
 
 
 def resolve_scheme(target: str | os.PathLike, **model_kwargs: Any) -> nn.Module | None:
@@ -119,8 +132,8 @@ def load_target(target: str | os.PathLike, **model_kwargs: Any) -> nn.Module:
     """Build or load the model named by ``target`` (see the module docstring for the forms).
 
     ``model_kwargs`` go to :func:`kdfiqa.models.create_model` for registered names and model
-    files, and to a scheme's resolver (e.g. ``pretrained=True``); a checkpoint or a factory builds
-    its model itself.
+    files, and to a scheme's resolver (e.g. ``pretrained=True``); a checkpoint, a model folder or a
+    factory builds its model itself.
     """
     target = os.fspath(target)
     resolved = resolve_scheme(target, **model_kwargs)
@@ -130,6 +143,8 @@ def load_target(target: str | os.PathLike, **model_kwargs: Any) -> nn.Module:
         return load_model(target)
     if is_model_file(target):
         return build_model_file(target, **model_kwargs)
+    if is_model_folder(target):
+        return load_model_folder(target)
     if ":" in target:
         return _from_callable(target)
     if Path(target).is_file():
@@ -137,7 +152,8 @@ def load_target(target: str | os.PathLike, **model_kwargs: Any) -> nn.Module:
     if Path(target).is_dir():
         inside = [name for name in ("best.pt", "last.pt") if (Path(target) / name).is_file()]
         hint = f"give {Path(target) / inside[0]}" if inside else "give a checkpoint file (*.pt)"
-        raise ConfigError(f"{target}: is a folder, not a model or a checkpoint; {hint}")
+        raise ConfigError(f"{target}: is a folder, not a model or a checkpoint; {hint}, or a model folder "
+                          "(model.safetensors and config.json)")
     try:
         return create_model(target, **model_kwargs)
     except KdfiqaError:

@@ -105,8 +105,8 @@ class ModelSection:
                                     help="training resolution: 224 or 224x336 (default: the model's)")
     """Training resolution, filling ``size`` in transforms that leave it out (default: the model's)."""
     init: str | None = option(None, resume="allow", flag="--init", metavar="CKPT",
-                              help="start from the weights of a kdfiqa checkpoint")
-    """A kdfiqa checkpoint whose weights start the run (fine-tuning)."""
+                              help="start from the weights of a kdfiqa checkpoint or model folder")
+    """A kdfiqa checkpoint or model folder whose weights start the run (fine-tuning)."""
     init_head: str = option("keep", resume="allow", choices=HEAD_STARTS, needs="init",
                             help="with --init: keep the checkpoint's head, or start a fresh one on its backbone")
     """With ``init``: the head from the checkpoint (``keep``) or freshly initialised (``fresh``)."""

@@ -12,7 +12,7 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     ".callbacks": ("Callback", "MonitorCallback", "EarlyStopping", "BestCheckpoint", "JsonlLog", "ProgressDisplay",
-                   "default_callbacks"),
+                   "Tracker", "default_callbacks"),
     ".config": ("TrainConfig",),
     ".distributed": ("DistContext", "init_distributed", "shutdown_distributed"),
     ".ema": ("ModelEma",),

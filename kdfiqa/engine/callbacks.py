@@ -11,7 +11,9 @@ this order; the Trainer appends the caller's (or takes others in place of the de
   terms, the validation metrics, whether it was the best so far, the epoch's wall time and images
   per second);
 * :class:`ProgressDisplay`: the live progress bar, one line per epoch (the full table with
-  ``verbose``) and notes (rank 0, unless ``quiet``); a collapsed epoch's warning always.
+  ``verbose``) and notes (rank 0, unless ``quiet``); a collapsed epoch's warning always;
+* :class:`Tracker` (when ``log_to`` names backends): every logged scalar streamed to TensorBoard,
+  MLflow or W&B (:mod:`kdfiqa.engine.tracking`).
 
 Resumable state
 ---------------
@@ -30,20 +32,21 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from rich.console import Console
 
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from .amp import amp_dtype
 from .config import MONITOR_MODES, TrainConfig
 from .progress import TrainProgress, epoch_line, epoch_table
+from .tracking import BACKENDS, Sink, check_backends, epoch_scalars, step_scalars
 
 if TYPE_CHECKING:
     from .trainer import Trainer
 
 __all__ = ["Callback", "MonitorCallback", "EarlyStopping", "BestCheckpoint", "JsonlLog", "ProgressDisplay",
-           "default_callbacks"]
+           "Tracker", "default_callbacks"]
 
 MODES = ("max", "min")
 
@@ -255,14 +258,71 @@ class ProgressDisplay(Callback):
             )
 
 
+class Tracker(Callback):
+    """Stream every logged scalar of a run to the ``backends`` (names of
+    :data:`~kdfiqa.engine.tracking.BACKENDS`) from rank 0, their files under ``output_dir`` (see
+    :mod:`kdfiqa.engine.tracking`); the runs opened by ``on_fit_start`` are closed by ``on_fit_end``,
+    which ``fit`` calls on every way out. Resumable state: the MLflow and W&B run ids, so a resumed
+    run logs into the same runs."""
+
+    def __init__(self, backends: Iterable[str], output_dir: str | os.PathLike[str]) -> None:
+        self.backends = list(dict.fromkeys(backends))
+        check_backends(self.backends)
+        self.output_dir = Path(output_dir)
+        self.sinks: dict[str, Sink] = {}
+        self.run_ids: dict[str, str] = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"run_ids": dict(self.run_ids)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        ids = state["run_ids"]
+        if not isinstance(ids, Mapping) or not all(isinstance(v, str) for v in ids.values()):
+            raise ValueError(f"run_ids is {ids!r}, expected backend names to run ids")
+        self.run_ids = dict(ids)
+
+    def on_fit_start(self, trainer: "Trainer") -> None:
+        if not trainer.ctx.is_main:
+            return
+        config = json.loads(json.dumps({**trainer.run_config, "train": trainer.config.to_dict()}, default=str))
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        for name in self.backends:
+            try:
+                sink = BACKENDS[name].open(self.output_dir, config, self.run_ids.get(name))
+            except Exception as exc:  # a backend's own failure: a bad tracking URI, a refused login
+                raise ConfigError(f"--log-to {name}: cannot start a run ({type(exc).__name__}: {first_line(exc)}); "
+                                  "check its settings (environment variables) or drop it") from exc
+            self.sinks[name] = sink
+            if sink.run_id is not None:
+                self.run_ids[name] = sink.run_id
+
+    def _log(self, scalars: Mapping[str, float], step: int) -> None:
+        for sink in self.sinks.values():
+            sink.log(scalars, step)
+
+    def on_step_end(self, trainer: "Trainer", step: int, terms: Mapping[str, float]) -> None:
+        if self.sinks:
+            self._log(step_scalars(terms, trainer.lr), step)
+
+    def on_epoch_end(self, trainer: "Trainer", record: Mapping[str, Any]) -> None:
+        if self.sinks:
+            self._log(epoch_scalars(record), int(record["step"]))
+
+    def on_fit_end(self, trainer: "Trainer") -> None:
+        sinks, self.sinks = self.sinks, {}
+        for sink in sinks.values():
+            sink.close()
+
+
 def default_callbacks(config: TrainConfig, output_dir: str | os.PathLike[str]) -> list[Callback]:
     """The callbacks a Trainer runs unless given others (see the module docstring): early stopping
-    when ``config.patience`` is set, ``best.pt``, ``log.jsonl`` and the progress display, the first
-    two on ``config.monitor``."""
+    when ``config.patience`` is set, ``best.pt``, ``log.jsonl``, the progress display, and the
+    experiment tracker when ``config.log_to`` names backends; the first two on ``config.monitor``."""
     out = Path(output_dir)
     early = [EarlyStopping(config.patience, config.monitor)] if config.patience is not None else []
+    tracker = [Tracker(config.log_to, out)] if config.log_to else []
     return [*early, BestCheckpoint(out / "best.pt", config.monitor), JsonlLog(out / "log.jsonl"),
-            ProgressDisplay(quiet=config.quiet)]
+            ProgressDisplay(quiet=config.quiet), *tracker]
 
 
 def legacy_states(callbacks: Sequence[Callback], ckpt: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from ..errors import ConfigError
 from ..options import MAX_SEED, check_options, option
 
-__all__ = ["TrainConfig", "MONITOR_MODES", "FITTED_METRICS"]
+__all__ = ["TrainConfig", "MONITOR_MODES", "FITTED_METRICS", "LOG_BACKENDS"]
 
 MONITOR_MODES = {"score": "max", "srcc": "max", "plcc": "max", "krcc": "max", "rmse": "min", "fitted_score": "max"}
 """Validation metrics that can select the best checkpoint, and whether higher or lower is better.
@@ -31,6 +31,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "step", "plateau")
 AMP_MODES = ("none", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
+LOG_BACKENDS = ("tensorboard", "mlflow", "wandb")
+"""Experiment trackers of ``--log-to`` (:mod:`kdfiqa.engine.tracking`)."""
 
 
 @dataclass
@@ -85,9 +87,12 @@ class TrainConfig:
                          help="warnings and errors only (log.jsonl is still written)")
     verbose: bool = option(False, resume="allow", flag="--verbose",
                            help="the full table of every epoch instead of one line")
+    log_to: list[str] = option(factory=list, resume="allow", flag="--log-to", choices=LOG_BACKENDS, repeat=True,
+                               help="also stream every logged scalar to this tracker (repeatable; an optional extra)")
 
     def __post_init__(self) -> None:
         check_options(self, "train")
+        self.log_to = list(dict.fromkeys(self.log_to))
         if self.min_lr > self.lr:
             raise ConfigError(f"train.min_lr: {self.min_lr!r} is above lr {self.lr!r}; the schedule decays "
                               "from lr down to min_lr")

@@ -1,4 +1,5 @@
-"""Rebuilding the model a checkpoint holds: the one place a stored model spec turns into a network.
+"""Rebuilding the model a checkpoint or a model folder holds: the one place a stored model spec turns
+into a network (:func:`build_model_spec`).
 
 The stored spec (registry name, factory kwargs, deploy config) is replayed only within the model's
 allow-list (:func:`kdfiqa.models.restorable_kwargs`), with ``pretrained`` off: the weights come from
@@ -19,44 +20,67 @@ from ..errors import CheckpointError, ConfigError, KdfiqaError, named_first_line
 from .deploy import DeployConfig, deploy_config, set_deploy_config
 from .registry import create_model, restorable_kwargs
 
-__all__ = ["load_model"]
+__all__ = ["build_model_spec", "load_model"]
 
 
-def _replayed_kwargs(path: Path, ckpt: Mapping[str, Any], name: str) -> dict[str, Any]:
+def _replayed_kwargs(where: str, kwargs: Any, name: str) -> dict[str, Any]:
     """The stored factory kwargs, ``pretrained`` forced off, refused unless
     :func:`~kdfiqa.models.restorable_kwargs` allows every one."""
-    kwargs = ckpt["model"].get("kwargs") or {}
+    kwargs = kwargs or {}
     if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
-        raise CheckpointError(f"{path}: model kwargs must be a mapping with string keys, "
+        raise CheckpointError(f"{where}: model kwargs must be a mapping with string keys, "
                               f"got {type(kwargs).__name__}")
     try:
         allowed = restorable_kwargs(name)
     except KdfiqaError as exc:
-        raise CheckpointError(f"{checkpoint_summary(path, ckpt)}, which cannot be built here: {exc}") from None
+        raise CheckpointError(f"{where}, which cannot be built here: {exc}") from None
     refused = sorted(set(kwargs) - allowed - {"pretrained"})
     if refused:
         raise CheckpointError(
-            f"{checkpoint_summary(path, ckpt)}: refused to replay model argument(s) {', '.join(refused)}; a "
-            f"checkpoint may set only {', '.join(sorted(allowed)) or 'none'} for {name!r}")
+            f"{where}: refused to replay model argument(s) {', '.join(refused)}; a saved model may set "
+            f"only {', '.join(sorted(allowed)) or 'none'} for {name!r}")
     if "pretrained" in kwargs:  # files of older releases: the weights come from the file
         kwargs = {**kwargs, "pretrained": False}
     return dict(kwargs)
 
 
-def _stored_deploy(path: Path, ckpt: Mapping[str, Any], name: str,
+def _stored_deploy(where: str, stored: Any, source: str, name: str,
                    kwargs: Mapping[str, Any]) -> DeployConfig | None:
-    """``ckpt["model"]["deploy"]`` validated, or ``None`` for a file written before it existed."""
-    stored = ckpt["model"].get("deploy")
+    """The stored deploy config (``source`` names it) validated, or ``None`` for a file written
+    before it existed."""
     if stored is None:
         return None
     try:
-        config = DeployConfig.from_dict(stored, source=f"{path}: model.deploy")
+        config = DeployConfig.from_dict(stored, source=source)
     except ConfigError as exc:
         raise CheckpointError(str(exc)) from None
     if config.name != name or config.kwargs != {k: v for k, v in kwargs.items() if k != "pretrained"}:
-        raise CheckpointError(f"{checkpoint_summary(path, ckpt)}, but its model.deploy describes {config.name!r} "
+        raise CheckpointError(f"{where}, but its deploy config ({source}) describes {config.name!r} "
                               f"{dict(config.kwargs)}; the file was altered, use another copy")
     return config
+
+
+def build_model_spec(name: Any, kwargs: Any, deploy: Any, *, where: str,
+                     deploy_source: str) -> tuple[nn.Module, DeployConfig | None]:
+    """The one path from a stored model spec to a network, shared by checkpoints and model folders
+    (:mod:`kdfiqa.models.model_folder`): the registry ``name`` built with the stored ``kwargs`` that
+    :func:`~kdfiqa.models.restorable_kwargs` allows (``pretrained`` off; any other is refused with
+    one line, before anything is built), and the stored ``deploy`` config (named ``deploy_source``
+    in messages) checked to describe the same model. Returns the untrained network and the
+    validated deploy config (``None`` when none was stored). ``where`` says what holds the spec
+    ("FILE holds model 'x' ..."); every failure is one :class:`~kdfiqa.errors.CheckpointError` line.
+    """
+    if not isinstance(name, str):
+        raise CheckpointError(f"{where}: model name must be a string, got {type(name).__name__}")
+    kwargs = _replayed_kwargs(where, kwargs, name)
+    config = _stored_deploy(where, deploy, deploy_source, name, kwargs)
+    try:
+        model = create_model(name, **kwargs)
+    except KdfiqaError as exc:
+        raise CheckpointError(f"{where}, which cannot be built here: {exc}") from None
+    except Exception as exc:  # stored values reach timm and torch constructors, which fail in many ways
+        raise CheckpointError(f"{where}, which cannot be built here: {named_first_line(exc)}") from exc
+    return model, config
 
 
 def _legacy_deploy(path: Path, ckpt: Mapping[str, Any], model: nn.Module) -> DeployConfig:
@@ -108,15 +132,8 @@ def load_model(
         raise CheckpointError(f"{path}: model name must be a string, got {type(name).__name__}")
     if expected_name is not None and name != expected_name:
         raise CheckpointError(f"{checkpoint_summary(path, ckpt)}, not {expected_name!r}")
-    kwargs = _replayed_kwargs(path, ckpt, name)
-    deploy = _stored_deploy(path, ckpt, name, kwargs)
-    try:
-        model = create_model(name, **kwargs)
-    except KdfiqaError as exc:
-        raise CheckpointError(f"{checkpoint_summary(path, ckpt)}, which cannot be built here: {exc}") from None
-    except Exception as exc:  # stored values reach timm and torch constructors, which fail in many ways
-        raise CheckpointError(f"{checkpoint_summary(path, ckpt)}, which cannot be built here: "
-                              f"{named_first_line(exc)}") from exc
+    model, deploy = build_model_spec(name, ckpt["model"].get("kwargs"), ckpt["model"].get("deploy"),
+                                     where=checkpoint_summary(path, ckpt), deploy_source=f"{path}: model.deploy")
     fill_weights(model, path, ckpt, weights)
     set_deploy_config(model, deploy or _legacy_deploy(path, ckpt, model))
     return model.eval()

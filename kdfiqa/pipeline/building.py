@@ -30,9 +30,11 @@ def run_context(config: RunConfig, ctx: DistContext | None) -> DistContext:
 
 def build_model(config: RunConfig) -> nn.Module:
     """``config.model`` built through the registry with initial weights fixed by ``train.seed``
-    (the same command and seed give the same weights), started from ``model.init`` when given."""
+    (the same command and seed give the same weights), started from ``model.init`` when given (a
+    kdfiqa checkpoint or a model folder)."""
     from ..checkpoint import load_weights
     from ..models import create_model
+    from ..models.model_folder import is_model_folder, load_folder_weights
 
     section = config.model
     kwargs = dict(section.kwargs)
@@ -44,7 +46,7 @@ def build_model(config: RunConfig) -> nn.Module:
     model = create_model(required(section.name, "--model NAME (model.name)"), **kwargs)
     if section.init:
         fresh = _head_state(model) if section.init_head == "fresh" else None
-        load_weights(model, section.init)
+        (load_folder_weights if is_model_folder(section.init) else load_weights)(model, section.init)
         if fresh is not None:  # the checkpoint's backbone under the head this seed initialises
             model.head.load_state_dict(fresh)
     return model

@@ -33,6 +33,12 @@ def _existing(path: str | None, flag: str, kind: str) -> None:
         raise ConfigError(f"{flag} {path}: no such folder")
     if kind == "file" and not found.is_file():
         raise ConfigError(f"{flag} {path}: no such file")
+    if kind == "weights" and not found.is_file():
+        from ..models.model_folder import is_model_folder
+
+        if not is_model_folder(found):
+            raise ConfigError(f"{flag} {path}: no such checkpoint file or model folder (model.safetensors and "
+                              "config.json)")
 
 
 def validate(config: RunConfig, command: str, *, pseudo: Labels | Sequence[Labels] | None = None,
@@ -78,7 +84,7 @@ def validate(config: RunConfig, command: str, *, pseudo: Labels | Sequence[Label
     for value, flag, kind in ((data.root, "--root", "dir"), (data.csv, "--csv", "file"),
                               (data.val_root, "--val-root", "dir"), (data.val_csv, "--val-csv", "file"),
                               (data.pseudo_csv, "--pseudo-csv", "file"), (data.pseudo_root, "--pseudo-root", "dir"),
-                              (data.unlabeled, "--unlabeled", "dir"), (config.model.init, "--init", "file")):
+                              (data.unlabeled, "--unlabeled", "dir"), (config.model.init, "--init", "weights")):
         _existing(value, flag, kind)
 
 
@@ -131,8 +137,12 @@ def _count_labels(config: RunConfig) -> int:
 def preflight(config: RunConfig, command: str, *, resume: bool, overwrite: bool,
                pseudo: Labels | Sequence[Labels] | None = None,
                teacher_given: bool = False) -> None:
-    """What every stage checks before it builds a model: the run folder, the config as a whole
-    (:func:`validate`) and the size of the validation split."""
+    """What every stage checks before it builds a model: the experiment trackers' packages
+    (``--log-to``), the run folder, the config as a whole (:func:`validate`) and the size of the
+    validation split."""
+    from ..engine.tracking import check_backends
+
+    check_backends(config.train.log_to)
     _check_output(config, resume, overwrite)
     validate(config, command, pseudo=pseudo, teacher_given=teacher_given)
     _check_split(config, _count_labels(config))
