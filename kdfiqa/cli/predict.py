@@ -55,7 +55,7 @@ def add_inference_flags(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Score the images and write the CSV (under ``torchrun``, rank 0 alone: scoring is not split)."""
-    from rich.console import Console
+    from ..console import make_console
 
     from ..engine.distributed import is_main_process
 
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     scores = predict_images(loaded, args.paths, batch_size=args.batch_size, device=args.device,
                             skip_bad=args.skip_bad, num_workers=args.workers)
     path = write_scores_csv(args.out, scores, sort=args.sort, overwrite=args.overwrite)  # refuses one written meanwhile
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     console.print(f"scored {len(scores.names)} images -> {path}", markup=False, highlight=False)
     if scores.skipped:
         console.print(f"skipped {scores.skipped} unreadable images", style="yellow",
