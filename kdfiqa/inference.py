@@ -268,7 +268,7 @@ def evaluate_csv(loaded: InferenceModel, root: str | Path, csv_path: str | Path,
     ``allow_outside_root`` accepts names that resolve outside ``root``.
     """
     from .data.datasets import FIQADataset
-    from .data.images import validate_images
+    from .data.images import ImageSource, validate_images
     from .engine.distributed import init_distributed
     from .engine.evaluation import evaluate_model
     from .metrics import FITS, evaluate
@@ -276,6 +276,7 @@ def evaluate_csv(loaded: InferenceModel, root: str | Path, csv_path: str | Path,
     if fit is not None and fit not in FITS:
         raise ConfigError(f"--fit {fit!r} is unknown; choose from {', '.join(FITS)}")
     dataset = FIQADataset(root, csv_path, transform=loaded.transform(), allow_outside_root=allow_outside_root)
+    ImageSource(dataset, "--csv", str(csv_path), str(root), "--root").check_root()
     validate_images(dataset, skip_bad=skip_bad)
     ctx = init_distributed(device)
     metrics, preds = evaluate_model(loaded.model.to(ctx.device), dataset, ctx,
