@@ -35,7 +35,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -44,7 +44,8 @@ from . import pipeline
 from .atomic_write import write_atomic
 from .budget import VQUALA2025, Budget, CostReport, measure
 from .config import RunConfig
-from .engine import init_distributed
+from .engine import ProgressDisplay, init_distributed
+from .engine.progress import epoch_line
 from .errors import ConfigError, DataError
 
 __all__ = ["DemoPlan", "PLANS", "BUDGET_RESOLUTION", "MODEL_ROLES", "STUDENT_ROLES", "ROLE_TITLES", "evaluate_checkpoint", "run_demo"]
@@ -266,6 +267,121 @@ def _usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+STATE_FILE = "demo.json"
+"""The demo's own record in its folder, written once its data is made: the options it was started with
+(``--resume`` continues only a demo started with the same ones)."""
+
+STAGES = ("data", "teacher", "pseudo_labels", *STUDENT_ROLES, "evaluation")
+"""The demo's stages in order: each training stage keeps its files in ``out/<stage>``."""
+
+STAGE_NAMES = {"data": "data", "pseudo_labels": "pseudo-labels", "evaluation": "evaluation", **SHORT_TITLES}
+"""How the stage lines name the stages."""
+
+
+class DemoProgress(ProgressDisplay):
+    """What the demo shows while a model trains: the progress bar of each epoch on a terminal, and
+    one line per finished epoch, indented under its stage's line (marked when it collapsed)."""
+
+    def on_epoch_end(self, trainer: Any, record: Mapping[str, Any]) -> None:
+        line = epoch_line(record, trainer.config.epochs) + ("  (collapsed)" if record.get("collapsed") else "")
+        self.console.print(f"    {line}", markup=False, highlight=False)
+
+    def on_interrupt(self, trainer: Any, signum: int) -> None:
+        self.console.print("    stopping after this step (last.pt keeps it)", markup=False, highlight=False)
+
+
+def _command(settings: Mapping[str, Any], out: Path, *, resume: bool) -> str:
+    """The ``kdfiqa demo`` command line of a demo's ``settings`` (``quick``, ``seed``, ``images``,
+    ``device``: those not at their default)."""
+    import shlex
+
+    words = ["kdfiqa", "demo", *(["--resume"] if resume else []), "--out", str(out)]
+    if settings["quick"]:
+        words.append("--quick")
+    if settings["seed"] != 0:
+        words += ["--seed", str(settings["seed"])]
+    if settings["images"] is not None:
+        words += ["--images", settings["images"]]
+    if settings["device"] != "cpu":
+        words += ["--device", settings["device"]]
+    return shlex.join(words)
+
+
+def _held_demo(out: Path, settings: Mapping[str, Any], *, resume: bool, overwrite: bool) -> None:
+    """Refuse a folder that holds an earlier demo unless ``overwrite`` (a new one) or ``resume`` (the
+    same demo, started with the same ``settings``; one without its :data:`STATE_FILE` cannot be
+    resumed)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file where a folder is expected; choose another path")
+    if resume and overwrite:
+        raise ConfigError("--resume continues the demo in --out and --overwrite replaces it: pass one of them")
+    state = out / STATE_FILE
+    if resume:
+        if not state.is_file():
+            raise ConfigError(f"--resume: {out} holds no demo to resume (no {STATE_FILE}); start one with "
+                              f"`{_command(settings, out, resume=False)}`")
+        try:
+            stored = json.loads(state.read_text(encoding="utf-8"))["settings"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"--resume: {state} is damaged ({type(exc).__name__}); start again with --overwrite") from None
+        if stored != dict(settings):
+            raise ConfigError(f"--resume: the demo in {out} was started with other options; resume it with "
+                              f"`{_command(stored, out, resume=True)}`")
+        return
+    held = [p for p in (out / "summary.json", *sorted(out.glob("*/last.pt"))) if p.is_file()] if out.is_dir() else []
+    if held and not overwrite:
+        raise ConfigError(f"--out {out}: already holds a demo ({held[0].relative_to(out)}); pass --resume to "
+                          "continue it, --overwrite to replace it, or choose another --out")
+
+
+def _stored_data(out: Path) -> DemoData:
+    """The splits a resumed demo made before (see :func:`_make_data`)."""
+    splits = {n: pipeline.Labels(out / "splits" / f"{n}.csv", out / "splits" / n) for n in ("labeled", "val", "test")}
+    return DemoData(**splits, unlabeled=out / "splits" / "unlabeled",
+                    note=(out / "data" / "SYNTHETIC_DATA.txt").read_text().strip())
+
+
+def _finished_run(config: RunConfig) -> pipeline.RunResult | None:
+    """The result of the training stage of ``config`` when its ``last.pt`` holds every epoch (or an
+    early stop), read from its files without touching them; ``None`` for a stage not finished."""
+    from .checkpoint import load_checkpoint
+    from .engine import TrainState
+
+    out = Path(config.train.output_dir)
+    last, best = out / "last.pt", out / "best.pt"
+    if not last.is_file():
+        return None
+    state = TrainState.from_checkpoint(load_checkpoint(last), last)
+    if state.batch_in_epoch or (state.epoch < config.train.epochs and not state.stopped_early):
+        return None
+    return pipeline.RunResult(out, best if best.is_file() else last, list(state.history), config)
+
+
+class _Stages:
+    """The demo's stage lines: ``[k/N] stage: what it does`` when one starts, ``done in S s`` when it
+    ends, ``finished earlier: reused`` for one a resumed demo skips, and each stage's time."""
+
+    def __init__(self, console: Any, resume: bool) -> None:
+        self.console, self.resume = console, resume
+        self.timings: dict[str, float] = {}
+        self.reused: list[str] = []
+        self.current = "data"
+        self._started = time.perf_counter()
+
+    def start(self, stage: str, what: str) -> None:
+        self.current, self._started = stage, time.perf_counter()
+        _say(self.console, f"[{STAGES.index(stage) + 1}/{len(STAGES)}] {what}")
+
+    def reuse(self, stage: str, what: str, where: str) -> None:
+        self.timings[stage] = 0.0
+        self.reused.append(stage)
+        _say(self.console, f"[{STAGES.index(stage) + 1}/{len(STAGES)}] {what}: finished earlier, reused ({where})")
+
+    def done(self, note: str = "") -> None:
+        self.timings[self.current] = round(time.perf_counter() - self._started, 3)
+        _say(self.console, f"    done in {self.timings[self.current]:.1f} s{note}")
+
+
 def run_demo(
     out_dir: str | os.PathLike[str],
     *,
@@ -277,90 +393,135 @@ def run_demo(
     budget: Budget = VQUALA2025,
     console: Any = None,
     overwrite: bool = False,
+    resume: bool = False,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Run the demo of the module docstring into ``out_dir`` and return its summary. A folder that
     already holds a demo (its ``summary.json`` or a model's ``last.pt``) is refused unless
-    ``overwrite``.
+    ``overwrite`` (start over) or ``resume``.
+
+    ``resume`` continues the demo in ``out_dir`` started with the same options: a stage whose files
+    say it finished (the data, the pseudo-labels, a model whose ``last.pt`` holds every epoch) is
+    reused as it is, the interrupted model continues from its ``last.pt``, and the rest run. The
+    console shows a header, one line per stage with one line per finished epoch under it (and the
+    progress bar of each epoch on a terminal), then the results table and the gains; on Ctrl-C it
+    says how to resume. ``callbacks`` (:class:`~kdfiqa.engine.Callback`) run in every model's
+    training after the demo's own.
 
     torch uses at most one thread per usable core while it runs (more would only contend).
 
     ``quick`` picks the ``quick`` plan of :data:`PLANS` (``plan`` overrides either); ``images`` is a
     folder of the user's own unlabeled face photos used as clean sources instead of drawn faces;
-    ``device`` is ``cpu``, ``cuda`` or ``auto``. Writes into ``out_dir``: ``data/`` (the synthetic
-    set's notes), ``splits/`` (one image folder per split and the labeled splits' CSVs),
-    ``pseudo_labels.csv``, one training folder per model (``best.pt``, ``last.pt``, ``log.jsonl``),
-    ``predictions/`` (``image,predicted,true`` on the test set per model), ``plots/``
-    (``scatter_<model>.png``, ``training_curves.png``) and ``summary.json``, whose ``models`` entry
-    holds, per model, the test metrics of :func:`kdfiqa.metrics.evaluate`, the parameter count, the
-    GFLOPs at 224, the budget verdict and whether its training collapsed (``collapsed``: marked in the
-    table and warned about), and whose ``gains`` entry each student's gain over the control.
+    ``device`` is ``cpu``, ``cuda`` or ``auto``. Writes into ``out_dir``: ``demo.json`` (the options
+    it was started with), ``data/`` (the synthetic set's notes), ``splits/`` (one image folder per
+    split and the labeled splits' CSVs), ``pseudo_labels.csv``, one training folder per model
+    (``best.pt``, ``last.pt``, ``log.jsonl``), ``predictions/`` (``image,predicted,true`` on the test
+    set per model), ``plots/`` (``scatter_<model>.png``, ``training_curves.png``) and
+    ``summary.json``, whose ``models`` entry holds, per model, the test metrics of
+    :func:`kdfiqa.metrics.evaluate`, the parameter count, the GFLOPs at 224, the budget verdict and
+    whether its training collapsed (``collapsed``: marked in the table and warned about), whose
+    ``gains`` entry each student's gain over the control, and whose ``reused_stages`` the stages a
+    resumed demo took from before.
     """
-    from rich.console import Console
+    from .console import make_console
 
+    out = Path(out_dir)
+    settings = {"quick": quick, "seed": seed, "images": None if images is None else str(images), "device": device,
+                "plan": asdict(plan or PLANS["quick" if quick else "default"])}
+    if images is not None and not Path(images).is_dir():
+        raise DataError(f"--images {images}: no such folder; give a folder of face photos")
+    _held_demo(out, settings, resume=resume, overwrite=overwrite)
+    console = console or make_console()
+    stages = _Stages(console, resume)
     threads = torch.get_num_threads()
     torch.set_num_threads(min(threads, _usable_cores()))
     try:
-        return _run(Path(out_dir), plan or PLANS["quick" if quick else "default"], quick=quick, seed=seed,
-                    images=images, device=device, budget=budget, console=console or Console(), overwrite=overwrite)
+        return _run(out, DemoPlan(**settings["plan"]), settings, stages=stages, budget=budget,
+                    callbacks=[DemoProgress(console=console), *callbacks], replace=overwrite or resume)
+    except KeyboardInterrupt:
+        if (out / STATE_FILE).is_file():
+            _say(console, f"interrupted during the {STAGE_NAMES[stages.current]} stage; finished stages are "
+                          f"kept: resume with `{_command(settings, out, resume=True)}`")
+        else:
+            _say(console, f"interrupted while making the data; nothing to resume: start again with "
+                          f"`{_command(settings, out, resume=False)}`")
+        raise
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(out: Path, plan: DemoPlan, *, quick: bool, seed: int, images: str | os.PathLike[str] | None,
-         device: str, budget: Budget, console: Any, overwrite: bool) -> dict[str, Any]:
+def _run(out: Path, plan: DemoPlan, settings: Mapping[str, Any], *, stages: _Stages, budget: Budget,
+         callbacks: Sequence[Any], replace: bool) -> dict[str, Any]:
     from .data.csv_files import write_table
     from .models import model_info
     from .plots import curves_plot, scatter_plot
 
     started = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def lap(stage: str) -> None:
-        timings[stage] = round(time.perf_counter() - started - sum(timings.values()), 3)
-
-    if images is not None and not Path(images).is_dir():
-        raise DataError(f"--images {images}: no such folder; give a folder of face photos")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: is a file where a folder is expected; choose another path")
-    held = [p for p in (out / "summary.json", *sorted(out.glob("*/last.pt"))) if p.is_file()] if out.is_dir() else []
-    if held and not overwrite:
-        raise ConfigError(f"--out {out}: already holds a demo ({held[0].relative_to(out)}); pass --overwrite to "
-                          "replace it, or choose another --out")
+    console, resume, seed, images = stages.console, stages.resume, settings["seed"], settings["images"]
     out.mkdir(parents=True, exist_ok=True)
-    ctx = init_distributed(device)
+    ctx = init_distributed(settings["device"])
     source = "crops of your photos in " + str(images) if images is not None else "procedurally drawn cartoon faces"
     _say(console, f"[bold]kdfiqa demo[/bold]: SYNTHETIC data ({source}), degraded at known severities; "
                   "scores are computed from the severities, not rated by people.")
-    data = _make_data(out, plan, seed, images)
+    _say(console, f"{len(STAGES)} stages into {out}: " + ", ".join(STAGE_NAMES[s] for s in STAGES)
+                  + (" (resumed: finished stages are reused)" if resume else "")
+                  + f"; Ctrl-C stops, `{_command(settings, out, resume=True)}` continues.")
+    if resume:
+        data = _stored_data(out)
+        stages.reuse("data", "data", f"{out / 'splits'}")
+    else:
+        stages.start("data", f"data: {plan.total_images} synthetic images of {plan.teacher_size}x{plan.teacher_size}")
+        data = _make_data(out, plan, seed, images)
+        write_atomic(out / STATE_FILE, json.dumps({"settings": dict(settings)}, indent=2) + "\n", overwrite=True)
+        stages.done()
     sizes = data.sizes()
-    lap("data")
-    _say(console, f"data: {plan.total_images} images of {plan.teacher_size}x{plan.teacher_size} in {out / 'splits'}; "
-                  + ", ".join(f"{name} {count}" for name, count in sizes.items())
+    _say(console, f"    splits in {out / 'splits'}: " + ", ".join(f"{name} {count}" for name, count in sizes.items())
                   + " (the unlabeled part's scores are not used)")
 
-    configs = {role: _config(plan, data, out, role=role, seed=seed, device=device) for role in MODEL_ROLES}
+    configs = {role: _config(plan, data, out, role=role, seed=seed, device=settings["device"]) for role in MODEL_ROLES}
     distill_loss = _recipe_distill_loss()
-    _say(console, f"teacher: {plan.teacher} ({model_info(plan.teacher).description}) trained on the "
-                  f"{plan.labeled} labeled images, {plan.teacher_epochs} epochs at {plan.teacher_size}x{plan.teacher_size} "
-                  f"(students: {plan.image_size}x{plan.image_size})")
-    # the demo owns its output folder: a second run into it starts every stage over
-    results = {"teacher": pipeline.train(configs["teacher"], ctx=ctx, overwrite=True)}
-    teacher_ckpt = results["teacher"].checkpoint
-    lap("teacher")
 
-    teacher = pipeline.build_teacher(configs["teacher"], ctx, [str(teacher_ckpt)])
-    pseudo = pipeline.pseudo_label(teacher, data.unlabeled, out / "pseudo_labels.csv", calibrate_on=data.labeled,
-                                   raw_if_degenerate=True, batch_size=64, ctx=ctx, overwrite=True)
-    lap("pseudo_labels")
-    _say(console, f"pseudo-labels: the teacher scored the {sizes['unlabeled']} unlabeled images, calibrated on "
-                  f"the labels by a 4-parameter logistic (its raw scores where that fit is degenerate, as "
-                  f"warned) -> {pseudo.csv}")
+    def trained(role: str, what: str, run: Any) -> pipeline.RunResult:
+        """Stage ``role``: reused when finished, resumed from its ``last.pt`` when interrupted, else run
+        (a new run replacing any partial files)."""
+        finished = _finished_run(configs[role]) if resume else None
+        if finished is not None:
+            stages.reuse(role, what, finished.checkpoint.relative_to(out).as_posix())
+            return finished
+        stages.start(role, what)
+        again = resume and (Path(configs[role].train.output_dir) / "last.pt").is_file()
+        if again:
+            _say(console, f"    resuming from {role}/last.pt")
+        result = run(configs[role], ctx=ctx, resume=again, overwrite=not again, callbacks=callbacks)
+        stages.done(f"; best {result.checkpoint.name}" + (" (collapsed: every epoch)" if result.collapsed else ""))
+        return result
+
+    results = {"teacher": trained(
+        "teacher", f"teacher: {plan.teacher} ({model_info(plan.teacher).description}) trained on the {plan.labeled} "
+                   f"labeled images, {plan.teacher_epochs} epochs at {plan.teacher_size}x{plan.teacher_size} "
+                   f"(students: {plan.image_size}x{plan.image_size})", pipeline.train)}
+    teacher_ckpt = results["teacher"].checkpoint
+
+    pseudo_csv = out / "pseudo_labels.csv"
+    what = (f"pseudo-labels: the teacher scores the {sizes['unlabeled']} unlabeled images, calibrated on the labels "
+            "by a 4-parameter logistic (its raw scores where that fit is degenerate, as warned)")
+    if resume and pseudo_csv.is_file():  # written atomically: present means finished
+        pseudo = pipeline.Labels(pseudo_csv, data.unlabeled, score_range=None)
+        stages.reuse("pseudo_labels", what, pseudo_csv.name)
+    else:
+        stages.start("pseudo_labels", what)
+        teacher = pipeline.build_teacher(configs["teacher"], ctx, [str(teacher_ckpt)])
+        pseudo = pipeline.pseudo_label(teacher, data.unlabeled, pseudo_csv, calibrate_on=data.labeled,
+                                       raw_if_degenerate=True, batch_size=64, ctx=ctx, overwrite=True)
+        stages.done(f" -> {pseudo.csv}")
 
     gate = measure(pipeline.build_model(configs["control"]), BUDGET_RESOLUTION)
     _say(console, f"budget: {plan.student} at {BUDGET_RESOLUTION}x{BUDGET_RESOLUTION}: {gate.gflops:.4f} GFLOPs, "
                   f"{gate.params:,} params: {'fits' if budget.fits(gate) else 'does not fit'} {budget.describe()} "
                   f"(every distilled student is checked again before its first step; the demo trains at {plan.image_size}x{plan.image_size} only for speed)")
-    untrained = _untrained_teacher(configs["teacher"], out / "untrained_teacher" / "init.pt")
+    untrained = out / "untrained_teacher" / "init.pt"
+    if not (resume and untrained.is_file()):  # written atomically, from the seed alone
+        _untrained_teacher(configs["teacher"], untrained)
     students = {
         "control": (None, None, "labels only"),
         "offline_kd": (None, pseudo, "labels + calibrated pseudo-labels"),
@@ -370,15 +531,14 @@ def _run(out: Path, plan: DemoPlan, *, quick: bool, seed: int, images: str | os.
     }
     steps = plan.student_epochs * ((plan.labeled + plan.unlabeled) // plan.batch_size)
     for role, (online, labels, what) in students.items():
-        _say(console, f"{ROLE_TITLES[role]}: {plan.student} on {what}, {plan.student_epochs} epochs of "
-                      f"{plan.labeled + plan.unlabeled} samples ({steps} steps)")
-        if online is None and labels is None:
-            results[role] = pipeline.train(configs[role], ctx=ctx, overwrite=True)
-        else:
+        if online is not None or labels is not None:
             configs[role] = _student_config(configs[role], teacher=online, pseudo=labels, recipe_loss=distill_loss)
-            results[role] = pipeline.run_distill(configs[role], ctx=ctx, overwrite=True)
-        lap(role)
+        results[role] = trained(role, f"{ROLE_TITLES[role]}: {plan.student} on {what}, {plan.student_epochs} epochs "
+                                      f"of {plan.labeled + plan.unlabeled} samples ({steps} steps)",
+                                pipeline.train if online is None and labels is None else pipeline.run_distill)
 
+    stages.start("evaluation", f"evaluation: every model on the {sizes['test']} held-out test images, predictions "
+                               "and plots")
     models: dict[str, Any] = {}
     costs = {plan.student: gate}  # one measurement per network: the students share theirs
     for role in MODEL_ROLES:
@@ -390,23 +550,26 @@ def _run(out: Path, plan: DemoPlan, *, quick: bool, seed: int, images: str | os.
         write_table(out / "predictions" / f"{role}.csv", ("image", "predicted", "true"),
                     [(n, float(p), float(m)) for n, p, m in zip(names, pred, mos)])
         scatter_plot(pred, mos, out / "plots" / f"scatter_{role}.png",
-                     title=f"{ROLE_TITLES[role]} ({network}): SRCC {metrics['srcc']:.3f}")
+                     title=f"{ROLE_TITLES[role]} ({network})", split=f"test split, {len(names)} images",
+                     note=f"SRCC {metrics['srcc']:.3f}", collapsed=result.collapsed)
         models[role] = {
             "network": network, **metrics, **_cost(costs[network], budget),
             "checkpoint": result.checkpoint.relative_to(out).as_posix(),
             "epochs": len(result.history), "steps": result.history[-1]["step"] if result.history else 0,
             "collapsed": result.collapsed,
         }
-    curves_plot({ROLE_TITLES[r]: results[r].history for r in MODEL_ROLES}, out / "plots" / "training_curves.png",
-                title="kdfiqa demo (synthetic data): validation score and training loss per epoch")
-    lap("evaluation")
+    curves_plot({ROLE_TITLES[r] + (" (collapsed)" if results[r].collapsed else ""): results[r].history
+                 for r in MODEL_ROLES}, out / "plots" / "training_curves.png",
+                title=f"kdfiqa demo (synthetic data): validation score on the validation split "
+                      f"({sizes['val']} images) and training loss per epoch")
+    stages.done(f"; plots in {out / 'plots'}")
 
     control = models["control"]
     summary = {
         "synthetic_data": True,
         "data_note": data.note,
         "seed": seed,
-        "quick": quick,
+        "quick": settings["quick"],
         "plan": asdict(plan),
         "train_resolution": [plan.image_size, plan.image_size],
         "teacher_resolution": [plan.teacher_size, plan.teacher_size],
@@ -419,17 +582,19 @@ def _run(out: Path, plan: DemoPlan, *, quick: bool, seed: int, images: str | os.
         "gains": {role: {k: models[role][k] - control[k] for k in ("srcc", "plcc", "score")}
                   for role in STUDENT_ROLES if role != "control"},
         "elapsed_s": time.perf_counter() - started,
-        "timings_s": timings,
+        "timings_s": stages.timings,
+        "reused_stages": stages.reused,
     }
-    # a demo another process finished into this folder meanwhile is never replaced unless asked
-    write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n", overwrite=overwrite)
+    # a demo another process finished into this folder meanwhile is replaced only when asked
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n", overwrite=replace)
     console.print(_table(summary))
     collapsed = [ROLE_TITLES[r] for r in MODEL_ROLES if models[r]["collapsed"]]
     if collapsed:
         _say(console, f"warning: {'; '.join(collapsed)} collapsed (every validated epoch predicted a near-constant "
                       "score): their figures and gains are not a result; try another --seed")
     gains = summary["gains"]
+    reused = f" ({len(stages.reused)} stages reused)" if stages.reused else ""
     _say(console, "KD gain over the control on the held-out test set (score): "
                   + ", ".join(f"{ROLE_TITLES[r].removeprefix('student, ')} {gains[r]['score']:+.4f}" for r in gains)
-                  + f". Outputs in {out}; {summary['elapsed_s']:.0f} s.")
+                  + f". Outputs in {out}; {summary['elapsed_s']:.0f} s{reused}.")
     return summary

@@ -46,6 +46,7 @@ __all__ = [
     "FUSE_TOLERANCE",
     "predict_images",
     "write_scores_csv",
+    "SCORE_FORMATS",
     "evaluate_csv",
     "DEVICES",
 ]
@@ -226,14 +227,30 @@ def _require_finite(loaded: InferenceModel, names: Any, scores: Any) -> None:
                         f"image(s) (e.g. {bad[0]}); its weights may be damaged: use another checkpoint")
 
 
-def write_scores_csv(path: str | Path, scores: ImageScores, *, sort: bool = False, overwrite: bool = True) -> Path:
-    """Write the header line ``image,score`` then one row per image, best first when ``sort``,
-    atomically; without ``overwrite`` an existing file, even one another process wrote meanwhile, is
-    refused (:func:`kdfiqa.data.csv_files.write_scores`)."""
+SCORE_FORMATS = ("table", "challenge")
+"""What :func:`write_scores_csv` writes: ``table``, the header line ``image,score`` then the names as
+found; ``challenge``, the challenge's submission (no header, ``image_name,score`` rows, each name
+relative to the test folder)."""
+
+
+def write_scores_csv(path: str | Path, scores: ImageScores, *, sort: bool = False, overwrite: bool = True,
+                     format: str = "table", folder: str | Path | None = None) -> Path:
+    """Write one row per image, best first when ``sort``, atomically, in ``format``
+    (:data:`SCORE_FORMATS`): ``table`` with the header line ``image,score``; ``challenge`` without a
+    header, each name relative to ``folder`` (the one test folder the images were found in). Without
+    ``overwrite`` an existing file, even one another process wrote meanwhile, is refused
+    (:func:`kdfiqa.data.csv_files.write_scores`)."""
     from .data.csv_files import write_scores
 
+    if format not in SCORE_FORMATS:
+        raise ConfigError(f"--format {format!r} is not one of {', '.join(SCORE_FORMATS)}")
     pairs = scores.ranked() if sort else list(zip(scores.names, scores.scores))
-    return write_scores(path, [n for n, _ in pairs], [s for _, s in pairs], header=True, float_format=".6f",
+    names = [n for n, _ in pairs]
+    if format == "challenge":
+        if folder is None:
+            raise ConfigError("--format challenge: give the test folder, whose image names the rows hold")
+        names = [Path(n).relative_to(folder).as_posix() for n in names]
+    return write_scores(path, names, [s for _, s in pairs], header=format == "table", float_format=".6f",
                         overwrite=overwrite)
 
 
@@ -251,7 +268,7 @@ def evaluate_csv(loaded: InferenceModel, root: str | Path, csv_path: str | Path,
     ``allow_outside_root`` accepts names that resolve outside ``root``.
     """
     from .data.datasets import FIQADataset
-    from .data.images import validate_images
+    from .data.images import ImageSource, validate_images
     from .engine.distributed import init_distributed
     from .engine.evaluation import evaluate_model
     from .metrics import FITS, evaluate
@@ -259,6 +276,7 @@ def evaluate_csv(loaded: InferenceModel, root: str | Path, csv_path: str | Path,
     if fit is not None and fit not in FITS:
         raise ConfigError(f"--fit {fit!r} is unknown; choose from {', '.join(FITS)}")
     dataset = FIQADataset(root, csv_path, transform=loaded.transform(), allow_outside_root=allow_outside_root)
+    ImageSource(dataset, "--csv", str(csv_path), str(root), "--root").check_root()
     validate_images(dataset, skip_bad=skip_bad)
     ctx = init_distributed(device)
     metrics, preds = evaluate_model(loaded.model.to(ctx.device), dataset, ctx,

@@ -4,10 +4,12 @@ kdfiqa draws its few figures itself so that plotting adds no dependency. Every p
 a framed data area with tick marks and tick labels on both axes, and axis labels:
 
 * :func:`scatter_plot`: one model's predicted scores against the true scores, with the identity
-  line y = x (a perfect model puts every point on it);
+  line y = x (a perfect model puts every point on it), the split they were scored on under the title
+  and a collapsed model marked;
 * :func:`curves_plot`: the validation score per epoch and the mean training loss per epoch of one
   or more training runs (read from the records the :class:`~kdfiqa.engine.Trainer` returns and
-  writes to ``log.jsonl``), one coloured line per run, with a legend;
+  writes to ``log.jsonl``), one coloured line per run, each panel naming its split, with one legend
+  for the whole figure;
 * :func:`pareto_plot`: the candidates of an architecture search, cost against capacity, with their
   Pareto front joined by a line, a reference model and the budget's limits.
 """
@@ -33,7 +35,9 @@ PALETTE = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 
 BACKGROUND = (255, 255, 255)
 INK = (20, 20, 20)
 GRID = (225, 225, 225)
-MARGIN = {"left": 64, "right": 16, "top": 36, "bottom": 48}
+ALERT = (200, 0, 0)
+"""The colour of a warning drawn on a plot (a collapsed model)."""
+MARGIN = {"left": 64, "right": 16, "top": 48, "bottom": 48}
 """Pixels around a panel's data area: room for the title, tick labels and axis labels."""
 
 
@@ -79,8 +83,9 @@ class _Panel:
     def _text(self, xy: tuple[float, float], text: str, anchor: str) -> None:
         self.draw.text(xy, text, fill=INK, font=self.font, anchor=anchor)
 
-    def frame(self, title: str, x_label: str, y_label: str) -> None:
-        """Grid, frame, tick marks with their labels, axis labels and the title."""
+    def frame(self, title: str, x_label: str, y_label: str, subtitle: str | None = None) -> None:
+        """Grid, frame, tick marks with their labels, axis labels, the title and the ``subtitle``
+        line under it."""
         x0, y0, x1, y1 = self.area
         for x in self.x_ticks:
             px, _ = self.to_pixel(x, self.y_ticks[0])
@@ -93,7 +98,9 @@ class _Panel:
             self.draw.line((x0 - 5, py, x0, py), fill=INK)
             self._text((x0 - 8, py), _label(y), "rm")
         self.draw.rectangle((x0, y0, x1, y1), outline=INK)
-        self._text(((x0 + x1) / 2, self.box[1] + MARGIN["top"] / 2), title, "mm")
+        self._text(((x0 + x1) / 2, self.box[1] + (12 if subtitle else MARGIN["top"] / 2)), title, "mm")
+        if subtitle:
+            self._text(((x0 + x1) / 2, self.box[1] + 27), subtitle, "mm")
         self._text(((x0 + x1) / 2, self.box[3] - 10), x_label, "mb")
         self._text((self.box[0] + 6, y0 - 6), y_label, "lb")
 
@@ -136,10 +143,17 @@ def scatter_plot(
     path: str | os.PathLike[str],
     *,
     title: str,
+    split: str | None = None,
+    note: str | None = None,
+    collapsed: bool = False,
     size: int = 480,
 ) -> Path:
     """Write a ``size`` x ``size`` PNG of ``pred`` (y axis) against ``true`` (x axis) with the
-    identity line y = x; both axes span the same range, [0, 1] unless a value lies outside it."""
+    identity line y = x; both axes span the same range, [0, 1] unless a value lies outside it.
+
+    Under the ``title`` a line names the ``split`` the scores are of (e.g. ``"test split, 256
+    images"``) and a ``note`` (e.g. the SRCC); a ``collapsed`` model (near-constant predictions) is
+    said so in the plot, in red."""
     p, t = np.asarray(pred, dtype=np.float64).reshape(-1), np.asarray(true, dtype=np.float64).reshape(-1)
     if p.shape != t.shape:
         raise ValueError(f"scatter_plot: {p.size} predictions but {t.size} true scores")
@@ -147,7 +161,8 @@ def scatter_plot(
     ticks = nice_ticks(low, high)
     img = Image.new("RGB", (size, size), BACKGROUND)
     panel = _Panel(ImageDraw.Draw(img), (0, 0, size, size), ticks, ticks, _font())
-    panel.frame(title, "true score", "predicted score")
+    subtitle = ": ".join(part for part in (split, note) if part)
+    panel.frame(title, "true score", "predicted score", subtitle or None)
     start, end = panel.to_pixel(ticks[0], ticks[0]), panel.to_pixel(ticks[-1], ticks[-1])
     panel.draw.line((*start, *end), fill=(120, 120, 120), width=1)
     colour = PALETTE[0]
@@ -156,6 +171,10 @@ def scatter_plot(
             px, py = panel.to_pixel(x, y)
             panel.draw.ellipse((px - 2.5, py - 2.5, px + 2.5, py + 2.5), outline=colour, fill=colour)
     panel.legend(["identity y = x"], [(120, 120, 120)])
+    if collapsed:
+        x0, y0, x1, y1 = panel.area
+        panel.draw.text((x1 - 6, y1 - 6), "COLLAPSED: near-constant predictions,\nits figures are not a result",
+                        fill=ALERT, font=panel.font, anchor="rd", align="right")
     return _save(img, path)
 
 
@@ -177,34 +196,41 @@ def curves_plot(
     *,
     title: str = "training curves",
     metric: str = "score",
+    splits: tuple[str, str] = ("validation split", "training split"),
     panel_size: tuple[int, int] = (480, 360),
 ) -> Path:
     """Write a two-panel PNG for ``runs`` ({run name: per-epoch records}): validation ``metric``
     (``record["val"][metric]``) per epoch on the left, mean training loss (``record["train"]["loss"]``)
-    per epoch on the right, one colour per run."""
+    per epoch on the right, each panel's title naming its split (``splits``), one colour per run
+    and one legend for both panels below them."""
     if not runs:
         raise ValueError("curves_plot: no runs to draw")
     width, height = panel_size
-    rows = -(-len(runs) // 2)  # the key sits below both panels, in two columns, never over a curve
-    img = Image.new("RGB", (2 * width, height + 24 + 12 + LEGEND_ROW * rows), BACKGROUND)
+    names, columns = list(runs), 2
+    rows = -(-len(runs) // columns)
+    key_top = height + 24 + 8
+    img = Image.new("RGB", (2 * width, key_top + 22 + LEGEND_ROW * rows + 8), BACKGROUND)
     draw, font = ImageDraw.Draw(img), _font()
     draw.text((width, 12), title, fill=INK, font=font, anchor="mm")
     colours = [PALETTE[k % len(PALETTE)] for k in range(len(runs))]
     panels = ((("val", metric), f"validation {metric}"), (("train", "loss"), "training loss"))
-    for column, (keys, label) in enumerate(panels):
+    for column, ((keys, label), split) in enumerate(zip(panels, splits)):
         series = [_series(history, *keys) for history in runs.values()]
         xs = np.array([x for s in series for x in s[0]] or [1.0])
         ys = np.array([y for s in series for y in s[1]] or [0.0])
         x_ticks = nice_ticks(1.0, max(float(xs.max()), 2.0), 6, min_step=1.0)
         y_ticks = nice_ticks(*_finite_range(ys, (0.0, 1.0)))
         panel = _Panel(draw, (column * width, 24, (column + 1) * width, height + 24), x_ticks, y_ticks, font)
-        panel.frame(f"{label} per epoch", "epoch", label)
+        panel.frame(f"{label} per epoch", "epoch", label, f"on the {split}")
         for (run_x, run_y), colour in zip(series, colours):
             panel.polyline(run_x, run_y, colour)
-    names = list(runs)
-    for column in (0, 1):
-        part = slice(column * rows, (column + 1) * rows)
-        panel.legend(names[part], colours[part], origin=(column * width + MARGIN["left"], height + 24 + 4))
+    # one key for the whole figure: framed across both panels, read row by row
+    left, right = MARGIN["left"], 2 * width - MARGIN["right"]
+    draw.rectangle((left, key_top, right, img.height - 4), outline=GRID)
+    draw.text((left + 8, key_top + 6), "runs (the same colour in both panels):", fill=INK, font=font, anchor="la")
+    step = (right - left) // columns
+    for column in range(columns):
+        panel.legend(names[column::columns], colours[column::columns], origin=(left + column * step, key_top + 16))
     return _save(img, path)
 
 

@@ -127,7 +127,7 @@ def test_a_budget_with_an_impossible_limit_is_refused(gflops, params):
 
 
 def test_models_lists_every_registered_model_with_its_verdict(capsys):
-    code, out, _ = run(capsys, "models", "emo2_*", "--json")
+    code, out, _ = run(capsys, "models", "emo2_*", "--json", "--cost")
     rows = {r["name"]: r for r in json.loads(out)}
     assert code == 0 and sorted(rows) == ["emo2_1m", "emo2_20m", "emo2_2m", "emo2_5m"]
     assert rows["emo2_1m"]["within_vquala2025"] and rows["emo2_1m"]["role"] == "student"
@@ -135,6 +135,23 @@ def test_models_lists_every_registered_model_with_its_verdict(capsys):
     assert rows["emo2_1m"]["params"] == sum(p.numel() for p in create_model("emo2_1m").parameters())
     code, _, err = run(capsys, "models", "zzz*")
     assert code == 1 and "no registered model matches 'zzz*'" in err
+
+
+def test_models_lists_at_once_and_measures_only_when_asked(capsys):
+    """Without --cost nothing is built (no cost fields); with it, each row is printed whole on one line
+    of the captured (non-terminal) output, its name and figures unbroken."""
+    code, out, _ = run(capsys, "models", "--json")
+    rows = json.loads(out)
+    assert code == 0 and "emo2_1m" in {r["name"] for r in rows} and len(rows) > 10
+    assert all(set(r) == {"name", "role", "input_size", "description"} for r in rows)
+    code, out, _ = run(capsys, "models", "mobilenetv3_*", "--cost")
+    lines = out.splitlines()
+    assert code == 0 and "vquala2025" in lines[0] and "<= 5,000,000 params" in lines[0]
+    assert lines[1].split() == ["name", "role", "input", "params", "GFLOPs", "vquala2025"]
+    for name in ("mobilenetv3_large_fiqa", "mobilenetv3_small_fiqa"):
+        row = next(line.split() for line in lines if line.startswith(name + " "))
+        params = sum(p.numel() for p in create_model(name).parameters())
+        assert row[:4] == [name, "student", "3x224x224", f"{params:,}"] and row[5] == "within", row
 
 
 def test_command_modules_and_their_parsers_import_nothing_heavy():

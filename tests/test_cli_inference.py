@@ -99,6 +99,31 @@ def test_predict_folder_uses_the_checkpoint_deploy_transform(data, tmp_path):
         assert scores[f"{data['root'].as_posix()}/{name}"] == pytest.approx(ref, abs=1e-5)
 
 
+def test_predict_writes_the_challenge_submission_format(data, tmp_path, capsys):
+    """--format challenge: no header, names relative to the test folder, read back by read_labels with
+    the same scores as the default table."""
+    from kdfiqa.data import read_labels
+
+    table, submission = tmp_path / "scores.csv", tmp_path / "submission.csv"
+    assert main(["predict", str(data["ckpt"]), str(data["root"]), "--out", str(table), "--device", "cpu"]) == 0
+    assert main(["predict", str(data["ckpt"]), str(data["root"]), "--out", str(submission), "--device", "cpu",
+                 "--format", "challenge", "--sort"]) == 0
+    lines = submission.read_text().splitlines()
+    assert len(lines) == len(data["names"]) and not lines[0].startswith("image,")
+    labels = read_labels(submission)
+    assert sorted(x.name for x in labels) == sorted(data["names"])  # sub/img1.png, img0.jpg: relative to the folder
+    _, scores = _read_scores(table)
+    for label in labels:
+        assert label.score == pytest.approx(scores[f"{data['root'].as_posix()}/{label.name}"], abs=1e-6)
+    assert [x.score for x in labels] == sorted((x.score for x in labels), reverse=True)
+    capsys.readouterr()
+    files = [str(data["root"] / n) for n in data["names"][:2]]
+    assert main(["predict", str(data["ckpt"]), *files, "--out", str(tmp_path / "no.csv"), "--format", "challenge"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--format challenge: give the one test folder" in err[0]
+    assert not (tmp_path / "no.csv").exists()
+
+
 def test_predict_sort_native_and_files(data, tmp_path):
     out = tmp_path / "sorted.csv"
     files = [str(data["root"] / n) for n in data["names"][:3]]

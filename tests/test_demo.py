@@ -1,14 +1,17 @@
-"""``kdfiqa demo --quick`` end to end, its outputs checked against independent recomputations, and
-the PIL plots."""
+"""``kdfiqa demo --quick`` end to end, interrupted (SIGINT, as Ctrl-C) in a later stage and resumed, its
+outputs checked against independent recomputations, and the PIL plots."""
 
 from __future__ import annotations
 
 import contextlib
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import math
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -24,21 +27,95 @@ from kdfiqa.models.rebuild import load_model
 from kdfiqa.cli.main import main
 from kdfiqa.config import RunConfig
 from kdfiqa.data import FIQADataset, build_transform
-from kdfiqa.demo import MODEL_ROLES, PLANS, ROLE_TITLES, SHORT_TITLES, STUDENT_ROLES
+from kdfiqa.demo import MODEL_ROLES, PLANS, ROLE_TITLES, SHORT_TITLES, STUDENT_ROLES, run_demo
 from kdfiqa.distill import Teacher
+from kdfiqa.engine import Callback
 from kdfiqa.plots import PALETTE, curves_plot, nice_ticks, scatter_plot
 
 METRIC_KEYS = {"srcc", "plcc", "krcc", "rmse", "score", "n"}
 
 
+INTERRUPTED = "combined_kd"
+"""The stage the demo is interrupted in; the stages before it have finished by then."""
+FINISHED = ("teacher", "control", "offline_kd", "online_kd")
+
+
+class InterruptAfterFirstStep(Callback):
+    """Sends this process SIGINT, as Ctrl-C does, after the first step of the stage ``role``."""
+
+    def __init__(self, role: str) -> None:
+        self.role = role
+
+    def on_step_end(self, trainer, step, terms):
+        if trainer.output_dir.name == self.role and trainer.state.batch_in_epoch == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def _snapshot(out):
+    """(mtime, digest) of every file the stages before :data:`INTERRUPTED` wrote."""
+    paths = [*(out / role / name for role in FINISHED for name in ("best.pt", "last.pt", "log.jsonl")),
+             out / "pseudo_labels.csv", out / "demo.json", out / "untrained_teacher" / "init.pt",
+             *sorted((out / "splits").glob("*.csv"))]
+    return {p.relative_to(out).as_posix(): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in paths if p.is_file()}
+
+
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """(output folder, exit status, printed text) of one ``kdfiqa demo --quick`` run."""
+def interrupted(tmp_path_factory):
+    """(output folder, printed text, files of the finished stages) of a ``kdfiqa demo --quick`` run
+    interrupted by SIGINT after the first step of :data:`INTERRUPTED`."""
+    from rich.console import Console
+
     out = tmp_path_factory.mktemp("demo") / "out"
     printed = io.StringIO()
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(out, quick=True, seed=0, device="cpu", console=Console(file=printed, width=4096),
+                 callbacks=[InterruptAfterFirstStep(INTERRUPTED)])
+    assert (out / INTERRUPTED / "last.pt").is_file() and not (out / "summary.json").exists()
+    return out, printed.getvalue(), _snapshot(out)
+
+
+@pytest.fixture(scope="module")
+def demo(interrupted):
+    """(output folder, exit status, printed text) of ``kdfiqa demo --resume`` continuing the
+    interrupted run: the outputs every other test checks are those of an interrupted demo."""
+    out, _, _ = interrupted
+    printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        status = main(["demo", "--quick", "--out", str(out), "--seed", "0", "--device", "cpu"])
+        status = main(["demo", "--resume", "--quick", "--out", str(out), "--seed", "0", "--device", "cpu"])
     return out, status, printed.getvalue()
+
+
+def test_an_interrupted_demo_says_how_to_resume_and_resumes_without_retraining(interrupted, demo, summary):
+    out, first, before = interrupted
+    assert "stopping after this step" in first
+    assert f"interrupted during the {SHORT_TITLES[INTERRUPTED]} stage" in first
+    assert f"resume with `kdfiqa demo --resume --out {out} --quick`" in first
+    assert {f"{role}/{name}" for role in FINISHED for name in ("last.pt", "log.jsonl")} <= set(before)
+    _, status, text = demo
+    assert status == 0
+    assert _snapshot(out) == before  # not retrained, not rewritten: same bytes, same modification times
+    for role in FINISHED:
+        assert f"{ROLE_TITLES[role]}: " in text and f"finished earlier, reused ({role}/" in text, role
+    assert f"resuming from {INTERRUPTED}/last.pt" in text
+    assert summary["reused_stages"] == ["data", *FINISHED[:1], "pseudo_labels", *FINISHED[1:]]
+    assert summary["models"][INTERRUPTED]["steps"] == summary["models"]["control"]["steps"]
+    lines = text.splitlines()
+    stage_lines = [line for line in lines if line.startswith("[")]
+    assert [line.split("]")[0] for line in stage_lines] == [f"[{k}/9" for k in range(1, 10)]
+    epoch_lines = [line for line in lines if line.lstrip().startswith("epoch ")]
+    assert len(epoch_lines) == 2  # the interrupted student and the one after it, each 1 epoch
+
+
+def test_resume_is_refused_without_a_demo_or_with_other_options(demo, tmp_path, capsys):
+    out, _, _ = demo
+    cases = [(["--out", str(tmp_path / "none")], "holds no demo to resume"),
+             (["--out", str(out), "--quick", "--seed", "1"], f"resume it with `kdfiqa demo --resume --out {out} --quick`"),
+             (["--out", str(out), "--quick", "--overwrite"], "pass one of them")]
+    for args, message in cases:
+        assert main(["demo", "--resume", *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +139,18 @@ def test_demo_prints_the_table_and_says_the_data_is_synthetic(demo):
     for word in ("SRCC", "PLCC", "score", "gain", "params", "GFLOPs", "vquala2025", "fits", "KD gain"):
         assert word in text, word
     assert "224x224" in text  # the budget is about deployment at 224, said in the output
+
+
+def test_the_table_rows_are_whole_when_the_output_is_not_a_terminal(demo, summary):
+    """Captured output (not a terminal) is laid out unwrapped: each model's row holds its whole name,
+    collapse mark and figures on one line, nothing cut with an ellipsis."""
+    _, _, text = demo
+    assert "\u2026" not in text
+    for role in MODEL_ROLES:
+        row = summary["models"][role]
+        name = SHORT_TITLES[role] + (" COLLAPSED" if row["collapsed"] else "")
+        line = next(line for line in text.splitlines() if line.strip().startswith(name + " "))
+        assert line.split()[len(name.split()):][:3] == [f"{row[k]:.3f}" for k in ("srcc", "plcc", "score")], line
 
 
 def test_summary_has_every_figure(summary):

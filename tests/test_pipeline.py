@@ -8,6 +8,7 @@ import csv
 import re
 import dataclasses
 import json
+import shutil
 import sys
 
 import pytest
@@ -369,6 +370,36 @@ def test_pseudo_labels_of_validation_or_labeled_images_are_refused(tmp_path, dat
     code, _, err = _run(capsys, ["train", *_common(images, labels), "--pseudo-root", images, "--pseudo-csv", pseudo,
                                  "--out", tmp_path / "c"])
     assert code == 2 and "also in the" in err, err
+
+
+def test_a_label_file_read_against_the_wrong_root_names_its_root_option_not_skip_bad(tmp_path, data, capsys):
+    """Pseudo-labels of the unlabeled folder given without --pseudo-root resolve against --root, where
+    none of their images is: the error names --pseudo-root (and never --skip-bad, which would drop
+    them all), with or without --skip-bad; likewise --val-root for a validation CSV."""
+    _, images, labels, generated = data
+    unlabeled = tmp_path / "unlabeled"
+    unlabeled.mkdir()
+    for path in sorted(generated.glob("*.png")):  # names of their own, as a real unlabeled folder has
+        shutil.copy(path, unlabeled / f"u_{path.name}")
+    pseudo = tmp_path / "pseudo.csv"
+    pseudo.write_text("".join(f"{p.name},0.5\n" for p in sorted(unlabeled.glob("*.png"))))
+    base = ["train", *_common(images, labels), "--pseudo-csv", pseudo]
+    for extra in ([], ["--skip-bad"]):
+        code, _, err = _run(capsys, [*base, *extra, "--out", tmp_path / "run"])
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1, err
+        assert f"--pseudo-csv {pseudo}: 8 of 8 of its images are missing under {images}" in lines[0]
+        assert "(--pseudo-root not given, so --root's)" in lines[0] and "give --pseudo-root the folder" in lines[0]
+        assert "--skip-bad" not in lines[0]
+    assert _run(capsys, [*base, "--pseudo-root", unlabeled, "--out", tmp_path / "ok"])[0] == 0
+    rows = labels.read_text().splitlines()
+    train_csv, val_csv = tmp_path / "train.csv", tmp_path / "val.csv"
+    train_csv.write_text("\n".join(rows[:18]) + "\n")
+    val_csv.write_text("\n".join(rows[18:]) + "\n")
+    code, _, err = _run(capsys, ["train", *_common(images, train_csv), "--val-csv", val_csv, "--val-root", unlabeled,
+                                 "--out", tmp_path / "val"])
+    assert code == 2 and f"--val-csv {val_csv}: 6 of 6 of its images are missing under {unlabeled}," in err, err
+    assert "give --val-root the folder" in err and "--skip-bad" not in err
 
 
 def test_an_unlabeled_folder_holding_labeled_images_is_refused_before_the_teacher_labels_it(tmp_path, data, capsys):

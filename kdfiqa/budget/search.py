@@ -221,9 +221,9 @@ def search_students(family: str, budget: Budget, *, input_size: Any = None, tria
     A draw equal to an earlier one is counted as a duplicate and not measured again. ``progress``
     shows a bar on stderr.
     """
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from ..console import make_console
     from ..models import model_info
 
     if family not in SPACES:
@@ -241,7 +241,7 @@ def search_students(family: str, budget: Budget, *, input_size: Any = None, tria
     candidates: list[Candidate] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("within {task.fields[within]}, over {task.fields[over]}"), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True, disable=not progress) as bar:
+    with Progress(*columns, console=make_console(stderr=True), transient=True, disable=not progress) as bar:
         task = bar.add_task(f"searching {family}", total=trials + 1, within=0, over=0)
         reference = _evaluate(space, 0, {}, budget, size, latency_runs)
         bar.advance(task)

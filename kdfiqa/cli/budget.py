@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _fill(args: argparse.Namespace, model: Any, budget: Budget) -> int:
     """``--fill``: the boundary of :func:`kdfiqa.budget.fill.fill_budget`, as a table or JSON."""
-    from rich.console import Console
+    from ..console import make_console
     from rich.table import Table
 
     from ..budget.fill import fill_budget
@@ -163,18 +163,18 @@ def _fill(args: argparse.Namespace, model: Any, budget: Budget) -> int:
             if report is not None:
                 table.add_row(label, format_size(report.input_size), f"{report.gflops:.4f}",
                               f"{report.params:,}")
-        Console().print(table)
+        make_console().print(table)
         if result.fits is None:
-            Console(stderr=True).print("no size on the grid fits: the model is over the budget at its smallest",
+            make_console(stderr=True).print("no size on the grid fits: the model is over the budget at its smallest",
                                        markup=False, highlight=False)
     return 0 if result.fits is not None else 1
 
 
 def _print_human(target: str, budget: Budget, reports: list[CostReport]) -> None:
-    from rich.console import Console
+    from ..console import make_console
     from rich.table import Table
 
-    console = Console()
+    console = make_console()
     table = Table(title=f"{target} vs {budget.describe()}")
     for col in ("input", "GFLOPs", "params", "limit", "verdict"):
         table.add_column(col, justify="right" if col != "verdict" else "left")
@@ -199,10 +199,10 @@ def _print_human(target: str, budget: Budget, reports: list[CostReport]) -> None
 
 def _print_cross_check(checked: CrossCheck) -> None:
     """The second counter's total beside fvcore's, and its disagreements grouped by operator."""
-    from rich.console import Console
+    from ..console import make_console
     from rich.table import Table
 
-    console = Console()
+    console = make_console()
     size = format_size(checked.input_size, channels=True)
     console.print(f"second counter at {size}: FlopCounterMode {checked.flop_counter_macs:,} MACs, fvcore "
                   f"{checked.fvcore_macs:,} ({100 * checked.relative_gap:+.2f}%); the verdict is fvcore's",

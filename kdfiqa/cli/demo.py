@@ -9,10 +9,13 @@ EXAMPLES = """examples:
   kdfiqa demo                          # the full demo into ./kdfiqa-demo (a few minutes on 2 CPU cores)
   kdfiqa demo --quick --out /tmp/demo  # a smaller smoke run of every stage
   kdfiqa demo --images ~/faces         # your own unlabeled face photos as the clean sources
+  kdfiqa demo --resume                 # continue a demo stopped by Ctrl-C: finished stages are reused
 
 The data is synthetic: faces are degraded (blur, noise, JPEG, down-up scaling, over/under exposure)
 at known severities and scored from them. The output folder gets the checkpoints, summary.json,
-test predictions and PNG plots.
+test predictions and PNG plots. Each stage is shown as it starts, each model's epochs as they finish.
+Ctrl-C stops after the current step; --resume (with the options the demo was started with) reuses
+the finished stages and continues the interrupted model from its last.pt.
 """
 
 
@@ -30,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--images", metavar="DIR", help="folder of your own face photos to use as clean sources")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="default: cpu")
     p.add_argument("--overwrite", action="store_true", help="replace the demo already in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the demo in --out: reuse its finished stages, resume the interrupted one")
     p.set_defaults(func=run)
 
 
@@ -37,5 +42,5 @@ def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
     run_demo(args.out, quick=args.quick, seed=args.seed, images=args.images, device=args.device,
-             overwrite=args.overwrite)
+             overwrite=args.overwrite, resume=args.resume)
     return 0

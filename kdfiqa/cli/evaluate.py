@@ -52,7 +52,7 @@ def _fit(text: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Score the CSV's images and print the metrics (only rank 0 under torchrun)."""
-    from rich.console import Console
+    from ..console import make_console
     from rich.table import Table
 
     from ..engine.distributed import init_distributed, shutdown_distributed
@@ -77,5 +77,5 @@ def run(args: argparse.Namespace) -> int:
     for key in METRIC_KEYS:
         table.add_column(key, justify="right")
     table.add_row(*(str(int(result[k])) if k == "n" else f"{float(result[k]):.4f}" for k in METRIC_KEYS))
-    Console().print(table)
+    make_console().print(table)
     return 0

@@ -1,10 +1,12 @@
-"""``kdfiqa predict``: score image files and folders with a trained model, write ``image,score``."""
+"""``kdfiqa predict``: score image files and folders with a trained model, write ``image,score`` (or the
+challenge's submission format)."""
 
 from __future__ import annotations
 
 import argparse
 
-from ..inference import DEVICES
+from ..errors import ConfigError
+from ..inference import DEVICES, SCORE_FORMATS
 from .config_flags import at_least, image_size_arg
 
 EXAMPLES = """examples:
@@ -12,9 +14,12 @@ EXAMPLES = """examples:
   kdfiqa predict runs/student/best.pt photos/ --out ranked.csv --sort
   kdfiqa predict runs/student/best.pt a.jpg b.png more/ --out scores.csv --skip-bad
   kdfiqa predict runs/ders/best.pt photos/ --out scores.csv --native
+  kdfiqa predict runs/student/best.pt test/ --out submission.csv --format challenge
 
 Output: a CSV with the header line "image,score", then one row per image: its path (as given, or
-found inside a given folder) and its predicted quality score in (0, 1), higher is better.
+found inside a given folder) and its predicted quality score in (0, 1), higher is better. With
+--format challenge: the challenge's submission, no header line and one "image_name,score" row per
+image of the one test folder given, its name relative to that folder.
 """
 
 
@@ -30,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("target", metavar="CKPT", help="checkpoint (*.pt), or registered name/timm:NAME/file.py:factory")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders")
     p.add_argument("--out", required=True, metavar="CSV", help="output CSV (header line: image,score)")
+    p.add_argument("--format", choices=SCORE_FORMATS, default="table",
+                   help="table: header line image,score and paths as found (default); challenge: no header, "
+                        "image_name,score with names relative to the one test folder given")
     p.add_argument("--sort", action="store_true", help="order rows by score, highest first")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images (counted, logged)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -55,7 +63,7 @@ def add_inference_flags(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Score the images and write the CSV (under ``torchrun``, rank 0 alone: scoring is not split)."""
-    from rich.console import Console
+    from ..console import make_console
 
     from ..engine.distributed import is_main_process
 
@@ -65,14 +73,27 @@ def run(args: argparse.Namespace) -> int:
     from ..outputs import check_output_file
 
     check_output_file(args.out, inputs=[args.target, *args.paths], overwrite=args.overwrite)
+    folder = challenge_folder(args.paths) if args.format == "challenge" else None
     loaded = load_inference_model(args.target, input_size=args.input, native=args.native,
                                   multi_crop=args.multi_crop, fuse=not args.no_fuse)
     scores = predict_images(loaded, args.paths, batch_size=args.batch_size, device=args.device,
                             skip_bad=args.skip_bad, num_workers=args.workers)
-    path = write_scores_csv(args.out, scores, sort=args.sort, overwrite=args.overwrite)  # refuses one written meanwhile
-    console = Console(stderr=True)
+    path = write_scores_csv(args.out, scores, sort=args.sort, overwrite=args.overwrite,  # refuses one written meanwhile
+                            format=args.format, folder=folder)
+    console = make_console(stderr=True)
     console.print(f"scored {len(scores.names)} images -> {path}", markup=False, highlight=False)
     if scores.skipped:
         console.print(f"skipped {scores.skipped} unreadable images", style="yellow",
                       markup=False, highlight=False)
     return 0
+
+
+def challenge_folder(paths: list[str]) -> str:
+    """The one test folder ``--format challenge`` names its rows relative to (a single PATH that is a
+    folder; anything else is refused before the model is loaded)."""
+    from pathlib import Path
+
+    if len(paths) != 1 or not Path(paths[0]).is_dir():
+        raise ConfigError(f"--format challenge: give the one test folder whose images the submission scores "
+                          f"(got {' '.join(paths)}); its rows name the images relative to it")
+    return paths[0]

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from ..console import make_console
     from rich.table import Table
 
     from ..config import list_recipes, load_recipe, recipe_path, resolve_config
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         table.add_column("description")
         for name, description in list_recipes():
             table.add_row(name, description)
-        Console().print(table)
+        make_console().print(table)
         return 0
     if args.resolved:
         config = resolve_config(args.resolved, load_recipe(args.name, args.resolved))

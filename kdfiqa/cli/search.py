@@ -101,10 +101,10 @@ def _plot(result: SearchResult, path: str, *, overwrite: bool) -> None:
 
 
 def _print_human(result: SearchResult, files: list[str]) -> None:
-    from rich.console import Console
+    from ..console import make_console
     from rich.table import Table
 
-    console = Console()
+    console = make_console()
     size = format_size(result.input_size)
     reference = result.reference
     table = Table(title=f"Pareto front: {result.space.family} ({result.space.model}) at {size}, "

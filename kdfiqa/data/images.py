@@ -15,7 +15,9 @@
   :class:`~kdfiqa.errors.DataError` naming the path and the reason. No other image is ever
   substituted.
 
-:func:`validate_images` applies the same loader to every image of a data set before training.
+:func:`validate_images` applies the same loader to every image of a data set before training;
+:meth:`ImageSource.check_root` first takes a label file whose images are mostly missing for one read
+against the wrong root, and says which option sets that root.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import logging
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -32,7 +35,8 @@ from PIL import Image, ImageOps
 
 from ..errors import DataError
 
-__all__ = ["MAX_PIXELS", "IMAGE_EXTENSIONS", "load_rgb", "check_image", "validate_images"]
+__all__ = ["MAX_PIXELS", "IMAGE_EXTENSIONS", "MOSTLY_MISSING", "ImageSource", "load_rgb", "check_image",
+           "validate_images"]
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +138,38 @@ def check_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) -
     return None
 
 
+MOSTLY_MISSING = 0.5
+"""A label file with more than this share of its images missing was read against the wrong root."""
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Where a label file's images were looked for: the data set built from it, the option and file
+    that named them (``--pseudo-csv``, ``pseudo.csv``), the folder its names were resolved against and
+    the option that sets that folder (``--pseudo-root``), and whether that option was left out (the
+    folder then came from ``--root``)."""
+
+    dataset: ValidatableDataset
+    label_option: str
+    label_file: str
+    root: str
+    root_option: str
+    defaulted: bool = False
+
+    def check_root(self) -> None:
+        """Refuse, with advice about the root, a label file whose images are mostly missing: skipping
+        them (``--skip-bad``) would drop nearly all of them."""
+        paths = list(self.dataset.image_paths())
+        missing = [p for p in paths if not os.path.exists(p)]
+        if not paths or len(missing) <= MOSTLY_MISSING * len(paths):
+            return
+        given = f" ({self.root_option} not given, so --root's)" if self.defaulted else ""
+        raise DataError(
+            f"{self.label_option} {self.label_file}: {len(missing)} of {len(paths)} of its images are missing "
+            f"under {self.root}{given}, the folder its names are resolved against (first: {missing[0]}); give "
+            f"{self.root_option} the folder its images are in")
+
+
 def validate_images(datasets: ValidatableDataset | Sequence[ValidatableDataset], *, skip_bad: bool = False,
                     num_workers: int = 2) -> int:
     """Decode every image of ``datasets`` (one data set, or several: a training and a validation
@@ -144,6 +180,8 @@ def validate_images(datasets: ValidatableDataset | Sequence[ValidatableDataset],
     reason, over every data set given. With ``skip_bad`` the bad samples are removed from their data
     set (each one logged at WARNING level) and their number is returned; a data set left empty is
     still an error. Decoding runs in ``num_workers`` threads (PIL releases the GIL while decoding).
+    A label file read against the wrong root is refused before, by :meth:`ImageSource.check_root`
+    (whose advice is the root, not ``skip_bad``, which would drop nearly all of its images).
     """
     group = list(datasets) if isinstance(datasets, (list, tuple)) else [datasets]
     found = []

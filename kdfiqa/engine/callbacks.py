@@ -34,8 +34,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
-from rich.console import Console
-
+from ..console import make_console
 from ..errors import ConfigError, first_line
 from .amp import amp_dtype
 from .config import MONITOR_MODES, TrainConfig
@@ -43,6 +42,8 @@ from .progress import TrainProgress, epoch_line, epoch_table
 from .tracking import BACKENDS, Sink, check_backends, epoch_scalars, step_scalars
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from .trainer import Trainer
 
 __all__ = ["Callback", "MonitorCallback", "EarlyStopping", "BestCheckpoint", "JsonlLog", "ProgressDisplay",
@@ -210,7 +211,7 @@ class ProgressDisplay(Callback):
 
     def __init__(self, quiet: bool = False, console: Console | None = None) -> None:
         self.quiet = quiet
-        self.console = console or Console(stderr=True)
+        self.console = console or make_console(stderr=True)
         self.bar = TrainProgress(self.console)
 
     def _shown(self, trainer: "Trainer") -> bool:

@@ -13,6 +13,8 @@ import json
 from pathlib import PurePath
 from typing import Any, Mapping
 
+from ..size import format_size
+
 __all__ = ["model_card", "DEFAULT_DATA_NOTE", "TAGS"]
 
 TAGS = ("face-image-quality-assessment", "image-quality-assessment", "knowledge-distillation", "kdfiqa")
@@ -48,7 +50,7 @@ def _model_rows(values: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows = [("Architecture", _code(deploy["name"])),
             ("Factory arguments", _code(deploy["kwargs"]) if deploy["kwargs"] else "defaults")]
     for cost in values.get("cost") or []:
-        size = "x".join(map(str, cost["input_size"]))
+        size = format_size(cost["input_size"], channels=True)
         rows.append(("Parameters", f"{cost['params']:,} ({cost['params'] / 1e6:.3g} M)"))
         rows.append((f"GFLOPs at {size} (fvcore)", f"{cost['gflops']:.4f}"))
     rows = list(dict.fromkeys(rows))  # one parameter row for several sizes

@@ -26,29 +26,37 @@ def labeled_data(config: RunConfig, pseudo: Labels | Sequence[Labels] | None = N
     Validation is ``data.val_csv`` or a ``val_fraction`` split of ``data.csv`` seeded by
     ``split_seed`` (drawn by ``split_method``); pseudo-labels (``pseudo``: one set or several sets
     of the same images, each image then once per set; else ``data.pseudo_csv`` under
-    ``data.pseudo_root``) join the training part only. Every image is decoded once up front, so a
-    bad file fails the run before its first step.
+    ``data.pseudo_root``) join the training part only. A label file whose images are mostly missing
+    is refused first, naming the option of the root it was read against; then every image is decoded
+    once up front, so a bad file fails the run before its first step.
     """
     from ..data import FIQADataset, build_transform, split_dataset, validate_images
+    from ..data.images import ImageSource
 
     data = config.data
     train_tf, eval_tf = build_transform(data.train_transform), build_transform(data.eval_transform)
     outside = data.allow_outside_root
     labeled = FIQADataset(data.root, data.csv, transform=train_tf, allow_outside_root=outside)
+    ImageSource(labeled, "--csv", str(data.csv), str(data.root), "--root").check_root()
     if data.val_csv:
         train_set, val = labeled, FIQADataset(data.val_root or data.root, data.val_csv, transform=eval_tf,
                                               allow_outside_root=outside)
+        ImageSource(val, "--val-csv", str(data.val_csv), str(data.val_root or data.root), "--val-root",
+                    defaulted=not data.val_root).check_root()
         refuse_shared_images(train_set.samples, data.csv, {f"the validation set ({data.val_csv})": val},
                               kind="training images")
     else:
         train_set, val = split_dataset(labeled, data.val_fraction, data.split_seed, data.split_method)
         val = val.with_transform(eval_tf)
+    defaulted = pseudo is None and not data.pseudo_root  # the pseudo-labels' root then is --root's
     if pseudo is None and data.pseudo_csv:
         pseudo = Labels(Path(data.pseudo_csv), Path(data.pseudo_root or data.root))
     sets = label_sets(pseudo)
     if sets:
         extra = [labels.dataset(train_tf, allow_outside_root=outside) for labels in sets]
         for labels, dataset in zip(sets, extra):
+            ImageSource(dataset, "--pseudo-csv", str(labels.csv), str(labels.root), "--pseudo-root",
+                        defaulted=defaulted).check_root()
             refuse_shared_images(dataset.samples, labels.csv,
                                    {"the validation set": val, "the labeled training share": train_set})
         train_set = FIQADataset.merge([train_set, *extra], repeats=range(1, len(sets) + 1))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from torch import nn
 from torch.utils.data import Dataset
@@ -21,6 +21,9 @@ from .labelling import label_unlabeled, self_train
 from .results import PSEUDO_LABELS, VIEW_CACHE, Labels, RunResult
 from .training import fit
 
+if TYPE_CHECKING:
+    from ..engine.callbacks import Callback
+
 __all__ = ["distill", "run_distill"]
 
 log = logging.getLogger("kdfiqa.pipeline")
@@ -29,7 +32,7 @@ log = logging.getLogger("kdfiqa.pipeline")
 def distill(config: RunConfig, *, teacher: Any = None, pseudo: Labels | Sequence[Labels] | None = None,
             student: Any = None,
             ctx: DistContext | None = None, resume: bool = False, allow_changes: bool = False,
-            overwrite: bool = False) -> RunResult:
+            overwrite: bool = False, callbacks: Sequence["Callback"] = ()) -> RunResult:
     """Train the student ``config.model`` under ``teacher`` (a :class:`~kdfiqa.distill.Teacher`;
     default: built from ``distill.teachers``) on labels ∪ ``pseudo`` (default: ``data.pseudo_csv``).
 
@@ -40,17 +43,18 @@ def distill(config: RunConfig, *, teacher: Any = None, pseudo: Labels | Sequence
     crop at its resolution; with ``distill.view_cache = K`` the teacher scores K stored views of
     every training image once (:func:`~kdfiqa.distill.build_view_cache`, kept in
     ``output_dir/teacher_views.pt``) and training reads those scores instead of running it.
+    ``callbacks`` run in the student's training after the default ones.
     """
     preflight(config, "distill", resume=resume, overwrite=overwrite, pseudo=pseudo,
                teacher_given=teacher is not None)
     refuse_other_teacher_size(config, teacher)
     ctx = run_context(config, ctx)
     return _train_student(config, teacher=teacher, pseudo=pseudo, student=checked_student(config, student), ctx=ctx,
-                    resume=resume, allow_changes=allow_changes, overwrite=overwrite)
+                    resume=resume, allow_changes=allow_changes, overwrite=overwrite, callbacks=callbacks)
 
 
 def _train_student(config: RunConfig, *, teacher: Any, pseudo: Labels | Sequence[Labels] | None, student: Any, ctx: DistContext,
-             resume: bool, allow_changes: bool, overwrite: bool) -> RunResult:
+             resume: bool, allow_changes: bool, overwrite: bool, callbacks: Sequence["Callback"] = ()) -> RunResult:
     """:func:`distill` after its checks (which :func:`run_distill` has made already)."""
     from ..distill import Distiller, Supervised, Teacher
     from ..distill.view_cache import CachedTeacher
@@ -88,7 +92,7 @@ def _train_student(config: RunConfig, *, teacher: Any, pseudo: Labels | Sequence
     else:
         objective = Supervised(student.model, config.loss.task)
     return fit(objective, train_set, val, config, ctx, sampler=sampler_of(config, train_set), resume=resume,
-                allow_changes=allow_changes)
+                allow_changes=allow_changes, callbacks=callbacks)
 
 
 def _cached_views(config: RunConfig, teacher: Any, train_set: Dataset, ctx: DistContext, *,
@@ -111,9 +115,11 @@ def _cached_views(config: RunConfig, teacher: Any, train_set: Dataset, ctx: Dist
 
 
 def run_distill(config: RunConfig, *, ctx: DistContext | None = None, resume: bool = False,
-                allow_changes: bool = False, overwrite: bool = False) -> RunResult:
+                allow_changes: bool = False, overwrite: bool = False,
+                callbacks: Sequence["Callback"] = ()) -> RunResult:
     """``kdfiqa distill``: check the student's budget, build the teacher once, self-train it and have
-    it label ``data.unlabeled`` when asked, then :func:`distill`."""
+    it label ``data.unlabeled`` when asked, then :func:`distill` (``callbacks`` running in the
+    student's training after the default ones)."""
     preflight(config, "distill", resume=resume, overwrite=overwrite)
     ctx = run_context(config, ctx)
     student = build_student(config)
@@ -128,4 +134,4 @@ def run_distill(config: RunConfig, *, ctx: DistContext | None = None, resume: bo
     pseudo = ([*earlier, label_unlabeled(config, teacher, Path(config.train.output_dir) / PSEUDO_LABELS, ctx)]
               if config.data.unlabeled else None)
     return _train_student(config, teacher=teacher, pseudo=pseudo, student=student, ctx=ctx, resume=resume,
-                    allow_changes=allow_changes, overwrite=overwrite)
+                    allow_changes=allow_changes, overwrite=overwrite, callbacks=callbacks)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from torch import nn
 from torch.utils.data import Dataset, Sampler
@@ -19,13 +19,19 @@ from .checks import check_unchanged, preflight
 from .data import labeled_data, sampler_of
 from .results import Labels, RunResult
 
+if TYPE_CHECKING:
+    from ..engine.callbacks import Callback
+
 __all__ = ["train", "fit"]
 
 log = logging.getLogger("kdfiqa.pipeline")
 
 
 def fit(objective: nn.Module, train_set: Dataset, val: Dataset | None, config: RunConfig, ctx: DistContext, *,
-         sampler: Sampler[int] | None = None, resume: bool = False, allow_changes: bool = False) -> RunResult:
+         sampler: Sampler[int] | None = None, resume: bool = False, allow_changes: bool = False,
+         callbacks: Sequence["Callback"] = ()) -> RunResult:
+    """Train ``objective`` with the Trainer into ``config.train.output_dir`` (continuing its
+    ``last.pt`` when ``resume``), ``callbacks`` running after the default ones."""
     from ..engine import Trainer
     from ..outputs import RUN_FILES
 
@@ -48,7 +54,7 @@ def fit(objective: nn.Module, train_set: Dataset, val: Dataset | None, config: R
                  "output %s%s", type(objective).__name__.lower(), config.model.name, size, ctx.device,
                  len(train_set), len(val) if val is not None else 0, train_config.epochs, train_config.batch_size,
                  output_dir, " (resuming)" if resume_from is not None else "")
-    trainer = Trainer(objective, train_set, val, train_config, sampler=sampler, ctx=ctx,
+    trainer = Trainer(objective, train_set, val, train_config, sampler=sampler, ctx=ctx, callbacks=callbacks,
                       run_config={k: v for k, v in config.to_dict().items() if k != "train"})
     history = trainer.fit(resume=resume_from)
     best = output_dir / "best.pt"
@@ -79,12 +85,14 @@ def _ssar_pretrain(config: RunConfig, model: nn.Module, val: Dataset, ctx: DistC
 
 
 def train(config: RunConfig, *, pseudo: Labels | None = None, ctx: DistContext | None = None,
-          resume: bool = False, allow_changes: bool = False, overwrite: bool = False) -> RunResult:
+          resume: bool = False, allow_changes: bool = False, overwrite: bool = False,
+          callbacks: Sequence["Callback"] = ()) -> RunResult:
     """Train ``config.model`` on the labeled data (and ``pseudo``) with the task loss ``loss.task``.
 
     With ``ssar.epochs > 0`` the model is first pretrained by SSAR (``output_dir/ssar``) and the
     supervised run starts from those weights. ``resume`` continues the run in ``train.output_dir``
-    (refusing a changed schedule or data setting unless ``allow_changes``).
+    (refusing a changed schedule or data setting unless ``allow_changes``). ``callbacks`` run in
+    the supervised run after the default ones (:class:`~kdfiqa.engine.Trainer`).
     """
     from ..checkpoint import load_weights
     from ..distill import Supervised
@@ -99,4 +107,4 @@ def train(config: RunConfig, *, pseudo: Labels | None = None, ctx: DistContext |
     if config.ssar.epochs > 0:
         load_weights(model, _ssar_pretrain(config, model, val, ctx, resume), weights="model")
     return fit(Supervised(model, config.loss.task), train_set, val, config, ctx,
-                sampler=sampler_of(config, train_set), resume=resume, allow_changes=allow_changes)
+                sampler=sampler_of(config, train_set), resume=resume, allow_changes=allow_changes, callbacks=callbacks)
