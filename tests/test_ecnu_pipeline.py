@@ -184,3 +184,27 @@ def test_the_epoch_line_shows_the_fitted_score_that_selects_best():
     assert "fitted_score 0.5200" in epoch_line(record, 3) and "* best" in epoch_line(record, 3)
     del record["val"]["fitted_score"]
     assert "fitted_score" not in epoch_line(record, 3)
+
+
+def test_self_training_rebuilds_the_teacher_from_its_allow_listed_spec_never_its_stored_kwargs(tmp_path):
+    """A teacher checkpoint whose stored run config carries a forbidden model argument (one that opens a
+    file) retrains the checkpoint's own, allow-listed model spec; a checkpoint whose model spec itself
+    carries one is refused with one line, before anything is built or opened."""
+    from kdfiqa.errors import CheckpointError
+    from kdfiqa.pipeline.labelling import _teacher_run_config
+
+    teacher = create_model(TINY)
+    stored = RunConfig.from_dict({"model": {"name": TINY}}).to_dict()
+    stored["model"]["kwargs"] = {"checkpoint_path": str(tmp_path / "elsewhere.pth")}
+    path = tmp_path / "teacher.pt"
+    save_checkpoint(path, build_checkpoint(teacher, config=stored))
+    config = RunConfig.from_dict({"model": {"name": TINY}, "distill": {"self_train": 1}})
+    retrain = _teacher_run_config(config, str(path), tmp_path / "round")
+    assert retrain.model.name == TINY and "checkpoint_path" not in retrain.model.kwargs
+    assert retrain.model.init == str(path)
+    crafted = build_checkpoint(teacher, config=stored)
+    crafted["model"]["kwargs"] = {"checkpoint_path": str(tmp_path / "elsewhere.pth")}
+    save_checkpoint(path, crafted)
+    with pytest.raises(CheckpointError, match="refused to replay model argument.*checkpoint_path") as info:
+        _teacher_run_config(config, str(path), tmp_path / "round")
+    assert "\n" not in str(info.value)

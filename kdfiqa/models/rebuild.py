@@ -20,7 +20,7 @@ from ..errors import CheckpointError, ConfigError, KdfiqaError, named_first_line
 from .deploy import DeployConfig, deploy_config, set_deploy_config
 from .registry import create_model, restorable_kwargs
 
-__all__ = ["build_model_spec", "load_model"]
+__all__ = ["build_model_spec", "load_model", "stored_model_spec"]
 
 
 def _replayed_kwargs(where: str, kwargs: Any, name: str) -> dict[str, Any]:
@@ -105,6 +105,29 @@ def _legacy_deploy(path: Path, ckpt: Mapping[str, Any], model: nn.Module) -> Dep
         raise CheckpointError(f"{path}: config.model.input / config.data.eval_transform: {exc}") from None
 
 
+def stored_model_spec(path: PathLike) -> tuple[str, dict[str, Any]]:
+    """The registry name and the allow-listed factory kwargs of the model the checkpoint at ``path``
+    holds (as :func:`load_model` replays them; any other stored kwarg is refused with one line): what
+    retraining a checkpoint's model (self-training) builds, rather than its stored run config's raw
+    ``model.kwargs``."""
+    path = Path(path)
+    ckpt = load_checkpoint(path)
+    name = _stored_name(path, ckpt)
+    return name, _replayed_kwargs(checkpoint_summary(path, ckpt), ckpt["model"].get("kwargs"), name)
+
+
+def _stored_name(path: Path, ckpt: Mapping[str, Any]) -> str:
+    name = ckpt["model"].get("name")
+    if not name:
+        raise CheckpointError(
+            f"{path} holds weights of a model built outside the registry (no model name); build "
+            "the model yourself and use kdfiqa.checkpoint.load_weights(model, path)"
+        )
+    if not isinstance(name, str):
+        raise CheckpointError(f"{path}: model name must be a string, got {type(name).__name__}")
+    return name
+
+
 def load_model(
     path: PathLike,
     *,
@@ -122,14 +145,7 @@ def load_model(
     """
     path = Path(path)
     ckpt = load_checkpoint(path)
-    name = ckpt["model"].get("name")
-    if not name:
-        raise CheckpointError(
-            f"{path} holds weights of a model built outside the registry (no model name); build "
-            "the model yourself and use kdfiqa.checkpoint.load_weights(model, path)"
-        )
-    if not isinstance(name, str):
-        raise CheckpointError(f"{path}: model name must be a string, got {type(name).__name__}")
+    name = _stored_name(path, ckpt)
     if expected_name is not None and name != expected_name:
         raise CheckpointError(f"{checkpoint_summary(path, ckpt)}, not {expected_name!r}")
     model, deploy = build_model_spec(name, ckpt["model"].get("kwargs"), ckpt["model"].get("deploy"),

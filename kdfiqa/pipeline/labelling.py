@@ -81,15 +81,19 @@ def label_unlabeled(config: RunConfig, teacher: Any, out_csv: Path, ctx: DistCon
 
 def _teacher_run_config(config: RunConfig, teacher: str, output_dir: Path) -> RunConfig:
     """The config that retrains ``teacher`` (a kdfiqa checkpoint): its own stored run config, with
-    this run's labeled data, starting from its weights."""
+    this run's labeled data, starting from its weights. The network is the checkpoint's own model
+    spec, allow-listed as every rebuild is (:func:`~kdfiqa.models.rebuild.stored_model_spec`), never
+    the stored run config's raw ``model.kwargs``."""
     from ..checkpoint import load_checkpoint
+    from ..models.rebuild import stored_model_spec
 
+    name, kwargs = stored_model_spec(teacher)
     stored = load_checkpoint(teacher).get("config") or {}
     base = RunConfig.from_dict(stored, source=f"{teacher} config") if stored else config
     return dataclasses.replace(
         base,
-        model=dataclasses.replace(base.model, init=str(teacher), init_head=config.distill.self_train_head,
-                                  pretrained=False),
+        model=dataclasses.replace(base.model, name=name, kwargs={k: v for k, v in kwargs.items() if k != "pretrained"},
+                                  init=str(teacher), init_head=config.distill.self_train_head, pretrained=False),
         data=dataclasses.replace(config.data, train_transform=base.data.train_transform,
                                  eval_transform=base.data.eval_transform, pseudo_csv=None, pseudo_root=None,
                                  unlabeled=None),
