@@ -13,9 +13,11 @@ Every command that writes calls :func:`check_output_dir` (a run folder, an expor
 
 A full disk or a file-size limit met while writing is caught where the file is written (files are
 written atomically, :mod:`kdfiqa.atomic_write`, so the previous file stays intact) and reported the
-same way. These checks come first so that a refusal costs nothing; they cannot stop another process
-from creating the file while the command works, so a file written without ``--overwrite`` is also
-moved into place no-clobber, which refuses it then (the final guard).
+same way. These checks come first so that a refusal costs nothing. Another kdfiqa process writing
+the same run folder or output file is kept out by its writer lock (:mod:`kdfiqa.writer_lock`), held
+before these checks; a folder's lock file (``.kdfiqa.lock``) is never one of a run's files, so it is
+no earlier run. Other programs ignore the lock, so a file written without ``--overwrite`` is also
+moved into place no-clobber, which refuses one created meanwhile (the final guard).
 """
 
 from __future__ import annotations

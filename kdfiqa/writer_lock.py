@@ -7,7 +7,8 @@ lock is never waited for) with :class:`WriterLockedError`, one line naming the h
 path. The lock is released on any exit from the block, and by the operating system when the holder
 dies, however it dies (even SIGKILL): a lock left by a dead process is never in the way.
 
-The lock file is removed on release. A writer that locked a lock file which was removed and
+The lock file is removed on release, and so are the folders it created for the lock file when they
+are empty then (a refused or failed command leaves no empty run folder behind). A writer that locked a lock file which was removed and
 replaced meanwhile (by a holder releasing it) notices, and tries the new one.
 
 The lock is advisory: it stops other kdfiqa processes, not programs that ignore it. Where ``fcntl``
@@ -85,17 +86,41 @@ def _acquire(target: Path, lock: Path) -> int:
         os.close(fd)  # a holder removed this lock file on release: lock the one at the path now
 
 
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 @contextlib.contextmanager
 def writer_lock(target: PathLike) -> Iterator[Path]:
     """Hold the writer lock of ``target`` (a folder or a file, see :func:`lock_file_of`) for the
     ``with`` block; yields the lock file's path. Raises :class:`WriterLockedError` at once when
-    another process holds it. The folder the lock file goes in is created when missing."""
+    another process holds it. The folder the lock file goes in is created when missing, and removed
+    again on release if it is still empty."""
     lock = lock_file_of(target)
     if fcntl is None:
         yield lock
         return
+    created = _missing_folders(lock.parent)
     lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = _acquire(Path(target), lock)
+    try:
+        fd = _acquire(Path(target), lock)
+    except BaseException:
+        _remove_empty(created)
+        raise
     try:
         yield lock
     finally:
@@ -103,3 +128,4 @@ def writer_lock(target: PathLike) -> Iterator[Path]:
             lock.unlink(missing_ok=True)
         finally:
             os.close(fd)
+            _remove_empty(created)

@@ -65,21 +65,22 @@ def run(args: argparse.Namespace) -> int:
     """Score the images and write the CSV (under ``torchrun``, rank 0 alone: scoring is not split)."""
     from ..console import make_console
 
-    from ..engine.distributed import is_main_process
+    from ..engine.distributed import is_main_process, rank_zero_writer_lock
 
     if not is_main_process():
         return 0
     from ..inference import load_inference_model, predict_images, write_scores_csv
     from ..outputs import check_output_file
 
-    check_output_file(args.out, inputs=[args.target, *args.paths], overwrite=args.overwrite)
-    folder = challenge_folder(args.paths) if args.format == "challenge" else None
-    loaded = load_inference_model(args.target, input_size=args.input, native=args.native,
-                                  multi_crop=args.multi_crop, fuse=not args.no_fuse)
-    scores = predict_images(loaded, args.paths, batch_size=args.batch_size, device=args.device,
-                            skip_bad=args.skip_bad, num_workers=args.workers)
-    path = write_scores_csv(args.out, scores, sort=args.sort, overwrite=args.overwrite,  # refuses one written meanwhile
-                            format=args.format, folder=folder)
+    with rank_zero_writer_lock(args.out, None):  # this process alone writes --out: the others returned
+        check_output_file(args.out, inputs=[args.target, *args.paths], overwrite=args.overwrite)
+        folder = challenge_folder(args.paths) if args.format == "challenge" else None
+        loaded = load_inference_model(args.target, input_size=args.input, native=args.native,
+                                      multi_crop=args.multi_crop, fuse=not args.no_fuse)
+        scores = predict_images(loaded, args.paths, batch_size=args.batch_size, device=args.device,
+                                skip_bad=args.skip_bad, num_workers=args.workers)
+        path = write_scores_csv(args.out, scores, sort=args.sort, overwrite=args.overwrite,  # refuses one written meanwhile
+                                format=args.format, folder=folder)
     console = make_console(stderr=True)
     console.print(f"scored {len(scores.names)} images -> {path}", markup=False, highlight=False)
     if scores.skipped:

@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import pipeline
     from ..distill import Teacher
     from ..engine import init_distributed
+    from ..engine.distributed import rank_zero_writer_lock
     from ..errors import ConfigError
     from ..outputs import check_output_file
 
@@ -64,12 +65,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--root/--csv are only used with --calibrate; add --calibrate or drop them")
     if not args.calibrate and args.raw_if_degenerate:
         raise ConfigError("--raw-if-degenerate is only used with --calibrate; add --calibrate or drop it")
-    check_output_file(args.out, inputs=[*args.teacher, args.csv, args.images], overwrite=args.overwrite)
-    setup_logging()
     ctx = init_distributed(args.device)
-    teacher = Teacher(args.teacher, input_size=args.teacher_input, device=ctx.device)
-    calibrate = pipeline.Labels(Path(args.csv), Path(args.root)) if args.calibrate else None
-    pipeline.pseudo_label(teacher, args.images, args.out, calibrate_on=calibrate,  # it says what it wrote
-                          raw_if_degenerate=args.raw_if_degenerate, normalize=args.normalize,
-                          batch_size=args.batch_size, num_workers=args.workers, ctx=ctx, overwrite=args.overwrite)
+    with rank_zero_writer_lock(args.out, ctx):  # held before the check; pipeline.pseudo_label holds it already
+        check_output_file(args.out, inputs=[*args.teacher, args.csv, args.images], overwrite=args.overwrite)
+        setup_logging()
+        teacher = Teacher(args.teacher, input_size=args.teacher_input, device=ctx.device)
+        calibrate = pipeline.Labels(Path(args.csv), Path(args.root)) if args.calibrate else None
+        pipeline.pseudo_label(teacher, args.images, args.out, calibrate_on=calibrate,  # it says what it wrote
+                              raw_if_degenerate=args.raw_if_degenerate, normalize=args.normalize,
+                              batch_size=args.batch_size, num_workers=args.workers, ctx=ctx, overwrite=args.overwrite)
     return 0

@@ -3,20 +3,24 @@
 ``torchrun`` (``python -m torch.distributed.run``) starts one process per device and sets
 ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``. :func:`init_distributed` reads them and joins the
 process group (NCCL on CUDA, gloo on CPU); without them everything runs in one process. Only rank 0
-writes files and prints (:attr:`DistContext.is_main`).
+writes files and prints (:attr:`DistContext.is_main`), so only rank 0 holds the writer lock of what
+a command writes (:func:`rank_zero_writer_lock`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Iterator, Sequence, Union
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from ..errors import ConfigError
+from ..writer_lock import WriterLockedError, lock_file_of, writer_lock
 
 __all__ = [
     "is_main_process",
@@ -27,7 +31,11 @@ __all__ = [
     "all_gather_objects",
     "any_rank",
     "broadcast_state",
+    "rank_zero_writer_lock",
 ]
+
+_HELD: set[Path] = set()
+"""The lock files this process holds through :func:`rank_zero_writer_lock`."""
 
 
 
@@ -150,3 +158,37 @@ def broadcast_state(module: torch.nn.Module, ctx: DistContext) -> None:
     if ctx.distributed:
         for tensor in module.state_dict().values():
             dist.broadcast(tensor, src=0)
+
+
+@contextlib.contextmanager
+def rank_zero_writer_lock(target: Union[str, "os.PathLike[str]"], ctx: DistContext | None) -> Iterator[None]:
+    """Hold the writer lock of ``target`` (:func:`kdfiqa.writer_lock.writer_lock`: a folder given
+    with a trailing separator, or a file) for the ``with`` block, on rank 0 alone (``ctx`` None: a
+    single process).
+
+    Another process holding it refuses the block on every rank alike: rank 0 tries the lock and
+    hands the outcome to the others in one collective, so none is left waiting at a later barrier;
+    that collective is bounded by the process group's timeout, and the other ranks meet it as soon
+    as rank 0 has tried. Reentrant within a process: a block nested in one holding the same lock
+    file (a command's own stage writing the same path) holds it already. A lock file that cannot be
+    made (the path is a file, its folder is not writable) locks nothing: the output checks that
+    follow refuse such a path, each with its own message.
+    """
+    lock = lock_file_of(target).resolve()
+    with contextlib.ExitStack() as held:
+        holder = None
+        if (ctx is None or ctx.is_main) and lock not in _HELD:
+            try:
+                held.enter_context(writer_lock(target))
+            except WriterLockedError as refused:
+                holder = refused.holder
+            except OSError:
+                pass
+            else:
+                _HELD.add(lock)
+                held.callback(_HELD.discard, lock)
+        if ctx is not None and ctx.distributed:
+            holder = all_gather_objects(holder, ctx)[0]
+        if holder is not None:
+            raise WriterLockedError(Path(target), lock_file_of(target), holder)
+        yield

@@ -14,10 +14,11 @@ from torch.utils.data import Dataset
 
 from ..config import RunConfig
 from ..engine.distributed import DistContext
-from .building import build_student, build_teacher, checked_student, resolve_transforms, run_context
+from .building import build_student, build_teacher, checked_student, resolve_transforms
 from .checks import preflight, refuse_other_teacher_size
 from .data import labeled_data, sampler_of
 from .labelling import label_unlabeled, self_train
+from .locking import holds_run_folder
 from .results import PSEUDO_LABELS, VIEW_CACHE, Labels, RunResult
 from .training import fit
 
@@ -29,6 +30,7 @@ __all__ = ["distill", "run_distill"]
 log = logging.getLogger("kdfiqa.pipeline")
 
 
+@holds_run_folder
 def distill(config: RunConfig, *, teacher: Any = None, pseudo: Labels | Sequence[Labels] | None = None,
             student: Any = None,
             ctx: DistContext | None = None, resume: bool = False, allow_changes: bool = False,
@@ -43,12 +45,12 @@ def distill(config: RunConfig, *, teacher: Any = None, pseudo: Labels | Sequence
     crop at its resolution; with ``distill.view_cache = K`` the teacher scores K stored views of
     every training image once (:func:`~kdfiqa.distill.build_view_cache`, kept in
     ``output_dir/teacher_views.pt``) and training reads those scores instead of running it.
-    ``callbacks`` run in the student's training after the default ones.
+    ``callbacks`` run in the student's training after the default ones. The run folder is this
+    call's alone while it runs (:func:`~kdfiqa.pipeline.locking.holds_run_folder`).
     """
     preflight(config, "distill", resume=resume, overwrite=overwrite, pseudo=pseudo,
                teacher_given=teacher is not None)
     refuse_other_teacher_size(config, teacher)
-    ctx = run_context(config, ctx)
     return _train_student(config, teacher=teacher, pseudo=pseudo, student=checked_student(config, student), ctx=ctx,
                     resume=resume, allow_changes=allow_changes, overwrite=overwrite, callbacks=callbacks)
 
@@ -114,14 +116,14 @@ def _cached_views(config: RunConfig, teacher: Any, train_set: Dataset, ctx: Dist
     return CachedViews(train_set, cache)
 
 
+@holds_run_folder
 def run_distill(config: RunConfig, *, ctx: DistContext | None = None, resume: bool = False,
                 allow_changes: bool = False, overwrite: bool = False,
                 callbacks: Sequence["Callback"] = ()) -> RunResult:
     """``kdfiqa distill``: check the student's budget, build the teacher once, self-train it and have
     it label ``data.unlabeled`` when asked, then :func:`distill` (``callbacks`` running in the
-    student's training after the default ones)."""
+    student's training after the default ones), holding the run folder as :func:`distill` does."""
     preflight(config, "distill", resume=resume, overwrite=overwrite)
-    ctx = run_context(config, ctx)
     student = build_student(config)
     earlier: tuple[Labels, ...] = ()
     if config.data.unlabeled and config.distill.self_train:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
-from ..engine.distributed import DistContext, init_distributed
+from ..engine.distributed import DistContext, init_distributed, rank_zero_writer_lock
 from .building import build_teacher, run_context
 from .checks import required
 from .data import refuse_labeled_in_unlabeled
@@ -39,7 +39,9 @@ def pseudo_label(teacher: Any, images: str | os.PathLike[str], out_csv: str | os
     ``holdout = (val_fraction, split_seed, split_method)`` leaves out the validation share
     :func:`labeled_data` splits off the same CSV, so validation labels never shape the
     pseudo-labels; a degenerate fit is refused unless ``raw_if_degenerate`` (then the raw scores are
-    kept, with a warning). Under ``torchrun`` rank 0 labels and the others wait.
+    kept, with a warning). Under ``torchrun`` rank 0 labels and the others wait. ``out_csv`` is this
+    call's alone while it runs: another process writing it holds its writer lock
+    (:func:`~kdfiqa.engine.distributed.rank_zero_writer_lock`) and refuses this call.
     """
     from ..data import UnlabeledImageFolder, build_transform, split_dataset
     from ..distill import Teacher
@@ -47,22 +49,23 @@ def pseudo_label(teacher: Any, images: str | os.PathLike[str], out_csv: str | os
     from ..outputs import check_output_file
 
     teacher = teacher if isinstance(teacher, Teacher) else Teacher(teacher)
-    check_output_file(out_csv, inputs=[*teacher.sources, calibrate_on.csv if calibrate_on else None, images],
-                      overwrite=overwrite, flag="out_csv", overwrite_flag="overwrite=True")
-    spec = teacher.eval_transform
-    transform = build_transform(spec if normalize is None else {**spec, "normalize": normalize})
-    folder = UnlabeledImageFolder(images, transform=transform)
-    calibration = None
-    if calibrate_on is not None:
-        calibration = calibrate_on.dataset(transform)
-        if holdout is not None:
-            calibration = split_dataset(calibration, *holdout)[0]
     ctx = ctx if ctx is not None else init_distributed("cpu")
-    if ctx.is_main:
-        label_with_teacher(teacher, folder, out_csv, calibrate_on=calibration, clip=clip,
-                           raw_if_degenerate=raw_if_degenerate, batch_size=batch_size, num_workers=num_workers,
-                           overwrite=overwrite)
-    ctx.barrier()
+    with rank_zero_writer_lock(out_csv, ctx):
+        check_output_file(out_csv, inputs=[*teacher.sources, calibrate_on.csv if calibrate_on else None, images],
+                          overwrite=overwrite, flag="out_csv", overwrite_flag="overwrite=True")
+        spec = teacher.eval_transform
+        transform = build_transform(spec if normalize is None else {**spec, "normalize": normalize})
+        folder = UnlabeledImageFolder(images, transform=transform)
+        calibration = None
+        if calibrate_on is not None:
+            calibration = calibrate_on.dataset(transform)
+            if holdout is not None:
+                calibration = split_dataset(calibration, *holdout)[0]
+        if ctx.is_main:
+            label_with_teacher(teacher, folder, out_csv, calibrate_on=calibration, clip=clip,
+                               raw_if_degenerate=raw_if_degenerate, batch_size=batch_size, num_workers=num_workers,
+                               overwrite=overwrite)
+        ctx.barrier()
     # kdfiqa wrote these scores: unclipped calibrations and linear-output teachers may leave [0, 1]
     return Labels(Path(out_csv), Path(images), score_range=None)
 

@@ -14,9 +14,10 @@ from ..budget.presets import NO_BUDGET
 from ..config import RunConfig
 from ..engine.distributed import DistContext
 from ..size import format_size
-from .building import build_model, build_student, resolve_transforms, run_budget, run_context
+from .building import build_model, build_student, resolve_transforms, run_budget
 from .checks import check_unchanged, preflight
 from .data import labeled_data, sampler_of
+from .locking import holds_run_folder
 from .results import Labels, RunResult
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ def _ssar_pretrain(config: RunConfig, model: nn.Module, val: Dataset, ctx: DistC
     return result.output_dir / "last.pt"
 
 
+@holds_run_folder
 def train(config: RunConfig, *, pseudo: Labels | None = None, ctx: DistContext | None = None,
           resume: bool = False, allow_changes: bool = False, overwrite: bool = False,
           callbacks: Sequence["Callback"] = ()) -> RunResult:
@@ -92,13 +94,13 @@ def train(config: RunConfig, *, pseudo: Labels | None = None, ctx: DistContext |
     With ``ssar.epochs > 0`` the model is first pretrained by SSAR (``output_dir/ssar``) and the
     supervised run starts from those weights. ``resume`` continues the run in ``train.output_dir``
     (refusing a changed schedule or data setting unless ``allow_changes``). ``callbacks`` run in
-    the supervised run after the default ones (:class:`~kdfiqa.engine.Trainer`).
+    the supervised run after the default ones (:class:`~kdfiqa.engine.Trainer`). The run folder is
+    this call's alone while it runs (:func:`~kdfiqa.pipeline.locking.holds_run_folder`).
     """
     from ..checkpoint import load_weights
     from ..distill import Supervised
 
     preflight(config, "train", resume=resume, overwrite=overwrite, pseudo=pseudo)
-    ctx = run_context(config, ctx)
     model = build_model(config)
     if run_budget(config, "train") is not NO_BUDGET:  # given a budget, train refuses an over-budget model too
         build_student(config, model, command="train")
