@@ -180,7 +180,8 @@ def _onnx_session(model: nn.Module, folder: Path, size: int) -> Any:
 
     from kdfiqa.export import export_onnx
 
-    path = export_onnx(model, folder / "model.onnx", size)
+    path = folder / "model.onnx"
+    export_onnx(model, path, size)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
