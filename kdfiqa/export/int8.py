@@ -6,7 +6,8 @@
   ONNX Runtime's calibrator (min/max of every activation).
 * **Quantisation**: ``onnxruntime.quantization.quantize_static`` in QDQ format (QuantizeLinear /
   DequantizeLinear pairs around each quantised operator: any ONNX Runtime provider runs it), weights
-  signed INT8 per output channel, activations unsigned INT8 per tensor. The float ONNX may have
+  signed INT8 per output channel, activations unsigned INT8 per tensor, convolutions and matrix
+  products only (:data:`QUANTIZED_OPS`), after ONNX Runtime's graph pre-processing. The float ONNX may have
   dynamic or fixed height and width: the quantisation parameters do not depend on the size.
 * **Accuracy check** (given a labeled CSV): float32 and INT8 score the same images through ONNX
   Runtime; SRCC, PLCC and the challenge score (:func:`kdfiqa.metrics.evaluate`) of both are reported,
@@ -16,11 +17,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ..atomic_write import atomic_path
 from ..budget import InputSize
@@ -37,6 +40,8 @@ if TYPE_CHECKING:
 __all__ = ["Int8Options", "Int8Report", "ImageCalibrationReader", "quantize_int8", "write_int8", "score_onnx", "compare_int8"]
 
 SCORE_BATCH = 32
+QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
+"""Operators quantised to INT8; the rest stay float32."""
 
 
 @dataclass(frozen=True)
@@ -148,10 +153,27 @@ def quantize_int8(float_path: str | Path, path: str | Path, calibration: ImageSa
 
 
 def write_int8(float_path: str | Path, path: str | Path, calibration: ImageSamples) -> None:
-    """:func:`quantize_int8` without the atomic move."""
-    quantize_static(str(float_path), str(path), ImageCalibrationReader(calibration),
-                    quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
-                    activation_type=QuantType.QUInt8)
+    """:func:`quantize_int8` without the atomic move.
+
+    The float graph is first pre-processed by ONNX Runtime (graph optimisation and shape inference,
+    into a temporary file beside ``path``); only :data:`QUANTIZED_OPS` are quantised: INT8
+    element-wise operators cost more in conversions than they save. ONNX Runtime's advisory log lines
+    (per-channel axes of 1-D weights) are kept out of the output.
+    """
+    import tempfile
+
+    root = logging.getLogger()
+    level = root.level
+    with tempfile.TemporaryDirectory(dir=Path(path).parent, prefix=".kdfiqa-int8-") as scratch:
+        prepared = Path(scratch) / "prepared.onnx"
+        root.setLevel(logging.ERROR)
+        try:
+            quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
+            quantize_static(str(prepared), str(path), ImageCalibrationReader(calibration),
+                            quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
+                            activation_type=QuantType.QUInt8, op_types_to_quantize=list(QUANTIZED_OPS))
+        finally:
+            root.setLevel(level)
 
 
 def score_onnx(path: str | Path, images: ImageSamples, *, threads: int | None = None) -> np.ndarray:
