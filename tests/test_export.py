@@ -93,6 +93,15 @@ def test_static_size_fixes_height_and_width_and_verifies_at_the_export_size(tmp_
     assert module(torch.randn(4, 3, 48, 64)).shape == (4, 1)  # the batch stays dynamic
 
 
+def test_a_model_that_specialises_its_width_is_exported_fixed_with_a_note(tmp_path):
+    # torch.export keeps what the code does with the width exact by fixing it; the verification then
+    # runs at the export size only, and the note says why.
+    torch.manual_seed(0)
+    result = export_model(SizeFreezingFIQA(), tmp_path, formats=["pt2"], input_sizes=[(48, 64)])
+    assert not result.shapes["pt2"].dynamic_size and all(v.passed for v in result.verifications)
+    assert "fixed at 48x64 (the model's shape arithmetic specialises them)" in result.notes[0]
+
+
 def test_emo_windows_export_at_every_resolution(tmp_path):
     # EMO pads feature maps to a multiple of its attention window: that arithmetic must stay dynamic.
     model = calibrated_model()  # emo_1m with real batch-norm statistics: scores depend on the image

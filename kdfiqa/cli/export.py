@@ -74,8 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("target", metavar="CKPT", help="checkpoint (*.pt), registered name, timm:NAME or file.py:factory")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     p.add_argument("--format", nargs="+", choices=EXPORT_FORMATS, default=list(DEFAULT_FORMATS),
-                   dest="formats", help="formats to write (default: %(default)s; torchscript is deprecated "
-                                        "by PyTorch)")
+                   dest="formats", help=f"formats to write (default: {' '.join(DEFAULT_FORMATS)}; torchscript "
+                                        "is deprecated by PyTorch)")
     p.add_argument("--onnx-exporter", choices=ONNX_EXPORTERS, default="dynamo",
                    help="dynamo: torch.onnx.export(dynamo=True) (default); legacy: the TorchScript-based "
                         "exporter, deprecated by PyTorch")

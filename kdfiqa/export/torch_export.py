@@ -61,7 +61,7 @@ def _shape(program: ExportedProgram, size: tuple[int, int, int], dynamic: bool, 
     placeholder = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name in
                        program.graph_signature.user_inputs)
     sides = list(placeholder.meta["val"].shape[2:])
-    symbols = [s.node.expr for s in sides if isinstance(s, torch.SymInt)]
+    symbols = [s.node.expr for s in sides if isinstance(s, torch.SymInt) and not s.node.expr.is_number]
     _, h, w = size
     if len(symbols) == 2:
         lower = [int(program.range_constraints[s].lower) for s in symbols if s in program.range_constraints]
