@@ -62,7 +62,7 @@ def _settings(quick: bool) -> dict[str, Any]:
     if quick:
         return {"train": 48, "test": 24, "epochs": 1, "calibration": 8, "batches": (1, 4), "repeats": 2,
                 "exporter": "legacy"}
-    return {"train": 480, "test": 200, "epochs": 6, "calibration": 64, "batches": (1, 64), "repeats": 5,
+    return {"train": 384, "test": 200, "epochs": 4, "calibration": 64, "batches": (1, 64), "repeats": 5,
             "exporter": "dynamo"}
 
 
