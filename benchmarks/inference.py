@@ -9,8 +9,8 @@ For each model, resolution (224, 288) and batch size (1, 64), the same random ba
 * ``compile``: ``torch.compile`` (inductor) of the eager model, compile time excluded (the default
   student and the peers at 224 only, and in quick mode at the largest batch only: compiling takes
   a minute or more per model and shape on a small CPU);
-* ``onnxruntime``: the model exported by :func:`kdfiqa.export.export_onnx` (dynamic batch, height
-  and width) and run by onnxruntime's CPU provider with as many threads as torch uses, its idle
+* ``onnxruntime``: the model exported by :func:`kdfiqa.export.export_onnx` (legacy exporter,
+  dynamic batch, height and width) and run by onnxruntime's CPU provider with as many threads as torch uses, its idle
   threads not spinning (they would take the cores of the contender timed next).
 
 Efficiency is the achieved rate of multiply-adds: images/s x fvcore GMACs per image (fvcore's
@@ -180,7 +180,8 @@ def _onnx_session(model: nn.Module, folder: Path, size: int) -> Any:
 
     from kdfiqa.export import export_onnx
 
-    path = export_onnx(model, folder / "model.onnx", size)
+    path = folder / "model.onnx"
+    export_onnx(model, path, size, exporter="legacy")  # dynamo's dynamic capture of EMO takes minutes
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1

@@ -1,4 +1,5 @@
-"""Export to TorchScript and ONNX: files loaded back independently, budget re-check, verification."""
+"""Export to ONNX (dynamo and legacy), pt2 and TorchScript: files loaded back independently, budget
+re-check, verification, dependencies checked before writing."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from kdfiqa.export import (
     METADATA_KEY,
     ExportError,
     export_model,
+    load_pt2,
     verification_sizes,
 )
 from kdfiqa.models import DeployConfig, set_deploy_config
@@ -61,25 +63,50 @@ def tiny_model() -> nn.Module:
     return model
 
 
-def test_both_formats_match_eager_at_unseen_resolutions(tmp_path):
+def test_every_format_matches_eager_at_unseen_resolutions(tmp_path):
     model = tiny_model()
-    result = export_model(model, tmp_path, input_sizes=[(48, 64)], budget=VQUALA2025)
-    assert set(result.paths) == {"torchscript", "onnx"} and result.within_budget is True
-    assert result.verifications and all(v.passed for v in result.verifications)
+    result = export_model(model, tmp_path, formats=["onnx", "pt2", "torchscript"], input_sizes=[(48, 64)],
+                          budget=VQUALA2025)
+    assert set(result.paths) == {"torchscript", "onnx", "pt2"} and result.within_budget is True
+    assert len(result.verifications) == 9 and all(v.passed for v in result.verifications)
+    assert all(shape.dynamic_size for shape in result.shapes.values()) and not result.notes
 
     model.eval()
-    x = torch.randn(3, 3, 37, 91)  # neither the tracing size nor a verification size
+    x = torch.randn(5, 3, 37, 91)  # neither the tracing size nor a verification size, nor its batch
     expected = model(x).detach().numpy()
     scripted = torch.jit.load(str(result.paths["torchscript"]))
     np.testing.assert_allclose(scripted(x).detach().numpy(), expected, atol=DEFAULT_ATOL)
     session = onnxruntime.InferenceSession(str(result.paths["onnx"]), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], expected, atol=DEFAULT_ATOL)
+    program = torch.export.load(str(result.paths["pt2"])).module()
+    np.testing.assert_allclose(program(x).detach().numpy(), expected, atol=DEFAULT_ATOL)
+    module, meta = load_pt2(result.paths["pt2"])
+    assert meta["input_sizes"] == [[3, 48, 64]]
+
+
+def test_static_size_fixes_height_and_width_and_verifies_at_the_export_size(tmp_path):
+    result = export_model(tiny_model(), tmp_path, formats=["pt2"], input_sizes=[(48, 64)], static_size=True)
+    assert not result.shapes["pt2"].dynamic_size
+    assert [v.input_size for v in result.verifications] == [(3, 48, 64)]
+    assert "fixed at 48x64 (--static-size)" in result.notes[0] and "not verified at" in result.notes[1]
+    module, _ = load_pt2(result.paths["pt2"])
+    assert module(torch.randn(4, 3, 48, 64)).shape == (4, 1)  # the batch stays dynamic
+
+
+def test_a_model_that_specialises_its_width_is_exported_fixed_with_a_note(tmp_path):
+    # torch.export keeps what the code does with the width exact by fixing it; the verification then
+    # runs at the export size only, and the note says why.
+    torch.manual_seed(0)
+    result = export_model(SizeFreezingFIQA(), tmp_path, formats=["pt2"], input_sizes=[(48, 64)])
+    assert not result.shapes["pt2"].dynamic_size and all(v.passed for v in result.verifications)
+    assert "fixed at 48x64 (the model's shape arithmetic specialises them)" in result.notes[0]
 
 
 def test_emo_windows_export_at_every_resolution(tmp_path):
     # EMO pads feature maps to a multiple of its attention window: that arithmetic must stay dynamic.
     model = calibrated_model()  # emo_1m with real batch-norm statistics: scores depend on the image
-    result = export_model(model, tmp_path, input_sizes=[(48, 56)], verify_sizes=[(48, 56), (33, 90), (75, 61)])
+    result = export_model(model, tmp_path, formats=["torchscript", "onnx"], onnx_exporter="legacy",
+                          input_sizes=[(48, 56)], verify_sizes=[(48, 56), (33, 90), (75, 61)])
     assert len(result.verifications) == 6 and all(v.passed for v in result.verifications)
     assert min(v.eager_spread for v in result.verifications) > 1e-3  # the comparison is not vacuous
 
@@ -88,14 +115,15 @@ def test_lighthspa_pooled_keys_export_at_every_resolution(tmp_path):
     # LightHSPA pools keys and values adaptively to 7x7, which ONNX can express only for a fixed input
     # size; the export writes the same averages as matrix products. Maps of 7x7, 4x5 and 10x8 here.
     model = calibrated_model("lighthspa_fiqa")
-    result = export_model(model, tmp_path, formats=["onnx"], input_sizes=[224],
+    result = export_model(model, tmp_path, formats=["onnx"], onnx_exporter="legacy", input_sizes=[224],
                           verify_sizes=[224, (97, 131), (320, 256)])
     assert len(result.verifications) == 3 and all(v.passed for v in result.verifications)
     assert min(v.eager_spread for v in result.verifications) > 1e-3  # the comparison is not vacuous
 
 
-def test_onnx_graph_has_dynamic_height_width_and_metadata(tmp_path):
-    result = export_model(tiny_model(), tmp_path, formats=["onnx"], input_sizes=[64],
+@pytest.mark.parametrize("exporter", ["dynamo", "legacy"])
+def test_onnx_graph_has_dynamic_height_width_and_metadata(tmp_path, exporter):
+    result = export_model(tiny_model(), tmp_path, formats=["onnx"], input_sizes=[64], onnx_exporter=exporter,
                           meta={"eval_transform": {"size": 64}})
     graph = onnx.load(str(result.paths["onnx"]))
     onnx.checker.check_model(graph)
@@ -103,6 +131,7 @@ def test_onnx_graph_has_dynamic_height_width_and_metadata(tmp_path):
     dims = graph.graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param for d in dims] == ["batch", "", "height", "width"]
     assert dims[1].dim_value == 3
+    assert graph.graph.output[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     meta = json.loads({p.key: p.value for p in graph.metadata_props}[METADATA_KEY])
     assert meta["eval_transform"] == {"size": 64} and meta["input_sizes"] == [[3, 64, 64]]
 
@@ -157,10 +186,24 @@ def test_over_budget_refused_unless_allowed(tmp_path):
     assert [r.input_size for r in result.budget_reports] == [(3, 32, 32), (3, 64, 64)]
 
 
-def test_missing_onnx_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "onnx", None)  # makes `import onnx` raise ImportError
-    with pytest.raises(ExportError, match=r"kdfiqa\[onnx\]"):
-        export_model(tiny_model(), tmp_path, formats=["onnx"], input_sizes=[32])
+@pytest.mark.parametrize("module", ["onnx", "onnxruntime", "onnxscript"])
+def test_a_missing_dependency_is_refused_before_any_file_is_written(tmp_path, monkeypatch, module):
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import MODULE` raise ImportError
+    with pytest.raises(ExportError, match=rf"needs {module}.*kdfiqa\[onnx\]"):
+        export_model(tiny_model(), tmp_path / "out", formats=["torchscript", "onnx"], input_sizes=[32])
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_missing_dependency_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "onnxscript", None)
+    out = tmp_path / "out"
+    assert main(["export", _factory_file(tmp_path), "--out", str(out), "--format", "torchscript", "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "pip install 'kdfiqa[onnx]'" in err
+    assert not (out / "model.pt").exists()
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # the legacy exporter does without it
+    assert main(["export", _factory_file(tmp_path), "--out", str(out), "--format", "onnx", "--onnx-exporter",
+                 "legacy", "--input", "32"]) == 0
 
 
 def test_unknown_format_and_old_opset(tmp_path):
@@ -208,9 +251,10 @@ def test_cli_export_writes_verified_files_and_exit_codes(tmp_path, capsys):
     assert main(["export", target, "--out", str(out), "--input", "40", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["within_budget"] is True
-    assert {v["format"] for v in report["verifications"]} == {"torchscript", "onnx"}
+    assert {v["format"] for v in report["verifications"]} == {"pt2", "onnx"}
     assert all(v["passed"] for v in report["verifications"])
-    assert (out / "model.pt").exists() and (out / "model.onnx").exists()
+    assert report["dynamic_size"] == {"onnx": True, "pt2": True} and report["int8"] is None
+    assert (out / "model.pt2").exists() and (out / "model.onnx").exists()
 
     over = ["export", target, "--out", str(tmp_path / "over"), "--max-params", "10"]
     assert main(over) == 1
@@ -248,7 +292,8 @@ def build():
 def test_cli_export_onnx_failure_is_one_line_exit_2(tmp_path, capfd):
     # Adaptive pooling to a 3x3 grid cannot be written in ONNX for a dynamic input size.
     target = _factory_file(tmp_path, UNEXPORTABLE)
-    assert main(["export", target, "--out", str(tmp_path / "out"), "--format", "onnx", "--input", "32"]) == 2
+    assert main(["export", target, "--out", str(tmp_path / "out"), "--format", "onnx", "--input", "32",
+                 "--onnx-exporter", "legacy"]) == 2
     out, err = capfd.readouterr()
     assert out == ""  # the exporter's own graph dump is silenced
     assert len(err.strip().splitlines()) == 1
@@ -294,3 +339,32 @@ def test_cli_export_never_replaces_a_file_unless_asked(tmp_path, capsys):
     assert (out / "model.pt").read_bytes() != b"a checkpoint the user keeps here"
     with pytest.raises(Exception, match="atol"):
         export_model(tiny_model(), tmp_path / "x", formats=["torchscript"], input_sizes=[32], atol=-1.0)
+
+
+def test_every_export_of_a_registered_model_writes_a_model_folder_that_reloads(tmp_path, capsys):
+    """``kdfiqa export`` of a checkpoint also writes model.safetensors, config.json and a README.md
+    card (with the checkpoint's metrics) that load back to the same scores; a model built outside
+    the registry is exported without a folder, with a note saying why."""
+    from kdfiqa.checkpoint import build_checkpoint, save_checkpoint
+    from kdfiqa.models import create_model
+    from kdfiqa.targets import load_target
+
+    torch.manual_seed(0)
+    model = create_model("mobilenetv3_small_fiqa").eval()
+    save_checkpoint(tmp_path / "tiny.pt", build_checkpoint(model, metrics={"score": 0.625}))
+    out = tmp_path / "out"
+    assert main(["export", str(tmp_path / "tiny.pt"), "--out", str(out), "--input", "64", "--format",
+                 "torchscript", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["paths"]["folder"] == str(out)
+    assert {p.name for p in out.iterdir()} >= {"model.safetensors", "config.json", "README.md"}
+    assert "0.625" in (out / "README.md").read_text()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(load_target(str(out)).eval()(x), model(x), atol=1e-6)
+    assert main(["export", str(tmp_path / "tiny.pt"), "--out", str(out), "--input", "64", "--format",
+                 "torchscript"]) == 2  # the folder's files too are never replaced unless asked
+    assert "already exists" in capsys.readouterr().err
+    result = export_model(tiny_model(), tmp_path / "hand", formats=["torchscript"], input_sizes=[32])
+    assert "folder" not in result.paths and not (tmp_path / "hand" / "config.json").exists()
+    assert any(note.startswith("no model folder") for note in result.notes)
