@@ -149,7 +149,7 @@ BAD_FILES = [
     ("g.yaml", "name: [emo2_1m\n", "g.yaml:2: not valid YAML"),
     ("h.json", '{"name": "emo2_1m",}', "h.json:1: not valid JSON"),
     ("i.yaml", "name: other.yaml\n", "i.yaml:1: name: 'other.yaml' is a model file"),
-    ("j.yaml", "name: emo2_1m\nkwargs: {depths: [2, 2]}\n", "j.yaml: kwargs: emo2_1m cannot be built"),
+    ("j.yaml", "name: emo2_1m\nkwargs: {depths: [2, 2]}\n", "j.yaml: kwargs: model emo2_1m(depths=[2, 2]) cannot be built: ValueError"),
     ("k.yaml", "# " + "x" * MAX_MODEL_FILE_BYTES + "\nname: emo2_1m\n", "k.yaml: larger than 64 KiB"),
 ]
 

@@ -152,11 +152,8 @@ def build_model_file(path: str | os.PathLike, **overrides: Any) -> nn.Module:
     spec = read_model_file(path)
     try:
         model = create_model(spec.name, **{**spec.kwargs, **overrides})
-    except KdfiqaError as exc:
+    except KdfiqaError as exc:  # out of bounds, or refused by the factory (create_model says which)
         raise ConfigError(f"{path}: kwargs: {exc}") from None
-    except Exception as exc:  # a factory refusing a combination of values
-        raise ConfigError(f"{path}: kwargs: {spec.name} cannot be built with them "
-                          f"({type(exc).__name__}: {exc})") from None
     if spec.input is not None:
         set_deploy_config(model, deploy_config(model).replace(input_size=spec.input))
     return model
