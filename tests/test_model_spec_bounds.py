@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import io
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -141,7 +140,8 @@ def test_train_refuses_a_negative_width_from_a_model_file(tmp_path, data):
     path = write_model_file(tmp_path / "negative.yaml", "lighthspa_fiqa", {"width_mult": -0.5})
     code, err, _ = _cli(["train", "--model", path, *data, "--device", "cpu", "--out", tmp_path / "run"])
     line = _one_clean_line(err)
-    assert code == 2 and "width_mult: -0.5 must be > 0" in line
+    expected = f"{path}:2: kwargs: model lighthspa_fiqa(width_mult=-0.5): width_mult: -0.5 must be > 0"
+    assert code == 2 and expected in line
 
 
 def test_a_checkpoint_with_a_stored_kwarg_out_of_bounds_is_refused(tmp_path):

@@ -176,7 +176,7 @@ def test_written_model_file_round_trips_as_json_and_yaml(tmp_path):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--trials", "0"], "--trials must be at least 1"),
+    (["--trials", "0"], "--trials must be from 1 to 1000, got 0"),
     (["--latency-runs", "0"], "--latency-runs must be at least 1"),
     (["--plot", "front.jpg"], "--plot front.jpg: the plot is a PNG"),
     (["--plot", f"{__file__}/front.png"], f"{__file__} is a file where a folder is expected"),

@@ -41,7 +41,8 @@ from ..size import format_size
 from .core import measure
 from .limits import Budget, parse_input_size
 
-__all__ = ["MAX_TRIALS", "MAX_LATENCY_RUNS", "SearchSpace", "SPACES", "Candidate", "SearchResult", "sample", "pareto_front", "cpu_latency_ms",
+__all__ = ["MAX_TRIALS", "MAX_LATENCY_RUNS",
+           "SearchSpace", "SPACES", "Candidate", "SearchResult", "sample", "pareto_front", "cpu_latency_ms",
            "search_students", "front_files", "check_out_dir", "write_front"]
 
 

@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--family", choices=FAMILIES, default="emo2",
                    help="the architectures searched (default: %(default)s)")
-    p.add_argument("--trials", type=int, default=32, metavar="N", help="candidates drawn, at most 1000 (default: %(default)s)")
+    p.add_argument("--trials", type=int, default=32, metavar="N",
+                   help="candidates drawn, at most 1000 (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler (default: %(default)s)")
     p.add_argument("--input", type=image_size_arg, metavar="SIZE",
                    help="input size measured at: 224 or 224x336 (default: the budget's deployment size)")

@@ -67,6 +67,7 @@ __all__ = [
     "UNSAFE_KWARGS",
     "register_backbone",
     "register_model",
+    "check_model_spec",
     "create_backbone",
     "create_model",
     "list_models",
@@ -262,8 +263,9 @@ def _attempt(spec: str, kwargs: Mapping[str, Any], build: Callable[[], Any]) -> 
     failed download of published weights says how to do without."""
     try:
         return build()
-    except KdfiqaError as exc:
-        raise type(exc)(f"{spec}: {exc}") from None
+    except KdfiqaError as exc:  # the factory's own one-line refusal, now naming the spec
+        exc.args = (f"{spec}: {exc}", *exc.args[1:])
+        raise
     except OSError as exc:  # a download of published weights (torchvision, timm's hub) that failed
         if kwargs.get("pretrained") is not True:
             raise
@@ -275,14 +277,22 @@ def _attempt(spec: str, kwargs: Mapping[str, Any], build: Callable[[], Any]) -> 
         raise ConfigError(f"{spec} cannot be built: {named_first_line(exc)}") from exc
 
 
+def check_model_spec(name: str, kwargs: Mapping[str, Any]) -> None:
+    """Refuse, with one :class:`ConfigError` line naming the spec and the argument, keyword arguments
+    outside the bounds ``name``'s family declares, or a ``head`` whose ``hidden`` widths are outside
+    :data:`~kdfiqa.models.heads.HEAD_BOUNDS`. Builds nothing."""
+    spec = _spec(name, kwargs)
+    check_bounds(spec, kwargs, _bounds(name))
+    if isinstance(kwargs.get("head"), Mapping):
+        check_bounds(f"{spec}: head", kwargs["head"], HEAD_BOUNDS)
+
+
 def _guarded_build(name: str, kwargs: dict[str, Any], build: Callable[..., nn.Module]) -> nn.Module:
     """``build(**kwargs)`` once the spec is known to be bounded: the declared bounds hold, and the
     network built on the ``meta`` device has at most :data:`MAX_PARAMETERS` parameters. Every
     failure is one line naming the spec (see :func:`_attempt`)."""
     spec = _spec(name, kwargs)
-    check_bounds(spec, kwargs, _bounds(name))
-    if isinstance(kwargs.get("head"), Mapping):
-        check_bounds(f"{spec}: head", kwargs["head"], HEAD_BOUNDS)
+    check_model_spec(name, kwargs)
     params = _attempt(spec, kwargs, lambda: _meta_parameters(build, kwargs))
     if params is not None and params > MAX_PARAMETERS:
         raise ConfigError(f"{spec}: {params:,} parameters, over the {MAX_PARAMETERS:,} any model may have; "
