@@ -154,9 +154,4 @@ def load_target(target: str | os.PathLike, **model_kwargs: Any) -> nn.Module:
         hint = f"give {Path(target) / inside[0]}" if inside else "give a checkpoint file (*.pt)"
         raise ConfigError(f"{target}: is a folder, not a model or a checkpoint; {hint}, or a model folder "
                           "(model.safetensors and config.json)")
-    try:
-        return create_model(target, **model_kwargs)
-    except KdfiqaError:
-        raise
-    except Exception as exc:
-        raise ConfigError(f"cannot build model {target!r}: {type(exc).__name__}: {exc}") from exc
+    return create_model(target, **model_kwargs)

@@ -327,7 +327,7 @@ def test_a_constructor_rejecting_stored_kwargs_is_one_line(tmp_path):
     model = registry.create_model("timm:mobilenetv3_small_050", drop_rate=0.1)
     ckpt = build_checkpoint(model)
     path = _rewritten(tmp_path, ckpt, deploy=None, kwargs={"img_size": 64})  # a CNN takes no img_size
-    with pytest.raises(CheckpointError, match=r"cannot be built here: TypeError: .*img_size") as info:
+    with pytest.raises(CheckpointError, match=r"cannot be built here: model timm:mobilenetv3_small_050\(img_size=64\) cannot be built: TypeError: .*img_size") as info:
         load_model(path)
     _one_line(info)
     back = load_model(save_checkpoint(tmp_path / "ok.pt", ckpt))

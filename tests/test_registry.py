@@ -165,7 +165,7 @@ def test_a_failed_download_of_published_weights_is_one_line_naming_the_way_out(m
         raise urllib.error.URLError("Name or service not known")
 
     monkeypatch.setattr(torchvision.models, "swin_b", offline)
-    with pytest.raises(ConfigError, match=r"ecnu_sjtu_teacher: its published weights could not be fetched .*"
+    with pytest.raises(ConfigError, match=r"ecnu_sjtu_teacher\(pretrained=True\): its published weights could not be fetched .*"
                                           r"model\.pretrained=false"):
         create_model("ecnu_sjtu_teacher", pretrained=True)
     with pytest.raises(urllib.error.URLError):  # without pretrained=True it is not a download: as raised

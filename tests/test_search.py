@@ -149,7 +149,7 @@ BAD_FILES = [
     ("g.yaml", "name: [emo2_1m\n", "g.yaml:2: not valid YAML"),
     ("h.json", '{"name": "emo2_1m",}', "h.json:1: not valid JSON"),
     ("i.yaml", "name: other.yaml\n", "i.yaml:1: name: 'other.yaml' is a model file"),
-    ("j.yaml", "name: emo2_1m\nkwargs: {depths: [2, 2]}\n", "j.yaml: kwargs: emo2_1m cannot be built"),
+    ("j.yaml", "name: emo2_1m\nkwargs: {depths: [2, 2]}\n", "j.yaml: kwargs: model emo2_1m(depths=[2, 2]) cannot be built: ValueError"),
     ("k.yaml", "# " + "x" * MAX_MODEL_FILE_BYTES + "\nname: emo2_1m\n", "k.yaml: larger than 64 KiB"),
 ]
 
@@ -176,7 +176,7 @@ def test_written_model_file_round_trips_as_json_and_yaml(tmp_path):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--trials", "0"], "--trials must be at least 1"),
+    (["--trials", "0"], "--trials must be from 1 to 1000, got 0"),
     (["--latency-runs", "0"], "--latency-runs must be at least 1"),
     (["--plot", "front.jpg"], "--plot front.jpg: the plot is a PNG"),
     (["--plot", f"{__file__}/front.png"], f"{__file__} is a file where a folder is expected"),

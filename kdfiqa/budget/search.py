@@ -41,8 +41,15 @@ from ..size import format_size
 from .core import measure
 from .limits import Budget, parse_input_size
 
-__all__ = ["SearchSpace", "SPACES", "Candidate", "SearchResult", "sample", "pareto_front", "cpu_latency_ms",
+__all__ = ["MAX_TRIALS", "MAX_LATENCY_RUNS",
+           "SearchSpace", "SPACES", "Candidate", "SearchResult", "sample", "pareto_front", "cpu_latency_ms",
            "search_students", "front_files", "check_out_dir", "write_front"]
+
+
+MAX_TRIALS = 1000
+"""The most candidates one search draws (each is built and measured: about a second apiece)."""
+MAX_LATENCY_RUNS = 100
+"""The most timed CPU passes per candidate."""
 
 
 @dataclass(frozen=True)
@@ -197,9 +204,8 @@ def _evaluate(space: SearchSpace, trial: int, kwargs: dict[str, Any], budget: Bu
               size: tuple[int, int, int], latency_runs: int) -> Candidate:
     try:
         model = create_model(space.model, **kwargs)
-    except Exception as exc:  # a space whose choices do not all build is a bug of the space
-        raise ConfigError(f"search family {space.family}: {space.model} cannot be built with "
-                          f"{kwargs} ({type(exc).__name__}: {exc})") from exc
+    except ConfigError as exc:  # a space whose choices do not all build is a bug of the space
+        raise ConfigError(f"search family {space.family}: {exc}") from exc
     params = sum(p.numel() for p in model.parameters())
     if params > budget.max_params:
         return Candidate(trial, kwargs, params, None, False)
@@ -228,10 +234,11 @@ def search_students(family: str, budget: Budget, *, input_size: Any = None, tria
 
     if family not in SPACES:
         raise ConfigError(f"--family {family!r} is not one of {', '.join(SPACES)}")
-    if trials < 1:
-        raise ConfigError(f"--trials must be at least 1, got {trials}")
-    if latency_runs < 0:
-        raise ConfigError(f"--latency-runs must be at least 1 (0 in Python: no timing), got {latency_runs}")
+    if not 1 <= trials <= MAX_TRIALS:
+        raise ConfigError(f"--trials must be from 1 to {MAX_TRIALS}, got {trials}")
+    if not 0 <= latency_runs <= MAX_LATENCY_RUNS:
+        raise ConfigError(f"--latency-runs must be from 1 to {MAX_LATENCY_RUNS} (0 in Python: no timing), "
+                          f"got {latency_runs}")
     space = SPACES[family]
     size = parse_input_size(input_size if input_size is not None
                             else budget.deploy_size or model_info(space.model).default_input_size)

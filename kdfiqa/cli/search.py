@@ -46,13 +46,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--family", choices=FAMILIES, default="emo2",
                    help="the architectures searched (default: %(default)s)")
-    p.add_argument("--trials", type=int, default=32, metavar="N", help="candidates drawn (default: %(default)s)")
+    p.add_argument("--trials", type=int, default=32, metavar="N",
+                   help="candidates drawn, at most 1000 (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler (default: %(default)s)")
     p.add_argument("--input", type=image_size_arg, metavar="SIZE",
                    help="input size measured at: 224 or 224x336 (default: the budget's deployment size)")
     add_budget_flags(p, "--preset", help="named budget (default: %(default)s)")
     p.add_argument("--latency-runs", type=int, default=5, metavar="N",
-                   help="timed CPU passes per candidate, median kept (default: %(default)s)")
+                   help="timed CPU passes per candidate, median kept, at most 100 (default: %(default)s)")
     p.add_argument("--no-latency", action="store_true", help="skip timing: a front over parameters and GFLOPs")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--plot", metavar="FILE.png", help="draw the candidates and the front into a PNG")

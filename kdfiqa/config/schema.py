@@ -238,9 +238,10 @@ class DistillSection:
                                      "(default: --input)")
     """Deployment resolutions the budget is checked at (default: the training input), each raised to
     the budget's deployment size where that is larger, and the evaluation size."""
-    view_cache: int = option(0, resume="refuse", flag="--view-cache", metavar="K", at_least=0, commands=("distill",),
+    view_cache: int = option(0, resume="refuse", flag="--view-cache", metavar="K", at_least=0, at_most=64,
+                             commands=("distill",),
                              help="score K stored random views of each image with the teacher once and "
-                                  "train on them instead of running it every step (0: online)")
+                                  "train on them instead of running it every step (0: online; at most 64)")
     """Views per image of the crop-level teacher cache (:mod:`kdfiqa.distill.view_cache`); 0 runs the
     teacher on every batch."""
     allow_over_budget: bool = option(False, resume="allow", flag="--allow-over-budget",

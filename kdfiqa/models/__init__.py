@@ -3,6 +3,8 @@ deployment config every model built here carries, and :func:`fuse`, a model's in
 
 from .deploy import DeployConfig, deploy_config, set_deploy_config
 from .registry import (
+    MAX_PARAMETERS,
+    Bound,
     ModelInfo,
     create_backbone,
     create_model,
@@ -22,9 +24,11 @@ from .timm_backbone import TimmBackbone
 from . import dualbranch, edgenext, lighthspa, mobilenet, swin  # noqa: F401  (register the seed's model zoo)
 
 __all__ = [
+    "Bound",
     "DeployConfig",
     "EMOBackbone",
     "FIQARegressor",
+    "MAX_PARAMETERS",
     "ModelInfo",
     "QualityHead",
     "TimmBackbone",

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
 
 from ..errors import ConfigError
+from .bounds import Bound
 from .heads import FIQARegressor
 from .registry import register_model
 from .timm_backbone import TimmBackbone
@@ -133,8 +134,19 @@ class DualBranchBackbone(nn.Module):
         return torch.cat([self.local.forward_head_input(x), self.global_branch(x)], dim=1)
 
 
+_KERNEL = Bound(at_least=1, at_most=63, integer=True, max_items=4)
+_BOUNDS = {
+    "widths": Bound(at_least=1, at_most=4096, integer=True, max_items=4),
+    "depths": Bound(at_least=0, at_most=64, integer=True, max_items=4),
+    "kernel_sizes": _KERNEL, "small_kernel": _KERNEL,
+    "ffn_ratio": Bound(above=0, at_most=16),
+}
+"""What the large-kernel branch's keyword arguments may be: four stages of up to 64 blocks, widths up
+to 4096, kernels up to 63, feed-forward ratios in (0, 16]."""
+
+
 @register_model(name="dualbranch_fiqa", default_input_size=INPUT_SIZE, is_student=True,
-                forwards=(DualBranchBackbone, LargeKernelBranch))
+                forwards=(DualBranchBackbone, LargeKernelBranch), bounds=_BOUNDS)
 def dualbranch_fiqa(pretrained: bool = False, head: dict[str, Any] | None = None, **kwargs: Any) -> FIQARegressor:
     """Dual-branch local (MobileNetV2) + global (31x31 large-kernel) network (BIT_ssvgg), 224x336."""
     return FIQARegressor(DualBranchBackbone(pretrained=pretrained, **kwargs), head=head,

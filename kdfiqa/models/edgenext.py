@@ -21,7 +21,7 @@ from typing import Any
 
 from .heads import FIQARegressor
 from .registry import register_model
-from .timm_backbone import TIMM_BACKBONE_KWARGS, TimmBackbone, timm_regressor
+from .timm_backbone import TIMM_BACKBONE_KWARGS, TIMM_BOUNDS, TimmBackbone, timm_regressor
 
 __all__ = ["edgenext_xxs_fiqa", "ecnu_sjtu_student"]
 
@@ -30,7 +30,7 @@ WINNER_HEAD = {"hidden": (128,), "norm": None, "act": "relu"}
 
 
 @register_model(name="edgenext_xxs_fiqa", default_input_size=INPUT_SIZE, is_student=True,
-                forwards=(TIMM_BACKBONE_KWARGS,))
+                forwards=(TIMM_BACKBONE_KWARGS,), bounds=TIMM_BOUNDS)
 def edgenext_xxs_fiqa(pretrained: bool = False, head: dict[str, Any] | None = None, **kwargs: Any) -> FIQARegressor:
     """EdgeNeXt-XXS with head Linear(168,128) → ReLU → Linear(128,1) (challenge winner's student), 224x224."""
     return timm_regressor("edgenext_xx_small", pretrained=pretrained, default_input_size=INPUT_SIZE,
@@ -42,7 +42,7 @@ ECNU_SJTU_INPUT = (3, 352, 352)
 ECNU_SJTU_HEAD = {"pool": "avg", "hidden": (128,), "norm": None, "act": None, "out_activation": None}
 """``models/FIQA_model.py``: AdaptiveAvgPool2d(1) -> Linear(168, 128) -> Linear(128, 1), no activation."""
 @register_model(name="ecnu_sjtu_student", default_input_size=ECNU_SJTU_INPUT, is_student=True,
-                forwards=(TIMM_BACKBONE_KWARGS,))
+                forwards=(TIMM_BACKBONE_KWARGS,), bounds=TIMM_BOUNDS)
 def ecnu_sjtu_student(pretrained: bool = False, **kwargs: Any) -> FIQARegressor:
     """The ECNU-SJTU winner's EdgeNeXt-XXS, exactly: timm's head stripped, avg pool -> Linear(168,128) -> Linear(128,1), linear output, 352x352."""
     return FIQARegressor(TimmBackbone("edgenext_xx_small", pretrained, strip_head=True, **kwargs),

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CheckpointError, ConfigError, first_line
+from .bounds import Bound
 from .emo_blocks import ConvNormAct, PatchEmbed, iiRMB, iRMB, make_norm
 from .registry import register_backbone
 
@@ -134,7 +135,7 @@ class EMOBackbone(nn.Module):
         else:
             raise ValueError(f"stem {stem!r} is not 'emo' or 'emo2'")
 
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         for i in range(n):
             blocks = []
             for j in range(depths[i]):
@@ -249,50 +250,65 @@ def _create(
 _FORWARDS = (_create, EMOBackbone)
 """Where the presets' ``**kwargs`` go (what a checkpoint may replay)."""
 
+_WIDTH = Bound(at_least=1, at_most=4096, integer=True, max_items=8)
+_WINDOW = Bound(at_least=1, at_most=64, integer=True, max_items=8)
+_RATE = Bound(at_least=0, at_most=1)
+_BOUNDS = {
+    "depths": Bound(at_least=0, at_most=64, integer=True, max_items=8, not_all_zero=True),
+    "embed_dims": _WIDTH, "head_dims": _WIDTH, "stem_dim": _WIDTH,
+    "exp_ratios": Bound(above=0, at_most=16, max_items=8),
+    "window_size": _WINDOW, "window_sizes": _WINDOW, "dw_kernel_sizes": _WINDOW,
+    "in_chans": Bound(at_least=1, at_most=64, integer=True),
+    "num_classes": Bound(at_least=0, at_most=100_000, integer=True),
+    "drop_path_rate": _RATE, "attn_drop": _RATE, "proj_drop": _RATE,
+}
+"""What the presets' keyword arguments may be: at most 8 stages of 0 to 64 blocks (not all none),
+widths up to 4096, expansion ratios in (0, 16], windows and depth-wise kernels up to 64."""
 
-@register_backbone(is_student=True, forwards=_FORWARDS)
+
+@register_backbone(is_student=True, forwards=_FORWARDS, bounds=_BOUNDS)
 def emo_1m(**kwargs: Any) -> EMOBackbone:
     """EMO-1M (ICCV 2023): iRMB, grid windows; 1.36M params / 0.26 GFLOPs with the ImageNet head."""
     return _create("emo_1m", **kwargs)
 
 
-@register_backbone(is_student=True, forwards=_FORWARDS)
+@register_backbone(is_student=True, forwards=_FORWARDS, bounds=_BOUNDS)
 def emo_2m(**kwargs: Any) -> EMOBackbone:
     """EMO-2M (ICCV 2023): iRMB, grid windows; 2.38M params / 0.44 GFLOPs with the ImageNet head."""
     return _create("emo_2m", **kwargs)
 
 
-@register_backbone(is_student=False, forwards=_FORWARDS)
+@register_backbone(is_student=False, forwards=_FORWARDS, bounds=_BOUNDS)
 def emo_5m(**kwargs: Any) -> EMOBackbone:
     """EMO-5M (ICCV 2023): iRMB, grid windows; 5.11M params / 0.90 GFLOPs with the ImageNet head."""
     return _create("emo_5m", **kwargs)
 
 
-@register_backbone(is_student=False, forwards=_FORWARDS)
+@register_backbone(is_student=False, forwards=_FORWARDS, bounds=_BOUNDS)
 def emo_6m(**kwargs: Any) -> EMOBackbone:
     """EMO-6M (ICCV 2023): iRMB, grid windows; 6.17M params / 0.96 GFLOPs with the ImageNet head."""
     return _create("emo_6m", **kwargs)
 
 
-@register_backbone(is_student=True, forwards=_FORWARDS)
+@register_backbone(is_student=True, forwards=_FORWARDS, bounds=_BOUNDS)
 def emo2_1m(**kwargs: Any) -> EMOBackbone:
     """EMOv2-1M: iiRMB, hybrid windows; 1.46M params / 0.28 GFLOPs with the ImageNet head (seed student)."""
     return _create("emo2_1m", **kwargs)
 
 
-@register_backbone(is_student=True, forwards=_FORWARDS)
+@register_backbone(is_student=True, forwards=_FORWARDS, bounds=_BOUNDS)
 def emo2_2m(**kwargs: Any) -> EMOBackbone:
     """EMOv2-2M: iiRMB, hybrid windows; 2.38M params / 0.49 GFLOPs with the ImageNet head."""
     return _create("emo2_2m", **kwargs)
 
 
-@register_backbone(is_student=False, forwards=_FORWARDS)
+@register_backbone(is_student=False, forwards=_FORWARDS, bounds=_BOUNDS)
 def emo2_5m(**kwargs: Any) -> EMOBackbone:
     """EMOv2-5M: iiRMB, hybrid windows; 5.13M params / 1.04 GFLOPs with the ImageNet head (seed teacher)."""
     return _create("emo2_5m", **kwargs)
 
 
-@register_backbone(is_student=False, forwards=_FORWARDS)
+@register_backbone(is_student=False, forwards=_FORWARDS, bounds=_BOUNDS)
 def emo2_20m(**kwargs: Any) -> EMOBackbone:
     """EMOv2-20M: iiRMB, hybrid windows; 20.2M params / 4.02 GFLOPs with the ImageNet head."""
     return _create("emo2_20m", **kwargs)

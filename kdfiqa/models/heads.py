@@ -20,14 +20,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from .bounds import Bound
 
-__all__ = ["POOLINGS", "ACTIVATIONS", "QualityHead", "FIQARegressor"]
+__all__ = ["POOLINGS", "ACTIVATIONS", "HEAD_BOUNDS", "QualityHead", "FIQARegressor"]
 
 POOLINGS = ("avg", "avgmax", "none")
 """Global pooling of :class:`QualityHead`: average; average and max concatenated (2C wide); none (the
 input is already a pooled (B, C) vector)."""
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+HEAD_BOUNDS = {"hidden": Bound(at_least=1, at_most=65536, integer=True, max_items=16)}
+"""What a quality head's ``hidden`` widths may be (checked on every build with a ``head``)."""
 """Hidden-layer activations of :class:`QualityHead` by name."""
 
 

@@ -26,6 +26,7 @@ from torchvision.models import mobilenet_v2
 from torchvision.ops import Conv2dNormActivation, SqueezeExcitation
 
 from ..errors import ConfigError
+from .bounds import Bound
 from .heads import FIQARegressor
 from .registry import register_model
 
@@ -140,8 +141,19 @@ class LightHSPABackbone(nn.Module):
         return self.conv_head(self.hspa(x))
 
 
+_BOUNDS = {
+    "width_mult": Bound(above=0, at_most=4),
+    "se_reduction": Bound(at_least=1, at_most=1024, integer=True),
+    "num_heads": Bound(at_least=1, at_most=64, integer=True),
+    "qk_reduction": Bound(at_least=1, at_most=1024, integer=True),
+    "pool_size": Bound(at_least=1, at_most=64, integer=True),
+}
+"""What LightHSPA's keyword arguments may be: a width multiplier in (0, 4], up to 64 heads and a
+pooled grid up to 64x64."""
+
+
 @register_model(name="lighthspa_fiqa", default_input_size=INPUT_SIZE, is_student=True,
-                forwards=(LightHSPABackbone, LightHSPA))
+                forwards=(LightHSPABackbone, LightHSPA), bounds=_BOUNDS)
 def lighthspa_fiqa(pretrained: bool = False, head: dict[str, Any] | None = None, **kwargs: Any) -> FIQARegressor:
     """LightHSPA (DERS): MobileNetV2-style backbone, channel/spatial/LightHSPA attention, avg+max head, 224x224."""
     if pretrained:

@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import ConfigError
 from .heads import FIQARegressor
 from .registry import register_model
-from .timm_backbone import TIMM_BACKBONE_KWARGS, timm_regressor
+from .timm_backbone import TIMM_BACKBONE_KWARGS, TIMM_BOUNDS, timm_regressor
 
 __all__ = ["WIDTHS", "mobilenetv3_large_fiqa", "mobilenetv3_small_fiqa", "mobilenetv2_fiqa"]
 
@@ -38,7 +38,7 @@ def _timm_variant(network: str, width: float) -> str:
 
 
 @register_model(name="mobilenetv3_large_fiqa", default_input_size=INPUT_SIZE, is_student=True,
-                normalize="symmetric", forwards=(TIMM_BACKBONE_KWARGS,))
+                normalize="symmetric", forwards=(TIMM_BACKBONE_KWARGS,), bounds=TIMM_BOUNDS)
 def mobilenetv3_large_fiqa(
     pretrained: bool = False, head: dict[str, Any] | None = None, width: float = 1.0, **kwargs: Any
 ) -> FIQARegressor:
@@ -48,7 +48,7 @@ def mobilenetv3_large_fiqa(
 
 
 @register_model(name="mobilenetv3_small_fiqa", default_input_size=INPUT_SIZE, is_student=True,
-                forwards=(TIMM_BACKBONE_KWARGS,))
+                forwards=(TIMM_BACKBONE_KWARGS,), bounds=TIMM_BOUNDS)
 def mobilenetv3_small_fiqa(
     pretrained: bool = False, head: dict[str, Any] | None = None, width: float = 1.0, **kwargs: Any
 ) -> FIQARegressor:
@@ -59,7 +59,7 @@ def mobilenetv3_small_fiqa(
 
 
 @register_model(name="mobilenetv2_fiqa", default_input_size=INPUT_SIZE, is_student=True,
-                forwards=(TIMM_BACKBONE_KWARGS,))
+                forwards=(TIMM_BACKBONE_KWARGS,), bounds=TIMM_BOUNDS)
 def mobilenetv2_fiqa(
     pretrained: bool = False, head: dict[str, Any] | None = None, width: float = 1.0, **kwargs: Any
 ) -> FIQARegressor:

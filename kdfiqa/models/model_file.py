@@ -31,7 +31,7 @@ from ..atomic_write import write_atomic
 from ..errors import ConfigError, KdfiqaError
 from ..size import Size
 from .deploy import deploy_config, plain_values, set_deploy_config
-from .registry import create_model, restorable_kwargs
+from .registry import check_model_spec, create_model, restorable_kwargs
 
 __all__ = ["MODEL_FILE_SUFFIXES", "MAX_MODEL_FILE_BYTES", "ModelFile", "is_model_file", "read_model_file",
            "write_model_file", "build_model_file"]
@@ -121,6 +121,10 @@ def read_model_file(path: str | os.PathLike) -> ModelFile:
     if refused:
         raise ConfigError(f"{where('kwargs')}.{refused[0]}: not a setting {name} accepts from a file "
                           f"(it accepts {', '.join(sorted(allowed))})")
+    try:
+        check_model_spec(name, kwargs)
+    except KdfiqaError as exc:
+        raise ConfigError(f"{where('kwargs')}: {exc}") from None
     size = values.get("input")
     return ModelFile(str(path), name, plain_values(kwargs),
                      None if size is None else Size.parse(size, where("input"), rgb=True).hw)
@@ -152,11 +156,8 @@ def build_model_file(path: str | os.PathLike, **overrides: Any) -> nn.Module:
     spec = read_model_file(path)
     try:
         model = create_model(spec.name, **{**spec.kwargs, **overrides})
-    except KdfiqaError as exc:
+    except KdfiqaError as exc:  # out of bounds, or refused by the factory (create_model says which)
         raise ConfigError(f"{path}: kwargs: {exc}") from None
-    except Exception as exc:  # a factory refusing a combination of values
-        raise ConfigError(f"{path}: kwargs: {spec.name} cannot be built with them "
-                          f"({type(exc).__name__}: {exc})") from None
     if spec.input is not None:
         set_deploy_config(model, deploy_config(model).replace(input_size=spec.input))
     return model

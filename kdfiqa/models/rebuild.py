@@ -16,7 +16,7 @@ from typing import Any, Literal
 from torch import nn
 
 from ..checkpoint import PathLike, checkpoint_summary, fill_weights, load_checkpoint
-from ..errors import CheckpointError, ConfigError, KdfiqaError, named_first_line
+from ..errors import CheckpointError, ConfigError, KdfiqaError
 from .deploy import DeployConfig, deploy_config, set_deploy_config
 from .registry import create_model, restorable_kwargs
 
@@ -76,10 +76,8 @@ def build_model_spec(name: Any, kwargs: Any, deploy: Any, *, where: str,
     config = _stored_deploy(where, deploy, deploy_source, name, kwargs)
     try:
         model = create_model(name, **kwargs)
-    except KdfiqaError as exc:
+    except KdfiqaError as exc:  # out of bounds, or refused by the factory (create_model says which)
         raise CheckpointError(f"{where}, which cannot be built here: {exc}") from None
-    except Exception as exc:  # stored values reach timm and torch constructors, which fail in many ways
-        raise CheckpointError(f"{where}, which cannot be built here: {named_first_line(exc)}") from exc
     return model, config
 
 

@@ -27,32 +27,47 @@ entry point's name, or a **module** whose import registers models and backbones 
 
 Plugin models are built, listed (``kdfiqa models``) and rebuilt from their checkpoints (with the
 same :func:`restorable_kwargs` allow-list) like built-in ones, whenever the plugin is installed.
+
+Every model spec is bounded before memory is touched: whatever the spec came from (a flag, ``--set``,
+a model file, a search, a checkpoint), :func:`create_model` and :func:`create_backbone` first check the
+keyword arguments against the :class:`Bound` each family declares (``bounds=`` of
+:func:`register_model`/:func:`register_backbone`; the quality head's :data:`~kdfiqa.models.heads.HEAD_BOUNDS`
+and timm's :data:`~kdfiqa.models.timm_backbone.TIMM_BOUNDS` always apply), then build the network on
+the ``meta`` device (no memory, no weights) and refuse one over :data:`MAX_PARAMETERS` parameters,
+and only then build it for real. Any failure of the factory becomes one :class:`ConfigError` line
+naming the spec.
 """
 
 from __future__ import annotations
 
 import inspect
+import reprlib
 import types
 from dataclasses import dataclass
-from typing import Any, Callable, Collection, Iterable, NamedTuple, TypeVar, Union
+from typing import Any, Callable, Collection, Iterable, Mapping, NamedTuple, TypeVar, Union
 
+import torch
 from torch import nn
 
 from ..data.transform_spec import check_normalize
-from ..errors import ConfigError, first_line
+from ..errors import ConfigError, KdfiqaError, first_line, named_first_line
 from ..registry import Registry
+from .bounds import Bound, check_bounds
 from .deploy import DeployConfig, output_kind, set_deploy_config
-from .heads import FIQARegressor
-from .timm_backbone import TIMM_BACKBONE_KWARGS, TimmBackbone
+from .heads import HEAD_BOUNDS, FIQARegressor
+from .timm_backbone import TIMM_BACKBONE_KWARGS, TIMM_BOUNDS, TimmBackbone
 
 __all__ = [
     "BACKBONES",
     "MODELS",
     "MODELS_GROUP",
+    "MAX_PARAMETERS",
+    "Bound",
     "ModelInfo",
     "UNSAFE_KWARGS",
     "register_backbone",
     "register_model",
+    "check_model_spec",
     "create_backbone",
     "create_model",
     "list_models",
@@ -65,6 +80,10 @@ TIMM_PREFIX = "timm:"
 MODELS_GROUP = "kdfiqa.models"
 """The entry-point group of plugin models: model factories, or modules that register models."""
 LISTING = "`kdfiqa models` lists them; any timm model is 'timm:NAME'"
+
+MAX_PARAMETERS = 2_000_000_000
+"""The most parameters any model spec may build to (far above any FIQA network, far below what
+exhausts a machine); counted on the ``meta`` device before the real build."""
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
 Forward = Union[Callable[..., Any], Collection[str]]
@@ -91,10 +110,11 @@ class ModelInfo:
 
 
 class Entry(NamedTuple):
-    """A registered factory and its facts."""
+    """A registered factory, its facts and the bounds of its keyword arguments."""
 
     factory: Callable[..., nn.Module]
     info: ModelInfo
+    bounds: Mapping[str, Bound]
 
 
 def _adopt(name: str, obj: Any) -> None:
@@ -136,19 +156,21 @@ def _register(
     is_student: bool,
     normalize: str,
     forwards: Iterable[Forward],
+    bounds: Mapping[str, Bound],
 ) -> F | Callable[[F], F]:
     try:
         check_normalize(normalize)
     except ConfigError as exc:  # a factory registered wrongly: a programming error
         raise ValueError(str(exc)) from None
     forwards = tuple(forwards)
+    bounds = types.MappingProxyType(dict(bounds))
 
     def decorate(f: F) -> F:
         key = name or f.__name__
         doc = (f.__doc__ or "").strip().splitlines()
         accepted = _safe(set().union(_keywords(f), *(_keywords(t) for t in forwards)))
         info = ModelInfo(key, tuple(default_input_size), is_student, doc[0] if doc else "", normalize, accepted)
-        table.register(Entry(f, info), name=key)
+        table.register(Entry(f, info, bounds), name=key)
         return f
 
     return decorate(fn) if fn is not None else decorate
@@ -162,6 +184,7 @@ def register_backbone(
     is_student: bool = True,
     normalize: str = "imagenet",
     forwards: Iterable[Forward] = (),
+    bounds: Mapping[str, Bound] | None = None,
 ) -> Any:
     """Register a backbone factory (usable bare or as ``@register_backbone(name=...)``).
 
@@ -170,9 +193,11 @@ def register_backbone(
     its quality head, is meant to fit the default budget at ``default_input_size``; ``normalize``
     is the input normalisation it expects (see :data:`~kdfiqa.data.transform_spec.NORMALIZATIONS`).
     ``forwards`` names where the factory's ``**kwargs`` go (callables or sets of names), so that a
-    checkpoint may replay those too (:func:`restorable_kwargs`).
+    checkpoint may replay those too (:func:`restorable_kwargs`). ``bounds`` maps keyword arguments
+    with a cost (depths, widths, ratios, ...) to the :class:`Bound` they must lie in; every build
+    checks them before anything is built.
     """
-    return _register(BACKBONES, fn, name, default_input_size, is_student, normalize, forwards)
+    return _register(BACKBONES, fn, name, default_input_size, is_student, normalize, forwards, bounds or {})
 
 
 def register_model(
@@ -183,10 +208,11 @@ def register_model(
     is_student: bool = True,
     normalize: str = "imagenet",
     forwards: Iterable[Forward] = (),
+    bounds: Mapping[str, Bound] | None = None,
 ) -> Any:
     """Register a complete FIQA model factory (usable bare or as ``@register_model(name=...)``);
     the options are those of :func:`register_backbone`."""
-    return _register(MODELS, fn, name, default_input_size, is_student, normalize, forwards)
+    return _register(MODELS, fn, name, default_input_size, is_student, normalize, forwards, bounds or {})
 
 
 def _is_model(name: Any) -> bool:
@@ -196,8 +222,85 @@ def _is_model(name: Any) -> bool:
             and name in MODELS)
 
 
-def create_backbone(name: str, **kwargs: Any) -> nn.Module:
-    """Build the backbone registered as ``name`` (or ``timm:NAME``) with ``kwargs``."""
+def _spec(name: str, kwargs: Mapping[str, Any]) -> str:
+    """``name(key=value, ...)``, long values abridged: how an error names a model spec."""
+    short = reprlib.Repr()
+    short.maxlist = short.maxtuple = short.maxdict = 8
+    short.maxstring = short.maxother = 60
+    return f"model {name}(" + ", ".join(f"{k}={short.repr(v)}" for k, v in kwargs.items()) + ")"
+
+
+def _bounds(name: str) -> dict[str, Bound]:
+    """The bounds the keyword arguments of ``name``'s factory must lie in."""
+    if isinstance(name, str) and name.startswith(TIMM_PREFIX):
+        return dict(TIMM_BOUNDS)
+    table = MODELS if _is_model(name) else BACKBONES
+    if name not in table:
+        MODELS.load_plugins()  # which may register backbones
+    return dict(table.get(name).bounds)
+
+
+def _meta_parameters(build: Callable[..., nn.Module], kwargs: Mapping[str, Any]) -> int | None:
+    """The parameter count of ``build(**kwargs)`` built on the ``meta`` device (shapes only, no
+    memory), without downloading or opening weights and leaving the random state as it was;
+    ``None`` when the factory cannot build on the ``meta`` device (it reads tensor values)."""
+    shapes_only = {k: v for k, v in kwargs.items() if k in _safe([k])}
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            model = build(**shapes_only)
+    except NotImplementedError:  # "Cannot copy out of meta tensor": the factory needs real values
+        return None
+    except RuntimeError as exc:
+        if "meta" in str(exc):
+            return None
+        raise
+    return sum(p.numel() for p in model.parameters())
+
+
+def _attempt(spec: str, kwargs: Mapping[str, Any], build: Callable[[], Any]) -> Any:
+    """``build()``, its failures one line naming ``spec``: kdfiqa's own errors keep their kind, a
+    constructor's exception (torch, timm, the family's code) becomes a :class:`ConfigError`; a
+    failed download of published weights says how to do without."""
+    try:
+        return build()
+    except KdfiqaError as exc:  # the factory's own one-line refusal, now naming the spec
+        exc.args = (f"{spec}: {exc}", *exc.args[1:])
+        raise
+    except OSError as exc:  # a download of published weights (torchvision, timm's hub) that failed
+        if kwargs.get("pretrained") is not True:
+            raise
+        raise ConfigError(
+            f"{spec}: its published weights could not be fetched ({first_line(exc)}); without a network "
+            "start from random weights (--set model.pretrained=false) or put the weights in the torch/timm "
+            "cache first") from None
+    except Exception as exc:  # noqa: BLE001 - a constructor refusing the values fails in many ways
+        raise ConfigError(f"{spec} cannot be built: {named_first_line(exc)}") from exc
+
+
+def check_model_spec(name: str, kwargs: Mapping[str, Any]) -> None:
+    """Refuse, with one :class:`ConfigError` line naming the spec and the argument, keyword arguments
+    outside the bounds ``name``'s family declares, or a ``head`` whose ``hidden`` widths are outside
+    :data:`~kdfiqa.models.heads.HEAD_BOUNDS`. Builds nothing."""
+    spec = _spec(name, kwargs)
+    check_bounds(spec, kwargs, _bounds(name))
+    if isinstance(kwargs.get("head"), Mapping):
+        check_bounds(f"{spec}: head", kwargs["head"], HEAD_BOUNDS)
+
+
+def _guarded_build(name: str, kwargs: dict[str, Any], build: Callable[..., nn.Module]) -> nn.Module:
+    """``build(**kwargs)`` once the spec is known to be bounded: the declared bounds hold, and the
+    network built on the ``meta`` device has at most :data:`MAX_PARAMETERS` parameters. Every
+    failure is one line naming the spec (see :func:`_attempt`)."""
+    spec = _spec(name, kwargs)
+    check_model_spec(name, kwargs)
+    params = _attempt(spec, kwargs, lambda: _meta_parameters(build, kwargs))
+    if params is not None and params > MAX_PARAMETERS:
+        raise ConfigError(f"{spec}: {params:,} parameters, over the {MAX_PARAMETERS:,} any model may have; "
+                          "choose smaller depths or widths")
+    return _attempt(spec, kwargs, lambda: build(**kwargs))
+
+
+def _backbone(name: str, **kwargs: Any) -> nn.Module:
     if name.startswith(TIMM_PREFIX):
         return TimmBackbone(name[len(TIMM_PREFIX):], **kwargs)
     if name not in BACKBONES:
@@ -205,12 +308,20 @@ def create_backbone(name: str, **kwargs: Any) -> nn.Module:
     return BACKBONES.get(name).factory(**kwargs)
 
 
+def create_backbone(name: str, **kwargs: Any) -> nn.Module:
+    """Build the backbone registered as ``name`` (or ``timm:NAME``) with ``kwargs``, once they are
+    within bounds (see the module's notes); a failure is one :class:`ConfigError` line."""
+    return _guarded_build(name, kwargs, lambda **kw: _backbone(name, **kw))
+
+
 def create_model(name: str, *, head: dict[str, Any] | None = None, **kwargs: Any) -> nn.Module:
     """Build the FIQA model registered as ``name``: image → score in (0, 1), shape (B, 1).
 
     Registered models are built by their own factory with ``kwargs``. A backbone name (or
     ``timm:NAME``) becomes a :class:`~kdfiqa.models.heads.FIQARegressor`: the backbone built with
-    ``kwargs`` and a :class:`~kdfiqa.models.heads.QualityHead` built with ``head``.
+    ``kwargs`` and a :class:`~kdfiqa.models.heads.QualityHead` built with ``head``. The spec is
+    bounded first (see the module's notes): a spec out of bounds, or one the factory refuses, is
+    one :class:`ConfigError` line naming it.
 
     The model carries its :class:`~kdfiqa.models.deploy.DeployConfig`: ``name``, the keyword
     arguments (``head`` included, ``pretrained`` left out), its ``default_input_size``, a resize to
@@ -218,20 +329,16 @@ def create_model(name: str, *, head: dict[str, Any] | None = None, **kwargs: Any
     """
     recorded = dict(kwargs) if head is None else dict(kwargs, head=head)
     info = model_info(name)
-    try:
+
+    def build(**values: Any) -> nn.Module:
         if _is_model(name):
-            model = MODELS.get(name).factory(**recorded)
-        else:
-            backbone = create_backbone(name, **kwargs)
-            size = getattr(backbone, "default_input_size", None) or info.default_input_size
-            model = FIQARegressor(backbone, head=head, default_input_size=size)
-    except OSError as exc:  # a download of published weights (torchvision, timm's hub) that failed
-        if kwargs.get("pretrained") is not True:
-            raise
-        raise ConfigError(
-            f"{name}: its published weights could not be fetched ({first_line(exc)}); without a network "
-            "start from random weights (--set model.pretrained=false) or put the weights in the torch/timm "
-            "cache first") from None
+            return MODELS.get(name).factory(**values)
+        own_head = values.pop("head", None)
+        backbone = _backbone(name, **values)
+        size = getattr(backbone, "default_input_size", None) or info.default_input_size
+        return FIQARegressor(backbone, head=own_head, default_input_size=size)
+
+    model = _guarded_build(name, recorded, build)
     config = DeployConfig(
         name=name,
         kwargs={k: v for k, v in recorded.items() if k != "pretrained"},

@@ -7,9 +7,10 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from .bounds import Bound
 from .heads import FIQARegressor
 
-__all__ = ["TIMM_KWARGS", "TIMM_BACKBONE_KWARGS", "TimmBackbone", "timm_regressor"]
+__all__ = ["TIMM_KWARGS", "TIMM_BACKBONE_KWARGS", "TIMM_BOUNDS", "TimmBackbone", "timm_regressor"]
 
 TIMM_KWARGS = frozenset({
     "in_chans", "img_size", "window_size", "output_stride", "global_pool",
@@ -21,6 +22,17 @@ regularisation settings only. Never ``pretrained``, ``pretrained_cfg``, ``pretra
 
 TIMM_BACKBONE_KWARGS = TIMM_KWARGS | {"pooled", "strip_head"}
 """:data:`TIMM_KWARGS` and :class:`TimmBackbone`'s own ``pooled`` and ``strip_head``."""
+
+_RATE = Bound(at_least=0, at_most=1)
+TIMM_BOUNDS = {
+    "in_chans": Bound(at_least=1, at_most=64, integer=True),
+    "img_size": Bound(at_least=1, at_most=4096, integer=True, max_items=2),
+    "window_size": Bound(at_least=1, at_most=64, integer=True, max_items=2),
+    "output_stride": Bound(at_least=1, at_most=64, integer=True),
+    **{rate: _RATE for rate in ("drop_rate", "drop_path_rate", "drop_block_rate", "attn_drop_rate",
+                                "proj_drop_rate", "pos_drop_rate")},
+}
+"""The bounds of :data:`TIMM_KWARGS` with a cost or a range, for every timm-built model."""
 
 
 class TimmBackbone(nn.Module):
