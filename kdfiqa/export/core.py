@@ -268,7 +268,11 @@ def _folder_refusal(deploy: Any) -> str | None:
 
     if deploy.name is None:
         return "no model folder: the model was built outside the registry, so a folder could not rebuild it"
-    refused = sorted(set(deploy.kwargs) - restorable_kwargs(deploy.name))
+    try:
+        allowed = restorable_kwargs(deploy.name)
+    except ConfigError:
+        return f"no model folder: {deploy.name!r} is not a registered model a folder could rebuild"
+    refused = sorted(set(deploy.kwargs) - allowed)
     if refused:
         return f"no model folder: its argument(s) {', '.join(refused)} cannot be replayed from a saved model"
     return None
