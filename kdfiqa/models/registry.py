@@ -289,11 +289,14 @@ def check_model_spec(name: str, kwargs: Mapping[str, Any]) -> None:
 
 def _guarded_build(name: str, kwargs: dict[str, Any], build: Callable[..., nn.Module]) -> nn.Module:
     """``build(**kwargs)`` once the spec is known to be bounded: the declared bounds hold, and the
-    network built on the ``meta`` device has at most :data:`MAX_PARAMETERS` parameters. Every
+    network built on the ``meta`` device has at most :data:`MAX_PARAMETERS` parameters (counted
+    whenever an argument other than ``pretrained`` is given). Every
     failure is one line naming the spec (see :func:`_attempt`)."""
     spec = _spec(name, kwargs)
     check_model_spec(name, kwargs)
-    params = _attempt(spec, kwargs, lambda: _meta_parameters(build, kwargs))
+    # a registered variant as its factory defines it (no argument but pretrained) needs no count
+    counted = any(k != "pretrained" for k in kwargs)
+    params = _attempt(spec, kwargs, lambda: _meta_parameters(build, kwargs)) if counted else None
     if params is not None and params > MAX_PARAMETERS:
         raise ConfigError(f"{spec}: {params:,} parameters, over the {MAX_PARAMETERS:,} any model may have; "
                           "choose smaller depths or widths")
