@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import __main__ as harness
 from benchmarks.budget_fill import QUICK_BUDGET
 from kdfiqa.budget import measure
 from kdfiqa.models import create_model
 
 
+@pytest.mark.slow
 def test_budget_fill_runs_quick_records_the_boundary_and_renders(tmp_path):
     assert "budget_fill" in harness.BENCHMARKS
     assert harness.main(["budget_fill", "--quick", "--no-readme", "--results", str(tmp_path)]) == 0

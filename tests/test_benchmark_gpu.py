@@ -22,6 +22,7 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return loaded
 
 
+@pytest.mark.slow
 def test_reduced_mode_has_every_row_and_the_mode_it_ran_in(result):
     assert result["benchmark"] == "gpu" and result["quick"] is True and result["mode"] == "reduced"
     assert result["settings"] == dataclasses.asdict(gpu.REDUCED)

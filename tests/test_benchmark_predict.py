@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from PIL import Image
 
 from benchmarks import __main__ as harness
@@ -20,6 +21,7 @@ def test_write_images_alternates_jpeg_and_png_of_the_asked_size(tmp_path):
             assert image.size == (40, 40) and image.mode == "RGB"
 
 
+@pytest.mark.slow
 def test_predict_benchmark_runs_quick_and_splits_decoding_from_the_model(tmp_path):
     assert harness.main(["predict", "--quick", "--no-readme", "--results", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "predict.json").read_text())

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import __main__ as harness
 
 
+@pytest.mark.slow
 def test_search_benchmark_runs_quick_and_reports_the_best_found(tmp_path):
     assert "search" in harness.BENCHMARKS
     assert harness.main(["search", "--quick", "--no-readme", "--results", str(tmp_path)]) == 0

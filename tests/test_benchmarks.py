@@ -45,6 +45,7 @@ def test_harness_runs_one_benchmark_quick_and_renders_it(tmp_path, monkeypatch):
     assert "| n | GMAC/s |" in readme and "| 64 |" in readme and "- stand-in" in readme
 
 
+@pytest.mark.slow
 def test_cli_startup_runs_quick_into_a_folder_and_renders(tmp_path):
     assert harness.main(["cli_startup", "--quick", "--no-readme", "--results", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "cli_startup.json").read_text())

@@ -29,6 +29,7 @@ def fvcore_total(model: nn.Module, h: int, w: int) -> int:
     return int(analysis.total())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mobilenetv3_small_100", "mobilenetv2_100", "edgenext_xx_small",
                                   "efficientnet_b0"])
 @pytest.mark.parametrize("res", [224, 288])
@@ -129,6 +130,7 @@ def test_unused_parameters_found_for_fixed_size_models_too():
     assert report.flops == 94 * 94 * 4 * 27
 
 
+@pytest.mark.slow
 def test_check_raises_with_resolution_and_costliest_modules():
     model = timm.create_model("mobilenetv3_small_100", pretrained=False)
     at_128, at_224 = measure(model, 128), measure(model, 224)

@@ -114,6 +114,7 @@ def test_normalisation_counted_by_fvcore_alone_is_named_per_module():
     assert checked.flop_counter_macs == 4 * 6 * 6 * 27
 
 
+@pytest.mark.slow
 def test_registry_model_disagrees_only_where_explained_and_the_differences_add_up():
     """emo2_1m at 64x64: FlopCounterMode is within 3% of fvcore (it does not count norms or adaptive
     pooling); every disagreeing module names its operators and a reason, convolutions and matrix
@@ -156,6 +157,7 @@ def test_cli_json_has_the_cross_check_and_the_verdict_stays_fvcores(capsys, atte
         assert set(row) == {"module", "fvcore_macs", "flop_counter_macs", "operators", "reason"}
 
 
+@pytest.mark.slow
 def test_cli_human_output_shows_both_totals_and_the_reasons(capsys):
     assert main(["budget", "emo2_1m", "--input", "64", "--cross-check"]) == 0
     out = capsys.readouterr().out

@@ -206,6 +206,7 @@ def test_ema_weights_are_preferred_when_present(tmp_path):
     assert torch.equal(target.fc.weight, model.fc.weight)
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_save_keeps_the_previous_file(tmp_path):
     path = tmp_path / "last.pt"
     proc = subprocess.Popen([sys.executable, str(SCRIPTS / "checkpoint_kill_during_save.py"),

@@ -46,6 +46,7 @@ def run(capsys, *args):
     return code, out, err
 
 
+@pytest.mark.slow
 def test_json_matches_fvcore_and_the_documented_shape(capsys):
     code, out, _ = run(capsys, "budget", "timm:mobilenetv3_small_100", "--input", "224", "160x192", "--json")
     assert code == 0
@@ -66,6 +67,7 @@ def test_json_matches_fvcore_and_the_documented_shape(capsys):
     assert result["within"] is True
 
 
+@pytest.mark.slow
 def test_over_budget_exits_1_and_names_the_costliest_modules(capsys, factories):
     code, out, _ = run(capsys, "budget", f"{factories}:huge", "--input", "64")
     assert code == 1
@@ -126,6 +128,7 @@ def test_a_budget_with_an_impossible_limit_is_refused(gflops, params):
         Budget(max_gflops=gflops, max_params=params)
 
 
+@pytest.mark.slow
 def test_models_lists_every_registered_model_with_its_verdict(capsys):
     code, out, _ = run(capsys, "models", "emo2_*", "--json", "--cost")
     rows = {r["name"]: r for r in json.loads(out)}
@@ -137,6 +140,7 @@ def test_models_lists_every_registered_model_with_its_verdict(capsys):
     assert code == 1 and "no registered model matches 'zzz*'" in err
 
 
+@pytest.mark.slow
 def test_models_lists_at_once_and_measures_only_when_asked(capsys):
     """Without --cost nothing is built (no cost fields); with it, each row is printed whole on one line
     of the captured (non-terminal) output, its name and figures unbroken."""

@@ -234,6 +234,7 @@ def test_bad_input_is_one_line_and_exit_2(data, tmp_path, capsys, args, needle):
     assert len(err.strip().splitlines()) == 1 and needle in err
 
 
+@pytest.mark.slow
 def test_entry_point_help_and_errors(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "kdfiqa.cli.main", "predict", "--help"],
                           capture_output=True, text=True)
@@ -252,6 +253,7 @@ def test_every_help_shows_examples(capsys):
         assert "examples:" in out and f"kdfiqa {command} " in out
 
 
+@pytest.mark.slow
 def test_evaluate_under_torchrun_matches_one_process(data, tmp_path):
     argv = ["evaluate", str(data["ckpt"]), "--root", str(data["root"]), "--csv", str(data["csv"]),
             "--json", "--batch-size", "2", "--device", "cpu"]

@@ -89,6 +89,7 @@ def test_recipes_lists_every_recipe_and_shows_one(capsys):
     assert code == 0 and yaml.safe_load(out)["model"]["name"] == "lighthspa_fiqa"
 
 
+@pytest.mark.slow
 def test_over_budget_student_is_refused_before_training_unless_allowed(capsys, caplog, tmp_path, data):
     caplog.set_level(logging.INFO)
     images, labels = data

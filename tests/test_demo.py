@@ -86,6 +86,7 @@ def demo(interrupted):
     return out, status, printed.getvalue()
 
 
+@pytest.mark.slow
 def test_an_interrupted_demo_says_how_to_resume_and_resumes_without_retraining(interrupted, demo, summary):
     out, first, before = interrupted
     assert "stopping after this step" in first
@@ -199,6 +200,7 @@ def test_splits_are_disjoint_and_unlabeled_scores_unused(demo, summary):
     assert all(0.0 <= s <= 1.0 for _, s in pseudo)
 
 
+@pytest.mark.slow
 def test_the_demo_student_is_the_cli_and_api_student(demo, summary, tmp_path):
     """The demo runs the CLI's stages: its combined-KD student's stored config, given to
     ``kdfiqa distill --config`` and to :func:`kdfiqa.pipeline.distill`, gives the same weights, bit for bit."""
@@ -222,6 +224,7 @@ def test_the_demo_student_is_the_cli_and_api_student(demo, summary, tmp_path):
             assert torch.equal(other["state_dict"][name], tensor), name
 
 
+@pytest.mark.slow
 def test_checkpoints_reproduce_the_summary_figures(demo, summary):
     """Load each saved checkpoint, score the saved test split at its own resolution and recompute the
     metrics with scipy."""

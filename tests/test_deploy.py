@@ -145,6 +145,7 @@ def test_predict_and_evaluate_score_at_the_deployed_size(student, tmp_path, caps
     assert result["plcc"] == pytest.approx(stats.pearsonr(student["refs"], student["mos"])[0], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_export_traces_at_the_deployed_size_and_records_the_config(student, tmp_path, capsys):
     out = tmp_path / "exported"
     assert main(["export", str(student["ckpt"]), "--out", str(out), "--format", "torchscript", "--json"]) == 0
@@ -161,6 +162,7 @@ def test_export_traces_at_the_deployed_size_and_records_the_config(student, tmp_
     assert meta["source"] == str(student["ckpt"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, size", [("emo2_1m", 48), ("mobilenetv3_small_fiqa", SIZE)])
 def test_budget_and_teacher_use_the_deployed_size(name, size, tmp_path, capsys):
     model = create_model(name)

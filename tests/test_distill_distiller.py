@@ -177,6 +177,7 @@ def test_feature_hooks_are_named_on_the_unwrapped_model_under_ddp(gloo_group):
     assert isinstance(distiller.trainable.feature_losses[0], FeatureLoss)
 
 
+@pytest.mark.slow
 def test_a_linear_output_student_and_teacher_distil_in_score_space():
     """The ECNU-SJTU student regresses scores: its task loss sees its raw output, and logit-space
     distillation compares the clamped logits of both sides' scores."""

@@ -98,6 +98,7 @@ def stride32(n: int) -> int:
 
 
 # --- official counts ----------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(OFFICIAL_COUNTS))
 def test_official_param_and_flop_counts(name):
     torch.manual_seed(0)
@@ -295,6 +296,7 @@ def test_state_dict_round_trip(reference):
         torch.testing.assert_close(clone(x), model(x), rtol=0, atol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", STUDENTS)
 def test_students_trace(name):
     torch.manual_seed(0)
@@ -380,6 +382,7 @@ class _HeadInput(torch.nn.Module):
         return self.backbone.forward_head_input(x)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["emo_1m", "emo2_1m"])
 def test_trace_at_224_stays_valid_where_windows_need_padding(name):
     """At 224 no window needs padding; a trace taken there must still crop correctly at 97x131."""

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from kdfiqa.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
@@ -30,6 +31,7 @@ def run(*args: str, env: dict | None = None, cwd: Path | None = None) -> subproc
                           cwd=cwd, timeout=600)
 
 
+@pytest.mark.slow
 def test_custom_iirmb_student_fits_and_its_wide_variant_does_not():
     script = str(EXAMPLES / "custom_iirmb_student.py")
     ok = run(script, "--input", "224")
@@ -58,6 +60,7 @@ def test_custom_iirmb_student_fits_and_its_wide_variant_does_not():
     assert wide_flops > 0.5e9
 
 
+@pytest.mark.slow
 def test_student_budget_pytest_file_passes_and_catches_an_oversized_model():
     target = str(EXAMPLES / "test_student_budget.py")
     args = ("-m", "pytest", target, "-q", "-p", "no:cacheprovider", "--rootdir", str(EXAMPLES))
@@ -84,6 +87,7 @@ def _rows(path: Path) -> list[list[str]]:
         return list(csv.reader(f))
 
 
+@pytest.mark.slow
 def test_rank_folder_matches_kdfiqa_predict_sorted(tmp_path):
     ckpt = tmp_path / "model.pt"
     save_checkpoint(ckpt, build_checkpoint(calibrated_model(), config={
@@ -104,6 +108,7 @@ def test_rank_folder_matches_kdfiqa_predict_sorted(tmp_path):
     assert scores == sorted(scores, reverse=True)
 
 
+@pytest.mark.slow
 def test_distil_timm_teacher_quick_run(tmp_path):
     out = tmp_path / "run"
     proc = run(str(EXAMPLES / "distil_timm_teacher.py"), "--quick", "--out", str(out))

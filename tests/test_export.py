@@ -63,6 +63,7 @@ def tiny_model() -> nn.Module:
     return model
 
 
+@pytest.mark.slow
 def test_every_format_matches_eager_at_unseen_resolutions(tmp_path):
     model = tiny_model()
     result = export_model(model, tmp_path, formats=["onnx", "pt2", "torchscript"], input_sizes=[(48, 64)],
@@ -102,6 +103,7 @@ def test_a_model_that_specialises_its_width_is_exported_fixed_with_a_note(tmp_pa
     assert "fixed at 48x64 (the model's shape arithmetic specialises them)" in result.notes[0]
 
 
+@pytest.mark.slow
 def test_emo_windows_export_at_every_resolution(tmp_path):
     # EMO pads feature maps to a multiple of its attention window: that arithmetic must stay dynamic.
     model = calibrated_model()  # emo_1m with real batch-norm statistics: scores depend on the image
@@ -111,6 +113,7 @@ def test_emo_windows_export_at_every_resolution(tmp_path):
     assert min(v.eager_spread for v in result.verifications) > 1e-3  # the comparison is not vacuous
 
 
+@pytest.mark.slow
 def test_lighthspa_pooled_keys_export_at_every_resolution(tmp_path):
     # LightHSPA pools keys and values adaptively to 7x7, which ONNX can express only for a fixed input
     # size; the export writes the same averages as matrix products. Maps of 7x7, 4x5 and 10x8 here.
@@ -121,6 +124,7 @@ def test_lighthspa_pooled_keys_export_at_every_resolution(tmp_path):
     assert min(v.eager_spread for v in result.verifications) > 1e-3  # the comparison is not vacuous
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exporter", ["dynamo", "legacy"])
 def test_onnx_graph_has_dynamic_height_width_and_metadata(tmp_path, exporter):
     result = export_model(tiny_model(), tmp_path, formats=["onnx"], input_sizes=[64], onnx_exporter=exporter,
@@ -301,6 +305,7 @@ def test_cli_export_onnx_failure_is_one_line_exit_2(tmp_path, capfd):
     assert not (tmp_path / "out" / "model.onnx").exists()
 
 
+@pytest.mark.slow
 def test_the_python_export_rechecks_the_default_budget_as_the_cli_does(tmp_path):
     """export_model's default budget is vquala2025 (a name works too): an over-budget model is
     refused before anything is written; budget=None skips the check."""
@@ -315,6 +320,7 @@ def test_the_python_export_rechecks_the_default_budget_as_the_cli_does(tmp_path)
     assert result.within_budget is None
 
 
+@pytest.mark.slow
 def test_export_model_takes_a_checkpoint_path_as_the_cli_does(tmp_path):
     from kdfiqa.checkpoint import build_checkpoint, save_checkpoint
 
@@ -341,6 +347,7 @@ def test_cli_export_never_replaces_a_file_unless_asked(tmp_path, capsys):
         export_model(tiny_model(), tmp_path / "x", formats=["torchscript"], input_sizes=[32], atol=-1.0)
 
 
+@pytest.mark.slow
 def test_every_export_of_a_registered_model_writes_a_model_folder_that_reloads(tmp_path, capsys):
     """``kdfiqa export`` of a checkpoint also writes model.safetensors, config.json and a README.md
     card (with the checkpoint's metrics) that load back to the same scores; a model built outside

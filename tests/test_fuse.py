@@ -80,6 +80,7 @@ def batch(size: int = SIZE, n: int = 2) -> torch.Tensor:
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(size))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", kdfiqa_models())
 def test_inference_form_equals_the_eval_outputs_and_folds_the_batch_norms(name):
     model = build(name)
@@ -96,6 +97,7 @@ def test_inference_form_equals_the_eval_outputs_and_folds_the_batch_norms(name):
         assert torch.equal(value, before[key]), key
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FLOP_MODELS)
 def test_fused_model_costs_no_more_fvcore_flops(name):
     model = build(name)

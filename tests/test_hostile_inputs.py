@@ -235,6 +235,7 @@ def outcomes(tmp_path_factory) -> dict[str, str]:
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [case.name for case in CASES])
 def test_case_is_clean(outcomes, name):
     assert outcomes[name] == "clean", outcomes[name]
@@ -252,6 +253,7 @@ def test_the_readme_states_the_measured_figure(outcomes):
     assert stated is not None and stated.group(0) == figure(outcomes), figure(outcomes)
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_is_one_line_and_keeps_nothing_half_written(tmp_path):
     """Under ``ulimit -f`` a checkpoint write fails: one line naming the file, exit 2, no partial file."""
     import resource

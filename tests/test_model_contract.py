@@ -64,6 +64,7 @@ def test_the_registry_is_not_empty():
     assert len(kdfiqa_models()) >= 14
 
 
+@pytest.mark.slow
 def test_scores_logits_and_features_at_two_sizes(model):
     sigmoid = attached_deploy_config(model).output == "sigmoid"
     for h, w in SIZES:
@@ -77,12 +78,14 @@ def test_scores_logits_and_features_at_two_sizes(model):
         assert features.dim() == 4 and features.shape[0] == BATCH
 
 
+@pytest.mark.slow
 def test_measurable_at_a_small_size(model):
     report = measure(model, SIZES[0])
     assert report.flops > 0 and report.params == sum(p.numel() for p in model.parameters())
     assert report.input_size == (3, *SIZES[0])
 
 
+@pytest.mark.slow
 def test_state_dict_round_trip_into_a_fresh_model(name, model):
     fresh = build(name, seed=1)
     fresh.load_state_dict(model.state_dict(), strict=True)
@@ -91,6 +94,7 @@ def test_state_dict_round_trip_into_a_fresh_model(name, model):
         assert torch.equal(fresh(x), model(x))
 
 
+@pytest.mark.slow
 def test_torchscript_trace_runs_at_another_size(model):
     with torch.no_grad():
         traced = torch.jit.trace(model, inputs(*SIZES[0]), check_trace=False)

@@ -94,6 +94,7 @@ def test_a_factory_failure_is_one_config_error_naming_the_spec(name, kwargs, quo
     assert message.startswith(f"model {name}(") and quoted in message and "\n" not in message
 
 
+@pytest.mark.slow
 def test_every_registered_variant_and_search_draw_is_within_bounds():
     import random
 

@@ -13,6 +13,7 @@ import kdfiqa
 from benchmarks.cli_startup import HEAVY_MODULES, heavy_imports
 
 
+@pytest.mark.slow
 def test_import_prints_no_warnings_and_leaves_filters_alone():
     # The dependencies add filters of their own when imported; kdfiqa must add none, also when its
     # lazily imported names are resolved.
@@ -46,6 +47,7 @@ def test_lazy_names_are_the_defining_modules_objects():
     assert set(kdfiqa.__all__) <= set(namespace)
 
 
+@pytest.mark.slow
 def test_submodules_and_unknown_names_after_a_plain_import():
     code = ("import kdfiqa, sys; assert 'kdfiqa.metrics' not in sys.modules; "
             "assert kdfiqa.metrics.__name__ == 'kdfiqa.metrics'; "

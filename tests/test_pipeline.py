@@ -227,6 +227,7 @@ def test_labels_source_round_trip(tmp_path, data):
         pipeline.validate(config, "distill", pseudo=source)
 
 
+@pytest.mark.slow
 def test_same_command_and_seed_give_the_same_weights_in_separate_processes(tmp_path, data):
     import subprocess
 
@@ -309,6 +310,7 @@ def test_the_budget_is_checked_at_the_size_the_checkpoint_deploys_at(eval_transf
     assert pipeline.deploy_sizes(_sized(eval_transform), VQUALA2025) == expected
 
 
+@pytest.mark.slow
 def test_a_given_student_is_checked_at_the_runs_deployment_size(tmp_path, data):
     """A Student built (and checked) at 224 is re-checked at the run's 256 before anything trains."""
     from kdfiqa.budget import BudgetExceeded

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
 import torch
 
 from kdfiqa.cli.main import main
@@ -17,6 +18,7 @@ def _evaluate(capsys, target: str, root, labels) -> dict:
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_teacher_pseudo_label_distill_evaluate_predict_export(tmp_path, capsys):
     images, labels = synthetic(tmp_path, 96, 0, "labeled")
     unlabeled, _ = synthetic(tmp_path, 48, 1, "unlabeled")

@@ -134,6 +134,7 @@ def kdfiqa(site: Path | None, *args: object, cwd: Path) -> subprocess.CompletedP
 # ------------------------------------------------------------------------- the command line
 
 
+@pytest.mark.slow
 def test_plugin_models_losses_and_teachers_work_from_the_command_line(demo_site, tmp_path):
     listed = kdfiqa(demo_site, "models", "demo_*", "--json", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr

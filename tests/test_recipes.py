@@ -112,6 +112,7 @@ def test_every_recipe_is_packaged():
     assert sorted(name for name, _ in list_recipes()) == sorted(RECIPES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", RECIPES)
 def test_recipe_states_the_seed_hyper_parameters(name):
     for command, key, value in STATED[name]:
@@ -119,6 +120,7 @@ def test_recipe_states_the_seed_hyper_parameters(name):
         assert _get(config, key) == value, (name, command, key)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", RECIPES)
 def test_recipe_student_fits_vquala2025_at_its_test_resolution(name):
     command, sizes = STUDENTS[name]

@@ -71,6 +71,7 @@ def test_sampler_is_seeded_and_every_draw_builds():
         assert set(kwargs) <= set(create_model(space.model, **kwargs).deploy_config.kwargs), family
 
 
+@pytest.mark.slow
 def test_counts_add_up_and_the_front_is_non_dominated_within_budget(tight):
     assert len(tight.candidates) + tight.duplicates == tight.trials == 8
     assert tight.over_budget + tight.within_budget == len(tight.candidates)
@@ -86,6 +87,7 @@ def test_counts_add_up_and_the_front_is_non_dominated_within_budget(tight):
     assert [c.params for c in tight.front] == sorted(c.params for c in tight.front)
 
 
+@pytest.mark.slow
 def test_latency_is_measured_and_joins_the_objectives():
     result = search_students("mobilenetv2", Budget(1.0, 5_000_000), input_size=32, trials=2, seed=0,
                              latency_runs=1)
@@ -94,6 +96,7 @@ def test_latency_is_measured_and_joins_the_objectives():
     assert pareto_front(slow + result.front, latency=True) == result.front
 
 
+@pytest.mark.slow
 def test_same_seed_and_trials_give_the_same_front_and_files(written, tmp_path, capsys):
     argv, out = written
     again = tmp_path / "again"
@@ -114,6 +117,7 @@ def test_same_seed_and_trials_give_the_same_front_and_files(written, tmp_path, c
 
 
 # two steps leave an EMOv2 (layer scale 1e-6) predicting one score for all: flagged, not kept as best.pt
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::kdfiqa.metrics.ConstantInputWarning")
 def test_model_file_trains_reloads_without_the_file_and_is_budgeted(written, tmp_path, capsys):
     _, out = written
@@ -186,6 +190,7 @@ def test_bad_flags_are_one_line_errors(argv, needle, capsys):
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.slow
 def test_out_refuses_an_earlier_search_unless_overwrite_and_plot_is_a_png(written, tmp_path, capsys):
     argv, out = written
     code, _, err = _run(capsys, [*argv, "--out", out])
@@ -209,6 +214,7 @@ def test_mobilenet_width_is_timms_variant_and_default_unchanged():
 
 
 
+@pytest.mark.slow
 def test_files_found_at_a_small_input_fit_the_budget_at_its_deployment_size(written):
     """Searched at 64x64 against vquala2025, every file still fits at 224x224, where the budget
     checks every student (fvcore's count there, measured afresh)."""

@@ -17,6 +17,7 @@ from kdfiqa.testing import assert_fits
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_assert_fits_passes_and_fails_with_the_costliest_modules(tmp_path):
     reports = assert_fits("mobilenetv3_small_fiqa", sizes=[96, "96x128"])
     assert [r.input_size for r in reports] == [(3, 96, 96), (3, 96, 128)]
@@ -28,6 +29,7 @@ def test_assert_fits_passes_and_fails_with_the_costliest_modules(tmp_path):
     assert assert_fits(f"{factory}:student", sizes=[64])[0].params > 0
 
 
+@pytest.mark.slow
 def test_the_pre_commit_hook_runs_kdfiqa_budget():
     (hook,) = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
     assert hook["id"] == "kdfiqa-budget" and hook["language"] == "python" and hook["pass_filenames"] is False

@@ -51,6 +51,7 @@ def test_gradients_reach_every_parameter(name):
     assert missing == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO)
 def test_fits_vquala2025_by_fvcore_at_default_size(name):
     model = create_model(name).eval()
@@ -205,6 +206,7 @@ def winner_teacher_state_dict() -> dict[str, torch.Tensor]:
     return state
 
 
+@pytest.mark.slow
 def test_ecnu_sjtu_teacher_equals_the_winners_model():
     """The winner's teacher layout and outputs (tests/fixtures/ecnu_teacher_reference.json, made with
     their ``FIQA_Swin_B`` by tests/fixtures/make_ecnu_reference.py), loaded through the key map."""
