@@ -71,7 +71,7 @@ def test_a_cache_of_another_teacher_or_transform_is_refused(tmp_path, data):
     dataset = FIQADataset(images, labels, transform=build_transform(SPEC))
     teacher = _teacher()
     path = build_view_cache(teacher, dataset, views=2).save(tmp_path / "views.pt")
-    assert torch.load(path, weights_only=True)["format"] == "kdfiqa.view_cache.v1"
+    assert torch.load(path, weights_only=True)["format"] == "kdfiqa.view_cache.v2"
     loaded = ViewCache.load(path, teacher=teacher_fingerprint(teacher), transform=_spec(dataset))
     assert loaded.names == dataset.names
     with pytest.raises(CheckpointError, match="another teacher"):
@@ -151,6 +151,17 @@ def _tampered(fields: dict, field: str, value) -> dict:
     ("logits", torch.full((12, 2), float("nan")), "non-finite teacher score"),
     ("boxes", torch.tensor([[[-1.0, 0.0, 4.0, 4.0]] * 2] * 12, dtype=torch.float64), "not .* inside an image"),
     ("boxes", torch.tensor([[[4.0, 0.0, 4.0, 4.0]] * 2] * 12, dtype=torch.float64), "not .* inside an image"),
+    ("kinds", ..., "field 'kinds' is missing"),
+    ("kind_names", ["blur", "sharpen"], "field 'kind_names' must be distinct degradation names"),
+    ("kinds", torch.zeros(12, 2), r"field 'kinds' is torch.float32 \(12, 2\), not int64 \(12, 2\)"),
+    ("kinds", torch.full((12, 2), 99, dtype=torch.int64), "field 'kinds' holds an index outside"),
+    ("severities", torch.full((12, 2), 1.5, dtype=torch.float64), "field 'severities' holds a severity outside"),
+    ("severities", torch.full((12, 2), float("nan"), dtype=torch.float64), "field 'severities' holds"),
+    ("seeds", torch.full((12, 2), -3, dtype=torch.int64), "field 'seeds' holds a negative seed"),
+    ("partners", torch.arange(12).reshape(-1, 1).repeat(1, 2), "field 'partners' holds .* the image itself"),
+    ("partners", torch.full((12, 2), 12, dtype=torch.int64), "field 'partners' holds a row outside"),
+    ("lams", torch.full((12, 2), 0.5, dtype=torch.float64), "field 'lams' holds a mixup share .* without a partner"),
+    ("lams", torch.full((12, 2), float("inf"), dtype=torch.float64), "field 'lams' holds"),
 ])
 def test_a_damaged_cache_file_is_refused_with_one_line_naming_the_field(tmp_path, data, field, value, message):
     images, labels = data
