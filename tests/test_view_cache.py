@@ -185,3 +185,105 @@ def test_a_cache_of_another_view_count_is_refused_and_a_box_outside_its_image_is
     cache.boxes[:, :, 2:] = 10_000.0  # a box past the image's pixels, as if the image had shrunk
     with pytest.raises(DataError, match="lies outside its .* pixels"):
         CachedViews(dataset, cache)[0]
+
+
+AUGMENTED = {**SPEC, "quality_augment": {"p": 0.5, "kinds": ["blur", "noise", "jpeg", "downup"], "max_severity": 0.7,
+                                         "mixup": 0.4}}
+
+
+class _Recording(torch.nn.Module):
+    """A teacher that keeps every teacher view it scores (in order) and scores it by its mean."""
+
+    input_size = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, batch):
+        self.seen += list(batch["teacher_image"])
+        return batch["teacher_image"].mean(dim=(1, 2, 3)).reshape(-1, 1)
+
+
+class _Repeated(torch.utils.data.Dataset):
+    """Item j is ``dataset[j // views]``: the data set's own items, drawn in the order the cache draws."""
+
+    def __init__(self, dataset, views):
+        self.dataset, self.views = dataset, views
+
+    def __len__(self):
+        return len(self.dataset) * self.views
+
+    def __getitem__(self, j):
+        return self.dataset[j // self.views]
+
+
+@pytest.mark.parametrize("spec", [SPEC, AUGMENTED], ids=["plain", "augmented"])
+def test_a_view_rebuilt_from_the_cache_is_the_view_drawn_at_build_time(tmp_path, data, spec):
+    import math
+
+    from kdfiqa.data.datasets import Sample
+
+    images, labels = data
+    labeled = FIQADataset(images, labels, transform=build_transform(spec))
+    # a third of the images unlabeled (score NaN), as when --unlabeled images train online
+    dataset = labeled.subset(range(len(labeled)))
+    dataset.samples = [Sample(s.name, s.path, math.nan) if i % 3 == 0 else s for i, s in enumerate(dataset.samples)]
+    views, teacher = 3, _Recording()
+    built = build_view_cache(teacher, dataset, views=views, batch_size=4, seed=7)
+    path = built.save(tmp_path / "views.pt")
+    cache = ViewCache.load(path, teacher=teacher_fingerprint(teacher), transform=_spec(dataset), views=views)
+    for field in ("boxes", "flips", "logits", "kinds", "severities", "seeds", "partners", "lams"):
+        assert torch.equal(getattr(cache, field), getattr(built, field)), field
+    # the same draws through the data set's own items, as a training epoch draws them
+    torch.manual_seed(7)
+    drawn = list(torch.utils.data.DataLoader(_Repeated(dataset, views), batch_size=None, shuffle=False))
+    cached = CachedViews(dataset, cache)
+    altered = 0
+    for j, item in enumerate(drawn):
+        index, k = divmod(j, views)
+        assert torch.equal(teacher.seen[j], item["teacher_image"])  # the cache drew what the items draw
+        rebuilt = cached.view(index, k, views=["image", "teacher_image"])
+        assert torch.equal(rebuilt["image"], item["image"]) and torch.equal(rebuilt["teacher_image"],
+                                                                            item["teacher_image"])
+        assert rebuilt["teacher_logit"].item() == pytest.approx(item["teacher_image"].mean().item(), abs=1e-6)
+        assert torch.equal(rebuilt["score"].isnan(), item["score"].isnan())
+        if not item["score"].isnan():
+            assert rebuilt["score"].item() == item["score"].item() == pytest.approx(labeled.samples[index].score)
+        if spec is AUGMENTED:
+            assert rebuilt["augment"] == item["augment"]
+            altered += item["augment"]["kind"] != "" or item["augment"]["partner"] >= 0
+        else:
+            assert "augment" not in rebuilt and "augment" not in item
+    if spec is AUGMENTED:
+        assert (cache.kinds >= 0).any() and (cache.kinds < 0).any() and (cache.partners >= 0).any()
+        assert 0 < altered < len(drawn)
+    else:
+        assert (cache.kinds == -1).all() and (cache.partners == -1).all() and (cache.lams == 1).all()
+
+
+def test_a_cache_of_the_older_format_is_refused_by_name(tmp_path, data):
+    images, labels = data
+    dataset = FIQADataset(images, labels, transform=build_transform(SPEC))
+    teacher = _teacher()
+    path = build_view_cache(teacher, dataset, views=1).save(tmp_path / "views.pt")
+    old = torch.load(path, weights_only=True)
+    old = {key: value for key, value in old.items()
+           if key not in ("kind_names", "kinds", "severities", "seeds", "partners", "lams")}
+    torch.save({**old, "format": "kdfiqa.view_cache.v1"}, path)
+    with pytest.raises(CheckpointError, match=r"older format \(kdfiqa.view_cache.v1, without the views' "
+                                              r"augmentation parameters.*delete it to rebuild it") as info:
+        ViewCache.load(path, teacher=teacher_fingerprint(teacher), transform=_spec(dataset))
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_mixup_partner_missing_from_the_training_set_is_named(data):
+    images, labels = data
+    dataset = FIQADataset(images, labels, transform=build_transform(
+        {**SPEC, "quality_augment": {"p": 0.0, "mixup": 1.0}}))
+    cache = build_view_cache(_Recording(), dataset, views=1)
+    partner = cache.names[int(cache.partners[0, 0])]
+    fewer = dataset.subset([i for i, name in enumerate(dataset.names) if name != partner])
+    fewer_cache = CachedViews(fewer, cache)
+    with pytest.raises(DataError, match=f"mixes image .* with '{partner}', which this training set lacks"):
+        fewer_cache.view(0, 0)
