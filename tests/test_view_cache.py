@@ -142,7 +142,7 @@ def _tampered(fields: dict, field: str, value) -> dict:
 @pytest.mark.parametrize("field, value, message", [
     ("names", ..., "field 'names' is missing"),
     ("logits", [0.5], "field 'logits' is a list, not a Tensor"),
-    ("names", ["a", "a"], "field 'names' must be distinct strings"),
+    ("names", ["a", 3] * 6, "field 'names' must be strings"),
     ("logits", torch.zeros(12, 0), r"not float32 \(12, K\) with K >= 1"),
     ("logits", torch.zeros(11, 2), r"not float32 \(12, K\)"),
     ("logits", torch.zeros(12, 2, dtype=torch.float64), "not float32"),
@@ -226,9 +226,12 @@ def test_a_view_rebuilt_from_the_cache_is_the_view_drawn_at_build_time(tmp_path,
 
     images, labels = data
     labeled = FIQADataset(images, labels, transform=build_transform(spec))
-    # a third of the images unlabeled (score NaN), as when --unlabeled images train online
+    # unlabeled images (score NaN) join, as --unlabeled images train online; their names are the
+    # labeled images' own (synthetic_00000.png ... in another folder), so rows are not keyed by name
+    others, _ = synthetic(tmp_path, 4, 5, "unlabeled")
     dataset = labeled.subset(range(len(labeled)))
-    dataset.samples = [Sample(s.name, s.path, math.nan) if i % 3 == 0 else s for i, s in enumerate(dataset.samples)]
+    dataset.samples += [Sample(f.name, f, math.nan) for f in sorted(others.glob("*.png"))]
+    assert len(set(dataset.names)) < len(dataset.names)
     views, teacher = 3, _Recording()
     built = build_view_cache(teacher, dataset, views=views, batch_size=4, seed=7)
     path = built.save(tmp_path / "views.pt")
@@ -249,7 +252,7 @@ def test_a_view_rebuilt_from_the_cache_is_the_view_drawn_at_build_time(tmp_path,
         assert rebuilt["teacher_logit"].item() == pytest.approx(item["teacher_image"].mean().item(), abs=1e-6)
         assert torch.equal(rebuilt["score"].isnan(), item["score"].isnan())
         if not item["score"].isnan():
-            assert rebuilt["score"].item() == item["score"].item() == pytest.approx(labeled.samples[index].score)
+            assert rebuilt["score"].item() == item["score"].item() == pytest.approx(dataset.samples[index].score)
         if spec is AUGMENTED:
             assert rebuilt["augment"] == item["augment"]
             altered += item["augment"]["kind"] != "" or item["augment"]["partner"] >= 0
@@ -277,13 +280,13 @@ def test_a_cache_of_the_older_format_is_refused_by_name(tmp_path, data):
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
-def test_a_mixup_partner_missing_from_the_training_set_is_named(data):
+def test_a_cache_of_another_training_set_is_refused_naming_the_first_difference(data):
     images, labels = data
-    dataset = FIQADataset(images, labels, transform=build_transform(
-        {**SPEC, "quality_augment": {"p": 0.0, "mixup": 1.0}}))
+    dataset = FIQADataset(images, labels, transform=build_transform(SPEC))
     cache = build_view_cache(_Recording(), dataset, views=1)
-    partner = cache.names[int(cache.partners[0, 0])]
-    fewer = dataset.subset([i for i, name in enumerate(dataset.names) if name != partner])
-    fewer_cache = CachedViews(fewer, cache)
-    with pytest.raises(DataError, match=f"mixes image .* with '{partner}', which this training set lacks"):
-        fewer_cache.view(0, 0)
+    names = dataset.names
+    with pytest.raises(DataError, match=f"another training set \\(sample 0: '{names[0]}' in the cache, "
+                                        f"'{names[1]}' here; 12 vs 11 samples\\)"):
+        CachedViews(dataset.subset(range(1, 12)), cache)
+    with pytest.raises(DataError, match="sample 11: .* in the cache, no image here"):
+        CachedViews(dataset.subset(range(11)), cache)

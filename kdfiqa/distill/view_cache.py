@@ -21,7 +21,9 @@ File format (``torch.save`` of tensors and plain values, read with ``weights_onl
 ``format``      :data:`FORMAT`
 ``teacher``     :func:`teacher_fingerprint` of the teacher that scored the views
 ``transform``   the training transform spec the views were drawn from (``PairedViews.spec``)
-``names``       image names, one per row
+``names``       image names, one per row: the training set's samples in order (a name may repeat:
+                the same relative name under the labeled root and the unlabeled folder, or an
+                image once per pseudo-label set)
 ``boxes``       float64 (N, K, 4): left, top, right, bottom in source pixels
 ``flips``       bool (N, K)
 ``logits``      float32 (N, K): the teacher's logit on each view
@@ -29,7 +31,7 @@ File format (``torch.save`` of tensors and plain values, read with ``weights_onl
 ``kinds``       int64 (N, K): the view's degradation, an index of ``kind_names``; -1: none
 ``severities``  float64 (N, K): its severity in [0, 1] (0 without one)
 ``seeds``       int64 (N, K): its seed, >= 0 (0 without one)
-``partners``    int64 (N, K): the row (image) mixed in; -1: none
+``partners``    int64 (N, K): the row (sample) mixed in; -1: none
 ``lams``        float64 (N, K): the image's own share of the mix, in (0, 1] (1 without one)
 ==============  ==========================================================================
 
@@ -41,7 +43,6 @@ as such, never read without them.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass
@@ -102,8 +103,8 @@ class ViewCache:
         return int(self.logits.shape[1])
 
     def augment(self, row: int, k: int) -> Augment | None:
-        """The quality augmentation of view ``k`` of image ``row`` (its partner a row of
-        :attr:`names`), ``None`` when the view was not altered."""
+        """The quality augmentation of view ``k`` of row ``row`` (its partner another row, i.e. the
+        index of a sample of the training set), ``None`` when the view was not altered."""
         kind, partner = int(self.kinds[row, k]), int(self.partners[row, k])
         if kind < 0 and partner < 0:
             return None
@@ -155,7 +156,7 @@ class ViewCache:
 
 def _checked_fields(path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of a loaded cache file, each checked for presence, type, shape and range: names a
-    list of distinct strings; ``boxes`` float64 (N, K, 4) with 0 <= left < right and 0 <= top <
+    list of strings; ``boxes`` float64 (N, K, 4) with 0 <= left < right and 0 <= top <
     bottom; ``flips`` bool (N, K); ``logits`` float32 (N, K) and finite; K >= 1; and the augmentation
     fields (:func:`_checked_augment`)."""
 
@@ -169,8 +170,8 @@ def _checked_fields(path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(data[field], kind):
             raise bad(field, f"is a {type(data[field]).__name__}, not a {kind.__name__}")
     names, boxes, flips, logits = data["names"], data["boxes"], data["flips"], data["logits"]
-    if not all(isinstance(name, str) for name in names) or len(set(names)) != len(names):
-        raise bad("names", "must be distinct strings")
+    if not all(isinstance(name, str) for name in names):
+        raise bad("names", "must be strings")
     n = len(names)
     if logits.dtype != torch.float32 or logits.dim() != 2 or logits.shape[0] != n or logits.shape[1] < 1:
         raise bad("logits", f"is {logits.dtype} {tuple(logits.shape)}, not float32 ({n}, K) with K >= 1")
@@ -303,23 +304,28 @@ def _same_transform(stored: Any, transform: Mapping[str, Any]) -> bool:
 
 
 class CachedViews(Dataset):
-    """A training set of stored views: item ``i`` is one of image ``i``'s K views of ``cache``, picked
-    at random (torch's generator, so seeded runs repeat), rendered at the student's size with the
-    stored quality augmentation (its mixup partner found by name), box and flip, with the teacher's
-    stored logit as ``"teacher_logit"``; an altered view's ``"score"`` is NaN, as in the data set's
-    own items."""
+    """A training set of stored views: item ``i`` is one of sample ``i``'s K views of ``cache``,
+    picked at random (torch's generator, so seeded runs repeat), rendered at the student's size with
+    the stored quality augmentation, box and flip, with the teacher's stored logit as
+    ``"teacher_logit"``; an altered view's ``"score"`` is NaN, as in the data set's own items.
+
+    The cache's rows are ``dataset``'s samples in order (a mixup partner is a row, so a sample's
+    index); a cache whose names differ from the data set's is refused, naming the first difference.
+    """
 
     def __init__(self, dataset: Any, cache: ViewCache) -> None:
         self.dataset = dataset
         self.transform = _views_of(dataset)
         self.cache = cache
-        rows = {name: row for row, name in enumerate(cache.names)}
-        missing = [name for name in dataset.names if name not in rows]
-        if missing:
-            raise DataError(f"the teacher view cache has no views of image {missing[0]!r} "
-                            f"({len(missing)} missing); rebuild it for this training set")
-        self.rows = [rows[name] for name in dataset.names]
-        self.index_of = {name: index for index, name in enumerate(dataset.names)}
+        names = list(dataset.names)
+        if names != cache.names:
+            row = next((i for i, (a, b) in enumerate(zip(names, cache.names)) if a != b), min(len(names),
+                                                                                            len(cache.names)))
+            theirs = repr(cache.names[row]) if row < len(cache.names) else "no image"
+            ours = repr(names[row]) if row < len(names) else "no image"
+            raise DataError(f"the teacher view cache was built for another training set (sample {row}: {theirs} "
+                            f"in the cache, {ours} here; {len(cache.names)} vs {len(names)} samples); "
+                            "delete it to rebuild it for this training set")
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -329,25 +335,18 @@ class CachedViews(Dataset):
         return self.dataset.scores
 
     def view(self, index: int, k: int, views: list[str] | None = None) -> dict[str, Any]:
-        """The item of stored view ``k`` of image ``index``: its ``views`` (default: the student's)
+        """The item of stored view ``k`` of sample ``index`` (the cache's row ``index``): its ``views`` (default: the student's)
         rendered from the stored augmentation, box and flip."""
-        row = self.rows[index]
-        box = tuple(float(v) for v in self.cache.boxes[row, k].tolist())
-        augment = self.cache.augment(row, k)
-        if augment is not None and augment.partner is not None:
-            partner = self.cache.names[augment.partner]
-            if partner not in self.index_of:
-                raise DataError(f"the teacher view cache mixes image {self.cache.names[row]!r} with "
-                                f"{partner!r}, which this training set lacks; rebuild it for this training set")
-            augment = dataclasses.replace(augment, partner=self.index_of[partner])
+        box = tuple(float(v) for v in self.cache.boxes[index, k].tolist())
+        augment = self.cache.augment(index, k)
         img = self.dataset.source(index, augment)
         if box[2] > img.width or box[3] > img.height:
-            raise DataError(f"the teacher view cache's box {box} of image {self.cache.names[row]!r} lies outside "
+            raise DataError(f"the teacher view cache's box {box} of image {self.cache.names[index]!r} lies outside "
                             f"its {img.width}x{img.height} pixels: the image changed since the cache was built; "
                             "delete the cache to rebuild it")
-        rendered = self.transform.render(img, [box], bool(self.cache.flips[row, k]), views=views or ["image"])
+        rendered = self.transform.render(img, [box], bool(self.cache.flips[index, k]), views=views or ["image"])
         item = self.dataset.item(index, rendered, augment or (Augment() if self.transform.augment else None))
-        item["teacher_logit"] = self.cache.logits[row, k].reshape(1)
+        item["teacher_logit"] = self.cache.logits[index, k].reshape(1)
         return item
 
     def __getitem__(self, index: int) -> dict[str, Any]:
