@@ -334,6 +334,11 @@ class CachedViews(Dataset):
     def scores(self) -> Any:
         return self.dataset.scores
 
+    @property
+    def samples(self) -> list[Any]:
+        """The data set's samples, one per item (what samplers split into labeled and unlabeled streams)."""
+        return self.dataset.samples
+
     def view(self, index: int, k: int, views: list[str] | None = None) -> dict[str, Any]:
         """The item of stored view ``k`` of sample ``index`` (the cache's row ``index``): its ``views`` (default: the student's)
         rendered from the stored augmentation, box and flip."""
