@@ -242,6 +242,7 @@ def test_a_view_rebuilt_from_the_cache_is_the_view_drawn_at_build_time(tmp_path,
     torch.manual_seed(7)
     drawn = list(torch.utils.data.DataLoader(_Repeated(dataset, views), batch_size=None, shuffle=False))
     cached = CachedViews(dataset, cache)
+    assert cached.samples == dataset.samples  # what a two-stream sampler splits into its streams
     altered = 0
     for j, item in enumerate(drawn):
         index, k = divmod(j, views)
