@@ -222,6 +222,9 @@ class Trainer:
                 self.train_data, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
                 seed=cfg.seed,
             )
+        elif getattr(self.sampler, "block_size", cfg.batch_size) != cfg.batch_size:
+            raise ConfigError(f"the sampler draws batches of {self.sampler.block_size} "  # type: ignore[attr-defined]
+                              f"but batch_size is {cfg.batch_size}; build it with the same batch size")
         elif ctx.distributed:
             sampler = RankSplitSampler(self.sampler, ctx.world_size, ctx.rank)
         else:
