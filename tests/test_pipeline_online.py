@@ -21,6 +21,7 @@ from kdfiqa.config import RunConfig
 from kdfiqa.data import FIQADataset, build_transform, split_dataset
 from kdfiqa.distill import Teacher
 from kdfiqa.errors import DataError
+from kdfiqa.pipeline.data import training_streams
 from tiny_fiqa import TINY, synthetic
 
 
@@ -55,6 +56,7 @@ def _argv(data, out, *extra):
     (["--unlabeled-use", "online", "--labeled-per-batch", "5"], "exceeds --batch-size 4"),
     (["--unlabeled-use", "online", "--sampler", "ssus"], "--sampler ssus"),
     (["--calibrate-online", "--distill-loss", "none"], "--calibrate-online is only used with --distill-loss"),
+    (["--unlabeled-use", "online", "--calibrate"], "use --calibrate-online"),
 ])
 def test_settings_of_online_use_are_refused_in_one_line(tmp_path, data, capsys, extra, needle):
     code, text = _run(capsys, _argv(data, tmp_path / "run", *extra))
@@ -88,6 +90,19 @@ def test_online_runs_take_the_same_steps_whatever_the_unlabeled_share_and_log_th
         assert set(shares) == {"share/task", "share/distill"} and sum(shares.values()) == pytest.approx(1.0)
         assert all(math.isfinite(v) for v in record["train"].values())
     assert steps == [math.ceil(12 / 2)] * 2  # 12 labeled training images, 2 a batch
+
+
+def test_both_pseudo_labels_the_unlabeled_images_and_keeps_them_in_the_unlabeled_stream(tmp_path, data, capsys):
+    run = tmp_path / "both"
+    code, text = _run(capsys, _argv(data, run, "--unlabeled-use", "both", "--labeled-per-batch", "2"))
+    assert code == 0, text
+    assert len((run / "pseudo_labels.csv").read_text().splitlines()) == 10
+    assert _log(run)[0]["step"] == 6  # the labels fix the epoch: 12 training labels, 2 a batch
+    config = RunConfig.from_dict(load_checkpoint(run / "last.pt")["config"])
+    train, _ = pipeline.labeled_data(config, pipeline.Labels(run / "pseudo_labels.csv", data[2], score_range=None))
+    labeled, unlabeled = training_streams(config, train)
+    assert len(labeled) == 12 and len(unlabeled) == 10
+    assert np.isfinite(train.scores).all()  # pseudo-labeled: every sample has a score
 
 
 def _logistic(x, b1, b2, b3, b4):

@@ -99,6 +99,9 @@ def _check_unlabeled_use(config: RunConfig) -> None:
     if distill_.unlabeled_use == "online" and data.sampler == "ssus":
         raise ConfigError("--sampler ssus draws by label, and --unlabeled-use online adds images without one; "
                           "drop --sampler or use --labeled-per-batch N")
+    if distill_.unlabeled_use == "online" and distill_.calibrate:
+        raise ConfigError("--calibrate maps pseudo-labels, and --unlabeled-use online makes none; use "
+                          "--calibrate-online for the teacher's online outputs, or --unlabeled-use both")
     per_batch = distill_.labeled_per_batch
     if per_batch is None:
         return
