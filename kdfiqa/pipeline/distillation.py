@@ -9,15 +9,15 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from torch import nn
 from torch.utils.data import Dataset
 
 from ..config import RunConfig
 from ..engine.callbacks import Callback
-from ..engine.distributed import DistContext
-from ..errors import CheckpointError, DataError
+from ..engine.distributed import DistContext, all_gather_objects
+from ..errors import CheckpointError, DataError, KdfiqaError
 from ..metrics import Logistic4
 from .building import build_student, build_teacher, checked_student, resolve_transforms
 from .checks import preflight, refuse_other_teacher_size
@@ -40,7 +40,7 @@ log = logging.getLogger("kdfiqa.pipeline")
 def distill(config: RunConfig, *, teacher: Any = None, pseudo: Labels | Sequence[Labels] | None = None,
             student: Any = None,
             ctx: DistContext | None = None, resume: bool = False, allow_changes: bool = False,
-            overwrite: bool = False, callbacks: Sequence["Callback"] = ()) -> RunResult:
+            overwrite: bool = False, callbacks: Sequence[Callback] = ()) -> RunResult:
     """Train the student ``config.model`` under ``teacher`` (a :class:`~kdfiqa.distill.Teacher`;
     default: built from ``distill.teachers``) on labels ∪ ``pseudo`` (default: ``data.pseudo_csv``).
 
@@ -67,7 +67,7 @@ def distill(config: RunConfig, *, teacher: Any = None, pseudo: Labels | Sequence
 
 
 def _train_student(config: RunConfig, *, teacher: Any, pseudo: Labels | Sequence[Labels] | None, student: Any, ctx: DistContext,
-             resume: bool, allow_changes: bool, overwrite: bool, callbacks: Sequence["Callback"] = ()) -> RunResult:
+             resume: bool, allow_changes: bool, overwrite: bool, callbacks: Sequence[Callback] = ()) -> RunResult:
     """:func:`distill` after its checks (which :func:`run_distill` has made already)."""
     from ..distill import Distiller, Supervised, Teacher
     from ..distill.view_cache import CachedTeacher
@@ -87,7 +87,7 @@ def _train_student(config: RunConfig, *, teacher: Any, pseudo: Labels | Sequence
             to.set_input_normalize(teacher_image=spec.get("teacher_normalize", spec["normalize"]),
                                    image=spec["normalize"])
 
-    extra: list["Callback"] = []
+    extra: list[Callback] = []
     calibration = None
     if online and config.distill.calibrate_online:  # the teacher still sees its own view here
         calibration = teacher_calibration(config, teacher, ctx, resume=resume)
@@ -135,7 +135,7 @@ class TeacherCalibrationRecord(Callback):
 
 def teacher_calibration(config: RunConfig, teacher: Any, ctx: DistContext, *, resume: bool = False) -> Logistic4:
     """The 4-parameter logistic mapping ``teacher``'s scores onto the label scale
-    (``distill.calibrate_online``), fitted ONCE per run: on rank 0, from the teacher's scores of the
+    (``distill.calibrate_online``), fitted once per run: on rank 0, from the teacher's scores of the
     labeled training images (the training share of ``data.csv``, rendered as the teacher is deployed,
     no augmentation) to their labels, with the fit that calibrates pseudo-labels
     (:func:`~kdfiqa.distill.pseudo_label.fit_calibration`), written to ``teacher_calibration.json``
@@ -152,9 +152,17 @@ def teacher_calibration(config: RunConfig, teacher: Any, ctx: DistContext, *, re
             raise CheckpointError(f"{last}: holds no teacher calibration (--calibrate-online); resume with the "
                                   "settings the run was started with, or start a new run")
         return Logistic4(*(float(stored[name]) for name in PARAMETERS))
+    refused: KdfiqaError | None = None
     if ctx.is_main:
-        _fit_teacher_calibration(config, teacher, out / TEACHER_CALIBRATION)
-    ctx.barrier()
+        try:
+            _fit_teacher_calibration(config, teacher, out / TEACHER_CALIBRATION)
+        except KdfiqaError as exc:
+            refused = exc
+    said = all_gather_objects(None if refused is None else str(refused), ctx)[0]  # every rank learns of a refusal
+    if refused is not None:
+        raise refused
+    if said is not None:
+        raise DataError(said)
     stored = json.loads((out / TEACHER_CALIBRATION).read_text(encoding="utf-8"))
     return Logistic4(*(float(stored[name]) for name in PARAMETERS))
 
@@ -204,7 +212,7 @@ def _cached_views(config: RunConfig, teacher: Any, train_set: Dataset, ctx: Dist
 @holds_run_folder
 def run_distill(config: RunConfig, *, ctx: DistContext | None = None, resume: bool = False,
                 allow_changes: bool = False, overwrite: bool = False,
-                callbacks: Sequence["Callback"] = ()) -> RunResult:
+                callbacks: Sequence[Callback] = ()) -> RunResult:
     """``kdfiqa distill``: check the student's budget, build the teacher once, self-train it and have
     it label ``data.unlabeled`` when asked (``distill.unlabeled_use`` ``pseudo`` or ``both``; with
     ``online`` its images join training label-less instead), then :func:`distill` (``callbacks``
