@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from ..errors import DataError
 from ..losses import WeightedSum
 
-__all__ = ["LossSpec", "as_weighted_sum", "label_mask", "Supervised"]
+__all__ = ["LossSpec", "as_weighted_sum", "label_mask", "masked_task_loss", "Supervised"]
 
 LossSpec = Union[str, nn.Module, Mapping[Any, float]]
 """A loss given as a registered name (``"mse"``), a formula (``"1.0*mse + 0.5*plcc"``), a loss
