@@ -4,7 +4,8 @@ Each item is a dict (torch's default collate turns a list of them into a batch d
 
 * ``"image"``: float tensor (3, H, W), the student's view, normalised by the transform;
 * ``"teacher_image"``: the teacher's view of the same content, when the transform renders one;
-* ``"score"``: float32 0-dim tensor, the label (labelled data only);
+* ``"score"``: float32 0-dim tensor, the label (labelled data only; NaN for a sample without a label
+  in a set that mixes both, see :func:`kdfiqa.distill.objective.label_mask`);
 * ``"name"``: the image name as in the CSV (or relative to the scanned folder);
 * ``"index"``: the item's position in this data set.
 
