@@ -174,6 +174,18 @@ def test_steps_per_epoch_follow_the_labels_whatever_the_unlabeled_share():
     assert lengths == {4}
 
 
+def test_a_fixed_number_of_batches_draws_the_labels_in_fresh_orders():
+    sampler = TwoStreamSampler(range(5), range(5, 40), 4, 2, seed=3, batches=7)
+    batches = [list(sampler)[i:i + 4] for i in range(0, 28, 4)]
+    assert len(sampler) == 28 and len(batches) == 7
+    labeled = [i for b in batches for i in b[:2]]
+    assert all(i < 5 for i in labeled) and all(i >= 5 for b in batches for i in b[2:])
+    # 14 labeled places from orders of 5: every label 2 or 3 times, each order a permutation
+    assert sorted(labeled[:5]) == list(range(5)) and sorted(labeled[5:10]) == list(range(5))
+    with pytest.raises(DataError, match="batches"):
+        TwoStreamSampler(range(5), range(5, 40), 4, 2, batches=0)
+
+
 def test_bad_streams_are_refused():
     with pytest.raises(DataError, match="labeled_per_batch"):
         TwoStreamSampler(range(4), range(4, 8), 4, 5)

@@ -110,7 +110,9 @@ class TwoStreamSampler(Sampler[int]):
 
     The epoch's length is fixed by the labeled stream: ``ceil(len(labeled) / labeled_per_batch)``
     batches, each labeled sample once per epoch in a fresh order (the last batch topped up from
-    another order of the same epoch). It does not depend on the unlabeled share, so runs that mix in
+    another order of the same epoch), or ``batches`` when given (the labeled stream then draws as many
+    fresh orders as it needs: ``data.samples_per_epoch`` sets it, so a run takes the same steps as
+    any other run of that many samples per epoch). It does not depend on the unlabeled share, so runs that mix in
     more or fewer unlabeled samples per batch take the same optimiser steps. The unlabeled stream
     runs on across epochs without replacement: fresh random orders of ``unlabeled`` concatenated,
     epoch ``e`` taking the next ``batches × (batch_size - labeled_per_batch)`` of them. Both are
@@ -120,7 +122,7 @@ class TwoStreamSampler(Sampler[int]):
     """
 
     def __init__(self, labeled: Sequence[int], unlabeled: Sequence[int], batch_size: int,
-                 labeled_per_batch: int, seed: int = 0) -> None:
+                 labeled_per_batch: int, seed: int = 0, batches: int | None = None) -> None:
         if not 1 <= labeled_per_batch <= batch_size:
             raise DataError(f"TwoStreamSampler: labeled_per_batch={labeled_per_batch} must be from 1 to the "
                             f"batch size {batch_size}")
@@ -135,7 +137,9 @@ class TwoStreamSampler(Sampler[int]):
         self.labeled_per_batch = labeled_per_batch
         self.seed = seed
         self.epoch = 0
-        self.batches = -(-len(self.labeled) // labeled_per_batch)
+        if batches is not None and batches < 1:
+            raise DataError(f"TwoStreamSampler: batches={batches} must be at least 1")
+        self.batches = batches if batches is not None else -(-len(self.labeled) // labeled_per_batch)
 
     @property
     def block_size(self) -> int:

@@ -111,9 +111,8 @@ def _check_unlabeled_use(config: RunConfig) -> None:
     if per_batch > config.train.batch_size:
         raise ConfigError(f"--labeled-per-batch {per_batch} exceeds --batch-size {config.train.batch_size}; "
                           "give at most the batch size")
-    if data.sampler is not None or data.samples_per_epoch is not None:
-        raise ConfigError("--labeled-per-batch draws its own epochs (one pass of the labels); drop --sampler "
-                          "and --samples-per-epoch")
+    if data.sampler is not None:
+        raise ConfigError("--labeled-per-batch draws its own batches; drop --sampler")
 
 
 def _check_model_name(name: str) -> None:

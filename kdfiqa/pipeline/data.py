@@ -114,8 +114,10 @@ def sampler_of(config: RunConfig, train_set: Dataset) -> Sampler[int] | None:
 
     if config.distill.labeled_per_batch is not None:
         labeled, unlabeled = training_streams(config, train_set)
+        per_epoch = config.data.samples_per_epoch
         return TwoStreamSampler(labeled, unlabeled, config.train.batch_size, config.distill.labeled_per_batch,
-                                seed=config.train.seed)
+                                seed=config.train.seed,
+                                batches=None if per_epoch is None else max(1, per_epoch // config.train.batch_size))
     if config.data.sampler == "ssus":
         return SSUSSampler(train_set.scores, num_strata=config.data.strata, seed=config.train.seed)
     if config.data.samples_per_epoch is not None:
