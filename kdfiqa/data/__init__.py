@@ -14,7 +14,7 @@ _EXPORTS = {
     ".images": ("IMAGE_EXTENSIONS", "MAX_PIXELS", "check_image", "load_rgb", "validate_images"),
     ".labels": ("Label", "read_labels"),
     ".paths": ("resolve_image_path",),
-    ".samplers": ("SSUSSampler",),
+    ".samplers": ("SSUSSampler", "TwoStreamSampler"),
     ".synthetic": ("SyntheticFIQA", "make_synthetic_fiqa"),
     ".transforms": ("PRESETS", "PairedViews", "build_transform"),
 }

@@ -4,8 +4,9 @@ Each item is a dict (torch's default collate turns a list of them into a batch d
 
 * ``"image"``: float tensor (3, H, W), the student's view, normalised by the transform;
 * ``"teacher_image"``: the teacher's view of the same content, when the transform renders one;
-* ``"score"``: float32 0-dim tensor, the label (labelled data only); NaN when the image was altered
-  by the transform's quality augmentation (the label describes the unaltered image only);
+* ``"score"``: float32 0-dim tensor, the label (labelled data only; NaN for a sample without a label
+  in a set that mixes both, see :func:`kdfiqa.distill.objective.label_mask`, and for a labelled image
+  altered by the transform's quality augmentation: its label describes the unaltered image only);
 * ``"augment"``: what that augmentation applied (:meth:`kdfiqa.data.quality_augment.Augment.as_item`),
   with such a transform only;
 * ``"name"``: the image name as in the CSV (or relative to the scanned folder);
