@@ -162,3 +162,25 @@ def test_it_is_refused_unless_a_teacher_scores_the_views_online():
     quiet = RunConfig.from_dict({"model": {"name": TINY}, "data": {"root": ".", "csv": "x.csv", "train_transform": {
         "mode": "resize", "quality_augment": {"p": 0.0}}}, "distill": {"loss": None}})
     quiet.validate()  # a quality_augment that never alters an image trains on labels as they are
+
+
+@pytest.mark.slow
+def test_distill_trains_on_augmented_labeled_and_unlabeled_views_through_a_view_cache(tmp_path, data):
+    import json
+
+    from kdfiqa.cli.main import main
+
+    images, labels = data
+    unlabeled, _ = synthetic(tmp_path, 6, 4, "unlabeled")  # names shared with the labeled images
+    torch.manual_seed(0)
+    args = ["distill", "--model", TINY, "--root", images, "--csv", labels, "--val-fraction", "0.5",
+            "--batch-size", "4", "--epochs", "2", "--device", "cpu", "--quiet", "--teacher-input", "32",
+            "--set", "data.train_transform={mode: randcrop_or_resize, crop: 32, flip: true, "
+                     "quality_augment: {p: 0.5, mixup: 0.3, max_severity: 0.6}}",
+            "--unlabeled", unlabeled, "--unlabeled-use", "online", "--labeled-per-batch", "2", "--teacher", TINY,
+            "--view-cache", "3", "--out", tmp_path / "run"]
+    assert main([str(a) for a in args]) == 0
+    cache = torch.load(tmp_path / "run" / "teacher_views.pt", weights_only=True)
+    assert cache["logits"].shape == (3 + 6, 3) and (cache["kinds"] >= 0).any() and (cache["partners"] >= 0).any()
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["train"]["loss"]) and r["train"]["distill"] > 0 for r in records if "train" in r)
