@@ -21,10 +21,7 @@ every stage's config is stored in its checkpoint, so each run can be repeated fr
    0.5 · temperature MSE against the frozen teacher, which sees the higher-resolution view of the
    same crop); both *combined*; and the ablation, online KD under an *untrained* teacher. Every
    student has the same architecture, initial weights, optimiser and number of optimiser steps
-   (fixed-length epochs); checkpoints are picked on the validation split only. The students train
-   on a random crop of each image (the recipe's Resize(8/7 of the view) + RandomCrop + flip, where
-   they once saw the whole image resized), so every view has its own teacher target; the teacher
-   still trains on the whole image, and every model is evaluated on it (a deterministic resize).
+   (fixed-length epochs); checkpoints are picked on the validation split only.
 5. **Report**: every model on the test set through its checkpoint's own deployment transform
    (SRCC, PLCC, challenge score, each student's gain over the control), its size and cost at 224
    and the budget verdict, as a table, ``summary.json``, checkpoints and PNG plots.

@@ -78,7 +78,6 @@ STATED = {
     "demo": [
         ("train", "model.name", "emo2_5m"), ("distill", "model.name", "emo2_1m"), ("distill", "loss.task", "hybrid"),
         ("distill", "distill.loss", "0.5*temperature_mse"), ("train", "model.kwargs.layer_scale", 1.0),
-        ("distill", "data.train_transform.mode", "resize_random_crop"), ("train", "data.train_transform.mode", "resize"),
     ],
     "vquala_baseline": [
         ("train", "model.name", "mobilenetv2_fiqa"), ("train", "train.optimizer", "adam"), ("train", "train.lr", 5e-4),
@@ -180,29 +179,3 @@ def test_recipe_runs_one_step_on_tiny_data(name, tmp_path, tiny_data):
         assert enhanced["config"]["model"]["init_head"] == "fresh"
         assert (tmp_path / "run" / "pseudo_labels.csv").read_text().count("\n") == 8
         assert (tmp_path / "run" / "self_train_1" / "pseudo_labels.csv").read_text().count("\n") == 8
-
-
-@pytest.mark.parametrize("size, resize", [(48, 55), (32, 37)])
-def test_demo_students_train_on_random_crops_and_are_evaluated_on_the_whole_image(size, resize):
-    from PIL import Image
-
-    from kdfiqa.config import ConfigLayer, load_recipe
-    from kdfiqa.data import build_transform
-
-    plan = ConfigLayer("plan", {"model": {"input": size}, "distill": {"teacher_input": 64}})
-    student = resolve_config("distill", [*load_recipe("demo", "distill"), plan])
-    teacher = resolve_config("train", [*load_recipe("demo", "train"), plan])
-    assert student.data.train_transform == {"mode": "resize_random_crop", "size": [size, size], "resize": resize,
-                                            "flip": True}
-    assert teacher.data.train_transform == {"mode": "resize", "flip": True}  # the teacher as before
-    train = build_transform({**student.data.train_transform, "teacher_size": 64})
-    image = Image.fromarray(torch.randint(0, 256, (64, 64, 3), dtype=torch.uint8).numpy())
-    torch.manual_seed(0)
-    boxes = [train.draw(image)[0][0] for _ in range(8)]
-    side = 64 * size / resize  # the crop in source pixels: the view's share of the resized image
-    assert all(b[2] - b[0] == pytest.approx(side) and b[3] - b[1] == pytest.approx(side) for b in boxes)
-    assert len(set(boxes)) > 1  # each draw its own crop, hence its own teacher target
-    evaluation = build_transform({**student.data.eval_transform, "size": size})
-    first, second = evaluation(image)["image"], evaluation(image)["image"]
-    whole = build_transform({"mode": "resize", "size": size})(image)["image"]
-    assert torch.equal(first, second) and torch.equal(first, whole)
