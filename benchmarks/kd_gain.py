@@ -89,9 +89,9 @@ VARIANTS: dict[str, Variant] = {
                                         "online_kd", {**CALIBRATED, "labeled_per_batch": 16,
                                                       "loss": "2.0*temperature_mse"}, unlabeled=True),
     "online_unlabeled_augmented": Variant(
-        "the same (16 of 32), random crops + teacher-scored quality augmentation", "online_kd",
+        "the same (16 of 32), random crops (Resize(55) + RandomCrop(48)) + teacher-scored quality augmentation", "online_kd",
         {**CALIBRATED, "labeled_per_batch": 16},
-        {"mode": "resize_random_crop", "resize": 54, "quality_augment": QUALITY_AUGMENT}, unlabeled=True, patient=True),
+        {"mode": "resize_random_crop", "resize": 55, "quality_augment": QUALITY_AUGMENT}, unlabeled=True, patient=True),
     "combined_calibrated": Variant("offline + online KD, calibrated online targets", "combined_kd",
                                    {"calibrate_online": True}, patient=True),
     "crop_cache": Variant(f"online on labeled + unlabeled (16 of 32), {VIEWS}-view crop cache", "online_kd",
