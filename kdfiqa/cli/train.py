@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from .config_flags import add_config_flags, config_from_args
+from .config_flags import add_config_flags, add_threads_flag, config_from_args
 
 EXAMPLES = """examples:
   kdfiqa train --root data/train --csv data/train.csv --model emo2_5m --input 512 --out runs/teacher
@@ -47,6 +47,7 @@ def add_run_flags(p: argparse.ArgumentParser, command: str) -> None:
     cfg.add_argument("--allow-changes", action="store_true",
                      help="with --resume: accept changed schedule or data settings (e.g. more --epochs)")
     add_config_flags(p, command)
+    add_threads_flag(p)
 
 
 def run_config_from_args(args: argparse.Namespace, command: str) -> Any:
