@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..errors import CheckpointError, ConfigError, first_line
+from ..errors import CheckpointError, ConfigError, first_line, spelled
 from .bounds import Bound
 from .emo_blocks import ConvNormAct, PatchEmbed, iiRMB, iRMB, make_norm
 from .registry import register_backbone
@@ -250,7 +250,7 @@ def _create(
     if pretrained is True:
         raise ConfigError(
             f"{name}: pretrained=True cannot download weights; give the path of an official checkpoint "
-            "(pretrained='PATH' in Python, --set model.kwargs.pretrained=PATH on the command line; see "
+            f"({spelled('--set model.kwargs.pretrained=PATH', 'pretrained=PATH')}; see "
             "kdfiqa.models.load_official_emo_weights for where to get it)"
         )
     preset = _PRESETS[name]
