@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 import time
-from typing import Any, Callable
+from typing import Any
 
 from .config_flags import add_config_flags, add_threads_flag, config_from_args
 
@@ -102,11 +102,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run_stage(args: argparse.Namespace, command: str, stage: Callable[..., Any]) -> int:
+def run_stage(args: argparse.Namespace, command: str, stage: str) -> int:
     """Resolve ``command``'s config from ``args`` and print it (``--print-config``), or run ``stage``
-    on it (a :mod:`kdfiqa.pipeline` stage) and print the summary."""
+    on it (the name of a :mod:`kdfiqa.pipeline` stage) and print the summary. The stage's checks
+    (:func:`kdfiqa.pipeline.checks.preflight`: the run folder, the files, the settings) run first,
+    before the stage's modules (torch, the models) are imported, so that a refusal answers at once."""
     from ..errors import ConfigError
-    from ..engine.distributed import is_main_process
 
     if args.resume and args.overwrite:
         raise ConfigError("--resume and --overwrite cannot be combined: continue the run, or start it over")
@@ -115,9 +116,16 @@ def run_stage(args: argparse.Namespace, command: str, stage: Callable[..., Any])
         config.validate()
         print(config.to_yaml(), end="")
         return 0
+    from ..pipeline.checks import preflight
+
+    preflight(config, command, resume=args.resume, overwrite=args.overwrite)
+    from .. import pipeline
+    from ..engine.distributed import is_main_process
+
     setup_logging(config.train.quiet)
     started = time.perf_counter()
-    result = stage(config, resume=args.resume, allow_changes=args.allow_changes, overwrite=args.overwrite)
+    result = getattr(pipeline, stage)(config, resume=args.resume, allow_changes=args.allow_changes,
+                                      overwrite=args.overwrite)
     report(result, time.perf_counter() - started)
     if result.collapsed and is_main_process():  # the last word of the run, so that it is not mistaken for a result
         print(f"warning: kdfiqa {command}: the run collapsed: every validated epoch predicted a near-constant "
@@ -127,6 +135,4 @@ def run_stage(args: argparse.Namespace, command: str, stage: Callable[..., Any])
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import pipeline
-
-    return run_stage(args, "train", pipeline.train)
+    return run_stage(args, "train", "train")

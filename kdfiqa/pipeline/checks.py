@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..config import SECTIONS, RunConfig
-from ..engine.distributed import is_main_process
 from ..errors import CheckpointError, ConfigError, spelled
 from ..size import Size, format_size
 from .results import PSEUDO_LABELS, VIEW_CACHE, Labels, label_sets
@@ -49,11 +48,20 @@ def validate(config: RunConfig, command: str, *, pseudo: Labels | Sequence[Label
     (:meth:`RunConfig.validate`) and adds what spans sections. ``pseudo``/``teacher_given`` say what
     a caller of :func:`distill` hands over directly.
     """
-    config.validate()
     data, distill_ = config.data, config.distill
-    _check_model_name(required(config.model.name, f"a model to train: {spelled('--model NAME (model.name)', 'model.name')}"))
     required(data.root, f"{spelled('--root DIR (data.root)', 'data.root')}, the folder of labeled images,")
     required(data.csv, f"{spelled('--csv FILE (data.csv)', 'data.csv')}, the labels,")
+    for value, flag, kind in ((data.root, spelled("--root", "data.root"), "dir"),
+                              (data.csv, spelled("--csv", "data.csv"), "file"),
+                              (data.val_root, spelled("--val-root", "data.val_root"), "dir"),
+                              (data.val_csv, spelled("--val-csv", "data.val_csv"), "file"),
+                              (data.pseudo_csv, spelled("--pseudo-csv", "data.pseudo_csv"), "file"),
+                              (data.pseudo_root, spelled("--pseudo-root", "data.pseudo_root"), "dir"),
+                              (data.unlabeled, spelled("--unlabeled", "data.unlabeled"), "dir"),
+                              (config.model.init, spelled("--init", "model.init"), "weights")):
+        _existing(value, flag, kind)
+    config.validate()  # builds transforms and losses: after the files, so that a missing one is refused without torch
+    _check_model_name(required(config.model.name, f"a model to train: {spelled('--model NAME (model.name)', 'model.name')}"))
     if pseudo is not None and data.pseudo_csv:
         given = ", ".join(str(labels.csv) for labels in label_sets(pseudo))
         raise ConfigError(f"pseudo-labels given twice: data.pseudo_csv ({data.pseudo_csv}) and {given}; give one")
@@ -89,15 +97,6 @@ def validate(config: RunConfig, command: str, *, pseudo: Labels | Sequence[Label
         if distill_.self_train and not first.endswith((".pt", ".pth")):
             raise ConfigError(f"{spelled('--self-train', 'distill.self_train')} retrains the teacher, so the first "
                               f"{spelled('--teacher', 'of distill.teachers')} must be a kdfiqa checkpoint")
-    for value, flag, kind in ((data.root, spelled("--root", "data.root"), "dir"),
-                              (data.csv, spelled("--csv", "data.csv"), "file"),
-                              (data.val_root, spelled("--val-root", "data.val_root"), "dir"),
-                              (data.val_csv, spelled("--val-csv", "data.val_csv"), "file"),
-                              (data.pseudo_csv, spelled("--pseudo-csv", "data.pseudo_csv"), "file"),
-                              (data.pseudo_root, spelled("--pseudo-root", "data.pseudo_root"), "dir"),
-                              (data.unlabeled, spelled("--unlabeled", "data.unlabeled"), "dir"),
-                              (config.model.init, spelled("--init", "model.init"), "weights")):
-        _existing(value, flag, kind)
 
 
 def _check_model_name(name: str) -> None:
@@ -176,8 +175,11 @@ def _check_output(config: RunConfig, resume: bool, overwrite: bool) -> None:
     data = config.data
     inputs = [data.csv, data.val_csv, data.pseudo_csv, config.model.init, *map(str, config.distill.teachers)]
     check_output_dir(out, inputs=inputs, resume=resume, overwrite=overwrite, flag=spelled("--out", "train.output_dir"))
-    if overwrite and not resume and is_main_process():  # a new run: nothing of an earlier one stays
-        _remove_earlier_stages(out, [Path(p).resolve() for p in inputs if p])
+    if overwrite and not resume:  # a new run: nothing of an earlier one stays
+        from ..engine.distributed import is_main_process
+
+        if is_main_process():
+            _remove_earlier_stages(out, [Path(p).resolve() for p in inputs if p])
 
 
 def _remove_earlier_stages(out: Path, inputs: list[Path]) -> None:
