@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .common import REPO, SHARED_MACHINE_NOTE, scratch_dir
+from .common import REPO, scratch_dir
 
 TITLE = "From-scratch initialisation (EMOv2 layer scale, short runs)"
 SEEDS = (0, 1, 2, 3, 4)
@@ -81,6 +81,5 @@ def run(quick: bool) -> dict:
             "kdfiqa.metrics.COLLAPSE_SPREAD; srcc on the held-out images of the last epoch",
             "SRCC on 10 validation images after a few dozen steps says whether the model learns at all, "
             "not how good it is",
-            SHARED_MACHINE_NOTE,
         ],
     }

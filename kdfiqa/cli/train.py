@@ -116,9 +116,7 @@ def run_stage(args: argparse.Namespace, command: str, stage: str) -> int:
         config.validate()
         print(config.to_yaml(), end="")
         return 0
-    from ..pipeline.checks import preflight
-
-    preflight(config, command, resume=args.resume, overwrite=args.overwrite)
+    _early_checks(config, command, args)
     from .. import pipeline
     from ..engine.distributed import is_main_process
 
@@ -132,6 +130,26 @@ def run_stage(args: argparse.Namespace, command: str, stage: str) -> int:
               f"score, so {result.checkpoint.name} is not worth deploying; try a lower --lr or more epochs "
               "(log.jsonl flags each epoch: \"collapsed\": true)", file=sys.stderr)
     return 0
+
+
+def _early_checks(config: Any, command: str, args: argparse.Namespace) -> None:
+    """The stage's checks (:func:`kdfiqa.pipeline.checks.preflight`) before torch is imported, in a
+    single process, under the run folder's writer lock as the stage will hold it (a folder another
+    process writes is refused naming it first); under ``torchrun`` the stage checks on every rank."""
+    import contextlib
+    import os
+
+    from ..pipeline.checks import preflight
+    from ..writer_lock import writer_lock
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(writer_lock(os.path.join(config.train.output_dir, "")))
+        except OSError:  # no lock file can be made there: the output checks refuse the path
+            pass
+        preflight(config, command, resume=args.resume, overwrite=args.overwrite)
 
 
 def run(args: argparse.Namespace) -> int:
