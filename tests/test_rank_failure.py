@@ -1,0 +1,84 @@
+"""Under torchrun a failure is one line in total and every rank exits with status 2, within the group's
+timeout: the ranks are started as torchrun starts them (RANK, WORLD_SIZE, MASTER_ADDR/PORT in the
+environment, gloo on CPU), each as its own process so that each one's status and stderr are seen."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kdfiqa.engine.rank_failure import is_peer_failure
+from kdfiqa.errors import DataError
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+SCRIPT = TESTS / "scripts" / "rank_failure_ddp.py"
+TIMEOUT_S = 20
+"""KDFIQA_DIST_TIMEOUT in these tests: the bound on any rank's wait for another."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ranks(argv: list[str], world: int = 2, timeout: float = 400) -> tuple[list[int], list[str], float]:
+    """(each rank's exit status, each rank's stderr, seconds until the last exited) of ``python argv``
+    started as ``torchrun --nproc_per_node world`` starts it."""
+    port = _free_port()
+    base = {key: value for key, value in os.environ.items() if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    base.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
+                OMP_NUM_THREADS="1", KDFIQA_DIST_TIMEOUT=str(TIMEOUT_S),
+                PYTHONPATH=os.pathsep.join([str(ROOT), str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    start = time.monotonic()
+    procs = [subprocess.Popen([sys.executable, *argv], env={**base, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for r in range(world)]
+    errs = [p.communicate(timeout=timeout)[1] for p in procs]
+    return [p.returncode for p in procs], errs, time.monotonic() - start
+
+
+def _lines(errs: list[str]) -> list[str]:
+    return [line for err in errs for line in err.splitlines() if line.strip()]
+
+
+def test_a_broken_collective_is_a_peer_failure_and_an_own_error_is_not():
+    gloo = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by peer "
+                        "[127.0.0.1]:58575. This is typically caused by a remote worker crashing.")
+    assert is_peer_failure(gloo)
+    assert not is_peer_failure(DataError("a.png: cannot decode"))
+    assert not is_peer_failure(RuntimeError("shape mismatch"))
+
+
+@pytest.mark.slow  # two fresh interpreters joining a process group
+@pytest.mark.parametrize("kind, speaker, needle", [
+    ("one", 1, "rank1.png: cannot decode"),            # only rank 1 saw it: rank 1 says it
+    ("all", 0, "labels.csv line 3"),                   # every rank saw it: rank 0 alone says it
+    ("last", 0, "scores.csv: No space left on device"),  # rank 0's last step: rank 1 does not exit 0
+    ("killed", 0, "another rank stopped without reporting an error"),
+])
+def test_one_failure_is_one_line_from_one_rank_and_every_rank_exits_2(tmp_path, kind, speaker, needle):
+    statuses, errs, seconds = ranks([str(SCRIPT), kind, "x.pt", "--root", str(tmp_path), "--csv", "x.csv"])
+    lines = _lines(errs)
+    assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("kdfiqa evaluate: error: "), errs
+    assert needle in errs[speaker]
+    if kind != "killed":
+        assert statuses == [2, 2], (statuses, errs)
+    else:
+        assert statuses == [2, 9], (statuses, errs)
+    assert seconds < 300
+
+
+@pytest.mark.slow  # waits out the group's timeout twice
+def test_a_rank_that_stops_answering_is_a_bounded_wait(tmp_path):
+    statuses, errs, seconds = ranks([str(SCRIPT), "silent", "x.pt", "--root", str(tmp_path), "--csv", "x.csv"])
+    lines = _lines(errs)
+    assert statuses == [2, 2], (statuses, errs)
+    assert len(lines) == 1 and "no answer within 20 s" in lines[0] and "KDFIQA_DIST_TIMEOUT" in lines[0], errs
+    assert "Traceback" not in "".join(errs)
