@@ -5,6 +5,7 @@ environment, gloo on CPU), each as its own process so that each one's status and
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -82,3 +83,61 @@ def test_a_rank_that_stops_answering_is_a_bounded_wait(tmp_path):
     assert statuses == [2, 2], (statuses, errs)
     assert len(lines) == 1 and "no answer within 20 s" in lines[0] and "KDFIQA_DIST_TIMEOUT" in lines[0], errs
     assert "Traceback" not in "".join(errs)
+
+
+CLI = "import sys, tiny_fiqa; from kdfiqa.cli.main import main; sys.exit(main(sys.argv[1:]))"
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory) -> dict:
+    """Tiny labeled images, unlabeled images with one truncated file, and a teacher checkpoint."""
+    import torch
+
+    from kdfiqa.checkpoint import build_checkpoint, save_checkpoint
+    from kdfiqa.models import create_model
+    from tiny_fiqa import TINY, synthetic
+
+    root = tmp_path_factory.mktemp("rankfail")
+    images, labels = synthetic(root, 12, 0, "labeled")
+    unlabeled = synthetic(root, 6, 1, "unlabeled")[0]
+    damaged = root / "damaged"
+    shutil.copytree(images, damaged)
+    victims = {}
+    for folder in (unlabeled, damaged):
+        victim = victims[str(folder)] = sorted(folder.iterdir())[-1]
+        victim.write_bytes(victim.read_bytes()[:60])
+    torch.manual_seed(0)
+    teacher = save_checkpoint(root / "teacher" / "best.pt", build_checkpoint(create_model(TINY)))
+    base = ["--model", TINY, "--root", str(images), "--csv", str(labels), "--device", "cpu", "--quiet",
+            "--epochs", "1", "--batch-size", "2", "--val-fraction", "0.3"]
+    return {"base": base, "damaged": str(damaged), "unlabeled": str(unlabeled), "teacher": str(teacher),
+            "victims": victims}
+
+
+COMMANDS = {
+    "train": lambda b, out: ["train", *b["base"][:2], "--root", b["damaged"], *b["base"][4:], "--out", str(out)],
+    "distill": lambda b, out: ["distill", *b["base"], "--teacher", b["teacher"], "--unlabeled", b["unlabeled"],
+                               "--out", str(out)],
+    "pseudo-label": lambda b, out: ["pseudo-label", "--teacher", b["teacher"], "--images", b["unlabeled"],
+                                    "--out", str(out / "pseudo.csv")],
+    "predict": lambda b, out: ["predict", b["teacher"], b["unlabeled"], "--out", str(out / "scores.csv"),
+                               "--device", "cpu"],
+}
+
+
+@pytest.mark.slow  # two fresh interpreters per command
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_a_bad_input_under_torchrun_is_one_line_and_status_2_on_every_rank(bad, tmp_path, command):
+    """The truncated image (read by every rank, or by the one whose share holds it) is said once."""
+    argv = COMMANDS[command](bad, tmp_path / "out")
+    statuses, errs, seconds = ranks(["-c", CLI, *argv])
+    lines = _lines(errs)
+    text = "".join(errs)
+    # predict scores on rank 0 alone today (kdfiqa/cli/predict.py): the other ranks return at once, with 0,
+    # without joining the group; a command whose ranks share the work exits 2 on every rank
+    assert statuses == ([2, 0] if command == "predict" else [2, 2]), (statuses, errs)
+    victim = bad["victims"][bad["damaged"] if command == "train" else bad["unlabeled"]]
+    assert lines and lines[0].startswith(f"kdfiqa {command}: error: ") and victim.name in text, errs
+    assert len([line for line in lines if not line.startswith("  ")]) == 1, errs  # one error (its list indented)
+    assert "Traceback" not in text and "unexpected failure" not in text and "Connection closed" not in text
+    assert seconds < 300

@@ -196,9 +196,10 @@ def check_unchanged(config: RunConfig, last: Path, *, stored: dict[str, Any] | N
     """Refuse to resume ``last`` with a setting of :data:`RESUME_KEYS` changed, naming it; ``stored``:
     the run config ``last`` holds, when the caller has read it."""
     if stored is None:
-        from ..checkpoint import load_checkpoint
+        from ..config import load_stored_config
 
-        stored = load_checkpoint(last).get("config") or {}
+        found = load_stored_config(last)  # validated whole, as a config file is
+        stored = found.to_dict() if found is not None else {}
     current = config.to_dict()
     for section, rules in RESUME_KEYS.items():
         before = stored.get(section) if isinstance(stored.get(section), dict) else {}
