@@ -121,6 +121,12 @@ def _checkpoint(kind: str) -> Callable[[Workspace], None]:
             torch.save(build_checkpoint(model), path)
         elif kind == "format":
             torch.save({**good, "format": "kdfiqa.checkpoint.v0"}, path)
+        elif kind == "deploy transform":
+            good["model"]["deploy"]["eval_transform"] = {"preset": "bogus"}
+            torch.save(good, path)
+        elif kind == "deploy size":
+            good["model"]["deploy"]["input_size"] = [3, -5, 32]
+            torch.save(good, path)
     return setup
 
 
@@ -196,7 +202,18 @@ CASES = [
     *[Case(f"checkpoint {kind}", lambda ws: ["predict", ws.scratch / "bad.pt", ws.images, "--out", ws.scratch / "s.csv",
                                              "--device", "cpu"], needle=needle, setup=_checkpoint(kind))
       for kind, needle in (("random", "bad.pt"), ("bare", "bare state_dict"), ("kwargs", "checkpoint_path"),
-                           ("nan", "non-finite"), ("format", "format"))],
+                           ("nan", "non-finite"), ("format", "format"),
+                           ("deploy transform", "model.deploy: deploy config of"), ("deploy size", "input_size"))],
+    # pseudo-label files read back (as `kdfiqa pseudo-label` writes them: image,score)
+    *[Case(f"pseudo csv {kind}", lambda ws, rows=rows: [
+        "distill", *_train(ws)[1:], "--teacher", ws.checkpoint, "--pseudo-csv",
+        ws.csv("image,score\n" + "".join(f"{n},{s}\n" for n, s in rows(ws)), "pseudo.csv"), "--pseudo-root",
+        ws.images], needle=needle)
+      for kind, rows, needle in (
+          ("nan score", lambda ws: [(ws.names()[0], "nan")] + [(n, 0.5) for n in ws.names()[1:]], "pseudo.csv line 2"),
+          ("score below 0", lambda ws: [(n, -0.5) for n in ws.names()], "pseudo.csv line 2"),
+          ("duplicate name", lambda ws: [(n, 0.5) for n in ws.names() + ws.names()[:1]], "duplicate"),
+          ("empty name", lambda ws: [("", 0.5)] + [(n, 0.5) for n in ws.names()], "empty image name"))],
     # the run config a checkpoint stores, reused by --config CKPT and --resume
     *[Case(f"stored config {kind} via --config", lambda ws: [*_train(ws), "--config", ws.scratch / "bad.pt"],
            needle=needle, setup=_stored_config(kind))
