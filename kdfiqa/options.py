@@ -52,7 +52,7 @@ _UNION_TYPES = (Union, getattr(types, "UnionType", Union))
 def option(default: Any = _MISSING, *, resume: str, factory: Callable[[], Any] | None = None,
            flag: str | None = None, help: str = "", metavar: str | None = None,
            choices: Sequence[Any] | None = None, at_least: float | None = None, above: float | None = None,
-           at_most: float | None = None, below: float | None = None, needs: str | None = None,
+           at_most: float | None = None, below: float | None = None, needs: str | Sequence[str] | None = None,
            commands: Sequence[str] = COMMANDS, repeat: bool = False) -> Any:
     """A dataclass field of a config section.
 
@@ -66,7 +66,8 @@ def option(default: Any = _MISSING, *, resume: str, factory: Callable[[], Any] |
         at_least / above / at_most / below: the range of a number (of each number of a tuple):
             closed bounds, then open ones; a ranged value must also be finite.
         needs: another field of the section that must be set (true, non-zero, non-empty) whenever
-            this one differs from its default, e.g. ``needs="calibrate"``.
+            this one differs from its default, e.g. ``needs="calibrate"``; a tuple of fields: at
+            least one of them must be set.
         commands: the commands that offer the flag.
         repeat: the flag may be repeated, each use appending one item to a list field.
     """
@@ -74,7 +75,7 @@ def option(default: Any = _MISSING, *, resume: str, factory: Callable[[], Any] |
         raise ValueError(f"resume={resume!r}: one of {', '.join(RESUME_RULES)}")
     bounds = {"at_least": at_least, "above": above, "at_most": at_most, "below": below}
     metadata = {"flag": flag, "help": help, "metavar": metavar, "choices": tuple(choices) if choices else None,
-                "range": {k: v for k, v in bounds.items() if v is not None}, "needs": needs, "resume": resume,
+                "range": {k: v for k, v in bounds.items() if v is not None}, "needs": (needs,) if isinstance(needs, str) else tuple(needs) if needs else None, "resume": resume,
                 "commands": tuple(commands), "repeat": repeat}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
@@ -174,17 +175,20 @@ class Naming:
 
 
 class OptionError(ConfigError):
-    """A value of ``field`` its declared rules refuse: ``problem`` with it, or ``needed``, the field it
-    needs, unset. :meth:`reworded` says the same with the fields named another way."""
+    """A value of ``field`` its declared rules refuse: ``problem`` with it, or ``needed``, the field (or
+    fields, one of which would do) it needs, unset. :meth:`reworded` says the same with the fields
+    named another way."""
 
-    def __init__(self, naming: Naming, field: str, problem: str = "", needed: str | None = None) -> None:
-        self.field, self.problem, self.needed = field, problem, needed
+    def __init__(self, naming: Naming, field: str, problem: str = "",
+                 needed: str | Sequence[str] | None = None) -> None:
+        self.field, self.problem = field, problem
+        self.needed = (needed,) if isinstance(needed, str) else tuple(needed) if needed else None
         super().__init__(self.words(naming))
 
     def words(self, naming: Naming) -> str:
         if self.needed is None:
             return f"{naming.where(self.field)}: {self.problem}"
-        other = naming.called(self.needed)
+        other = " or ".join(naming.called(name) for name in self.needed)
         return f"{naming.where(self.field)} is only used with {other}; add {other} or drop {naming.called(self.field)}"
 
     def reworded(self, naming: Naming) -> ConfigError:
@@ -229,7 +233,8 @@ def check_options(section: Any, name: str) -> None:
                     raise OptionError(naming, field.name, str(exc).removeprefix(": ")) from None
     for field in fields:
         needed = field.metadata.get("needs")
-        if needed and getattr(section, field.name) != _default(field) and not getattr(section, needed):
+        if needed and getattr(section, field.name) != _default(field) and not any(
+                getattr(section, name) for name in needed):
             raise OptionError(naming, field.name, needed=needed)
 
 

@@ -1,6 +1,7 @@
 """torchrun with two CPU processes (gloo): DDP training runs, only rank 0 writes, the gathered
 validation metrics equal one process's metrics on the same checkpoint, mid-epoch resume restores
-every rank's streams, and distillation wraps only the trainable part (never the teacher) in DDP."""
+every rank's streams, distillation wraps only the trainable part (never the teacher) in DDP, and a
+two-stream sampler's batches reach every rank whole."""
 
 from __future__ import annotations
 
@@ -87,3 +88,17 @@ def test_torchrun_distillation_wraps_only_the_trainable_part_and_keeps_ranks_in_
         assert torch.equal(value, trained[f"model.{key}"]), key
     for key, value in last["trainer"]["objective"].items():
         assert torch.equal(value, trained[key]), key
+
+
+@pytest.mark.slow
+def test_torchrun_two_stream_batches_stay_whole_on_every_rank(tmp_path):
+    _torchrun("engine_ddp_two_stream.py", str(tmp_path))
+    report = json.loads((tmp_path / "two_stream.json").read_text())
+    ranks, whole = report["ranks"], report["batches"]
+    assert len(whole) == 5 and [len(r) for r in ranks] == [3, 3]  # 10 labels, 2 a batch: 5 batches, padded to 6
+    got = [b for rank in ranks for b in rank]
+    assert all(b in whole for b in got)  # every rank's batch is one of the sampler's, labels first
+    assert sorted(map(tuple, got)) == sorted(map(tuple, whole + whole[:1]))
+    assert all(min(b[:2]) >= 0 and max(b[:2]) < 10 and min(b[2:]) >= 10 for b in got)
+    assert all(record["step"] == 3 * record["epoch"] for record in report["history"])
+    assert all(v == v for record in report["history"] for v in record["train"].values())  # no NaN

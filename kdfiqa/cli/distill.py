@@ -21,6 +21,9 @@ EXAMPLES = """examples:
       --unlabeled data/unlabeled --teacher runs/teacher/best.pt --out runs/winner
   kdfiqa distill --model emo2_1m --teacher runs/teacher/best.pt --root data/train --csv data/train.csv \\
       --feature-loss backbone.stage4.2:backbone.stage4.2:feature:0.1 --out runs/feat
+  kdfiqa distill --model emo2_1m --teacher runs/teacher/best.pt --root data/train --csv data/train.csv \\
+      --unlabeled data/unlabeled --unlabeled-use online --labeled-per-batch 16 --calibrate-online \\
+      --task-loss hybrid --distill-loss "1.0*temperature_mse" --batch-size 32 --out runs/online
 
 Before any training the student is measured with fvcore at its deployment size (--deploy-input;
 default the budget's, 224x224 for vquala2025, or the training size when larger): over --budget it
@@ -31,7 +34,17 @@ logged). A --teacher is a registered name, timm:NAME, a kdfiqa checkpoint or an 
 --unlabeled DIR has the teacher label DIR first (--calibrate maps its scores onto the label scale
 with a 4-parameter logistic fitted on the training share of --csv; --self-train N retrains the
 teacher N times on labels + its pseudo-labels). --distill-loss none trains on labels
-(+ pseudo-labels) only. The saved student holds no projector or teacher weight.
+(+ pseudo-labels) only. --unlabeled-use online trains on the --unlabeled images themselves instead
+of pseudo-labelling them (both: pseudo-labels and online targets): they join training without a
+label, the task loss sees the labeled samples only and the distillation loss every sample, the
+teacher scoring each view the student sees (needs --distill-loss or --feature-loss).
+--labeled-per-batch N puts exactly N labeled images in every batch, the rest unlabeled; an epoch
+passes the labels once, so runs with more or fewer unlabeled images take the same steps.
+--calibrate-online maps the teacher's online outputs onto the label scale with the 4-parameter
+logistic --calibrate uses, fitted once on its scores of the labeled training images
+(teacher_calibration.json, kept in every checkpoint). log.jsonl and the epoch lines show each loss
+term's share of the total (share/task, share/distill, ...). The saved student holds no projector
+or teacher weight.
 """
 
 

@@ -33,7 +33,7 @@ from ..size import Size
 
 __all__ = ["COMMANDS", "ModelSection", "DataSection", "LossSection", "DistillSection", "SSARSection", "RunConfig",
            "ConfigLayer", "SECTIONS", "resolve_config", "SPLIT_METHODS", "CALIBRATION_SETS", "HEAD_STARTS",
-           "PSEUDO_SETS"]
+           "PSEUDO_SETS", "UNLABELED_USES"]
 
 
 SizeSpec = Union[int, list]
@@ -47,6 +47,10 @@ HEAD_STARTS = ("keep", "fresh")
 weights, or freshly initialised on the checkpoint's backbone (the ECNU-SJTU enhanced teacher)."""
 PSEUDO_SETS = ("last", "all")
 """Which pseudo-label sets of ``data.unlabeled`` a self-training distillation trains the student on."""
+UNLABELED_USES = ("pseudo", "online", "both")
+"""How ``distill`` uses ``data.unlabeled``: the teacher labels it once (``pseudo``, offline); its
+images join training as label-less samples that the teacher scores online (``online``); or both,
+pseudo-labels and online teacher targets on the same images (``both``)."""
 
 
 SIZE_FIELDS = ("model.input", "distill.teacher_input", "distill.deploy_input")
@@ -275,6 +279,30 @@ class DistillSection:
                                    "(every self-training round's as well, as the ECNU-SJTU winner does)")
     """Which teachers' pseudo-labels of ``data.unlabeled`` join the student's training set."""
 
+    unlabeled_use: str = option("pseudo", resume="refuse", flag="--unlabeled-use", choices=UNLABELED_USES,
+                                needs=("loss", "feature"), commands=("distill",),
+                                help="what --unlabeled images do: pseudo (the teacher labels them once), "
+                                     "online (they join training unlabeled, the teacher scoring each view: "
+                                     "needs --distill-loss or --feature-loss) or both")
+    """How ``data.unlabeled`` is used (see :data:`UNLABELED_USES`): online use needs an online
+    distillation loss (``loss`` or ``feature``); the task loss never sees a label-less sample."""
+    labeled_per_batch: int | None = option(None, resume="refuse", flag="--labeled-per-batch", metavar="N",
+                                           at_least=1, commands=("distill",),
+                                           help="every batch holds exactly N labeled and batch-size - N "
+                                                "--unlabeled images; an epoch passes the labels once "
+                                                "(needs --unlabeled-use online or both)")
+    """Labeled samples in every batch (:class:`~kdfiqa.data.samplers.TwoStreamSampler`), the rest
+    from ``data.unlabeled`` used online; the epoch length follows the labels alone. ``None``: mixed
+    data are shuffled together."""
+    calibrate_online: bool = option(False, resume="refuse", flag="--calibrate-online", needs="loss",
+                                    commands=("distill",),
+                                    help="map the teacher's online outputs onto the label scale (4-parameter "
+                                         "logistic fitted once on its scores of the labeled training images)")
+    """Put the teacher's online outputs on the label scale with the 4-parameter logistic that
+    calibrates pseudo-labels, fitted once before training on the teacher's scores of the labeled
+    training share; kept in ``teacher_calibration.json`` and the checkpoints, never refitted on
+    resume."""
+
     def __post_init__(self) -> None:
         if isinstance(self.loss, str) and self.loss.strip().lower() in ("none", "null", ""):
             self.loss = None  # "--distill-loss none": the teacher teaches through pseudo-labels only
@@ -340,6 +368,20 @@ class RunConfig:
         self.data.validate()
         self.loss.validate()
         self.distill.validate()
+        self._check_quality_augment()
+
+    def _check_quality_augment(self) -> None:
+        """A training transform that alters image quality (``quality_augment``) is refused unless a
+        teacher scores the altered views online (``distill.loss`` or ``distill.feature``): the
+        labels describe the unaltered images only."""
+        from ..data.transform_spec import TransformSpec
+
+        if self.data.train_transform is None or not TransformSpec.parse(self.data.train_transform).alters_quality:
+            return
+        if self.distill.loss is None and not self.distill.feature:
+            raise ConfigError("data.train_transform.quality_augment alters the training images, which only a "
+                              "teacher scoring them online may train on: set distill.loss (--distill-loss) or "
+                              "distill.feature (--feature-loss), or drop quality_augment")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> "RunConfig":

@@ -1,5 +1,6 @@
 """Training samplers: the Score-Stratified Uniform Sampler (SSUS) of the RankCORE method in the seed
-(ISeeCV team), and fixed-length epochs (:class:`FixedLengthSampler`)."""
+(ISeeCV team), fixed-length epochs (:class:`FixedLengthSampler`), and batches of a fixed labeled
+share (:class:`TwoStreamSampler`)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import Sampler
 
 from ..errors import DataError
 
-__all__ = ["SSUSSampler", "FixedLengthSampler", "score_strata"]
+__all__ = ["SSUSSampler", "FixedLengthSampler", "TwoStreamSampler", "score_strata"]
 
 
 def score_strata(scores: Sequence[float] | np.ndarray, num_strata: int) -> list[np.ndarray]:
@@ -99,3 +101,82 @@ class FixedLengthSampler(_EpochSampler):
         rounds = -(-self.num_samples // self.size)
         order = torch.cat([torch.randperm(self.size, generator=generator) for _ in range(rounds)])
         return order[: self.num_samples].tolist()
+
+
+class TwoStreamSampler(Sampler[int]):
+    """Batches of ``batch_size`` indices, exactly ``labeled_per_batch`` from ``labeled`` and the rest
+    from ``unlabeled``, yielded batch after batch (a loader with the same ``batch_size`` cuts them
+    back into those batches; :attr:`block_size` tells a rank split to keep them whole).
+
+    The epoch's length is fixed by the labeled stream: ``ceil(len(labeled) / labeled_per_batch)``
+    batches, each labeled sample once per epoch in a fresh order (the last batch topped up from
+    another order of the same epoch), or ``batches`` when given (the labeled stream then draws as many
+    fresh orders as it needs: ``data.samples_per_epoch`` sets it, so a run takes the same steps as
+    any other run of that many samples per epoch). It does not depend on the unlabeled share, so runs that mix in
+    more or fewer unlabeled samples per batch take the same optimiser steps. The unlabeled stream
+    runs on across epochs without replacement: fresh random orders of ``unlabeled`` concatenated,
+    epoch ``e`` taking the next ``batches × (batch_size - labeled_per_batch)`` of them. Both are
+    drawn from generators seeded by ``seed`` and the epoch (:meth:`set_epoch`) or the order's number,
+    so an epoch is reproducible on its own and a resumed run replays it. Inside a batch the labeled
+    samples come first.
+    """
+
+    def __init__(self, labeled: Sequence[int], unlabeled: Sequence[int], batch_size: int,
+                 labeled_per_batch: int, seed: int = 0, batches: int | None = None) -> None:
+        if not 1 <= labeled_per_batch <= batch_size:
+            raise DataError(f"TwoStreamSampler: labeled_per_batch={labeled_per_batch} must be from 1 to the "
+                            f"batch size {batch_size}")
+        if not labeled:
+            raise DataError("TwoStreamSampler: no labeled samples to draw from")
+        if labeled_per_batch < batch_size and not unlabeled:
+            raise DataError(f"TwoStreamSampler: no unlabeled samples for the {batch_size - labeled_per_batch} "
+                            "unlabeled places of each batch")
+        self.labeled = torch.as_tensor(list(labeled), dtype=torch.long)
+        self.unlabeled = torch.as_tensor(list(unlabeled), dtype=torch.long)
+        self.batch_size = batch_size
+        self.labeled_per_batch = labeled_per_batch
+        self.seed = seed
+        self.epoch = 0
+        if batches is not None and batches < 1:
+            raise DataError(f"TwoStreamSampler: batches={batches} must be at least 1")
+        self.batches = batches if batches is not None else -(-len(self.labeled) // labeled_per_batch)
+
+    @property
+    def block_size(self) -> int:
+        """Indices come in whole batches of this many, which a split between ranks keeps together."""
+        return self.batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.batches * self.batch_size
+
+    def _labeled_order(self) -> Tensor:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        need = self.batches * self.labeled_per_batch
+        rounds = -(-need // len(self.labeled))
+        picks = torch.cat([torch.randperm(len(self.labeled), generator=generator) for _ in range(rounds)])
+        return self.labeled[picks[:need]].reshape(self.batches, self.labeled_per_batch)
+
+    def _unlabeled_order(self) -> Tensor:
+        per_batch = self.batch_size - self.labeled_per_batch
+        need = self.batches * per_batch
+        if need == 0:
+            return self.unlabeled.new_empty((self.batches, 0))
+        size = len(self.unlabeled)
+        start = self.epoch * need  # the stream's position: orders 0, 1, ... of the unlabeled set in turn
+        first, last = start // size, (start + need - 1) // size
+        orders = [torch.randperm(size, generator=torch.Generator().manual_seed(_order_seed(self.seed, k)))
+                  for k in range(first, last + 1)]
+        picks = torch.cat(orders)[start - first * size:][:need]
+        return self.unlabeled[picks].reshape(self.batches, per_batch)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(torch.cat([self._labeled_order(), self._unlabeled_order()], dim=1).reshape(-1).tolist())
+
+
+def _order_seed(seed: int, order: int) -> int:
+    """The seed of the unlabeled stream's ``order``-th random order: apart from the labeled stream's
+    ``seed + epoch`` seeds (a large odd offset, kept within a signed 64-bit seed)."""
+    return (seed + 0x9E3779B97F4A7C15 * (order + 1)) % (2**63 - 1)

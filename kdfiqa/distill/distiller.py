@@ -15,15 +15,16 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..losses import WeightedSum
+from ..metrics import Logistic4
 from .features import FeaturePair, FeatureTap, build_feature_loss, capturing, parse_feature_pairs
 from ..models.deploy import deploy_config, output_kind
 from ..modes import evaluating
 from .score_table import score_to_logit
-from .objective import LossSpec, as_weighted_sum, logged, targets_of
+from .objective import LossSpec, as_weighted_sum, label_mask, logged, masked_task_loss, targets_of
 from .student import Student
 from .teacher import Teacher, TeacherSource
 
-__all__ = ["Distiller", "StudentLoss", "TeacherOutput"]
+__all__ = ["Distiller", "StudentLoss", "TeacherOutput", "loss_shares", "calibrated_logits"]
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -39,6 +40,27 @@ def scores_and_logits(raw: Tensor, linear: bool) -> tuple[Tensor, Tensor]:
     if linear:
         return raw, score_to_logit(raw)
     return raw.sigmoid(), raw
+
+
+def loss_shares(weighted: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Each weighted term's share of the loss, ``|w·L| / Σ_j |w_j·L_j|`` (``weighted`` maps a term
+    name to its weighted value ``w·L``), keyed ``share/<name>``: the shares sum to 1, so a term that
+    vanishes beside the others shows as a share near 0 (all zero when every term is)."""
+    magnitudes = {name: value.detach().abs().reshape(()) for name, value in weighted.items()}
+    if not magnitudes:
+        return {}
+    total = torch.stack(list(magnitudes.values())).sum()
+    total = torch.where(total > 0, total, torch.ones_like(total))
+    return {f"share/{name}": m / total for name, m in magnitudes.items()}
+
+
+def calibrated_logits(logits: Tensor, calibration: Logistic4) -> Tensor:
+    """The teacher's logits ``z_t`` put on the label scale: ``logit(f(σ(z_t)))`` with ``f`` the
+    4-parameter logistic (VQEG practice, the calibration of pseudo-labels,
+    :func:`kdfiqa.metrics.fit_logistic4`) fitted from the teacher's scores to the labels, the score
+    clamped by :func:`~kdfiqa.distill.score_table.score_to_logit` so it stays finite."""
+    scores = calibration(logits.detach().double().sigmoid().cpu().numpy())
+    return score_to_logit(torch.as_tensor(scores, device=logits.device).to(logits.dtype))
 
 
 class TeacherOutput(NamedTuple):
@@ -89,22 +111,27 @@ class StudentLoss(nn.Module):
         teacher_logits = teacher.logits.to(student_logits.dtype)
         total: Tensor = student_logits.new_zeros(())
         terms: dict[str, Tensor] = {}
+        weighted: dict[str, Tensor] = {}
         if self.task_loss is not None:
             targets = targets_of(batch, scores, remedy="build the Distiller with task_loss=None")
-            value, parts = self.task_loss(scores, targets)
-            total = total + self.task_weight * value
+            value, parts = masked_task_loss(self.task_loss, scores, targets, label_mask(batch))
+            weighted["task"] = self.task_weight * value
+            total = total + weighted["task"]
             terms.update({"task": value, **{f"task/{k}": v for k, v in parts.items()}})
         if self.distill_loss is not None:
             value, parts = self.distill_loss(
                 scores, teacher_logits.sigmoid(), student_logits=student_logits, teacher_logits=teacher_logits
             )
-            total = total + self.distill_weight * value
+            weighted["distill"] = self.distill_weight * value
+            total = total + weighted["distill"]
             terms.update({"distill": value, **{f"distill/{k}": v for k, v in parts.items()}})
         features = zip(self.feature_pairs, self.feature_losses, student_features, teacher.features)
         for pair, loss, student_feat, teacher_feat in features:
             value = loss(student_feat, teacher_feat)
-            total = total + pair.weight * value
+            weighted[f"feature/{pair.name}"] = pair.weight * value
+            total = total + weighted[f"feature/{pair.name}"]
             terms[f"feature/{pair.name}"] = value
+        terms.update(loss_shares(weighted))
         return logged(total, terms)
 
     def extra_repr(self) -> str:
@@ -128,8 +155,17 @@ class Distiller(nn.Module):
     sigmoid. ``task_loss`` and ``distill_loss`` are loss specs (a name, a formula such as
     ``"1.0*hybrid + 0.5*temperature_mse"``, a loss module or a ``WeightedSum``); either may be
     ``None``. In ``distill_loss``, ``distill`` terms see the logits and ``task`` terms compare the
-    student's scores with the teacher's (e.g. ``"plcc"`` against the teacher). A batch without
-    ``"score"`` (unlabelled images) needs ``task_loss=None``.
+    student's scores with the teacher's (e.g. ``"plcc"`` against the teacher). The task loss sees
+    the labeled samples of a batch only (:func:`~kdfiqa.distill.objective.label_mask`: a NaN
+    ``"score"`` marks an unlabeled one; a batch without one gives a zero task term); distillation
+    and feature losses see every sample. A batch without ``"score"`` at all (a data set of
+    unlabelled images) needs ``task_loss=None``. Every output also holds each weighted term's share
+    of the loss (:func:`loss_shares`: ``share/task``, ``share/distill``, ``share/feature/<name>``).
+
+    ``teacher_calibration`` (a :class:`~kdfiqa.metrics.Logistic4`, fitted from the teacher's scores
+    of labeled images to their labels) puts the teacher's outputs on the label scale before any
+    loss sees them: ``z_t`` becomes ``logit(f(σ(z_t)))`` (:func:`calibrated_logits`), the mapping
+    calibrated pseudo-labels get.
 
     ``feature_losses`` lists ``(student_module, teacher_module[, loss[, weight]])`` (or maps a term
     name to one): forward hooks on those module paths of the **unwrapped** student and of the teacher
@@ -156,8 +192,10 @@ class Distiller(nn.Module):
         *,
         task_weight: float = 1.0,
         distill_weight: float = 1.0,
+        teacher_calibration: Logistic4 | None = None,
     ) -> None:
         super().__init__()
+        self.teacher_calibration = teacher_calibration
         self.teacher = teacher if isinstance(teacher, Teacher) else Teacher(teacher)
         self.student = student if isinstance(student, Student) else Student(student)
         # a batch without a teacher view feeds the teacher the student's image, normalised as the
@@ -199,9 +237,12 @@ class Distiller(nn.Module):
         return [build_feature_loss(p.loss, s, t) for p, (s, t) in zip(pairs, examples)]
 
     def frozen_forward(self, batch: Mapping[str, Any]) -> TeacherOutput:
-        """The teacher's logits and tapped features for ``batch``, computed without autograd."""
+        """The teacher's logits (calibrated when the Distiller has a ``teacher_calibration``) and
+        tapped features for ``batch``, computed without autograd."""
         with capturing(self._teacher_taps):
             logits = self.teacher(batch).reshape(-1)
+            if self.teacher_calibration is not None:
+                logits = calibrated_logits(logits, self.teacher_calibration)
             features = [tap.take() for tap in self._teacher_taps]
         return TeacherOutput(logits, features)
 

@@ -19,11 +19,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data.csv_files import write_scores
 from ..errors import DataError
-from ..metrics import COLLAPSE_SPREAD, fit_logistic4
+from ..metrics import COLLAPSE_SPREAD, Logistic4, fit_logistic4
 from .score_table import batch_names
 from .teacher import Teacher, TeacherSource
 
-__all__ = ["TeacherScores", "score_with_teacher", "pseudo_label", "write_scores_csv", "calibration_fault"]
+__all__ = ["TeacherScores", "score_with_teacher", "fit_calibration", "pseudo_label", "write_scores_csv",
+           "calibration_fault"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,17 @@ def score_with_teacher(
     if labels and len(labels) != len(scores):
         raise DataError("some batches have a 'score' and others do not; use one kind of data set")
     return TeacherScores(names, np.concatenate(scores), np.concatenate(labels) if labels else None)
+
+
+def fit_calibration(teacher: Teacher, calibrate_on: Dataset | DataLoader, *, batch_size: int = 32,
+                    num_workers: int = 0) -> tuple[Logistic4, TeacherScores]:
+    """The 4-parameter logistic f(x) = (b1 − b2) / (1 + exp(−(x − b3) / |b4|)) + b2 fitted from the
+    teacher's scores of the labelled ``calibrate_on`` to their labels (:func:`kdfiqa.metrics.fit_logistic4`,
+    VQEG practice as in the ECNU-SJTU entry), and those scores."""
+    labelled = score_with_teacher(teacher, calibrate_on, batch_size=batch_size, num_workers=num_workers)
+    if labelled.labels is None:
+        raise DataError("calibrate_on: the calibration data set has no 'score' labels; give a labelled one")
+    return fit_logistic4(labelled.scores, labelled.labels), labelled
 
 
 MIN_DISTINCT_SHARE = 0.1
@@ -144,10 +156,7 @@ def pseudo_label(
     raw = score_with_teacher(teacher, images, batch_size=batch_size, num_workers=num_workers)
     scores = raw.scores
     if calibrate_on is not None:
-        labelled = score_with_teacher(teacher, calibrate_on, batch_size=batch_size, num_workers=num_workers)
-        if labelled.labels is None:
-            raise DataError("calibrate_on: the calibration data set has no 'score' labels; give a labelled one")
-        mapping = fit_logistic4(labelled.scores, labelled.labels)
+        mapping, labelled = fit_calibration(teacher, calibrate_on, batch_size=batch_size, num_workers=num_workers)
         mapped = np.asarray(mapping(scores), dtype=np.float64)
         outside = int(np.count_nonzero((mapped < 0.0) | (mapped > 1.0)))
         if outside:

@@ -127,26 +127,32 @@ class RankSplitSampler(Sampler[int]):
     """This rank's share of another sampler: indices ``rank, rank + W, ...`` of its epoch order.
 
     The base sampler's order is padded by wrapping around to a multiple of the world size, so every
-    rank runs the same number of steps. ``set_epoch`` is passed on to the base sampler.
+    rank runs the same number of steps. A base sampler whose order comes in whole batches (a
+    ``block_size`` attribute, e.g. :class:`~kdfiqa.data.samplers.TwoStreamSampler`) is split by
+    blocks instead: blocks ``rank, rank + W, ...``, each kept whole, so every rank's batch is one of
+    the base sampler's. ``set_epoch`` is passed on to the base sampler.
     """
 
     def __init__(self, sampler: Sampler[int], num_replicas: int, rank: int) -> None:
         self.sampler = sampler
         self.num_replicas = num_replicas
         self.rank = rank
+        self.block = int(getattr(sampler, "block_size", 1))
 
     def set_epoch(self, epoch: int) -> None:
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
-        return -(-len(self.sampler) // self.num_replicas)
+        blocks = -(-len(self.sampler) // self.block)
+        return -(-blocks // self.num_replicas) * self.block
 
     def __iter__(self) -> Iterator[int]:
         order = list(self.sampler)
-        padded = len(self) * self.num_replicas
-        order += order[: padded - len(order)]
-        return iter(order[self.rank::self.num_replicas])
+        blocks = [order[i:i + self.block] for i in range(0, len(order), self.block)]
+        padded = len(self) // self.block * self.num_replicas
+        blocks += blocks[: padded - len(blocks)]
+        return iter([index for block in blocks[self.rank::self.num_replicas] for index in block])
 
 
 def all_gather_objects(obj: Any, ctx: DistContext) -> list[Any]:

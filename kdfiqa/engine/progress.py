@@ -74,13 +74,28 @@ def shown_figures(val: Mapping[str, Any], sep: str) -> str:
     return sep.join(f"{k} {val[k]:.4f}" for k in SHOWN_METRICS if val.get(k) is not None)
 
 
+SHARE_PREFIX = "share/"
+"""Training terms that are a loss term's share of the total (``share/task``, ``share/distill``, ...)."""
+
+
+def loss_shares_text(train: Mapping[str, Any]) -> str:
+    """The loss terms' shares of an epoch's training record as ``(task 62% distill 38%)``, or ``""``
+    when it has none."""
+    shares = [f"{k[len(SHARE_PREFIX):]} {100 * v:.0f}%" for k, v in train.items()
+              if k.startswith(SHARE_PREFIX) and isinstance(v, (int, float))]
+    return f" ({' '.join(shares)})" if shares else ""
+
+
 def epoch_line(record: Mapping[str, Any], epochs: int) -> str:
-    """One line for one epoch's record: loss, validation figures and spread, lr, speed, best mark."""
+    """One line for one epoch's record: loss (with its terms' shares), validation figures and spread,
+    lr, speed, best mark."""
     val = record.get("val") or {}
     figures = shown_figures(val, "  ")
     spread = f"  spread {val['spread']:.3g}" if val.get("spread") is not None else ""
-    loss = (record.get("train") or {}).get("loss")
-    return (f"epoch {record['epoch']}/{epochs}  loss {loss:.4g}  " if loss is not None else f"epoch {record['epoch']}/{epochs}  ") + (
+    train = record.get("train") or {}
+    loss = train.get("loss")
+    shares = loss_shares_text(train)
+    return (f"epoch {record['epoch']}/{epochs}  loss {loss:.4g}{shares}  " if loss is not None else f"epoch {record['epoch']}/{epochs}  ") + (
         f"{figures}{spread}  lr {record['lr']:.3g}  {record['images_per_s']:.1f} img/s  {record['time']:.1f} s"
         + ("  * best" if record.get("best") else ""))
 

@@ -142,7 +142,8 @@ class Trainer:
     (:attr:`net`, around :attr:`trainable` only) and the callbacks. ``ctx`` is the process's
     :class:`DistContext` (made once by the entry point; by default ``init_distributed(config.device)``).
     ``sampler`` (optional) chooses training samples (e.g. ``SSUSSampler``); under ``torchrun`` each
-    rank takes its share of its order. Without one, samples are shuffled per epoch from
+    rank takes its share of its order (whole batches of a sampler that draws batches, such as
+    ``TwoStreamSampler``, whose ``block_size`` must then be ``config.batch_size``). Without one, samples are shuffled per epoch from
     ``config.seed``. ``callbacks`` run after ``defaults``, which replace the default callbacks
     (:func:`~kdfiqa.engine.callbacks.default_callbacks` of ``config``) when given (``[]``: none);
     no two with state may share a ``state_key``.
@@ -222,6 +223,9 @@ class Trainer:
                 self.train_data, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
                 seed=cfg.seed,
             )
+        elif getattr(self.sampler, "block_size", cfg.batch_size) != cfg.batch_size:
+            raise ConfigError(f"the sampler draws batches of {self.sampler.block_size} "  # type: ignore[attr-defined]
+                              f"but batch_size is {cfg.batch_size}; build it with the same batch size")
         elif ctx.distributed:
             sampler = RankSplitSampler(self.sampler, ctx.world_size, ctx.rank)
         else:

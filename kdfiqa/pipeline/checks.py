@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..config import SECTIONS, RunConfig
+from ..data.transform_spec import TransformSpec
 from ..engine.distributed import is_main_process
 from ..errors import CheckpointError, ConfigError
 from ..size import Size, format_size
@@ -61,6 +62,10 @@ def validate(config: RunConfig, command: str, *, pseudo: Labels | Sequence[Label
         raise ConfigError("--pseudo-csv (pseudo-labels used as given) and --unlabeled (a folder for the "
                           "teacher to label) cannot be combined: give one; the CSV's image folder is --pseudo-root")
     if command == "train":
+        if data.train_transform is not None and TransformSpec.parse(data.train_transform).alters_quality:
+            raise ConfigError("data.train_transform.quality_augment alters the training images, whose labels "
+                              "then describe another image: train has no teacher to score them; use kdfiqa "
+                              "distill with --distill-loss, or drop quality_augment")
         if data.unlabeled and config.ssar.epochs == 0:
             raise ConfigError("train uses --unlabeled only for SSAR pretraining (set ssar.epochs > 0); "
                               "to train on pseudo-labels give --pseudo-csv FILE --pseudo-root DIR")
@@ -78,6 +83,7 @@ def validate(config: RunConfig, command: str, *, pseudo: Labels | Sequence[Label
         if distill_.view_cache and (distill_.feature or distill_.loss is None):
             raise ConfigError("--view-cache stores the teacher's scores for a distillation loss; it needs "
                               "--distill-loss and cannot serve --feature-loss (features are not cached)")
+        _check_unlabeled_use(config)
         first = str(distill_.teachers[0]) if distill_.teachers else ""
         if distill_.self_train and not first.endswith((".pt", ".pth")):
             raise ConfigError("--self-train retrains the teacher, so the first --teacher must be a kdfiqa checkpoint")
@@ -86,6 +92,32 @@ def validate(config: RunConfig, command: str, *, pseudo: Labels | Sequence[Label
                               (data.pseudo_csv, "--pseudo-csv", "file"), (data.pseudo_root, "--pseudo-root", "dir"),
                               (data.unlabeled, "--unlabeled", "dir"), (config.model.init, "--init", "weights")):
         _existing(value, flag, kind)
+
+
+def _check_unlabeled_use(config: RunConfig) -> None:
+    """The settings of unlabeled images used online that span sections: ``--unlabeled-use`` needs the
+    images, ``--labeled-per-batch`` needs them used online, fits the batch and draws its own epochs."""
+    data, distill_ = config.data, config.distill
+    if distill_.unlabeled_use != "pseudo" and not data.unlabeled:
+        raise ConfigError(f"--unlabeled-use {distill_.unlabeled_use} trains on the images of --unlabeled DIR; "
+                          "add --unlabeled")
+    if distill_.unlabeled_use == "online" and data.sampler == "ssus":
+        raise ConfigError("--sampler ssus draws by label, and --unlabeled-use online adds images without one; "
+                          "drop --sampler or use --labeled-per-batch N")
+    if distill_.unlabeled_use == "online" and distill_.calibrate:
+        raise ConfigError("--calibrate maps pseudo-labels, and --unlabeled-use online makes none; use "
+                          "--calibrate-online for the teacher's online outputs, or --unlabeled-use both")
+    per_batch = distill_.labeled_per_batch
+    if per_batch is None:
+        return
+    if distill_.unlabeled_use == "pseudo":
+        raise ConfigError("--labeled-per-batch splits each batch between the labels and the --unlabeled images "
+                          "trained on online; add --unlabeled-use online (or both)")
+    if per_batch > config.train.batch_size:
+        raise ConfigError(f"--labeled-per-batch {per_batch} exceeds --batch-size {config.train.batch_size}; "
+                          "give at most the batch size")
+    if data.sampler is not None:
+        raise ConfigError("--labeled-per-batch draws its own batches; drop --sampler")
 
 
 def _check_model_name(name: str) -> None:
@@ -121,7 +153,8 @@ def _check_split(config: RunConfig, count: int) -> None:
         if n_train < 1:
             raise ConfigError(f"--val-fraction {data.val_fraction:g} leaves no training image of the {count} "
                               f"in {data.csv}; lower --val-fraction")
-    if train_cfg.drop_last and n_train < train_cfg.batch_size and data.samples_per_epoch is None:
+    if (train_cfg.drop_last and n_train < train_cfg.batch_size and data.samples_per_epoch is None
+            and config.distill.labeled_per_batch is None):
         raise ConfigError(
             f"the training share has {n_train} labeled image(s), fewer than --batch-size {train_cfg.batch_size}, "
             f"so no full batch: lower --batch-size (e.g. {max(1, n_train)}) or keep the last partial batch "

@@ -1,9 +1,11 @@
-"""A run's data: the training and validation sets (labels, split, pseudo-labels, every image decoded
-once), the sampler, and the refusal of images shared between sets."""
+"""A run's data: the training and validation sets (labels, split, pseudo-labels, unlabeled images used
+online, every image decoded once), the sampler, and the refusal of images shared between sets."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -15,7 +17,7 @@ from ..errors import DataError
 from .checks import required
 from .results import Labels, label_sets
 
-__all__ = ["labeled_data", "sampler_of", "refuse_shared_images", "refuse_labeled_in_unlabeled"]
+__all__ = ["labeled_data", "sampler_of", "training_streams", "refuse_shared_images", "refuse_labeled_in_unlabeled"]
 
 log = logging.getLogger("kdfiqa.pipeline")
 
@@ -26,9 +28,12 @@ def labeled_data(config: RunConfig, pseudo: Labels | Sequence[Labels] | None = N
     Validation is ``data.val_csv`` or a ``val_fraction`` split of ``data.csv`` seeded by
     ``split_seed`` (drawn by ``split_method``); pseudo-labels (``pseudo``: one set or several sets
     of the same images, each image then once per set; else ``data.pseudo_csv`` under
-    ``data.pseudo_root``) join the training part only. A label file whose images are mostly missing
-    is refused first, naming the option of the root it was read against; then every image is decoded
-    once up front, so a bad file fails the run before its first step.
+    ``data.pseudo_root``) join the training part only. With ``distill.unlabeled_use = "online"`` the
+    images of ``data.unlabeled`` join it too, as label-less samples: their ``"score"`` is NaN
+    (:func:`~kdfiqa.distill.objective.label_mask`), so only the teacher's online targets train on
+    them. A label file whose images are mostly missing is refused first, naming the option of the
+    root it was read against; then every image is decoded once up front, so a bad file fails the run
+    before its first step.
     """
     from ..data import FIQADataset, build_transform, split_dataset, validate_images
     from ..data.images import ImageSource
@@ -62,11 +67,27 @@ def labeled_data(config: RunConfig, pseudo: Labels | Sequence[Labels] | None = N
         train_set = FIQADataset.merge([train_set, *extra], repeats=range(1, len(sets) + 1))
         log.info("training on %d labeled + %s pseudo-labeled images", len(train_set) - sum(map(len, extra)),
                  " + ".join(str(len(e)) for e in extra))
+    if data.unlabeled and config.distill.unlabeled_use == "online":
+        train_set = _with_label_less(config, train_set, val, train_tf)
     skipped = validate_images([train_set, val], skip_bad=data.skip_bad)  # every bad file of both, listed at once
     if skipped:
         log.warning("skipped %d unreadable image(s) (--skip-bad); training on %d, validating on %d",
                     skipped, len(train_set), len(val))
     return train_set, val
+
+
+def _with_label_less(config: RunConfig, train_set: Dataset, val: Dataset, transform: Any) -> Dataset:
+    """``train_set`` with the images of ``data.unlabeled`` added as label-less samples (score NaN)."""
+    from ..data import FIQADataset, UnlabeledImageFolder
+
+    data = config.data
+    folder = UnlabeledImageFolder(data.unlabeled, transform=transform, allow_outside_root=data.allow_outside_root)
+    refuse_shared_images(folder.samples, data.unlabeled,
+                         {"the validation set": val, "the labeled training share": train_set}, kind="unlabeled images")
+    folder.samples = [dataclasses.replace(sample, score=math.nan) for sample in folder.samples]
+    log.info("training on %d labeled + %d unlabeled images (online: the teacher scores their views)",
+             len(train_set), len(folder))
+    return FIQADataset.merge([train_set, folder])
 
 
 def refuse_shared_images(samples: Iterable[Any], source: Path | str, shares: Mapping[str, Any], *,
@@ -85,15 +106,35 @@ def refuse_shared_images(samples: Iterable[Any], source: Path | str, shares: Map
 
 
 def sampler_of(config: RunConfig, train_set: Dataset) -> Sampler[int] | None:
-    """SSUS (``data.sampler``), fixed-length epochs (``data.samples_per_epoch``) or ``None`` (the
-    Trainer's shuffled passes)."""
-    from ..data.samplers import FixedLengthSampler, SSUSSampler
+    """Batches of ``distill.labeled_per_batch`` labels and the rest ``data.unlabeled`` images
+    (:class:`~kdfiqa.data.samplers.TwoStreamSampler`, the streams of :func:`training_streams`), SSUS
+    (``data.sampler``), fixed-length epochs (``data.samples_per_epoch``) or ``None`` (the Trainer's
+    shuffled passes, labeled and unlabeled samples mixed)."""
+    from ..data.samplers import FixedLengthSampler, SSUSSampler, TwoStreamSampler
 
+    if config.distill.labeled_per_batch is not None:
+        labeled, unlabeled = training_streams(config, train_set)
+        per_epoch = config.data.samples_per_epoch
+        return TwoStreamSampler(labeled, unlabeled, config.train.batch_size, config.distill.labeled_per_batch,
+                                seed=config.train.seed,
+                                batches=None if per_epoch is None else max(1, per_epoch // config.train.batch_size))
     if config.data.sampler == "ssus":
         return SSUSSampler(train_set.scores, num_strata=config.data.strata, seed=config.train.seed)
     if config.data.samples_per_epoch is not None:
         return FixedLengthSampler(len(train_set), config.data.samples_per_epoch, seed=config.train.seed)
     return None
+
+
+def training_streams(config: RunConfig, train_set: Dataset) -> tuple[list[int], list[int]]:
+    """(indices of the labeled share, indices of the images of ``data.unlabeled``) in ``train_set``:
+    the latter label-less (``distill.unlabeled_use = "online"``) or pseudo-labeled (``"both"``)."""
+    from ..data import UnlabeledImageFolder
+
+    folder = UnlabeledImageFolder(required(config.data.unlabeled, "--unlabeled DIR"),
+                                  allow_outside_root=config.data.allow_outside_root)
+    theirs = {os.path.realpath(sample.path) for sample in folder.samples}
+    inside = [os.path.realpath(sample.path) in theirs for sample in train_set.samples]
+    return ([i for i, found in enumerate(inside) if not found], [i for i, found in enumerate(inside) if found])
 
 
 def refuse_labeled_in_unlabeled(config: RunConfig) -> None:

@@ -1,19 +1,24 @@
 """The ``distill`` stage: :func:`distill` (the Python API, teacher and labels given or built) and
 :func:`run_distill` (``kdfiqa distill``: self-training and labelling of ``data.unlabeled`` first), both
-ending in :func:`_train_student`."""
+ending in :func:`_train_student`; with ``distill.calibrate_online`` the teacher's calibration onto the
+label scale is fitted there once (:func:`teacher_calibration`) and kept with the run."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from torch import nn
 from torch.utils.data import Dataset
 
 from ..config import RunConfig
-from ..engine.distributed import DistContext
+from ..engine.callbacks import Callback
+from ..engine.distributed import DistContext, all_gather_objects
+from ..errors import CheckpointError, DataError, KdfiqaError
+from ..metrics import Logistic4
 from .building import build_student, build_teacher, checked_student, resolve_transforms
 from .checks import preflight, refuse_other_teacher_size
 from .data import labeled_data, sampler_of
@@ -22,10 +27,11 @@ from .locking import holds_run_folder
 from .results import PSEUDO_LABELS, VIEW_CACHE, Labels, RunResult
 from .training import fit
 
-if TYPE_CHECKING:
-    from ..engine.callbacks import Callback
+__all__ = ["distill", "run_distill", "teacher_calibration", "TeacherCalibrationRecord", "TEACHER_CALIBRATION"]
 
-__all__ = ["distill", "run_distill"]
+TEACHER_CALIBRATION = "teacher_calibration.json"
+"""The teacher's calibration onto the label scale (``distill.calibrate_online``), in the run folder."""
+PARAMETERS = ("b1", "b2", "b3", "b4")
 
 log = logging.getLogger("kdfiqa.pipeline")
 
@@ -34,7 +40,7 @@ log = logging.getLogger("kdfiqa.pipeline")
 def distill(config: RunConfig, *, teacher: Any = None, pseudo: Labels | Sequence[Labels] | None = None,
             student: Any = None,
             ctx: DistContext | None = None, resume: bool = False, allow_changes: bool = False,
-            overwrite: bool = False, callbacks: Sequence["Callback"] = ()) -> RunResult:
+            overwrite: bool = False, callbacks: Sequence[Callback] = ()) -> RunResult:
     """Train the student ``config.model`` under ``teacher`` (a :class:`~kdfiqa.distill.Teacher`;
     default: built from ``distill.teachers``) on labels ∪ ``pseudo`` (default: ``data.pseudo_csv``).
 
@@ -44,7 +50,12 @@ def distill(config: RunConfig, *, teacher: Any = None, pseudo: Labels | Sequence
     otherwise through :class:`~kdfiqa.distill.Distiller`, the teacher seeing its own view of each
     crop at its resolution; with ``distill.view_cache = K`` the teacher scores K stored views of
     every training image once (:func:`~kdfiqa.distill.build_view_cache`, kept in
-    ``output_dir/teacher_views.pt``) and training reads those scores instead of running it.
+    ``output_dir/teacher_views.pt``) and training reads those scores instead of running it. With
+    ``distill.calibrate_online`` the teacher's outputs are mapped onto the label scale by a
+    4-parameter logistic fitted once on its scores of the labeled training images
+    (:func:`teacher_calibration`). With ``distill.unlabeled_use = "online"`` (or ``"both"``) the
+    images of ``data.unlabeled`` are trained on through the teacher's online targets (label-less,
+    or pseudo-labeled as well), ``distill.labeled_per_batch`` fixing the labeled share of each batch.
     ``callbacks`` run in the student's training after the default ones. The run folder is this
     call's alone while it runs (:func:`~kdfiqa.pipeline.locking.holds_run_folder`).
     """
@@ -56,7 +67,7 @@ def distill(config: RunConfig, *, teacher: Any = None, pseudo: Labels | Sequence
 
 
 def _train_student(config: RunConfig, *, teacher: Any, pseudo: Labels | Sequence[Labels] | None, student: Any, ctx: DistContext,
-             resume: bool, allow_changes: bool, overwrite: bool, callbacks: Sequence["Callback"] = ()) -> RunResult:
+             resume: bool, allow_changes: bool, overwrite: bool, callbacks: Sequence[Callback] = ()) -> RunResult:
     """:func:`distill` after its checks (which :func:`run_distill` has made already)."""
     from ..distill import Distiller, Supervised, Teacher
     from ..distill.view_cache import CachedTeacher
@@ -76,6 +87,11 @@ def _train_student(config: RunConfig, *, teacher: Any, pseudo: Labels | Sequence
             to.set_input_normalize(teacher_image=spec.get("teacher_normalize", spec["normalize"]),
                                    image=spec["normalize"])
 
+    extra: list[Callback] = []
+    calibration = None
+    if online and config.distill.calibrate_online:  # the teacher still sees its own view here
+        calibration = teacher_calibration(config, teacher, ctx, resume=resume)
+        extra.append(TeacherCalibrationRecord(calibration))
     if online:  # a teacher of scores must score every training image: checked now, not mid-epoch
         from ..distill.score_table import ScoreTable
 
@@ -89,12 +105,89 @@ def _train_student(config: RunConfig, *, teacher: Any, pseudo: Labels | Sequence
     if online:
         objective: nn.Module = Distiller(teacher, student, task_loss=config.loss.task,
                                          distill_loss=config.distill.loss,
-                                         feature_losses=config.distill.feature or None)
+                                         feature_losses=config.distill.feature or None,
+                                         teacher_calibration=calibration)
         declare_feed(teacher)  # over the Distiller's own guess from the student's deploy config
     else:
         objective = Supervised(student.model, config.loss.task)
     return fit(objective, train_set, val, config, ctx, sampler=sampler_of(config, train_set), resume=resume,
-                allow_changes=allow_changes, callbacks=callbacks)
+                allow_changes=allow_changes, callbacks=[*extra, *callbacks])
+
+
+class TeacherCalibrationRecord(Callback):
+    """Keeps the teacher's calibration (a :class:`~kdfiqa.metrics.Logistic4`) in every checkpoint the
+    run writes (its state: the parameters b1..b4), so a resumed run reads it back instead of
+    refitting (:func:`teacher_calibration`); a checkpoint holding other parameters is refused."""
+
+    state_key = "TeacherCalibration"  # type: ignore[assignment]
+
+    def __init__(self, calibration: Logistic4) -> None:
+        self.calibration = calibration
+
+    def state_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.calibration)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        stored = Logistic4(*(float(state[name]) for name in PARAMETERS))
+        if stored != self.calibration:
+            raise ValueError(f"it holds the teacher calibration {stored}, this run uses {self.calibration}")
+
+
+def teacher_calibration(config: RunConfig, teacher: Any, ctx: DistContext, *, resume: bool = False) -> Logistic4:
+    """The 4-parameter logistic mapping ``teacher``'s scores onto the label scale
+    (``distill.calibrate_online``), fitted once per run: on rank 0, from the teacher's scores of the
+    labeled training images (the training share of ``data.csv``, rendered as the teacher is deployed,
+    no augmentation) to their labels, with the fit that calibrates pseudo-labels
+    (:func:`~kdfiqa.distill.pseudo_label.fit_calibration`), written to ``teacher_calibration.json``
+    in the run folder. A resumed run reads the parameters its ``last.pt`` holds
+    (:class:`TeacherCalibrationRecord`) and never refits. A degenerate fit
+    (:func:`~kdfiqa.distill.pseudo_label.calibration_fault`) is refused with one line."""
+    from ..checkpoint import load_checkpoint
+
+    out = Path(config.train.output_dir)
+    last = out / "last.pt"
+    if resume and last.is_file():
+        stored = (load_checkpoint(last).get("callbacks") or {}).get(TeacherCalibrationRecord.state_key)
+        if not isinstance(stored, Mapping) or not all(name in stored for name in PARAMETERS):
+            raise CheckpointError(f"{last}: holds no teacher calibration (--calibrate-online); resume with the "
+                                  "settings the run was started with, or start a new run")
+        return Logistic4(*(float(stored[name]) for name in PARAMETERS))
+    refused: KdfiqaError | None = None
+    if ctx.is_main:
+        try:
+            _fit_teacher_calibration(config, teacher, out / TEACHER_CALIBRATION)
+        except KdfiqaError as exc:
+            refused = exc
+    said = all_gather_objects(None if refused is None else str(refused), ctx)[0]  # every rank learns of a refusal
+    if refused is not None:
+        raise refused
+    if said is not None:
+        raise DataError(said)
+    stored = json.loads((out / TEACHER_CALIBRATION).read_text(encoding="utf-8"))
+    return Logistic4(*(float(stored[name]) for name in PARAMETERS))
+
+
+def _fit_teacher_calibration(config: RunConfig, teacher: Any, path: Path) -> None:
+    import numpy as np
+
+    from ..atomic_write import write_atomic
+    from ..data import FIQADataset, build_transform, split_dataset
+    from ..distill.pseudo_label import calibration_fault, fit_calibration
+
+    data = config.data
+    labeled = FIQADataset(data.root, data.csv, transform=build_transform(teacher.eval_transform),
+                          allow_outside_root=data.allow_outside_root)
+    if not data.val_csv:
+        labeled = split_dataset(labeled, data.val_fraction, data.split_seed, data.split_method)[0]
+    mapping, scored = fit_calibration(teacher, labeled, batch_size=config.train.batch_size,
+                                      num_workers=config.train.num_workers)
+    fault = calibration_fault(scored.scores, np.clip(np.asarray(mapping(scored.scores)), 0.0, 1.0))
+    if fault is not None:
+        raise DataError(f"teacher calibration on {scored.scores.size} labelled images is degenerate ({fault}); "
+                        "the teacher may be too weak: train it longer, or distill without --calibrate-online")
+    log.info("teacher calibration on %d labelled images: %s -> %s", scored.scores.size, mapping, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps({**dataclasses.asdict(mapping), "images": int(scored.scores.size)}, indent=2) + "\n")
 
 
 def _cached_views(config: RunConfig, teacher: Any, train_set: Dataset, ctx: DistContext, *,
@@ -119,10 +212,12 @@ def _cached_views(config: RunConfig, teacher: Any, train_set: Dataset, ctx: Dist
 @holds_run_folder
 def run_distill(config: RunConfig, *, ctx: DistContext | None = None, resume: bool = False,
                 allow_changes: bool = False, overwrite: bool = False,
-                callbacks: Sequence["Callback"] = ()) -> RunResult:
+                callbacks: Sequence[Callback] = ()) -> RunResult:
     """``kdfiqa distill``: check the student's budget, build the teacher once, self-train it and have
-    it label ``data.unlabeled`` when asked, then :func:`distill` (``callbacks`` running in the
-    student's training after the default ones), holding the run folder as :func:`distill` does."""
+    it label ``data.unlabeled`` when asked (``distill.unlabeled_use`` ``pseudo`` or ``both``; with
+    ``online`` its images join training label-less instead), then :func:`distill` (``callbacks``
+    running in the student's training after the default ones), holding the run folder as
+    :func:`distill` does."""
     preflight(config, "distill", resume=resume, overwrite=overwrite)
     student = build_student(config)
     earlier: tuple[Labels, ...] = ()
@@ -133,7 +228,8 @@ def run_distill(config: RunConfig, *, ctx: DistContext | None = None, resume: bo
             config.distill, teachers=[rounds.teacher, *teachers[1:]]))
         earlier = rounds.pseudo if config.distill.pseudo_sets == "all" else ()
     teacher = build_teacher(config, ctx)
+    labelled = config.data.unlabeled and config.distill.unlabeled_use != "online"
     pseudo = ([*earlier, label_unlabeled(config, teacher, Path(config.train.output_dir) / PSEUDO_LABELS, ctx)]
-              if config.data.unlabeled else None)
+              if labelled else None)
     return _train_student(config, teacher=teacher, pseudo=pseudo, student=student, ctx=ctx, resume=resume,
                     allow_changes=allow_changes, overwrite=overwrite, callbacks=callbacks)
