@@ -141,3 +141,20 @@ def test_a_bad_input_under_torchrun_is_one_line_and_status_2_on_every_rank(bad, 
     assert len([line for line in lines if not line.startswith("  ")]) == 1, errs  # one error (its list indented)
     assert "Traceback" not in text and "unexpected failure" not in text and "Connection closed" not in text
     assert seconds < 300
+
+
+@pytest.mark.slow  # torchrun's agent and two ranks
+def test_through_torchrun_itself_kdfiqa_says_one_line_and_torchrun_exits_1(bad, tmp_path):
+    """torchrun adds its own report of the ranks' statuses (and exits 1); of kdfiqa there is one line."""
+    env = {key: value for key, value in os.environ.items() if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1", KDFIQA_DIST_TIMEOUT=str(TIMEOUT_S),
+               PYTHONPATH=os.pathsep.join([str(ROOT), str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    argv = COMMANDS["train"](bad, tmp_path / "out")
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "--no-python", sys.executable, "-c", CLI, *argv], env=env, capture_output=True, text=True,
+                          timeout=400)
+    ours = [line for line in done.stderr.splitlines() if line.startswith("kdfiqa ")]
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert len(ours) == 1 and ours[0].startswith("kdfiqa train: error: "), done.stderr[-3000:]
+    assert "exitcode  : 2" in done.stderr  # the rank torchrun names as the first failure exited with 2
+    assert "Connection closed" not in done.stderr and "unexpected failure" not in done.stderr
