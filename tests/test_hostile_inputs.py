@@ -221,6 +221,12 @@ CASES = [
                            ("size", "bad.pt (its stored run config): model.input"),
                            ("model file", "names a model file"),
                            ("type", "bad.pt (its stored run config): train.epochs"))],
+    Case("stored config bogus transform via --self-train", lambda ws: [
+        "distill", *_train(ws)[1:-1], ws.scratch / "student", "--teacher", ws.scratch / "bad.pt", "--unlabeled",
+        ws.scratch / "unlabeled" / "images", "--self-train", "1"], needle="bad.pt (its stored run config): data.eval_transform",
+         setup=lambda ws: (_stored_config("transform")(ws), synthetic(ws.scratch, 4, 1, "unlabeled"))),
+    Case("--config of a checkpoint that stores no run config", lambda ws: [*_train(ws), "--config", ws.checkpoint],
+         needle="stores no run configuration"),
     Case("stored config bogus transform via --resume", lambda ws: [*_train(ws), "--resume"],
          needle="last.pt (its stored run config): data.eval_transform", setup=_stored_config("transform")),
     Case("resume last.pt is a folder", lambda ws: [*_train(ws), "--resume"], needle="no last.pt file",

@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..config import SECTIONS, RunConfig
+from ..config import SECTIONS, RunConfig, load_stored_config
 from ..data.transform_spec import TransformSpec
 from ..engine.distributed import is_main_process
 from ..errors import CheckpointError, ConfigError
@@ -87,6 +87,8 @@ def validate(config: RunConfig, command: str, *, pseudo: Labels | Sequence[Label
         first = str(distill_.teachers[0]) if distill_.teachers else ""
         if distill_.self_train and not first.endswith((".pt", ".pth")):
             raise ConfigError("--self-train retrains the teacher, so the first --teacher must be a kdfiqa checkpoint")
+        if distill_.self_train and Path(first).is_file():  # each round retrains with its stored run config
+            load_stored_config(first)
     for value, flag, kind in ((data.root, "--root", "dir"), (data.csv, "--csv", "file"),
                               (data.val_root, "--val-root", "dir"), (data.val_csv, "--val-csv", "file"),
                               (data.pseudo_csv, "--pseudo-csv", "file"), (data.pseudo_root, "--pseudo-root", "dir"),
@@ -229,8 +231,6 @@ def check_unchanged(config: RunConfig, last: Path, *, stored: dict[str, Any] | N
     """Refuse to resume ``last`` with a setting of :data:`RESUME_KEYS` changed, naming it; ``stored``:
     the run config ``last`` holds, when the caller has read it."""
     if stored is None:
-        from ..config import load_stored_config
-
         found = load_stored_config(last)  # validated whole, as a config file is
         stored = found.to_dict() if found is not None else {}
     current = config.to_dict()
