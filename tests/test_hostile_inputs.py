@@ -223,7 +223,8 @@ CASES = [
                            ("type", "bad.pt (its stored run config): train.epochs"))],
     Case("stored config bogus transform via --self-train", lambda ws: [
         "distill", *_train(ws)[1:-1], ws.scratch / "student", "--teacher", ws.scratch / "bad.pt", "--unlabeled",
-        ws.scratch / "unlabeled" / "images", "--self-train", "1"], needle="bad.pt (its stored run config): data.eval_transform",
+        ws.scratch / "unlabeled" / "images", "--self-train", "1"],
+         needle="bad.pt (its stored run config): data.eval_transform",
          setup=lambda ws: (_stored_config("transform")(ws), synthetic(ws.scratch, 4, 1, "unlabeled"))),
     Case("--config of a checkpoint that stores no run config", lambda ws: [*_train(ws), "--config", ws.checkpoint],
          needle="stores no run configuration"),
