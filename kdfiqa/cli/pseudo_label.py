@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .config_flags import at_least, input_size_arg
+from .config_flags import add_threads_flag, at_least, input_size_arg
 from .train import setup_logging
 
 EXAMPLES = """examples:
@@ -46,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=at_least(1), default=32, metavar="B")
     p.add_argument("--workers", type=at_least(0), default=0, metavar="N")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="default: cpu")
+    add_threads_flag(p)
     p.set_defaults(func=run)
 
 
