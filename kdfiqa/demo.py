@@ -45,6 +45,7 @@ from .atomic_write import write_atomic
 from .budget import VQUALA2025, Budget, CostReport, measure
 from .config import RunConfig
 from .engine import ProgressDisplay, init_distributed
+from .engine.distributed import rank_zero_writer_lock
 from .engine.progress import epoch_line
 from .errors import ConfigError, DataError, spelled
 
@@ -410,7 +411,9 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the demo of the module docstring into ``out_dir`` and return its summary. A folder that
     already holds a demo (its ``summary.json`` or a model's ``last.pt``) is refused unless
-    ``overwrite`` (start over) or ``resume``.
+    ``overwrite`` (start over) or ``resume``. The folder is this demo's while it runs: its writer lock
+    (:func:`kdfiqa.engine.distributed.rank_zero_writer_lock`) is taken before it is looked at, so a
+    second demo into it, from another process, is refused with one line naming the holder's pid.
 
     ``resume`` continues the demo in ``out_dir`` started with the same options: a stage whose files
     say it finished (the data, the pseudo-labels, a model whose ``last.pt`` holds every epoch) is
@@ -442,24 +445,26 @@ def run_demo(
                 "plan": asdict(plan or PLANS["quick" if quick else "default"])}
     if images is not None and not Path(images).is_dir():
         raise DataError(f"{spelled('--images')} {images}: no such folder; give a folder of face photos")
-    _held_demo(out, settings, resume=resume, overwrite=overwrite)
-    console = console or make_console()
-    stages = _Stages(console, resume)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(min(threads, _usable_cores()))
-    try:
-        return _run(out, DemoPlan(**settings["plan"]), settings, stages=stages, budget=budget,
-                    callbacks=[DemoProgress(console=console), *callbacks], replace=overwrite or resume)
-    except KeyboardInterrupt:
-        if (out / STATE_FILE).is_file():
-            _say(console, f"interrupted during the {STAGE_NAMES[stages.current]} stage; finished stages are "
-                          f"kept: resume with `{_command(settings, out, resume=True)}`")
-        else:
-            _say(console, f"interrupted while making the data; nothing to resume: start again with "
-                          f"`{_command(settings, out, resume=False)}`")
-        raise
-    finally:
-        torch.set_num_threads(threads)
+    # the whole folder is this demo's while it runs: a second demo into it is refused, naming this pid
+    with rank_zero_writer_lock(os.path.join(out, ""), init_distributed(device)):
+        _held_demo(out, settings, resume=resume, overwrite=overwrite)
+        console = console or make_console()
+        stages = _Stages(console, resume)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(min(threads, _usable_cores()))
+        try:
+            return _run(out, DemoPlan(**settings["plan"]), settings, stages=stages, budget=budget,
+                        callbacks=[DemoProgress(console=console), *callbacks], replace=overwrite or resume)
+        except KeyboardInterrupt:
+            if (out / STATE_FILE).is_file():
+                _say(console, f"interrupted during the {STAGE_NAMES[stages.current]} stage; finished stages are "
+                              f"kept: resume with `{_command(settings, out, resume=True)}`")
+            else:
+                _say(console, f"interrupted while making the data; nothing to resume: start again with "
+                              f"`{_command(settings, out, resume=False)}`")
+            raise
+        finally:
+            torch.set_num_threads(threads)
 
 
 def _run(out: Path, plan: DemoPlan, settings: Mapping[str, Any], *, stages: _Stages, budget: Budget,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import os
 import re
 import shutil
 import warnings
@@ -120,6 +121,33 @@ def _checkpoint(kind: str) -> Callable[[Workspace], None]:
             torch.save(build_checkpoint(model), path)
         elif kind == "format":
             torch.save({**good, "format": "kdfiqa.checkpoint.v0"}, path)
+        elif kind == "deploy transform":
+            good["model"]["deploy"]["eval_transform"] = {"preset": "bogus"}
+            torch.save(good, path)
+        elif kind == "deploy size":
+            good["model"]["deploy"]["input_size"] = [3, -5, 32]
+            torch.save(good, path)
+    return setup
+
+
+def _stored_config(kind: str) -> Callable[[Workspace], None]:
+    """A checkpoint (``bad.pt``, and the scratch run's ``last.pt``) whose stored run config is hostile."""
+    def setup(ws: Workspace) -> None:
+        from kdfiqa.config import RunConfig
+
+        config = RunConfig().to_dict()
+        config["model"]["name"] = TINY
+        if kind == "transform":
+            config["data"]["eval_transform"] = {"preset": "bogus"}
+        elif kind == "size":
+            config["model"]["input"] = -3
+        elif kind == "model file":
+            config["model"]["name"] = str(ws.scratch / "model.yaml")
+        elif kind == "type":
+            config["train"]["epochs"] = "many"
+        ckpt = build_checkpoint(create_model(TINY), config=config)
+        save_checkpoint(ws.scratch / "bad.pt", ckpt)
+        save_checkpoint(ws.scratch / "run" / "last.pt", ckpt)
     return setup
 
 
@@ -174,7 +202,34 @@ CASES = [
     *[Case(f"checkpoint {kind}", lambda ws: ["predict", ws.scratch / "bad.pt", ws.images, "--out", ws.scratch / "s.csv",
                                              "--device", "cpu"], needle=needle, setup=_checkpoint(kind))
       for kind, needle in (("random", "bad.pt"), ("bare", "bare state_dict"), ("kwargs", "checkpoint_path"),
-                           ("nan", "non-finite"), ("format", "format"))],
+                           ("nan", "non-finite"), ("format", "format"),
+                           ("deploy transform", "model.deploy: deploy config of"), ("deploy size", "input_size"))],
+    # pseudo-label files read back (as `kdfiqa pseudo-label` writes them: image,score)
+    *[Case(f"pseudo csv {kind}", lambda ws, rows=rows: [
+        "distill", *_train(ws)[1:], "--teacher", ws.checkpoint, "--pseudo-csv",
+        ws.csv("image,score\n" + "".join(f"{n},{s}\n" for n, s in rows(ws)), "pseudo.csv"), "--pseudo-root",
+        ws.images], needle=needle)
+      for kind, rows, needle in (
+          ("nan score", lambda ws: [(ws.names()[0], "nan")] + [(n, 0.5) for n in ws.names()[1:]], "pseudo.csv line 2"),
+          ("score below 0", lambda ws: [(n, -0.5) for n in ws.names()], "pseudo.csv line 2"),
+          ("duplicate name", lambda ws: [(n, 0.5) for n in ws.names() + ws.names()[:1]], "duplicate"),
+          ("empty name", lambda ws: [("", 0.5)] + [(n, 0.5) for n in ws.names()], "empty image name"))],
+    # the run config a checkpoint stores, reused by --config CKPT and --resume
+    *[Case(f"stored config {kind} via --config", lambda ws: [*_train(ws), "--config", ws.scratch / "bad.pt"],
+           needle=needle, setup=_stored_config(kind))
+      for kind, needle in (("transform", "bad.pt (its stored run config): data.eval_transform"),
+                           ("size", "bad.pt (its stored run config): model.input"),
+                           ("model file", "names a model file"),
+                           ("type", "bad.pt (its stored run config): train.epochs"))],
+    Case("stored config bogus transform via --self-train", lambda ws: [
+        "distill", *_train(ws)[1:-1], ws.scratch / "student", "--teacher", ws.scratch / "bad.pt", "--unlabeled",
+        ws.scratch / "unlabeled" / "images", "--self-train", "1"],
+         needle="bad.pt (its stored run config): data.eval_transform",
+         setup=lambda ws: (_stored_config("transform")(ws), synthetic(ws.scratch, 4, 1, "unlabeled"))),
+    Case("--config of a checkpoint that stores no run config", lambda ws: [*_train(ws), "--config", ws.checkpoint],
+         needle="stores no run configuration"),
+    Case("stored config bogus transform via --resume", lambda ws: [*_train(ws), "--resume"],
+         needle="last.pt (its stored run config): data.eval_transform", setup=_stored_config("transform")),
     Case("resume last.pt is a folder", lambda ws: [*_train(ws), "--resume"], needle="no last.pt file",
          setup=lambda ws: (ws.scratch / "run" / "last.pt").mkdir(parents=True)),
     # output paths
@@ -291,3 +346,64 @@ def test_library_errors_become_one_line_with_the_path_and_what_to_do():
                         "last):\n  File \"x.py\", line 1, in f\nkdfiqa.errors.DataError: a.png: truncated image")
     assert user_message(wrapped) == "a.png: truncated image"
     assert "--debug" in user_message(TypeError("bad"))
+
+
+# ------------------------------------------------------------------ torchrun, search files, the demo's folder
+
+
+@pytest.mark.slow  # two ranks, each a fresh interpreter
+def test_torchrun_one_bad_label_is_one_line_and_status_2_on_every_rank(tmp_path):
+    """A NaN label under two ranks: one line in total (rank 0's), both ranks exit 2, no gloo noise."""
+    from test_rank_failure import CLI, _lines, ranks
+
+    images, labels = synthetic(tmp_path, 12, 0, "labeled")
+    bad = tmp_path / "nan.csv"
+    rows = labels.read_text().splitlines()
+    bad.write_text("\n".join([*rows[:-1], rows[-1].rsplit(",", 1)[0] + ",nan"]) + "\n")
+    argv = ["train", "--model", TINY, "--root", str(images), "--csv", str(bad), "--device", "cpu", "--quiet",
+            "--epochs", "1", "--batch-size", "2", "--val-fraction", "0.3", "--out", str(tmp_path / "run")]
+    statuses, errs, seconds = ranks(["-c", CLI, *argv])
+    lines = _lines(errs)
+    assert statuses == [2, 2] and len(lines) == 1 and "nan.csv" in errs[0], (statuses, errs)
+    assert "Traceback" not in "".join(errs) and "Connection closed" not in "".join(errs) and seconds < 300
+
+
+@pytest.mark.slow  # one small search
+def test_search_files_state_the_size_their_figures_were_counted_at(tmp_path):
+    """Searched at 32x32 against vquala2025 (deployed at 224x224), a file's figures are the 224x224
+    count, and its comment says so; re-counted here at 224x224 they are the same."""
+    from kdfiqa.budget import measure
+    from kdfiqa.targets import load_target
+
+    out = tmp_path / "students"
+    assert main(["search", "--trials", "2", "--input", "32", "--no-latency", "--seed", "0", "--out", str(out)]) == 0
+    files = sorted(out.glob("*.yaml"))
+    assert files
+    for path in files:
+        head = path.read_text().splitlines()[:3]
+        figures = re.search(r"([\d,]+) params, ([\d.]+) GFLOPs at (\S+), the budget's deployment size \(input 32x32\)",
+                            " ".join(head))
+        assert figures is not None, head
+        assert figures.group(3) == "224x224"
+        report = measure(load_target(path), 224)
+        assert int(figures.group(1).replace(",", "")) == report.params
+        assert float(figures.group(2)) == pytest.approx(report.gflops, abs=1e-4)
+        assert "input:\n- 32\n- 32" in path.read_text() or "input: [32, 32]" in path.read_text()
+
+
+def test_a_second_demo_into_a_folder_in_use_is_refused_naming_the_holder(tmp_path, capsys):
+    """Another process holds the demo folder's writer lock (as a running demo does): ``kdfiqa demo``
+    into it is refused with one line naming that pid, and writes nothing there."""
+    from test_concurrent_writers import Holder
+
+    out = tmp_path / "demo"
+    holder = Holder(f"{out}{os.sep}")
+    try:
+        before = sorted(p.name for p in out.iterdir())
+        status = main(["demo", "--quick", "--out", str(out), "--device", "cpu"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert status == 2 and len(err) == 1 and f"pid {holder.pid}" in err[0] and str(out) in err[0], err
+        assert sorted(p.name for p in out.iterdir()) == before  # only the holder's lock file
+    finally:
+        holder.process.kill()
+        holder.process.wait()

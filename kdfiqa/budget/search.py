@@ -105,6 +105,9 @@ class Candidate:
     within: bool
     latency_ms: float | None = None
     """Median CPU milliseconds of one batch-1 forward pass; ``None`` when not timed."""
+    counted_at: tuple[int, int, int] | None = None
+    """(C, H, W) the FLOPs were counted at: the search's input size, or the budget's deployment size
+    where that is larger (:meth:`~kdfiqa.budget.Budget.sizes_for`); ``None`` when never traced."""
 
     @property
     def gflops(self) -> float | None:
@@ -112,6 +115,7 @@ class Candidate:
 
     def as_dict(self) -> dict[str, Any]:
         return {"trial": self.trial, "kwargs": self.kwargs, "params": self.params, "gflops": self.gflops,
+                "counted_at": None if self.counted_at is None else list(self.counted_at),
                 "within": self.within, "latency_ms": self.latency_ms}
 
 
@@ -213,7 +217,7 @@ def _evaluate(space: SearchSpace, trial: int, kwargs: dict[str, Any], budget: Bu
     report = max((measure(model, s) for s in budget.sizes_for(size)), key=lambda r: r.flops)
     within = budget.fits(report)
     latency = cpu_latency_ms(model, size, latency_runs) if within and latency_runs > 0 else None
-    return Candidate(trial, kwargs, report.params, report.flops, within, latency)
+    return Candidate(trial, kwargs, report.params, report.flops, within, latency, tuple(report.input_size))
 
 
 def search_students(family: str, budget: Budget, *, input_size: Any = None, trials: int = 32, seed: int = 0,
@@ -288,7 +292,8 @@ def check_out_dir(out_dir: str | Path, family: str, *, overwrite: bool = False) 
 def write_front(result: SearchResult, out_dir: str | Path, *, overwrite: bool = False) -> list[Path]:
     """Write each front configuration as ``out_dir/FAMILY_search_NN.yaml`` (NN from 01, in front
     order): its registered name, keyword arguments and the search's input size, headed by a comment
-    with its measured cost. Files of an earlier search of the family are replaced only when
+    with its measured cost and the size that cost was counted at (the budget's deployment size where
+    that is larger than the file's input). Files of an earlier search of the family are replaced only when
     ``overwrite`` (:func:`check_out_dir`; those beyond this front's are removed once it is written);
     otherwise a file another process writes meanwhile is refused, never replaced
     (:class:`~kdfiqa.atomic_write.OutputExistsError`). Each file is written atomically."""
@@ -298,9 +303,11 @@ def write_front(result: SearchResult, out_dir: str | Path, *, overwrite: bool = 
     paths = []
     size = format_size(result.input_size)
     for k, candidate in enumerate(result.front, 1):
-        latency = "" if candidate.latency_ms is None else f", {candidate.latency_ms:.1f} ms on the CPU"
+        counted = format_size(candidate.counted_at or result.input_size)
+        where = counted if counted == size else f"{counted}, the budget's deployment size (input {size})"
+        latency = "" if candidate.latency_ms is None else f", {candidate.latency_ms:.1f} ms on the CPU at {size}"
         comment = (f"kdfiqa search: family {result.space.family}, seed {result.seed}, trial {candidate.trial} "
-                   f"of {result.trials}\n{candidate.params:,} params, {candidate.gflops:.4f} GFLOPs at {size}"
+                   f"of {result.trials}\n{candidate.params:,} params, {candidate.gflops:.4f} GFLOPs at {where}"
                    f"{latency} ({result.budget.describe()})")
         paths.append(write_model_file(out / f"{result.space.family}_search_{k:02d}.yaml", result.space.model,
                                       candidate.kwargs, result.input_size[1:], comment=comment, overwrite=overwrite))

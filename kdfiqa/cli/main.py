@@ -6,7 +6,9 @@ what its parser needs, and its heavy dependencies (torch, timm, fvcore, scipy, r
 so that ``kdfiqa --help`` and ``kdfiqa COMMAND --help`` start without them.
 
 Expected failures (bad paths, flags or files) are :class:`~kdfiqa.errors.KdfiqaError`: they print one
-line on stderr and exit with status 2; ``--debug`` shows the traceback instead.
+line on stderr and exit with status 2; ``--debug`` shows the traceback instead. Under ``torchrun`` a
+failure is said once in total, by one rank, and every rank exits with status 2
+(:mod:`kdfiqa.engine.rank_failure`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import signal
 import sys
 import warnings
@@ -83,18 +86,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         with warnings_as_notes(), flag_spelling(), intra_op_threads(getattr(args, "threads", None)):
-            return int(args.func(args) or 0)
+            status = int(args.func(args) or 0)
+            if status == 0:
+                _all_ranks_succeeded()
+            return status
     except KeyboardInterrupt as exc:  # 128 + the signal, as a shell reports a job it stopped
         print(f"kdfiqa {args.command}: interrupted", file=sys.stderr)
         return 128 + getattr(exc, "signum", signal.SIGINT)
     except Exception as exc:  # the one place foreign exceptions become kdfiqa's one-line errors
         if args.debug:
             raise
-        first, *rest = user_message(exc).splitlines()
-        print(f"kdfiqa {args.command}: error: {first}", file=sys.stderr)
-        for line in rest:
-            print(f"  {line}", file=sys.stderr)
+        said = _one_message(exc, user_message(exc))
+        if said is not None:
+            first, *rest = said.splitlines()
+            print(f"kdfiqa {args.command}: error: {first}", file=sys.stderr)
+            for line in rest:
+                print(f"  {line}", file=sys.stderr)
         return 2
+
+
+def _under_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+
+
+def _all_ranks_succeeded() -> None:
+    """Under ``torchrun``: :func:`kdfiqa.engine.rank_failure.all_ranks_succeeded` (torch is loaded
+    only there)."""
+    if _under_torchrun():
+        from ..engine.rank_failure import all_ranks_succeeded
+
+        all_ranks_succeeded()
+
+
+def _one_message(exc: BaseException, message: str) -> str | None:
+    """What this process says about ``exc``: ``message``, or under ``torchrun`` what
+    :func:`kdfiqa.engine.rank_failure.settle` decides (one line from one rank in total)."""
+    if not _under_torchrun():
+        return message
+    from ..engine.rank_failure import settle
+
+    return settle(exc, message)
 
 
 if __name__ == "__main__":

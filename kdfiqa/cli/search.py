@@ -111,7 +111,9 @@ def _print_human(result: SearchResult, files: list[str]) -> None:
     reference = result.reference
     table = Table(title=f"Pareto front: {result.space.family} ({result.space.model}) at {size}, "
                         f"{result.budget.describe()}")
-    for column in ("#", "trial", "params", f"x {result.space.model}", "GFLOPs", "latency ms"):
+    counted = {format_size(c.counted_at) for c in result.front if c.counted_at is not None}
+    gflops_at = f"GFLOPs at {counted.pop()}" if len(counted) == 1 else "GFLOPs"  # the budget's size if larger
+    for column in ("#", "trial", "params", f"x {result.space.model}", gflops_at, "latency ms"):
         table.add_column(column, justify="right")
     table.add_column("settings", overflow="fold")
     for k, c in enumerate(result.front, 1):

@@ -37,7 +37,8 @@ def add_run_flags(p: argparse.ArgumentParser, command: str) -> None:
     """The flags of a training command: configuration layering, then one group per config section."""
     cfg = p.add_argument_group("configuration")
     cfg.add_argument("--recipe", metavar="NAME", help="start from a packaged recipe (`kdfiqa recipes`) or a YAML file")
-    cfg.add_argument("--config", metavar="FILE", help="YAML file with model/data/train/loss/distill/ssar sections")
+    cfg.add_argument("--config", metavar="FILE", help="YAML file with model/data/train/loss/distill/ssar sections, "
+                     "or a checkpoint (.pt: the run config it stores, validated as a file is)")
     cfg.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                      help="override any setting, e.g. --set train.lr=1e-4 (repeatable)")
     cfg.add_argument("--print-config", action="store_true", help="print the resolved settings as YAML and exit")

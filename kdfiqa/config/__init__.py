@@ -10,7 +10,8 @@ Importing it costs no torch.
 
 from __future__ import annotations
 
-from .loader import build_layers, list_recipes, load_config_file, load_recipe, overrides_layer, parse_override, recipe_path
+from .loader import (build_layers, list_recipes, load_config_file, load_recipe, load_stored_config, overrides_layer,
+                     parse_override, recipe_path)
 from .schema import (
     CALIBRATION_SETS,
     COMMANDS,
@@ -31,4 +32,4 @@ from .schema import (
 __all__ = ["COMMANDS", "ModelSection", "DataSection", "LossSection", "DistillSection", "SSARSection", "RunConfig",
            "ConfigLayer", "SECTIONS", "SPLIT_METHODS", "CALIBRATION_SETS", "HEAD_STARTS", "PSEUDO_SETS",
            "resolve_config", "load_config_file", "parse_override", "overrides_layer", "list_recipes", "recipe_path",
-           "load_recipe", "build_layers"]
+           "load_recipe", "load_stored_config", "build_layers"]

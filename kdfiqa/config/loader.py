@@ -14,13 +14,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..options import COMMANDS
 from ..safe_yaml import key_lines, safe_yaml
-from .schema import FILE_KEYS, ConfigLayer, did_you_mean
+from .schema import FILE_KEYS, ConfigLayer, RunConfig, did_you_mean
 
-__all__ = ["load_config_file", "list_recipes", "recipe_path", "load_recipe", "parse_override", "overrides_layer",
-           "build_layers"]
+__all__ = ["load_config_file", "load_stored_config", "list_recipes", "recipe_path", "load_recipe", "parse_override",
+           "overrides_layer", "build_layers"]
 
 
 def _read_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[str, int]]:
@@ -35,10 +35,20 @@ def _read_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[str, int]]:
 
 
 def load_config_file(path: str | Path, command: str | None = None) -> list[ConfigLayer]:
-    """The layers of a recipe or config file: its top-level sections, then ``commands[command]``."""
+    """The layers of a recipe or config file: its top-level sections, then ``commands[command]``. A
+    kdfiqa checkpoint (``.pt``, ``.pth``, ``.ckpt``) gives the run configuration it stores
+    (:func:`load_stored_config`), so that a run can start from another's settings."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
+    from ..targets import CHECKPOINT_SUFFIXES
+
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES:
+        stored = load_stored_config(path)
+        if stored is None:
+            raise ConfigError(f"{path}: this checkpoint stores no run configuration (it was written outside a "
+                              "training run); give a YAML config file")
+        return [ConfigLayer(f"{path} (its stored run config)", stored.to_dict())]
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -63,6 +73,35 @@ def _file_layers(text: str, source: str, command: str | None) -> list[ConfigLaye
         sub_lines = {k[len(prefix):]: n for k, n in lines.items() if k.startswith(prefix)}
         layers.append(ConfigLayer(f"{source} [commands.{command}]", commands[command], sub_lines))
     return layers
+
+
+def load_stored_config(path: str | Path) -> RunConfig | None:
+    """The run configuration the kdfiqa checkpoint at ``path`` stores (what resume, self-training and
+    ``--config CKPT`` reuse), validated whole as a config file is: its sections and settings, every
+    option's type, choices and range, every size, and the checks that parse transforms, losses and
+    feature pairs (:meth:`~kdfiqa.config.RunConfig.validate`). None when it stores none (a checkpoint
+    written outside a run). A refused one is :class:`~kdfiqa.errors.CheckpointError`, one line naming
+    ``path`` and the field; the checkpoint itself is read by :func:`kdfiqa.checkpoint.load_checkpoint`."""
+    from ..checkpoint import load_checkpoint
+
+    config = load_checkpoint(path).get("config")
+    if config is None or config == {}:
+        return None
+    where = f"{path} (its stored run config)"
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{where}: must be a mapping of sections, got {type(config).__name__}")
+    model = config.get("model")
+    name = model.get("name") if isinstance(model, dict) else None
+    if isinstance(name, str) and name.lower().endswith((".yaml", ".yml", ".json")):  # a run stores the name it read
+        raise CheckpointError(f"{where}: model.name {name!r} names a model file, where a run stores the registered "
+                              "name the file held; use a checkpoint written by kdfiqa")
+    try:
+        stored = RunConfig.from_dict(config, source=where)
+        stored.validate()
+    except ConfigError as exc:
+        text = str(exc)
+        raise CheckpointError(text if text.startswith(where) else f"{where}: {text}") from None
+    return stored
 
 
 # ------------------------------------------------------------------------------------------ recipes

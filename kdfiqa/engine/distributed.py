@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterator, Sequence, Union
 
@@ -32,6 +33,7 @@ __all__ = [
     "any_rank",
     "broadcast_state",
     "rank_zero_writer_lock",
+    "collective_timeout",
 ]
 
 _HELD: set[Path] = set()
@@ -76,12 +78,33 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"environment variable {name}={value!r} is not an integer") from None
 
 
+TIMEOUT_ENV = "KDFIQA_DIST_TIMEOUT"
+"""Environment variable: the seconds any collective (and a failed rank's wait for the others) may take."""
+DEFAULT_TIMEOUT_S = 300.0
+
+
+def collective_timeout() -> float:
+    """Seconds a collective may wait for the other ranks before it fails: ``KDFIQA_DIST_TIMEOUT``
+    (a positive number), 300 by default. No rank waits forever for one that stopped."""
+    value = os.environ.get(TIMEOUT_ENV)
+    if value is None:
+        return DEFAULT_TIMEOUT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise ConfigError(f"environment variable {TIMEOUT_ENV}={value!r} must be a positive number of seconds")
+    return seconds
+
+
 def init_distributed(device: str = "auto") -> DistContext:
     """Join the ``torchrun`` process group if the environment names one, and pick the device.
 
     ``device`` is ``"auto"`` (CUDA when available), ``"cuda"`` or ``"cpu"``. Under ``torchrun`` each
     process uses ``cuda:LOCAL_RANK``; the backend is NCCL on CUDA and gloo on CPU. Calling it again
-    in an initialised process reuses the existing group.
+    in an initialised process reuses the existing group. Every collective of the group fails after
+    :func:`collective_timeout` seconds instead of waiting forever.
     """
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' was asked for but no CUDA device is available; use 'cpu'")
@@ -95,7 +118,8 @@ def init_distributed(device: str = "auto") -> DistContext:
     else:
         dev = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo",
+                                timeout=timedelta(seconds=collective_timeout()))
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
 
 

@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..config import SECTIONS, RunConfig
+from ..config import SECTIONS, RunConfig, load_stored_config
 from ..data.transform_spec import TransformSpec
 from ..errors import CheckpointError, ConfigError, spelled
 from ..size import Size, format_size
@@ -103,6 +103,8 @@ def validate(config: RunConfig, command: str, *, pseudo: Labels | Sequence[Label
         if distill_.self_train and not first.endswith((".pt", ".pth")):
             raise ConfigError(f"{spelled('--self-train', 'distill.self_train')} retrains the teacher, so the first "
                               f"{spelled('--teacher', 'of distill.teachers')} must be a kdfiqa checkpoint")
+        if distill_.self_train and Path(first).is_file():  # each round retrains with its stored run config
+            load_stored_config(first)
 
 
 def _check_unlabeled_use(config: RunConfig) -> None:
@@ -250,9 +252,8 @@ def check_unchanged(config: RunConfig, last: Path, *, stored: dict[str, Any] | N
     """Refuse to resume ``last`` with a setting of :data:`RESUME_KEYS` changed, naming it; ``stored``:
     the run config ``last`` holds, when the caller has read it."""
     if stored is None:
-        from ..checkpoint import load_checkpoint
-
-        stored = load_checkpoint(last).get("config") or {}
+        found = load_stored_config(last)  # validated whole, as a config file is
+        stored = found.to_dict() if found is not None else {}
     current = config.to_dict()
     for section, rules in RESUME_KEYS.items():
         before = stored.get(section) if isinstance(stored.get(section), dict) else {}
