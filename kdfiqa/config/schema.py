@@ -164,10 +164,12 @@ class DataSection:
                                      help="folder the --pseudo-csv names are relative to (default: --root)")
     """Image root of ``pseudo_csv`` (default: ``root``); for a CSV written by ``kdfiqa pseudo-label``
     that is its ``--images`` folder."""
-    unlabeled: str | None = option(None, resume="refuse", flag="--unlabeled", metavar="DIR",
-                                   help="images for the teacher to pseudo-label (distill) or for SSAR pretraining (train)")
-    """Folder of unlabeled images: ``distill`` has the teacher label it (never together with
-    ``pseudo_csv``); ``train`` uses it for SSAR pretraining."""
+    unlabeled: str | None = option(None, resume="refuse", flag="--unlabeled", metavar="IMAGES",
+                                   help="images for the teacher to pseudo-label (distill) or for SSAR pretraining "
+                                        "(train): a folder, a list file (.txt) or tar shards (data-{000..009}.tar)")
+    """Unlabeled images (a folder, an image list file or tar shards:
+    :func:`~kdfiqa.data.image_sources.list_images`): ``distill`` has the teacher label them (never
+    together with ``pseudo_csv``); ``train`` uses them for SSAR pretraining."""
     skip_bad: bool = option(False, resume="allow", flag="--skip-bad",
                             help="drop unreadable images (each logged, counted) instead of stopping")
     """Drop missing, empty, truncated or undecodable images (each logged) instead of stopping."""

@@ -32,7 +32,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .images import IMAGE_EXTENSIONS, MAX_PIXELS, load_rgb
+from .image_sources import ImageLocation, is_image_source, list_images, scan_folder
+from .images import MAX_PIXELS, image_identity, load_rgb
 from .labels import image_file_name, read_labels
 from .paths import resolve_image_path
 from .quality_augment import Augment
@@ -49,16 +50,12 @@ DEFAULT_TRANSFORM = {"mode": "native", "normalize": "imagenet"}
 
 @dataclass(frozen=True)
 class Sample:
-    """One image of a data set: its name, its file and its score (``None`` when unlabelled)."""
+    """One image of a data set: its name, where it is stored (a file or a tar shard member) and its
+    score (``None`` when unlabelled)."""
 
     name: str
-    path: Path
+    path: ImageLocation
     score: float | None = None
-
-
-def _scan_images(folder: Path, recursive: bool) -> list[Path]:
-    pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir())
 
 
 class ImageSamples(Dataset):
@@ -84,22 +81,25 @@ class ImageSamples(Dataset):
 
     @classmethod
     def from_paths(cls, paths: Sequence[str | os.PathLike[str]], **kwargs: Any) -> "ImageSamples":
-        """Unlabelled images given as files and folders (folders scanned recursively, sorted), e.g.
-        for ``kdfiqa predict``. Names are the paths as given (``folder/relative/name`` for files
-        found in a folder); a file reached twice is kept once, under its first name. A missing path,
-        or no image at all, is an error."""
+        """Unlabelled images given as image files, folders (scanned recursively, sorted), image list
+        files and tar shards (:func:`~kdfiqa.data.image_sources.list_images`), e.g. for ``kdfiqa
+        predict``. Names are the paths as given (``folder/relative/name`` for files found in a
+        folder), a list file's lines as written, a shard member's sample key; an image reached twice
+        is kept once, under its first name. A missing path, or no image at all, is an error."""
         found = []
         for given in paths:
             path = Path(given)
             if path.is_dir():
-                found += [Sample((path / f.relative_to(path)).as_posix(), f) for f in _scan_images(path, True)]
+                found += [Sample((path / f.relative_to(path)).as_posix(), f) for f in scan_folder(path)]
+            elif is_image_source(given):
+                found += [Sample(name, location) for name, location in list_images(given)]
             elif path.exists():
                 found.append(Sample(str(given), path))
             else:
                 raise DataError(f"{path}: no such file or folder")
         unique: dict[str, Sample] = {}  # an image given twice (a file and its folder) is scored once
         for sample in found:
-            unique.setdefault(os.path.realpath(sample.path), sample)
+            unique.setdefault(image_identity(sample.path), sample)
         samples = list(unique.values())
         if not samples:
             raise DataError(f"no image files found in {', '.join(str(p) for p in paths)}")
@@ -177,6 +177,8 @@ class ImageSamples(Dataset):
 
 class FIQADataset(ImageSamples):
     """Images under ``root`` labelled by the CSV ``labels`` (formats in :mod:`kdfiqa.data.labels`).
+    ``root`` may also be an image list file or tar shards, whose images the CSV names as
+    :func:`~kdfiqa.data.image_sources.list_images` does (a list file's lines, sample keys).
 
     Names must resolve inside ``root`` unless ``allow_outside_root``; scores must lie in
     ``score_range`` (``None``: any finite score). Other keyword arguments go to :class:`ImageSamples`.
@@ -193,22 +195,40 @@ class FIQADataset(ImageSamples):
         **kwargs: Any,
     ) -> None:
         self.root = Path(root)
-        if not self.root.is_dir():
-            raise DataError(f"{self.root}: image root is not a directory")
-        samples = [
-            Sample(
-                label.name,
-                resolve_image_path(
-                    self.root,
-                    image_file_name(label.name),
-                    allow_outside_root=allow_outside_root,
-                    where=f"{labels} line {label.line}",
-                ),
-                label.score,
-            )
-            for label in read_labels(labels, score_range=score_range)
-        ]
+        if self.root.is_dir():
+            samples = [
+                Sample(
+                    label.name,
+                    resolve_image_path(
+                        self.root,
+                        image_file_name(label.name),
+                        allow_outside_root=allow_outside_root,
+                        where=f"{labels} line {label.line}",
+                    ),
+                    label.score,
+                )
+                for label in read_labels(labels, score_range=score_range)
+            ]
+        elif is_image_source(root):
+            samples = self._named_in(root, labels, score_range)
+        else:
+            raise DataError(f"{self.root}: image root is not a directory, an image list file or tar shards")
         super().__init__(samples, transform=transform, **kwargs)
+
+    @staticmethod
+    def _named_in(source: str | os.PathLike[str], labels: str | os.PathLike[str],
+                  score_range: tuple[float, float] | None) -> list[Sample]:
+        """The labels' images looked up by name among the images of a list file or tar shards (the
+        names :func:`~kdfiqa.data.image_sources.list_images` gives them, as ``pseudo-label`` writes)."""
+        located = dict(list_images(source))
+        samples = []
+        for label in read_labels(labels, score_range=score_range):
+            location = located.get(label.name)
+            if location is None:
+                raise DataError(f"{labels} line {label.line}: field 'image': {label.name!r} is not an image of "
+                                f"{os.fspath(source)}; give the image source the labels were made from")
+            samples.append(Sample(label.name, location, label.score))
+        return samples
 
     @property
     def scores(self) -> np.ndarray:
@@ -223,10 +243,10 @@ class FIQADataset(ImageSamples):
         student trains on two teachers' pseudo-labels of one folder), each image once per set."""
         if not datasets:
             raise DataError("merge: no data sets given")
-        seen: dict[Path, tuple[int, str]] = {}
+        seen: dict[str, tuple[int, str]] = {}
         for position, ds in enumerate(datasets):
             for s in ds.samples:
-                key = Path(os.path.realpath(s.path))
+                key = image_identity(s.path)
                 if key in seen:
                     first, name = seen[key]
                     if first != position and first in repeats and position in repeats:
@@ -239,9 +259,11 @@ class FIQADataset(ImageSamples):
 
 
 class UnlabeledImageFolder(ImageSamples):
-    """Every image file (by extension, see :data:`~kdfiqa.data.IMAGE_EXTENSIONS`) under ``root``,
-    sorted by path; names are relative to ``root`` with ``/`` separators. Items have no ``"score"``.
-    Symlinks that lead outside ``root`` are rejected unless ``allow_outside_root``."""
+    """The images ``root`` names (:func:`~kdfiqa.data.image_sources.list_images`): every image file
+    (by extension, see :data:`~kdfiqa.data.IMAGE_EXTENSIONS`) under a folder, sorted by path and
+    named relative to it with ``/`` separators (symlinks that lead outside it are rejected unless
+    ``allow_outside_root``); the images of a list file, named as its lines are written; or the
+    images of tar shards (``data-{000..009}.tar``), named by sample key. Items have no ``"score"``."""
 
     def __init__(
         self,
@@ -253,14 +275,8 @@ class UnlabeledImageFolder(ImageSamples):
         **kwargs: Any,
     ) -> None:
         self.root = Path(root)
-        if not self.root.is_dir():
-            raise DataError(f"{self.root}: image folder is not a directory")
-        samples = []
-        for path in _scan_images(self.root, recursive):
-            name = path.relative_to(self.root).as_posix()
-            samples.append(Sample(name, resolve_image_path(self.root, name, allow_outside_root=allow_outside_root)))
-        if not samples:
-            raise DataError(f"{self.root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
+        samples = [Sample(name, location)
+                   for name, location in list_images(root, recursive=recursive, allow_outside_root=allow_outside_root)]
         super().__init__(samples, transform=transform, **kwargs)
 
 

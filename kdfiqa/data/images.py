@@ -15,17 +15,21 @@
   :class:`~kdfiqa.errors.DataError` naming the path and the reason. No other image is ever
   substituted.
 
-:func:`validate_images` applies the same loader to every image of a data set before training;
+:func:`validate_images` applies the same loader to every image of a data set before training, in
+worker processes, skipping images that passed before and are unchanged since
+(:mod:`kdfiqa.data.decode_cache`);
 :meth:`ImageSource.check_root` first takes a label file whose images are mostly missing for one read
 against the wrong root, and says which option sets that root.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -34,9 +38,11 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import DataError, spelled
+from .decode_cache import DecodeCheckCache, stat_key
+from .tar_shards import TarMember
 
 __all__ = ["MAX_PIXELS", "IMAGE_EXTENSIONS", "MOSTLY_MISSING", "ImageSource", "load_rgb", "check_image",
-           "validate_images"]
+           "image_identity", "validate_images"]
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +73,7 @@ def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def _apply_exif_orientation(img: Image.Image, path: Path) -> Image.Image:
+def _apply_exif_orientation(img: Image.Image, path: object) -> Image.Image:
     try:
         return ImageOps.exif_transpose(img)
     except Exception as exc:  # noqa: BLE001 - any malformed EXIF: keep the stored orientation
@@ -76,19 +82,21 @@ def _apply_exif_orientation(img: Image.Image, path: Path) -> Image.Image:
 
 
 def load_rgb(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | TarMember,
     *,
     max_pixels: int = MAX_PIXELS,
     background: tuple[int, int, int] = (0, 0, 0),
 ) -> Image.Image:
-    """Decode ``path`` into an upright 8-bit RGB PIL image (rules in the module docstring)."""
-    path = Path(path)
+    """Decode ``path`` (a file, or a :class:`~kdfiqa.data.tar_shards.TarMember`) into an upright 8-bit
+    RGB PIL image (rules in the module docstring)."""
+    path = path if isinstance(path, TarMember) else Path(path)
     try:
-        if path.stat().st_size == 0:
+        if (path.size if isinstance(path, TarMember) else path.stat().st_size) == 0:
             raise DataError(f"{path}: empty file")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            source = io.BytesIO(path.read_bytes()) if isinstance(path, TarMember) else path
+            with Image.open(source) as img:
                 width, height = img.size
                 if width * height > max_pixels:
                     raise DataError(
@@ -124,18 +132,24 @@ class ValidatableDataset(Protocol):
 
     max_pixels: int
 
-    def image_paths(self) -> Sequence[Path]: ...
+    def image_paths(self) -> Sequence[Path | TarMember]: ...
 
     def exclude(self, indices: Sequence[int]) -> None: ...
 
 
-def check_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) -> str | None:
+def check_image(path: str | os.PathLike[str] | TarMember, *, max_pixels: int = MAX_PIXELS) -> str | None:
     """Why ``path`` cannot be used as an image (the :class:`DataError` message), or ``None`` if it can."""
     try:
         load_rgb(path, max_pixels=max_pixels)
     except DataError as exc:
         return str(exc)
     return None
+
+
+def image_identity(image: str | os.PathLike[str] | TarMember) -> str:
+    """A name the same for every way of reaching one image: a file's real path (symlinks and ``..``
+    resolved), a shard member's shard real path and member name."""
+    return image.identity() if isinstance(image, TarMember) else os.path.realpath(image)
 
 
 MOSTLY_MISSING = 0.5
@@ -160,7 +174,7 @@ class ImageSource:
         """Refuse, with advice about the root, a label file whose images are mostly missing: skipping
         them (``--skip-bad``) would drop nearly all of them."""
         paths = list(self.dataset.image_paths())
-        missing = [p for p in paths if not os.path.exists(p)]
+        missing = [p for p in paths if not isinstance(p, TarMember) and not os.path.exists(p)]
         if not paths or len(missing) <= MOSTLY_MISSING * len(paths):
             return
         given = f" ({self.root_option} not given, so {spelled('--root', 'data.root')}'s)" if self.defaulted else ""
@@ -170,8 +184,30 @@ class ImageSource:
             f"{self.root_option} the folder its images are in")
 
 
+def _check_chunk(images: Sequence[Path | TarMember], max_pixels: int) -> list[str | None]:
+    return [check_image(image, max_pixels=max_pixels) for image in images]
+
+
+def _check_all(images: Sequence[Path | TarMember], max_pixels: int, num_workers: int) -> list[str | None]:
+    """:func:`check_image` of each of ``images``, in order: in this process, or in up to ``num_workers``
+    worker processes (each given at least :data:`CHECKS_PER_WORKER` images)."""
+    workers = min(num_workers, len(images) // CHECKS_PER_WORKER)
+    if workers <= 1:
+        return _check_chunk(images, max_pixels)
+    size = -(-len(images) // (workers * 4))  # a few chunks per worker evens out slow files
+    chunks = [images[i:i + size] for i in range(0, len(images), size)]
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        return [reason for chunk in pool.map(_check_chunk, chunks, [max_pixels] * len(chunks)) for reason in chunk]
+
+
+CHECKS_PER_WORKER = 64
+"""Fewer images than this per worker are checked in-process: a worker's start costs more."""
+
+
 def validate_images(datasets: ValidatableDataset | Sequence[ValidatableDataset], *, skip_bad: bool = False,
-                    num_workers: int = 2) -> int:
+                    num_workers: int = 2, cache: bool = True) -> int:
     """Decode every image of ``datasets`` (one data set, or several: a training and a validation
     set) once and report all the unusable ones together.
 
@@ -179,17 +215,26 @@ def validate_images(datasets: ValidatableDataset | Sequence[ValidatableDataset],
     any problem raises one :class:`DataError`: a summary line, then one line per file with its
     reason, over every data set given. With ``skip_bad`` the bad samples are removed from their data
     set (each one logged at WARNING level) and their number is returned; a data set left empty is
-    still an error. Decoding runs in ``num_workers`` threads (PIL releases the GIL while decoding).
+    still an error. Decoding runs in ``num_workers`` worker processes (``0`` or ``1``: in this
+    process, as are sets too small to be worth a worker's start). With ``cache`` an image that passed before and is unchanged since (same real
+    path, size, mtime and inode) is not decoded again (:mod:`kdfiqa.data.decode_cache`: where the
+    cache lives, how to turn it off); unusable images are always decoded and reported afresh.
     A label file read against the wrong root is refused before, by :meth:`ImageSource.check_root`
     (whose advice is the root, not ``skip_bad``, which would drop nearly all of its images).
     """
     group = list(datasets) if isinstance(datasets, (list, tuple)) else [datasets]
+    images = [list(dataset.image_paths()) for dataset in group]
+    keys = [[stat_key(image) for image in found] for found in images]  # taken before decoding
+    checks = DecodeCheckCache.open(key for found in keys for key in found if key is not None) if cache \
+        else DecodeCheckCache(None)
     found = []
-    with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
-        for dataset in group:
-            paths = list(dataset.image_paths())
-            reasons = list(pool.map(lambda p, ds=dataset: check_image(p, max_pixels=ds.max_pixels), paths))
-            found.append((dataset, len(paths), [(i, r) for i, r in enumerate(reasons) if r is not None]))
+    for dataset, paths, stats in zip(group, images, keys):
+        todo = [i for i, key in enumerate(stats) if not checks.passed_before(key, dataset.max_pixels)]
+        reasons = _check_all([paths[i] for i in todo], dataset.max_pixels, num_workers)
+        for i, reason in zip(todo, reasons):
+            checks.record(stats[i], dataset.max_pixels, reason is None)
+        found.append((dataset, len(paths), [(i, r) for i, r in zip(todo, reasons) if r is not None]))
+    checks.save()
     total, bad = sum(n for _, n, _ in found), [entry for _, _, entries in found for entry in entries]
     if not bad:
         return 0

@@ -31,6 +31,15 @@ def _existing(path: str | None, flag: str, kind: str) -> None:
     found = Path(path)
     if kind == "dir" and not found.is_dir():
         raise ConfigError(f"{flag} {path}: no such folder")
+    if kind == "images" and not found.is_dir():
+        from ..data.image_sources import is_image_source
+        from ..data.tar_shards import is_shard_spec
+
+        if not is_image_source(path):
+            raise ConfigError(f"{flag} {path}: no such folder (give a folder, an image list file .txt or tar "
+                              "shards data-{000..009}.tar)")
+        if not is_shard_spec(path) and not found.is_file():  # shards are checked one by one when listed
+            raise ConfigError(f"{flag} {path}: no such image list file")
     if kind == "file" and not found.is_file():
         raise ConfigError(f"{flag} {path}: no such file")
     if kind == "weights" and not found.is_file():
@@ -58,7 +67,7 @@ def validate(config: RunConfig, command: str, *, pseudo: Labels | Sequence[Label
                               (data.val_csv, spelled("--val-csv", "data.val_csv"), "file"),
                               (data.pseudo_csv, spelled("--pseudo-csv", "data.pseudo_csv"), "file"),
                               (data.pseudo_root, spelled("--pseudo-root", "data.pseudo_root"), "dir"),
-                              (data.unlabeled, spelled("--unlabeled", "data.unlabeled"), "dir"),
+                              (data.unlabeled, spelled("--unlabeled", "data.unlabeled"), "images"),
                               (config.model.init, spelled("--init", "model.init"), "weights")):
         _existing(value, flag, kind)
     config.validate()  # builds transforms and losses: after the files, so that a missing one is refused without torch

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -99,9 +98,11 @@ def refuse_shared_images(samples: Iterable[Any], source: Path | str, shares: Map
     ``shares`` (description → data set: the validation set, the labeled training share): training
     on a validation image would inflate the metrics ``best.pt`` is chosen by, and a labeled image
     would be trained on twice."""
-    where = {Path(os.path.realpath(s.path)): (share, s.name) for share, data in shares.items() for s in data.samples}
+    from ..data.images import image_identity
+
+    where = {image_identity(s.path): (share, s.name) for share, data in shares.items() for s in data.samples}
     for sample in samples:
-        hit = where.get(Path(os.path.realpath(sample.path)))
+        hit = where.get(image_identity(sample.path))
         if hit is not None:
             share, name = hit
             raise DataError(f"{source}: image {sample.path} is also in {share} (as {name!r}); {kind} must come "
@@ -132,11 +133,12 @@ def training_streams(config: RunConfig, train_set: Dataset) -> tuple[list[int], 
     """(indices of the labeled share, indices of the images of ``data.unlabeled``) in ``train_set``:
     the latter label-less (``distill.unlabeled_use = "online"``) or pseudo-labeled (``"both"``)."""
     from ..data import UnlabeledImageFolder
+    from ..data.images import image_identity
 
     folder = UnlabeledImageFolder(required(config.data.unlabeled, spelled("--unlabeled DIR", "data.unlabeled")),
                                   allow_outside_root=config.data.allow_outside_root)
-    theirs = {os.path.realpath(sample.path) for sample in folder.samples}
-    inside = [os.path.realpath(sample.path) in theirs for sample in train_set.samples]
+    theirs = {image_identity(sample.path) for sample in folder.samples}
+    inside = [image_identity(sample.path) in theirs for sample in train_set.samples]
     return ([i for i, found in enumerate(inside) if not found], [i for i, found in enumerate(inside) if found])
 
 
