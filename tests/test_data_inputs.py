@@ -202,3 +202,24 @@ def test_pseudo_label_scores_shards_and_list_files_as_the_same_images_in_a_folde
     for path in sorted(folder.iterdir()):
         reference = scores["folder"][path.name]
         assert scores["shards"][f"faces/{path.stem}"] == reference == scores["list"][f"files/faces/{path.name}"]
+
+
+@pytest.mark.slow  # trains a teacher, then distills
+def test_distill_labels_unlabeled_shards_and_trains_on_them_by_key(tmp_path):
+    from tiny_fiqa import synthetic
+
+    images, labels = synthetic(tmp_path, 12, 0, "labeled")
+    unlabeled = synthetic(tmp_path, 6, 1, "unlabeled")[0]
+    with tarfile.open(tmp_path / "u-000.tar", "w") as tar:
+        for path in sorted(unlabeled.iterdir()):
+            tar.add(path, arcname=f"u/{path.name}")
+    base = ["--model", TINY, "--root", images, "--csv", labels, "--device", "cpu", "--quiet", "--epochs", "1",
+            "--batch-size", "4", "--val-fraction", "0.3"]
+    assert main([str(a) for a in ["train", *base, "--out", tmp_path / "t"]]) == 0
+    argv = ["distill", *base, "--teacher", tmp_path / "t" / "best.pt", "--out", tmp_path / "s"]
+    assert main([str(a) for a in [*argv, "--unlabeled", tmp_path / "u-{000..000}.tar"]]) == 0
+    pseudo = read_labels(tmp_path / "s" / "pseudo_labels.csv")
+    assert [row.name for row in pseudo] == [f"u/{p.stem}" for p in sorted(unlabeled.iterdir())]
+    assert (tmp_path / "s" / "best.pt").is_file()
+    trained_on = FIQADataset(str(tmp_path / "u-{000..000}.tar"), tmp_path / "s" / "pseudo_labels.csv", score_range=None)
+    assert all(isinstance(s.path, TarMember) for s in trained_on.samples)
