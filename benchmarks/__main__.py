@@ -13,9 +13,11 @@ from typing import Iterable
 from .common import RESULTS, render, write_result
 
 BENCHMARKS = ("inference", "predict", "distill_step", "teacher_cost", "data_pipeline", "scale", "kd_gain",
-              "budget_check", "budget_fill", "search", "cli_startup", "from_scratch_init", "gpu", "int8")
+              "budget_check", "budget_fill", "search", "cli_startup", "from_scratch_init", "gpu", "int8",
+              "memory_scale")
 """Benchmark modules in this package, in report order."""
-OWN_SECTIONS = {"int8": ("<!-- int8:start -->", "<!-- int8:end -->")}
+OWN_SECTIONS = {"int8": ("<!-- int8:start -->", "<!-- int8:end -->"),
+                "memory_scale": ("<!-- memory-scale:start -->", "<!-- memory-scale:end -->")}
 """Benchmarks rendered in their own README section (between these markers), not under Performance."""
 
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -71,7 +71,8 @@ def labeled_data(config: RunConfig, pseudo: Labels | Sequence[Labels] | None = N
                  " + ".join(str(len(e)) for e in extra))
     if data.unlabeled and config.distill.unlabeled_use == "online":
         train_set = _with_label_less(config, train_set, val, train_tf)
-    skipped = validate_images([train_set, val], skip_bad=data.skip_bad)  # every bad file of both, listed at once
+    skipped = validate_images([train_set, val], skip_bad=data.skip_bad,  # every bad file of both, listed at once
+                              num_workers=config.train.num_workers)
     if skipped:
         log.warning("skipped %d unreadable image(s) (%s); training on %d, validating on %d",
                     skipped, spelled("--skip-bad", "data.skip_bad"), len(train_set), len(val))
