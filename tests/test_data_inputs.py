@@ -223,3 +223,19 @@ def test_distill_labels_unlabeled_shards_and_trains_on_them_by_key(tmp_path):
     assert (tmp_path / "s" / "best.pt").is_file()
     trained_on = FIQADataset(str(tmp_path / "u-{000..000}.tar"), tmp_path / "s" / "pseudo_labels.csv", score_range=None)
     assert all(isinstance(s.path, TarMember) for s in trained_on.samples)
+
+
+@pytest.mark.parametrize("given, needle", [
+    ("absent", "--unlabeled {tmp}/absent: no such folder"),
+    ("absent.txt", "--unlabeled {tmp}/absent.txt: no such image list file"),
+    ("notes.md", "--unlabeled {tmp}/notes.md: no such folder (give a folder, an image list file"),
+])
+def test_the_command_line_refuses_an_unlabeled_input_that_is_not_there_in_one_line(tmp_path, capsys, given,
+                                                                                     needle):
+    (tmp_path / "notes.md").write_text("x")
+    (tmp_path / "l.csv").write_text("a.png,0.5\n")
+    argv = ["distill", "--model", TINY, "--root", tmp_path, "--csv", tmp_path / "l.csv", "--teacher", TINY,
+            "--unlabeled", tmp_path / given, "--out", tmp_path / "run"]
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and needle.format(tmp=tmp_path) in err

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", action="append", required=True, metavar="SOURCE",
                    help="checkpoint.pt, registered name or timm:NAME (repeat to average an ensemble)")
-    p.add_argument("--images", required=True, metavar="DIR", help="folder of unlabeled images (searched recursively)")
+    p.add_argument("--images", required=True, metavar="IMAGES", help="folder, image list or tar shards")
     p.add_argument("--out", required=True, metavar="FILE", help="CSV to write")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--teacher-input", type=input_size_arg, metavar="SIZE",

@@ -161,9 +161,10 @@ class DataSection:
                                     help="pseudo-labels added to the training labels, used as given")
     """Pseudo-labels (``image,score``) added to the training labels (offline distillation)."""
     pseudo_root: str | None = option(None, resume="refuse", flag="--pseudo-root", metavar="DIR", needs="pseudo_csv",
-                                     help="folder the --pseudo-csv names are relative to (default: --root)")
+                                     help="folder the --pseudo-csv names are relative to (default: --root), or "
+                                          "the list file or tar shards they name")
     """Image root of ``pseudo_csv`` (default: ``root``); for a CSV written by ``kdfiqa pseudo-label``
-    that is its ``--images`` folder."""
+    that is its ``--images`` (a folder, or the image list file or tar shards whose names it holds)."""
     unlabeled: str | None = option(None, resume="refuse", flag="--unlabeled", metavar="IMAGES",
                                    help="images for the teacher to pseudo-label (distill) or for SSAR pretraining "
                                         "(train): a folder, a list file (.txt) or tar shards (data-{000..009}.tar)")

@@ -11,6 +11,7 @@ _EXPORTS = {
     ".csv_files": ("write_scores", "write_table"),
     ".datasets": ("FIQADataset", "ImageSamples", "Sample", "UnlabeledImageFolder", "split_dataset"),
     ".degradations": ("DEGRADATIONS", "RandomDegradation", "degrade"),
+    ".image_sources": ("list_images",),
     ".images": ("IMAGE_EXTENSIONS", "MAX_PIXELS", "check_image", "load_rgb", "validate_images"),
     ".labels": ("Label", "read_labels"),
     ".paths": ("resolve_image_path",),

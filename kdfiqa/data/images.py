@@ -199,7 +199,8 @@ def _check_all(images: Sequence[Path | TarMember], max_pixels: int, num_workers:
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        return [reason for chunk in pool.map(_check_chunk, chunks, [max_pixels] * len(chunks)) for reason in chunk]
+        checked = pool.map(_check_chunk, chunks, [max_pixels] * len(chunks))
+        return [reason for chunk in checked for reason in chunk]
 
 
 CHECKS_PER_WORKER = 64
@@ -216,9 +217,10 @@ def validate_images(datasets: ValidatableDataset | Sequence[ValidatableDataset],
     reason, over every data set given. With ``skip_bad`` the bad samples are removed from their data
     set (each one logged at WARNING level) and their number is returned; a data set left empty is
     still an error. Decoding runs in ``num_workers`` worker processes (``0`` or ``1``: in this
-    process, as are sets too small to be worth a worker's start). With ``cache`` an image that passed before and is unchanged since (same real
-    path, size, mtime and inode) is not decoded again (:mod:`kdfiqa.data.decode_cache`: where the
-    cache lives, how to turn it off); unusable images are always decoded and reported afresh.
+    process, as are sets too small to be worth a worker's start). With ``cache`` an image that
+    passed before and is unchanged since (same real path, size, mtime and inode) is not decoded
+    again (:mod:`kdfiqa.data.decode_cache`: where the cache lives, how to turn it off); unusable
+    images are always decoded and reported afresh.
     A label file read against the wrong root is refused before, by :meth:`ImageSource.check_root`
     (whose advice is the root, not ``skip_bad``, which would drop nearly all of its images).
     """

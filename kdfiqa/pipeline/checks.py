@@ -66,7 +66,7 @@ def validate(config: RunConfig, command: str, *, pseudo: Labels | Sequence[Label
                               (data.val_root, spelled("--val-root", "data.val_root"), "dir"),
                               (data.val_csv, spelled("--val-csv", "data.val_csv"), "file"),
                               (data.pseudo_csv, spelled("--pseudo-csv", "data.pseudo_csv"), "file"),
-                              (data.pseudo_root, spelled("--pseudo-root", "data.pseudo_root"), "dir"),
+                              (data.pseudo_root, spelled("--pseudo-root", "data.pseudo_root"), "images"),
                               (data.unlabeled, spelled("--unlabeled", "data.unlabeled"), "images"),
                               (config.model.init, spelled("--init", "model.init"), "weights")):
         _existing(value, flag, kind)
