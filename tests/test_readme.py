@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -59,13 +60,22 @@ def _order(command: str) -> int:
 
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
-    """data/train (+ train.csv), data/val (+ val.csv), data/unlabeled, photos/, my_models.py."""
+    """data/train (+ train.csv), data/val (+ val.csv), data/unlabeled (+ unlabeled.txt, and as
+    shards/faces-00000{0,1}.tar), photos/ (+ photos.txt), my_models.py."""
     for name, n, seed in (("train", 40, 0), ("val", 12, 1), ("unlabeled", 8, 2)):
         images, labels = synthetic(tmp_path / "gen", n, seed, name)
         shutil.copytree(images, tmp_path / "data" / name)
         if name != "unlabeled":
             shutil.copy(labels, tmp_path / "data" / f"{name}.csv")
     shutil.copytree(tmp_path / "data" / "val", tmp_path / "photos")
+    unlabeled = sorted((tmp_path / "data" / "unlabeled").iterdir())  # the same images as a list and as shards
+    (tmp_path / "data" / "unlabeled.txt").write_text("".join(f"unlabeled/{p.name}\n" for p in unlabeled))
+    (tmp_path / "photos.txt").write_text("".join(f"photos/{p.name}\n" for p in sorted((tmp_path / "photos").iterdir())))
+    (tmp_path / "shards").mkdir()
+    for shard, half in enumerate((unlabeled[:4], unlabeled[4:])):
+        with tarfile.open(tmp_path / "shards" / f"faces-{shard:06d}.tar", "w") as tar:
+            for path in half:
+                tar.add(path, arcname=f"faces/{path.name}")
     (tmp_path / "my_models.py").write_text(
         "import kdfiqa\n\ndef build_student():\n    return kdfiqa.create_model('mobilenetv3_small_fiqa')\n")
     monkeypatch.chdir(tmp_path)
