@@ -38,6 +38,7 @@ QUICK_SIZES = (200, 1_000)
 MODEL = "mobilenetv3_small_fiqa"
 INPUT = 32
 BATCH = 256
+"""Batch of pseudo-labelling and training (half the images where that is fewer, in quick mode)."""
 RSS_GROWTH_GOAL = 0.10
 
 CHECK = """
@@ -85,16 +86,17 @@ def _run_one(root: Path, names: list[str], count: int, scratch: Path, env: dict[
     scores = np.random.default_rng(count).uniform(0, 1, count)
     labels.write_text("".join(f"{n},{s:.4f}\n" for n, s in zip(names[:count], scores)))
     env = {**env, "KDFIQA_CACHE_DIR": str(scratch / f"cache_{count}")}
+    batch = str(min(BATCH, count // 2))  # quick sizes: a full training batch still
     cold = float(_measure(CHECK, [str(root), str(labels)], env)[2])
     warm = float(_measure(CHECK, [str(root), str(labels)], env)[2])
     label_s, label_rss, _ = _measure(CLI, ["pseudo-label", "--teacher", MODEL, "--teacher-input", str(INPUT),
                                            "--images", str(listing), "--out", str(scratch / f"pseudo_{count}.csv"),
-                                           "--batch-size", str(BATCH), "--workers", "0", "--device", "cpu"], env)
+                                           "--batch-size", batch, "--workers", "0", "--device", "cpu"], env)
     train_s, train_rss, _ = _measure(CLI, ["train", "--model", MODEL, "--input", str(INPUT), "--root", str(root),
-                                           "--csv", str(labels), "--epochs", "1", "--batch-size", str(BATCH),
+                                           "--csv", str(labels), "--epochs", "1", "--batch-size", batch,
                                            "--workers", "0", "--val-fraction", "0.1", "--device", "cpu",
                                            "--quiet", "--out", str(scratch / f"run_{count}")], env)
-    return {"images": count, "check s (cold, 2 workers)": cold, "check s (cached)": warm,
+    return {"images": count, "batch": int(batch), "check s (cold, 2 workers)": cold, "check s (cached)": warm,
             "pseudo-label s": label_s, "pseudo-label peak RSS MiB": label_rss,
             "train epoch s": train_s, "train peak RSS MiB": train_rss}
 

@@ -99,3 +99,19 @@ def test_unknown_benchmark_is_a_usage_error():
     with pytest.raises(SystemExit) as exc:
         harness.main(["no_such_benchmark"])
     assert exc.value.code == 2
+
+
+@pytest.mark.slow  # eight fresh interpreters (each imports torch)
+def test_memory_scale_measures_each_size_in_fresh_processes(tmp_path, monkeypatch):
+    from benchmarks import memory_scale
+
+    monkeypatch.setattr(memory_scale, "QUICK_SIZES", (40, 100))
+    assert harness.main(["memory_scale", "--quick", "--no-readme", "--results", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "memory_scale.json").read_text())
+    assert [(row["images"], row["batch"]) for row in result["rows"]] == [(40, 20), (100, 50)]
+    for row in result["rows"]:
+        assert row["pseudo-label peak RSS MiB"] > 50 and row["train peak RSS MiB"] > 50  # torch alone is more
+        assert 0 < row["check s (cached)"] and 0 < row["check s (cold, 2 workers)"]
+    growth = result["rss_growth"]["train"]
+    assert result["met"] is (max(result["rss_growth"].values()) < memory_scale.RSS_GROWTH_GOAL)
+    assert growth == pytest.approx(result["rows"][1]["train peak RSS MiB"] / result["rows"][0]["train peak RSS MiB"] - 1)
