@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..atomic_write import atomic_open
 from ..data.transform_spec import TransformSpec
+from ..engine.distributed import DistContext
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models.deploy import plain_values
 
@@ -161,10 +162,11 @@ def _views_of(dataset: Any) -> Any:
 
 
 class _Draws(Dataset):
-    """Image ``i``'s K draws: the boxes and flips, and the teacher views rendered from them."""
+    """Image ``i``'s K draws: the boxes and flips, and the teacher views rendered from them, drawn
+    from torch's generator seeded by (``seed``, ``i``): the same whichever process draws them."""
 
-    def __init__(self, dataset: Any, views: int) -> None:
-        self.dataset, self.views, self.transform = dataset, views, _views_of(dataset)
+    def __init__(self, dataset: Any, views: int, seed: int) -> None:
+        self.dataset, self.views, self.seed, self.transform = dataset, views, seed, _views_of(dataset)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -172,37 +174,44 @@ class _Draws(Dataset):
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         img = self.dataset.load(index)
         boxes, flips, rendered = [], [], []
-        for _ in range(self.views):
-            drawn, flip = self.transform.draw(img)
-            boxes.append(drawn[0])
-            flips.append(flip)
-            rendered.append(self.transform.render(img, drawn, flip, views=["teacher_image"])["teacher_image"])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed * 1_000_003 + index)
+            for _ in range(self.views):
+                drawn, flip = self.transform.draw(img)
+                boxes.append(drawn[0])
+                flips.append(flip)
+                rendered.append(self.transform.render(img, drawn, flip, views=["teacher_image"])["teacher_image"])
         return {"boxes": torch.tensor(boxes, dtype=torch.float64), "flips": torch.tensor(flips),
                 "teacher_image": torch.stack(rendered)}
 
 
-@torch.no_grad()
 def build_view_cache(teacher: nn.Module, dataset: Any, *, views: int = 8, batch_size: int = 8,
-                     num_workers: int = 0, seed: int = 0) -> ViewCache:
+                     num_workers: int = 0, seed: int = 0, ctx: DistContext | None = None) -> ViewCache:
     """Draw ``views`` random views of every image of ``dataset`` (an :class:`~kdfiqa.data.ImageSamples`
     whose transform has a teacher view) and score each teacher view with ``teacher``.
 
-    The draws come from torch's generator seeded by ``seed``: the same data, transform, seed and
-    teacher give the same cache.
+    Image ``i``'s draws come from torch's generator seeded by (``seed``, ``i``): the same data,
+    transform, seed and teacher give the same cache, however many workers draw and under
+    ``torchrun`` (``ctx``) however many ranks score it (:func:`~kdfiqa.engine.sharded.map_sharded`:
+    each image once; every rank gets the whole cache).
     """
+    from ..engine.distributed import local_context
+    from ..engine.sharded import flatten, map_sharded
+
     if views < 1:
         raise ConfigError(f"a teacher view cache needs at least one view per image, got {views}")
-    draws = _Draws(dataset, views)
-    torch.manual_seed(seed)
-    boxes, flips, logits = [], [], []
-    for batch in DataLoader(draws, batch_size=batch_size, shuffle=False, num_workers=num_workers):
+    draws = _Draws(dataset, views, seed)
+
+    def score(batch: Mapping[str, Tensor]) -> list[tuple[Tensor, Tensor, Tensor]]:
         images = batch["teacher_image"].flatten(0, 1)
-        scored = teacher({"image": images, "teacher_image": images}).reshape(-1, views)
-        boxes.append(batch["boxes"])
-        flips.append(batch["flips"])
-        logits.append(scored.float().cpu())
+        scored = teacher({"image": images, "teacher_image": images}).reshape(-1, views).float().cpu()
+        return list(zip(batch["boxes"], batch["flips"], scored))
+
+    rows = flatten(map_sharded(draws, score, ctx if ctx is not None else local_context("cpu"),
+                               batch_size=batch_size, num_workers=num_workers))
+    boxes, flips, logits = (torch.stack(column) for column in zip(*rows))
     return ViewCache(teacher_fingerprint(teacher), dict(draws.transform.spec), list(dataset.names),
-                     torch.cat(boxes), torch.cat(flips), torch.cat(logits))
+                     boxes, flips, logits)
 
 
 def _same_transform(stored: Any, transform: Mapping[str, Any]) -> bool:

@@ -32,6 +32,7 @@ __all__ = [
     "any_rank",
     "broadcast_state",
     "rank_zero_writer_lock",
+    "local_context",
 ]
 
 _HELD: set[Path] = set()
@@ -198,3 +199,14 @@ def rank_zero_writer_lock(target: Union[str, "os.PathLike[str]"], ctx: DistConte
         if holder is not None:
             raise WriterLockedError(Path(target), lock_file_of(target), holder)
         yield
+
+
+def local_context(device: str = "cpu") -> DistContext:
+    """This process alone on ``device`` (``auto``: CUDA when available, ``cpu`` or ``cuda``),
+    whatever the environment says: for work that is not shared with other ranks."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"--device {device!r} is not one of auto, cpu, cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA device is available; use cpu")
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    return DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cuda" if use_cuda else "cpu"))

@@ -24,7 +24,8 @@ def pseudo_label(teacher: Any, images: str | os.PathLike[str], out_csv: str | os
                  calibrate_on: Labels | None = None, holdout: tuple[float, int, str] | None = None,
                  clip: bool = True, raw_if_degenerate: bool = False, normalize: str | None = None,
                  batch_size: int = 32, num_workers: int = 0, ctx: DistContext | None = None,
-                 overwrite: bool = False) -> Labels:
+                 overwrite: bool = False, amp: str = "none", channels_last: bool = False,
+                 shard_batches: int | None = None, resume: bool = False) -> Labels:
     """Score every image under ``images`` with ``teacher`` (a :class:`~kdfiqa.distill.Teacher`, or
     what it is built from: a checkpoint, a model name, a model) into the challenge-format ``out_csv``
     and return it as :class:`Labels` rooted at ``images``. An existing ``out_csv`` is replaced only
@@ -39,13 +40,19 @@ def pseudo_label(teacher: Any, images: str | os.PathLike[str], out_csv: str | os
     ``holdout = (val_fraction, split_seed, split_method)`` leaves out the validation share
     :func:`labeled_data` splits off the same CSV, so validation labels never shape the
     pseudo-labels; a degenerate fit is refused unless ``raw_if_degenerate`` (then the raw scores are
-    kept, with a warning). Under ``torchrun`` rank 0 labels and the others wait. ``out_csv`` is this
+    kept, with a warning). Under ``torchrun`` every rank scores its share of the images (and of the
+    calibration set), gathered in order on rank 0, which writes what one process writes
+    (:func:`kdfiqa.distill.pseudo_label`); ``amp`` (``bf16``) and ``channels_last`` apply on CUDA.
+    With ``shard_batches`` the images are scored in shards of that many batches, each kept in a part
+    file next to ``out_csv`` (:mod:`kdfiqa.distill.label_parts`) as soon as it is scored; ``resume``
+    keeps the parts of an interrupted run and scores only the missing shards. ``out_csv`` is this
     call's alone while it runs: another process writing it holds its writer lock
     (:func:`~kdfiqa.engine.distributed.rank_zero_writer_lock`) and refuses this call.
     """
     from ..data import UnlabeledImageFolder, build_transform, split_dataset
     from ..distill import Teacher
     from ..distill import pseudo_label as label_with_teacher
+    from ..distill.label_parts import LabelParts, labelling_fingerprint
     from ..outputs import check_output_file
 
     teacher = teacher if isinstance(teacher, Teacher) else Teacher(teacher)
@@ -54,18 +61,23 @@ def pseudo_label(teacher: Any, images: str | os.PathLike[str], out_csv: str | os
         check_output_file(out_csv, inputs=[*teacher.sources, calibrate_on.csv if calibrate_on else None, images],
                           overwrite=overwrite, flag="out_csv", overwrite_flag="overwrite=True")
         spec = teacher.eval_transform
-        transform = build_transform(spec if normalize is None else {**spec, "normalize": normalize})
+        transform_spec = spec if normalize is None else {**spec, "normalize": normalize}
+        transform = build_transform(transform_spec)
         folder = UnlabeledImageFolder(images, transform=transform)
         calibration = None
         if calibrate_on is not None:
             calibration = calibrate_on.dataset(transform)
             if holdout is not None:
                 calibration = split_dataset(calibration, *holdout)[0]
-        if ctx.is_main:
-            label_with_teacher(teacher, folder, out_csv, calibrate_on=calibration, clip=clip,
-                               raw_if_degenerate=raw_if_degenerate, batch_size=batch_size, num_workers=num_workers,
-                               overwrite=overwrite)
-        ctx.barrier()
+        parts, shard_size = None, None
+        if shard_batches is not None:
+            shard_size = shard_batches * batch_size
+            parts = LabelParts(out_csv, labelling_fingerprint(teacher, transform_spec, folder.names, batch_size,
+                                                              shard_size, amp), ctx)
+        label_with_teacher(teacher, folder, out_csv, calibrate_on=calibration, clip=clip,
+                           raw_if_degenerate=raw_if_degenerate, batch_size=batch_size, num_workers=num_workers,
+                           overwrite=overwrite, ctx=ctx, amp=amp, channels_last=channels_last, parts=parts,
+                           shard_size=shard_size, resume=resume)
     # kdfiqa wrote these scores: unclipped calibrations and linear-output teachers may leave [0, 1]
     return Labels(Path(out_csv), Path(images), score_range=None)
 
