@@ -215,3 +215,60 @@ def test_a_stale_part_is_scored_again(data, tmp_path):
     resumed = _run([*argv, "--resume"])
     assert "scored 13 images, 0 kept from earlier parts" in resumed.stderr
     assert out.read_bytes() == reference
+
+
+@pytest.mark.slow  # torchrun starts two fresh interpreters
+def test_two_ranks_build_the_view_cache_one_process_builds(data, tmp_path):
+    script = str(TESTS / "scripts" / "view_cache_ddp.py")
+    args = [str(data["images"]), str(data["labels"])]
+    for launch, out in (([sys.executable], tmp_path / "one.pt"),
+                        ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
+                         tmp_path / "two.pt")):
+        done = subprocess.run([*launch, script, *args, str(out)], capture_output=True, text=True, timeout=300,
+                              env=ENV)
+        assert done.returncode == 0, done.stderr[-3000:]
+    one, two = (torch.load(tmp_path / name, weights_only=True) for name in ("one.pt", "two.pt"))
+    assert one["names"] == two["names"] and len(one["names"]) == 11
+    for key in ("boxes", "flips", "logits"):
+        assert torch.equal(one[key], two[key]), key
+    assert len({tuple(b) for b in one["boxes"][:, :, 0].tolist()}) > 1  # the views differ
+
+
+def _rank_of(pid: int) -> int | None:
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    ranks = [int(item[5:]) for item in env if item.startswith(b"RANK=")]
+    return ranks[0] if ranks else None
+
+
+@pytest.mark.slow  # torchrun with a slow teacher; one rank killed part-way
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the ranks' processes through /proc")
+def test_killing_one_rank_loses_at_most_the_shards_in_flight(data, tmp_path):
+    full, broken = tmp_path / "full.csv", tmp_path / "broken.csv"
+    argv = ["pseudo-label", "--teacher", data["ckpt"], "--images", data["unlabeled"], "--batch-size", "2",
+            "--shard-batches", "1", "--device", "cpu"]
+    _run([*argv, "--out", full])
+    parts = Path(f"{broken}.parts")
+    launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                                 "2", SCRIPT, *map(str, argv), "--out", str(broken)],
+                                env={**ENV, "KDFIQA_TEST_SLEEP": "0.4"}, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    # 13 images in 7 shards of 2: rank 0 scores shards 0-2, rank 1 shards 3-6
+    deadline = time.monotonic() + 120
+    while not ((parts / "part-000000.json").exists() and (parts / "part-000003.json").exists()):
+        assert time.monotonic() < deadline and launcher.poll() is None, "no part of both ranks appeared"
+        time.sleep(0.05)
+    children = [int(p) for p in Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()]
+    rank1 = [pid for pid in children if _rank_of(pid) == 1]
+    assert len(rank1) == 1
+    os.kill(rank1[0], signal.SIGKILL)
+    launcher.wait(timeout=120)
+    assert launcher.returncode != 0 and not broken.exists()
+    kept = sorted(p.name for p in parts.glob("part-*.json"))
+    assert {"part-000000.json", "part-000003.json"} <= set(kept) and len(kept) < 7
+    resumed = _run([*argv, "--out", broken, "--resume"])
+    kept_images = sum(1 if name == "part-000006.json" else 2 for name in kept)
+    assert f"scored {13 - kept_images} images, {kept_images} kept from earlier parts" in resumed.stderr
+    assert broken.read_bytes() == full.read_bytes()
