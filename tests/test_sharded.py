@@ -272,3 +272,18 @@ def test_killing_one_rank_loses_at_most_the_shards_in_flight(data, tmp_path):
     kept_images = sum(1 if name == "part-000006.json" else 2 for name in kept)
     assert f"scored {13 - kept_images} images, {kept_images} kept from earlier parts" in resumed.stderr
     assert broken.read_bytes() == full.read_bytes()
+
+
+def test_amp_and_channels_last_change_nothing_on_the_cpu_and_say_so(data, tmp_path, capsys):
+    import tiny_fiqa  # noqa: F401  (registers the tiny model the checkpoint names)
+
+    from kdfiqa.cli.main import main
+
+    plain, fast = tmp_path / "plain.csv", tmp_path / "fast.csv"
+    base = ["predict", str(data["ckpt"]), str(data["images"]), "--device", "cpu", "--batch-size", "4"]
+    assert main([*base, "--out", str(plain)]) == 0
+    assert "note:" not in capsys.readouterr().err
+    assert main([*base, "--out", str(fast), "--amp", "bf16", "--channels-last"]) == 0
+    err = capsys.readouterr().err
+    assert "note: --amp bf16 and --channels-last apply on CUDA only" in err
+    assert fast.read_bytes() == plain.read_bytes()

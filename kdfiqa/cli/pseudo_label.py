@@ -60,6 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="batches per part file kept under <out>.parts/ (default: %(default)s)")
     p.add_argument("--resume", action="store_true",
                    help="keep the part files of an interrupted run of this command and score only the rest")
+    p.add_argument("--no-fuse", action="store_true",
+                   help="score with the teacher's training form; by default its inference form (batch norms "
+                        "folded, channels-last weights) is used once its outputs match it to 1e-5")
     add_speed_flags(p)
     p.set_defaults(func=run)
 
@@ -90,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                               raw_if_degenerate=args.raw_if_degenerate, normalize=args.normalize,
                               batch_size=args.batch_size, num_workers=args.workers, ctx=ctx, overwrite=args.overwrite,
                               amp=args.amp, channels_last=args.channels_last, shard_batches=args.shard_batches,
-                              resume=args.resume)
+                              resume=args.resume, fuse=not args.no_fuse)
     if ctx.is_main:
         from ..inference import speed_note
 
