@@ -89,9 +89,9 @@ VARIANTS: dict[str, Variant] = {
                                         "online_kd", {**CALIBRATED, "labeled_per_batch": 16,
                                                       "loss": "2.0*temperature_mse"}, unlabeled=True),
     "online_unlabeled_augmented": Variant(
-        "the same (16 of 32), random crops + teacher-scored quality augmentation", "online_kd",
+        "the same (16 of 32), random crops (Resize(55) + RandomCrop(48)) + teacher-scored quality augmentation", "online_kd",
         {**CALIBRATED, "labeled_per_batch": 16},
-        {"mode": "resize_random_crop", "resize": 54, "quality_augment": QUALITY_AUGMENT}, unlabeled=True, patient=True),
+        {"mode": "resize_random_crop", "resize": 55, "quality_augment": QUALITY_AUGMENT}, unlabeled=True, patient=True),
     "combined_calibrated": Variant("offline + online KD, calibrated online targets", "combined_kd",
                                    {"calibrate_online": True}, patient=True),
     "crop_cache": Variant(f"online on labeled + unlabeled (16 of 32), {VIEWS}-view crop cache", "online_kd",
@@ -143,8 +143,16 @@ def _record(result: Any, seconds: float, test: Any) -> dict[str, Any]:
     metrics = evaluate_checkpoint(result.checkpoint, test, torch.device("cpu"))[0]
     last = result.history[-1] if result.history else {}
     return {**{k: metrics[k] for k in METRICS}, "collapsed": result.collapsed, "seconds": seconds,
-            "steps": last.get("step", 0),
-            "shares": {k: v for k, v in last.items() if k.startswith("share/")}}
+            "steps": last.get("step", 0)}
+
+
+def _distill_share(run_dir: Path) -> float | None:
+    """The distillation term's share of the loss in the last epoch of the run in ``run_dir``."""
+    log = run_dir / "log.jsonl"
+    if not log.is_file():
+        return None
+    lines = log.read_text().splitlines()
+    return json.loads(lines[-1]).get("train", {}).get("share/distill") if lines else None
 
 
 def _run_seed(folder: Path, seed: int, quick: bool, schedules: Mapping[str, int], say: Callable[[str], None]
@@ -172,11 +180,12 @@ def _run_seed(folder: Path, seed: int, quick: bool, schedules: Mapping[str, int]
                 row = summary["models"][name]
                 records[schedule][name] = {**{k: row[k] for k in METRICS}, "collapsed": row["collapsed"],
                                            "steps": row["steps"], "seconds": summary["timings_s"].get(name),
-                                           "shares": {}}
+                                           "distill_share": _distill_share(demo / name)}
                 continue
             path = folder / f"{schedule}_{name}.json"
             if path.is_file():
-                records[schedule][name] = json.loads(path.read_text())
+                records[schedule][name] = {**json.loads(path.read_text()),
+                                           "distill_share": _distill_share(folder / f"{schedule}_{name}")}
                 continue
             base = bases[variant.base]
             config = _variant_config(base, variant, folder / f"{schedule}_{name}", unlabeled,
@@ -186,8 +195,9 @@ def _run_seed(folder: Path, seed: int, quick: bool, schedules: Mapping[str, int]
             online = config.distill.loss is not None or config.distill.feature
             run = pipeline.run_distill if online or config.data.pseudo_csv or config.data.unlabeled else pipeline.train
             result = run(config, overwrite=True)
-            records[schedule][name] = _record(result, time.perf_counter() - started, test)
-            path.write_text(json.dumps(records[schedule][name], indent=2) + "\n")
+            record = _record(result, time.perf_counter() - started, test)
+            path.write_text(json.dumps(record, indent=2) + "\n")
+            records[schedule][name] = {**record, "distill_share": _distill_share(result.output_dir)}
     return records
 
 
@@ -206,7 +216,7 @@ def _row(schedule: str, name: str, per_seed: list[dict[str, dict[str, Any]]]) ->
         mean, low, high = interval(over_offline)
         row["gain over offline KD"] = f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]"
     row["score"] = f"{statistics.mean(s[schedule][name]['score'] for s in per_seed):.4f}"
-    shares = [s[schedule][name]["shares"].get("share/distill") for s in per_seed]
+    shares = [s[schedule][name]["distill_share"] for s in per_seed]
     row["distill share"] = (f"{statistics.mean(shares):.2f}" if all(x is not None for x in shares) else "")
     row["collapsed"] = sum(bool(s[schedule][name]["collapsed"]) for s in per_seed)
     return row
@@ -216,7 +226,7 @@ def run(quick: bool) -> dict:
     from kdfiqa.demo import PLANS
 
     seeds = QUICK_SEEDS if quick else SEEDS
-    schedules = {"demo": 1, f"patient ({PATIENCE}x)": PATIENCE}
+    schedules = {"demo": 1, "patient": PATIENCE}
     per_seed = []
     say = lambda text: print(text, flush=True)  # noqa: E731
     if quick:

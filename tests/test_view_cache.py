@@ -12,7 +12,7 @@ from kdfiqa.checkpoint import load_checkpoint
 from kdfiqa.cli.main import main
 from kdfiqa.data import FIQADataset, build_transform
 from kdfiqa.distill import CachedTeacher, CachedViews, Distiller, Teacher, ViewCache, build_view_cache
-from kdfiqa.distill.view_cache import teacher_fingerprint
+from kdfiqa.distill.view_cache import draw_seed, teacher_fingerprint
 from kdfiqa.errors import CheckpointError, ConfigError, DataError
 from kdfiqa.models import create_model
 from tiny_fiqa import TINY, synthetic
@@ -71,7 +71,7 @@ def test_a_cache_of_another_teacher_or_transform_is_refused(tmp_path, data):
     dataset = FIQADataset(images, labels, transform=build_transform(SPEC))
     teacher = _teacher()
     path = build_view_cache(teacher, dataset, views=2).save(tmp_path / "views.pt")
-    assert torch.load(path, weights_only=True)["format"] == "kdfiqa.view_cache.v1"
+    assert torch.load(path, weights_only=True)["format"] == "kdfiqa.view_cache.v2"
     loaded = ViewCache.load(path, teacher=teacher_fingerprint(teacher), transform=_spec(dataset))
     assert loaded.names == dataset.names
     with pytest.raises(CheckpointError, match="another teacher"):
@@ -142,7 +142,7 @@ def _tampered(fields: dict, field: str, value) -> dict:
 @pytest.mark.parametrize("field, value, message", [
     ("names", ..., "field 'names' is missing"),
     ("logits", [0.5], "field 'logits' is a list, not a Tensor"),
-    ("names", ["a", "a"], "field 'names' must be distinct strings"),
+    ("names", ["a", 3] * 6, "field 'names' must be strings"),
     ("logits", torch.zeros(12, 0), r"not float32 \(12, K\) with K >= 1"),
     ("logits", torch.zeros(11, 2), r"not float32 \(12, K\)"),
     ("logits", torch.zeros(12, 2, dtype=torch.float64), "not float32"),
@@ -151,6 +151,17 @@ def _tampered(fields: dict, field: str, value) -> dict:
     ("logits", torch.full((12, 2), float("nan")), "non-finite teacher score"),
     ("boxes", torch.tensor([[[-1.0, 0.0, 4.0, 4.0]] * 2] * 12, dtype=torch.float64), "not .* inside an image"),
     ("boxes", torch.tensor([[[4.0, 0.0, 4.0, 4.0]] * 2] * 12, dtype=torch.float64), "not .* inside an image"),
+    ("kinds", ..., "field 'kinds' is missing"),
+    ("kind_names", ["blur", "sharpen"], "field 'kind_names' must be distinct degradation names"),
+    ("kinds", torch.zeros(12, 2), r"field 'kinds' is torch.float32 \(12, 2\), not int64 \(12, 2\)"),
+    ("kinds", torch.full((12, 2), 99, dtype=torch.int64), "field 'kinds' holds an index outside"),
+    ("severities", torch.full((12, 2), 1.5, dtype=torch.float64), "field 'severities' holds a severity outside"),
+    ("severities", torch.full((12, 2), float("nan"), dtype=torch.float64), "field 'severities' holds"),
+    ("seeds", torch.full((12, 2), -3, dtype=torch.int64), "field 'seeds' holds a negative seed"),
+    ("partners", torch.arange(12).reshape(-1, 1).repeat(1, 2), "field 'partners' holds .* the image itself"),
+    ("partners", torch.full((12, 2), 12, dtype=torch.int64), "field 'partners' holds a row outside"),
+    ("lams", torch.full((12, 2), 0.5, dtype=torch.float64), "field 'lams' holds a mixup share .* without a partner"),
+    ("lams", torch.full((12, 2), float("inf"), dtype=torch.float64), "field 'lams' holds"),
 ])
 def test_a_damaged_cache_file_is_refused_with_one_line_naming_the_field(tmp_path, data, field, value, message):
     images, labels = data
@@ -174,3 +185,99 @@ def test_a_cache_of_another_view_count_is_refused_and_a_box_outside_its_image_is
     cache.boxes[:, :, 2:] = 10_000.0  # a box past the image's pixels, as if the image had shrunk
     with pytest.raises(DataError, match="lies outside its .* pixels"):
         CachedViews(dataset, cache)[0]
+
+
+AUGMENTED = {**SPEC, "quality_augment": {"p": 0.5, "kinds": ["blur", "noise", "jpeg", "downup"], "max_severity": 0.7,
+                                         "mixup": 0.4}}
+
+
+class _Recording(torch.nn.Module):
+    """A teacher that keeps every teacher view it scores (in order) and scores it by its mean."""
+
+    input_size = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, batch):
+        self.seen += list(batch["teacher_image"])
+        return batch["teacher_image"].mean(dim=(1, 2, 3)).reshape(-1, 1)
+
+
+@pytest.mark.parametrize("spec", [SPEC, AUGMENTED], ids=["plain", "augmented"])
+def test_a_view_rebuilt_from_the_cache_is_the_view_drawn_at_build_time(tmp_path, data, spec):
+    import math
+
+    from kdfiqa.data.datasets import Sample
+
+    images, labels = data
+    labeled = FIQADataset(images, labels, transform=build_transform(spec))
+    # unlabeled images (score NaN) join, as --unlabeled images train online; their names are the
+    # labeled images' own (synthetic_00000.png ... in another folder), so rows are not keyed by name
+    others, _ = synthetic(tmp_path, 4, 5, "unlabeled")
+    dataset = labeled.subset(range(len(labeled)))
+    dataset.samples += [Sample(f.name, f, math.nan) for f in sorted(others.glob("*.png"))]
+    assert len(set(dataset.names)) < len(dataset.names)
+    views, teacher = 3, _Recording()
+    built = build_view_cache(teacher, dataset, views=views, batch_size=4, seed=7)
+    path = built.save(tmp_path / "views.pt")
+    cache = ViewCache.load(path, teacher=teacher_fingerprint(teacher), transform=_spec(dataset), views=views)
+    for field in ("boxes", "flips", "logits", "kinds", "severities", "seeds", "partners", "lams"):
+        assert torch.equal(getattr(cache, field), getattr(built, field)), field
+    # the same draws through the data set's own items, as a training epoch draws them, each image's
+    # views from its own stream (draw_seed), as the cache draws them
+    drawn = []
+    for index in range(len(dataset)):
+        torch.manual_seed(draw_seed(7, index))
+        drawn += [dataset[index] for _ in range(views)]
+    cached = CachedViews(dataset, cache)
+    assert cached.samples == dataset.samples  # what a two-stream sampler splits into its streams
+    altered = 0
+    for j, item in enumerate(drawn):
+        index, k = divmod(j, views)
+        assert torch.equal(teacher.seen[j], item["teacher_image"])  # the cache drew what the items draw
+        rebuilt = cached.view(index, k, views=["image", "teacher_image"])
+        assert torch.equal(rebuilt["image"], item["image"]) and torch.equal(rebuilt["teacher_image"],
+                                                                            item["teacher_image"])
+        assert rebuilt["teacher_logit"].item() == pytest.approx(item["teacher_image"].mean().item(), abs=1e-6)
+        assert torch.equal(rebuilt["score"].isnan(), item["score"].isnan())
+        if not item["score"].isnan():
+            assert rebuilt["score"].item() == item["score"].item() == pytest.approx(dataset.samples[index].score)
+        if spec is AUGMENTED:
+            assert rebuilt["augment"] == item["augment"]
+            altered += item["augment"]["kind"] != "" or item["augment"]["partner"] >= 0
+        else:
+            assert "augment" not in rebuilt and "augment" not in item
+    if spec is AUGMENTED:
+        assert (cache.kinds >= 0).any() and (cache.kinds < 0).any() and (cache.partners >= 0).any()
+        assert 0 < altered < len(drawn)
+    else:
+        assert (cache.kinds == -1).all() and (cache.partners == -1).all() and (cache.lams == 1).all()
+
+
+def test_a_cache_of_the_older_format_is_refused_by_name(tmp_path, data):
+    images, labels = data
+    dataset = FIQADataset(images, labels, transform=build_transform(SPEC))
+    teacher = _teacher()
+    path = build_view_cache(teacher, dataset, views=1).save(tmp_path / "views.pt")
+    old = torch.load(path, weights_only=True)
+    old = {key: value for key, value in old.items()
+           if key not in ("kind_names", "kinds", "severities", "seeds", "partners", "lams")}
+    torch.save({**old, "format": "kdfiqa.view_cache.v1"}, path)
+    with pytest.raises(CheckpointError, match=r"older format \(kdfiqa.view_cache.v1, without the views' "
+                                              r"augmentation parameters.*delete it to rebuild it") as info:
+        ViewCache.load(path, teacher=teacher_fingerprint(teacher), transform=_spec(dataset))
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_cache_of_another_training_set_is_refused_naming_the_first_difference(data):
+    images, labels = data
+    dataset = FIQADataset(images, labels, transform=build_transform(SPEC))
+    cache = build_view_cache(_Recording(), dataset, views=1)
+    names = dataset.names
+    with pytest.raises(DataError, match=f"another training set \\(sample 0: '{names[0]}' in the cache, "
+                                        f"'{names[1]}' here; 12 vs 11 samples\\)"):
+        CachedViews(dataset.subset(range(1, 12)), cache)
+    with pytest.raises(DataError, match="sample 11: .* in the cache, no image here"):
+        CachedViews(dataset.subset(range(11)), cache)

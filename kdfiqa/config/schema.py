@@ -368,6 +368,20 @@ class RunConfig:
         self.data.validate()
         self.loss.validate()
         self.distill.validate()
+        self._check_quality_augment()
+
+    def _check_quality_augment(self) -> None:
+        """A training transform that alters image quality (``quality_augment``) is refused unless a
+        teacher scores the altered views online (``distill.loss`` or ``distill.feature``): the
+        labels describe the unaltered images only."""
+        from ..data.transform_spec import TransformSpec
+
+        if self.data.train_transform is None or not TransformSpec.parse(self.data.train_transform).alters_quality:
+            return
+        if self.distill.loss is None and not self.distill.feature:
+            raise ConfigError("data.train_transform.quality_augment alters the training images, which only a "
+                              "teacher scoring them online may train on: set distill.loss (--distill-loss) or "
+                              "distill.feature (--feature-loss), or drop quality_augment")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> "RunConfig":

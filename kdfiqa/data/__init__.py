@@ -1,5 +1,5 @@
 """Face-quality data: labels and score CSV files, safe image decoding, data sets, paired views, SSUS,
-degradations, synthetic demo data.
+degradations and the teacher-scored quality augmentation, synthetic demo data.
 
 Names are imported on first use, so the torch-free parts (:mod:`~kdfiqa.data.splits`) load alone."""
 
@@ -14,6 +14,7 @@ _EXPORTS = {
     ".images": ("IMAGE_EXTENSIONS", "MAX_PIXELS", "check_image", "load_rgb", "validate_images"),
     ".labels": ("Label", "read_labels"),
     ".paths": ("resolve_image_path",),
+    ".quality_augment": ("QualityAugment",),
     ".samplers": ("SSUSSampler", "TwoStreamSampler"),
     ".synthetic": ("SyntheticFIQA", "make_synthetic_fiqa"),
     ".transforms": ("PRESETS", "PairedViews", "build_transform"),

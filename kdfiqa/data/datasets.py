@@ -5,7 +5,10 @@ Each item is a dict (torch's default collate turns a list of them into a batch d
 * ``"image"``: float tensor (3, H, W), the student's view, normalised by the transform;
 * ``"teacher_image"``: the teacher's view of the same content, when the transform renders one;
 * ``"score"``: float32 0-dim tensor, the label (labelled data only; NaN for a sample without a label
-  in a set that mixes both, see :func:`kdfiqa.distill.objective.label_mask`);
+  in a set that mixes both, see :func:`kdfiqa.distill.objective.label_mask`, and for a labelled image
+  altered by the transform's quality augmentation: its label describes the unaltered image only);
+* ``"augment"``: what that augmentation applied (:meth:`kdfiqa.data.quality_augment.Augment.as_item`),
+  with such a transform only;
 * ``"name"``: the image name as in the CSV (or relative to the scanned folder);
 * ``"index"``: the item's position in this data set.
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 
 import copy
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +35,7 @@ from ..errors import DataError
 from .images import IMAGE_EXTENSIONS, MAX_PIXELS, load_rgb
 from .labels import image_file_name, read_labels
 from .paths import resolve_image_path
+from .quality_augment import Augment
 from .splits import SPLIT_METHODS, validation_count, validation_indices
 from .transforms import build_transform
 
@@ -104,20 +109,39 @@ class ImageSamples(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.item(index, self.transform(self.load(index)))
+        augment = self.draw_augment(index)
+        return self.item(index, self.transform(self.source(index, augment)), augment)
 
     def load(self, index: int) -> Any:
         """The decoded RGB image of sample ``index`` (before any transform)."""
         sample = self.samples[index]
         return load_rgb(sample.path, max_pixels=self.max_pixels, background=self.background)
 
-    def item(self, index: int, views: Any) -> dict[str, Any]:
+    def draw_augment(self, index: int) -> Augment | None:
+        """A draw of the transform's quality augmentation for sample ``index`` (``None`` when the
+        transform has none), partners drawn among this data set's samples."""
+        augment = getattr(self.transform, "augment", None)
+        return None if augment is None else augment.draw(index, len(self))
+
+    def source(self, index: int, augment: Augment | None = None) -> Any:
+        """The image the views of sample ``index`` are cut from: the decoded image, altered by
+        ``augment`` (a draw of :meth:`draw_augment`) when given."""
+        img = self.load(index)
+        if augment is None or not augment.altered:
+            return img
+        return augment.apply(img, None if augment.partner is None else self.load(augment.partner))
+
+    def item(self, index: int, views: Any, augment: Augment | None = None) -> dict[str, Any]:
         """The item of sample ``index`` with its rendered ``views`` (a tensor or a dict of them),
-        its ``"score"`` when labelled, ``"name"`` and ``"index"``."""
+        its ``"score"`` when labelled (NaN when ``augment`` altered the image), ``"augment"`` when
+        given, ``"name"`` and ``"index"``."""
         sample = self.samples[index]
         item: dict[str, Any] = dict(views) if isinstance(views, dict) else {"image": views}
         if sample.score is not None:
-            item["score"] = torch.tensor(sample.score, dtype=torch.float32)
+            score = math.nan if augment is not None and augment.altered else sample.score
+            item["score"] = torch.tensor(score, dtype=torch.float32)
+        if augment is not None:
+            item["augment"] = augment.as_item()
         item["name"] = sample.name
         item["index"] = index
         return item

@@ -6,22 +6,28 @@ through :class:`kdfiqa.size.Size`, the normalisation against :data:`NORMALIZATIO
 was left out unset, so a spec may leave its ``size`` to the model it feeds. It owns the three things
 done to a spec on its way to a transform: :meth:`~TransformSpec.completed` (the model's size and
 normalisation filled in), :meth:`~TransformSpec.rescaled` (moved to another resolution) and
-:meth:`~TransformSpec.for_evaluation` (a training spec's teacher view and flips left out).
+:meth:`~TransformSpec.for_evaluation` (a training spec's teacher view, flips and quality augmentation
+left out). :attr:`~TransformSpec.alters_quality` says whether a spec alters images (its
+``quality_augment``, :mod:`kdfiqa.data.quality_augment`), which only a teacher scoring the altered
+view online may train on.
 
 A spec is also a read-only mapping of its plain form (:meth:`~TransformSpec.to_dict`: sizes as
 ``[height, width]``, unset fields absent), so code and files that hold specs as dicts read it as one.
 
-Importing this module costs no torch.
+Importing this module costs no torch (a ``quality_augment`` field loads its module when parsed).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Union
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Union
 
 from ..errors import ConfigError
 from ..size import Size
+
+if TYPE_CHECKING:
+    from .quality_augment import QualityAugment
 
 __all__ = ["DEFAULT_NORMALIZE", "MODES", "NORMALIZATIONS", "PRESETS", "SPEC_KEYS", "TransformSpec",
            "TransformLike", "check_normalize"]
@@ -53,9 +59,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 MODES = ("resize", "random_crop", "resize_random_crop", "randcrop_or_resize", "center_crop", "native", "multi_crop")
 SPEC_KEYS = ("preset", "mode", "size", "crop", "resize", "teacher_size", "teacher_normalize", "flip", "normalize",
-             "crop_prob", "num_crops")
-EVALUATION_DROPS = ("teacher_size", "teacher_normalize", "flip")
-"""Fields of a training spec an evaluation transform leaves out (the teacher's view, random flips)."""
+             "crop_prob", "num_crops", "quality_augment")
+EVALUATION_DROPS = ("teacher_size", "teacher_normalize", "flip", "quality_augment")
+"""Fields of a training spec an evaluation transform leaves out (the teacher's view, random flips, the
+quality augmentation)."""
 
 
 def check_normalize(name: Any, where: str = "normalize") -> str:
@@ -85,7 +92,9 @@ class TransformSpec(Mapping):
     image is resized to before a crop; ``teacher_size``: the teacher's view of the same crop, or
     ``"native"``; ``teacher_normalize``: that view's normalisation; ``flip``: a random horizontal
     flip; ``normalize``: a :data:`NORMALIZATIONS` name; ``crop_prob``: ``randcrop_or_resize``'s
-    probability of cropping; ``num_crops``: ``multi_crop``'s crop count.
+    probability of cropping; ``num_crops``: ``multi_crop``'s crop count; ``quality_augment``: the
+    teacher-scored quality-altering augmentation of the decoded image
+    (:class:`~kdfiqa.data.quality_augment.QualityAugment`, training only).
     """
 
     mode: str
@@ -98,6 +107,7 @@ class TransformSpec(Mapping):
     normalize: str | None = None
     crop_prob: float | None = None
     num_crops: int | None = None
+    quality_augment: QualityAugment | None = None
 
     @classmethod
     def parse(cls, spec: TransformLike) -> "TransformSpec":
@@ -146,6 +156,7 @@ class TransformSpec(Mapping):
             normalize=None if values.get("normalize") is None else check_normalize(values["normalize"]),
             crop_prob=None if crop_prob is None else float(crop_prob),
             num_crops=num_crops,
+            quality_augment=_quality_augment(values.get("quality_augment")),
         )
         spec.check_resize()
         return spec
@@ -154,6 +165,13 @@ class TransformSpec(Mapping):
     def crop_box(self) -> Size | None:
         """The crop of a crop mode: ``crop``, else ``size`` (``None`` while both are unset)."""
         return self.crop or self.size
+
+    @property
+    def alters_quality(self) -> bool:
+        """Whether the spec alters images before cutting its views (a ``quality_augment`` that can
+        fire): such a spec is for a teacher that scores the altered views online, never for
+        training on labels alone."""
+        return self.quality_augment is not None and self.quality_augment.alters
 
     def check_resize(self) -> None:
         """Refuse a ``resize_random_crop`` whose short side could not hold its crop (its ``resize``
@@ -219,8 +237,13 @@ class TransformSpec(Mapping):
         out: dict[str, Any] = {}
         for spec_field in dataclasses.fields(self):
             value = getattr(self, spec_field.name)
-            if value is not None:
-                out[spec_field.name] = value.as_list() if isinstance(value, Size) else value
+            if value is None:
+                continue
+            if isinstance(value, Size):
+                value = value.as_list()
+            elif spec_field.name == "quality_augment":
+                value = value.to_dict()
+            out[spec_field.name] = value
         return out
 
     def __getitem__(self, key: str) -> Any:
@@ -240,10 +263,26 @@ class TransformSpec(Mapping):
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash(tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in self.to_dict().items()))
+        return hash(_hashable(self.to_dict()))
 
     def __repr__(self) -> str:
         return f"TransformSpec({self.to_dict()!r})"
+
+
+def _quality_augment(value: Any) -> "QualityAugment | None":
+    if value is None:
+        return None
+    from .quality_augment import QualityAugment
+
+    return QualityAugment.parse(value)
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return tuple((k, _hashable(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    return value
 
 
 def _plain(value: Any) -> Any:

@@ -24,6 +24,12 @@ Geometries (``mode``), after the seed's recipes:
 Small images: when the image is smaller than a crop in either direction, it is first upscaled
 (aspect ratio kept) just enough for the crop to fit, i.e. its short side becomes the crop size.
 
+Quality augmentation: a training spec's ``quality_augment`` (:mod:`kdfiqa.data.quality_augment`)
+alters the decoded image *before* the views are cut, so the student's and the teacher's views show
+the same altered content. The transform carries it as :attr:`PairedViews.augment`; the data set
+applies it (:meth:`kdfiqa.data.ImageSamples.source`), since a mixup partner is another of its images,
+and marks the altered sample's label missing for that view.
+
 Randomness comes from torch's global generator, which :class:`torch.utils.data.DataLoader` seeds
 per worker, so ``torch.manual_seed`` makes a run repeatable.
 """
@@ -39,6 +45,7 @@ from PIL import Image
 
 from ..errors import ConfigError
 from ..size import Size
+from .quality_augment import QualityAugment
 from .transform_spec import NORMALIZATIONS, PRESETS, TransformLike, TransformSpec, check_normalize
 
 __all__ = [
@@ -262,6 +269,8 @@ class PairedViews:
     :class:`~kdfiqa.data.transform_spec.TransformSpec` :func:`build_transform` built it from
     (presets expanded, normalisation filled in), ``None`` when built by hand:
     the Trainer records a validation transform's spec as the model's evaluation transform.
+    ``augment`` is the spec's quality augmentation, which the data set applies to the decoded image
+    before calling the transform (calling the transform itself never alters the image).
     """
 
     def __init__(
@@ -272,6 +281,7 @@ class PairedViews:
         flip: bool = False,
         normalize: str = "imagenet",
         view_normalize: Mapping[str, str] | None = None,
+        augment: QualityAugment | None = None,
     ) -> None:
         self.view_normalize = {key: normalize for key in views}
         self.view_normalize.update(view_normalize or {})
@@ -281,6 +291,7 @@ class PairedViews:
         self.views = dict(views)
         self.flip = flip
         self.normalize = normalize
+        self.augment = augment
         self.spec: TransformSpec | None = None
 
     def _render(self, img: Image.Image, box: Box, size: HW | None, flip: bool, normalize: str) -> torch.Tensor:
@@ -325,7 +336,8 @@ class PairedViews:
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(geometry={self.geometry}, views={self.views}, "
-            f"flip={self.flip}, normalize={self.view_normalize!r})"
+            f"flip={self.flip}, normalize={self.view_normalize!r}"
+            + ("" if self.augment is None else f", augment={self.augment}") + ")"
         )
 
 
@@ -367,6 +379,9 @@ def build_transform(spec: TransformLike) -> PairedViews:
     - ``normalize``: ``imagenet`` (default), ``symmetric`` (to (-1, 1)) or ``none``.
     - ``crop_prob``: ``randcrop_or_resize`` only, the probability of cropping (default 0.5).
     - ``num_crops``: ``multi_crop`` only (default 20).
+    - ``quality_augment``: training only, a mapping of ``p``, ``kinds``, ``max_severity`` and
+      ``mixup`` (:class:`~kdfiqa.data.quality_augment.QualityAugment`): the decoded image is
+      degraded (and mixed) before both views are cut; only for a teacher that scores the views online.
 
     Example: ``{"mode": "randcrop_or_resize", "size": 224, "crop": 512, "teacher_size": 512,
     "flip": True}`` gives the 2077Agent student/teacher pair. The transform's ``spec`` is the spec
@@ -383,6 +398,6 @@ def build_transform(spec: TransformLike) -> PairedViews:
         if spec.teacher_normalize is not None:
             view_normalize["teacher_image"] = spec.teacher_normalize
     views_out = PairedViews(_geometry(spec), views, flip=bool(spec.flip), normalize=spec.normalize,
-                            view_normalize=view_normalize)
+                            view_normalize=view_normalize, augment=spec.quality_augment)
     views_out.spec = spec
     return views_out

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..config import SECTIONS, RunConfig
+from ..data.transform_spec import TransformSpec
 from ..engine.distributed import is_main_process
 from ..errors import CheckpointError, ConfigError
 from ..size import Size, format_size
@@ -61,6 +62,10 @@ def validate(config: RunConfig, command: str, *, pseudo: Labels | Sequence[Label
         raise ConfigError("--pseudo-csv (pseudo-labels used as given) and --unlabeled (a folder for the "
                           "teacher to label) cannot be combined: give one; the CSV's image folder is --pseudo-root")
     if command == "train":
+        if data.train_transform is not None and TransformSpec.parse(data.train_transform).alters_quality:
+            raise ConfigError("data.train_transform.quality_augment alters the training images, whose labels "
+                              "then describe another image: train has no teacher to score them; use kdfiqa "
+                              "distill with --distill-loss, or drop quality_augment")
         if data.unlabeled and config.ssar.epochs == 0:
             raise ConfigError("train uses --unlabeled only for SSAR pretraining (set ssar.epochs > 0); "
                               "to train on pseudo-labels give --pseudo-csv FILE --pseudo-root DIR")
