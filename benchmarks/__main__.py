@@ -13,7 +13,7 @@ from typing import Iterable
 from .common import RESULTS, render, write_result
 
 BENCHMARKS = ("inference", "predict", "distill_step", "teacher_cost", "data_pipeline", "scale", "teacher_scaling",
-              "kd_gain", "budget_check", "budget_fill", "search", "cli_startup", "gpu", "int8")
+              "kd_gain", "budget_check", "budget_fill", "search", "cli_startup", "from_scratch_init", "gpu", "int8")
 """Benchmark modules in this package, in report order."""
 OWN_SECTIONS = {"int8": ("<!-- int8:start -->", "<!-- int8:end -->")}
 """Benchmarks rendered in their own README section (between these markers), not under Performance."""

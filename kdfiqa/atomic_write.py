@@ -38,7 +38,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator, Union
 
-from .errors import ConfigError
+from .errors import ConfigError, spelled
 
 __all__ = ["OutputExistsError", "atomic_open", "atomic_path", "move_into_place", "write_atomic"]
 
@@ -53,8 +53,8 @@ class OutputExistsError(ConfigError):
     process)."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(f"{path}: already exists (another process may have just written it); pass --overwrite "
-                         "(overwrite=True from Python) to replace it, or choose another path")
+        super().__init__(f"{path}: already exists (another process may have just written it); pass "
+                         f"{spelled('--overwrite', 'overwrite=True')} to replace it, or choose another path")
         self.path = path
 
 

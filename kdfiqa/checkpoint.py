@@ -53,7 +53,7 @@ from torch import nn
 from . import __version__
 from .atomic_write import atomic_open
 from .engine.rng import rng_state
-from .errors import CheckpointError, first_line, named_first_line
+from .errors import CheckpointError, first_line, named_first_line, spelled
 from .models.deploy import deploy_config
 
 __all__ = [
@@ -159,7 +159,7 @@ def save_checkpoint(path: PathLike, ckpt: Mapping[str, Any]) -> Path:
     except (OSError, RuntimeError) as exc:  # a full disk, a file-size limit, the zip writer's enforce failure
         raise CheckpointError(
             f"{path}: could not be written ({type(exc).__name__}: {first_line(exc)}); free disk space, raise "
-            "the file-size limit or choose another --out; the previous file at this path is intact") from None
+            f"the file-size limit or choose another {spelled('--out', 'train.output_dir')}; the previous file at this path is intact") from None
     return path
 
 

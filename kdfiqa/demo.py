@@ -46,7 +46,7 @@ from .budget import VQUALA2025, Budget, CostReport, measure
 from .config import RunConfig
 from .engine import ProgressDisplay, init_distributed
 from .engine.progress import epoch_line
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, spelled
 
 __all__ = ["DemoPlan", "PLANS", "BUDGET_RESOLUTION", "MODEL_ROLES", "STUDENT_ROLES", "ROLE_TITLES", "evaluate_checkpoint", "run_demo"]
 
@@ -307,31 +307,43 @@ def _command(settings: Mapping[str, Any], out: Path, *, resume: bool) -> str:
     return shlex.join(words)
 
 
+def _again(settings: Mapping[str, Any], out: Path, *, resume: bool) -> str:
+    """How to start (or resume) the demo of ``settings`` again: its command line, or the
+    :func:`run_demo` call from Python."""
+    given = ", ".join(f"{k}={v!r}" for k, v in settings.items() if k in ("quick", "seed", "images", "device")
+                      and v != {"quick": False, "seed": 0, "images": None, "device": "cpu"}[k])
+    call = f"run_demo({str(out)!r}{', ' + given if given else ''}{', resume=True' if resume else ''})"
+    return spelled(f"`{_command(settings, out, resume=resume)}`", call)
+
+
 def _held_demo(out: Path, settings: Mapping[str, Any], *, resume: bool, overwrite: bool) -> None:
     """Refuse a folder that holds an earlier demo unless ``overwrite`` (a new one) or ``resume`` (the
     same demo, started with the same ``settings``; one without its :data:`STATE_FILE` cannot be
     resumed)."""
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: is a file where a folder is expected; choose another path")
+        raise ConfigError(f"{spelled('--out', 'out_dir')} {out}: is a file where a folder is expected; choose another path")
     if resume and overwrite:
-        raise ConfigError("--resume continues the demo in --out and --overwrite replaces it: pass one of them")
+        raise ConfigError(f"{spelled('--resume', 'resume=True')} continues the demo in {spelled('--out', 'out_dir')} and "
+                          f"{spelled('--overwrite', 'overwrite=True')} replaces it: pass one of them")
     state = out / STATE_FILE
     if resume:
         if not state.is_file():
-            raise ConfigError(f"--resume: {out} holds no demo to resume (no {STATE_FILE}); start one with "
-                              f"`{_command(settings, out, resume=False)}`")
+            raise ConfigError(f"{spelled('--resume', 'resume=True')}: {out} holds no demo to resume (no {STATE_FILE}); "
+                              f"start one with {_again(settings, out, resume=False)}")
         try:
             stored = json.loads(state.read_text(encoding="utf-8"))["settings"]
         except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"--resume: {state} is damaged ({type(exc).__name__}); start again with --overwrite") from None
+            raise ConfigError(f"{spelled('--resume', 'resume=True')}: {state} is damaged ({type(exc).__name__}); start "
+                              f"again with {spelled('--overwrite', 'overwrite=True')}") from None
         if stored != dict(settings):
-            raise ConfigError(f"--resume: the demo in {out} was started with other options; resume it with "
-                              f"`{_command(stored, out, resume=True)}`")
+            raise ConfigError(f"{spelled('--resume', 'resume=True')}: the demo in {out} was started with other options; "
+                              f"resume it with {_again(stored, out, resume=True)}")
         return
     held = [p for p in (out / "summary.json", *sorted(out.glob("*/last.pt"))) if p.is_file()] if out.is_dir() else []
     if held and not overwrite:
-        raise ConfigError(f"--out {out}: already holds a demo ({held[0].relative_to(out)}); pass --resume to "
-                          "continue it, --overwrite to replace it, or choose another --out")
+        raise ConfigError(f"{spelled('--out', 'out_dir')} {out}: already holds a demo ({held[0].relative_to(out)}); pass "
+                          f"{spelled('--resume', 'resume=True')} to continue it, {spelled('--overwrite', 'overwrite=True')} "
+                          f"to replace it, or choose another {spelled('--out', 'out_dir')}")
 
 
 def _stored_data(out: Path) -> DemoData:
@@ -429,7 +441,7 @@ def run_demo(
     settings = {"quick": quick, "seed": seed, "images": None if images is None else str(images), "device": device,
                 "plan": asdict(plan or PLANS["quick" if quick else "default"])}
     if images is not None and not Path(images).is_dir():
-        raise DataError(f"--images {images}: no such folder; give a folder of face photos")
+        raise DataError(f"{spelled('--images')} {images}: no such folder; give a folder of face photos")
     _held_demo(out, settings, resume=resume, overwrite=overwrite)
     console = console or make_console()
     stages = _Stages(console, resume)
@@ -591,7 +603,7 @@ def _run(out: Path, plan: DemoPlan, settings: Mapping[str, Any], *, stages: _Sta
     collapsed = [ROLE_TITLES[r] for r in MODEL_ROLES if models[r]["collapsed"]]
     if collapsed:
         _say(console, f"warning: {'; '.join(collapsed)} collapsed (every validated epoch predicted a near-constant "
-                      "score): their figures and gains are not a result; try another --seed")
+                      f"score): their figures and gains are not a result; try another {spelled('--seed')}")
     gains = summary["gains"]
     reused = f" ({len(stages.reused)} stages reused)" if stages.reused else ""
     _say(console, "KD gain over the control on the held-out test set (score): "

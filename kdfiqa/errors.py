@@ -3,9 +3,44 @@
 Every :class:`KdfiqaError` carries a one-line message that names the file, field or argument at fault
 and what to do about it. The command line prints that line on stderr and exits with status 2 instead
 of showing a traceback (``--debug`` shows it).
+
+A message that names an option names it as the caller spells it: :func:`spelled` gives the
+command-line flag while a command runs (:func:`flag_spelling`, set by ``kdfiqa``'s entry point) and
+the keyword argument or config key otherwise, so that the Python API never tells its caller to pass
+a flag.
 """
 
 from __future__ import annotations
+
+import contextlib
+import contextvars
+from typing import Iterator
+
+_FLAGS = contextvars.ContextVar("kdfiqa_flag_spelling", default=False)
+
+
+@contextlib.contextmanager
+def flag_spelling() -> Iterator[None]:
+    """While this is entered (a command-line run), :func:`spelled` names options by their flags."""
+    token = _FLAGS.set(True)
+    try:
+        yield
+    finally:
+        _FLAGS.reset(token)
+
+
+def spelled(flag: str, python: str | None = None) -> str:
+    """An option as the current caller spells it: ``flag`` (``"--raw-if-degenerate"``, ``"--device
+    cuda"``, ``"--root DIR (data.root)"``) on the command line, ``python`` (``"raw_if_degenerate=True"``,
+    ``"data.root"``) from Python; without ``python``, the keyword of the flag's name
+    (``"--batch-size"`` → ``"batch_size"``, ``"--device cuda"`` → ``"device=cuda"``)."""
+    if _FLAGS.get():
+        return flag
+    if python is not None:
+        return python
+    name, _, value = flag.partition(" ")
+    keyword = name.lstrip("-").replace("-", "_")
+    return f"{keyword}={value}" if value else keyword
 
 
 def first_line(exc: BaseException) -> str:

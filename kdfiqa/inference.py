@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .budget import InputSize
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, spelled
 from .size import Size
 
 if TYPE_CHECKING:
@@ -100,11 +100,13 @@ class InferenceModel:
 def _check_eval_overrides(input_size: InputSize | None, native: bool, multi_crop: int | None) -> None:
     """The evaluation overrides that contradict each other, refused (before any model is loaded)."""
     if native and multi_crop:
-        raise ConfigError("--native and --multi-crop cannot be combined: choose one evaluation mode")
+        raise ConfigError(f"{spelled('--native')} and {spelled('--multi-crop')} cannot be combined: choose one "
+                          "evaluation mode")
     if native and input_size is not None:
-        raise ConfigError("--native and --input cannot be combined: --native keeps each image's own size")
+        raise ConfigError(f"{spelled('--native')} and {spelled('--input', 'input_size')} cannot be combined: "
+                          f"{spelled('--native')} keeps each image's own size")
     if multi_crop is not None and multi_crop < 1:
-        raise ConfigError(f"--multi-crop must be a positive number of crops, got {multi_crop}")
+        raise ConfigError(f"{spelled('--multi-crop')} must be a positive number of crops, got {multi_crop}")
 
 
 def resolve_eval_transform(base: str | dict[str, Any] | None, model: nn.Module, *,
@@ -127,7 +129,7 @@ def resolve_eval_transform(base: str | dict[str, Any] | None, model: nn.Module, 
     if base is not None:
         deploy = deploy.replace(eval_transform={"preset": base} if isinstance(base, str) else base)
     if input_size is not None:
-        size = Size.parse(input_size, "--input", rgb=True)
+        size = Size.parse(input_size, spelled("--input", "input_size"), rgb=True)
         moved = {"eval_transform": {"mode": "resize"}} if deploy.eval_transform.mode == "native" else {}
         deploy = deploy.replace(input_size=size, **moved)
     if native:
@@ -255,7 +257,8 @@ def score_images(loaded: InferenceModel, dataset: Any, ctx: DistContext, *, batc
 def speed_note(device: Any, amp: str, channels_last: bool) -> str | None:
     """The note a command prints when ``--amp``/``--channels-last`` were asked for off CUDA, where
     they change nothing (scoring stays float32, contiguous); ``None`` otherwise."""
-    asked = [flag for flag, on in (("--amp " + amp, amp != "none"), ("--channels-last", channels_last)) if on]
+    asked = [spelled(f"--amp {amp}") if amp != "none" else "", spelled("--channels-last") if channels_last else ""]
+    asked = [flag for flag in asked if flag]
     if not asked or str(getattr(device, "type", device)) == "cuda":
         return None
     return f"{' and '.join(asked)} apply on CUDA only; scoring on the CPU in float32"
@@ -287,12 +290,13 @@ def write_scores_csv(path: str | Path, scores: ImageScores, *, sort: bool = Fals
     from .data.csv_files import write_scores
 
     if format not in SCORE_FORMATS:
-        raise ConfigError(f"--format {format!r} is not one of {', '.join(SCORE_FORMATS)}")
+        raise ConfigError(f"{spelled('--format')} {format!r} is not one of {', '.join(SCORE_FORMATS)}")
     pairs = scores.ranked() if sort else list(zip(scores.names, scores.scores))
     names = [n for n, _ in pairs]
     if format == "challenge":
         if folder is None:
-            raise ConfigError("--format challenge: give the test folder, whose image names the rows hold")
+            raise ConfigError(f"{spelled('--format challenge', 'format=challenge')}: give the test folder, whose image "
+                              f"names the rows hold{spelled('', ' (folder=...)')}")
         names = [Path(n).relative_to(folder).as_posix() for n in names]
     return write_scores(path, names, [s for _, s in pairs], header=format == "table", float_format=".6f",
                         overwrite=overwrite)
@@ -321,9 +325,9 @@ def evaluate_csv(loaded: InferenceModel, root: str | Path, csv_path: str | Path,
     from .metrics import FITS, evaluate
 
     if fit is not None and fit not in FITS:
-        raise ConfigError(f"--fit {fit!r} is unknown; choose from {', '.join(FITS)}")
+        raise ConfigError(f"{spelled('--fit')} {fit!r} is unknown; choose from {', '.join(FITS)}")
     dataset = FIQADataset(root, csv_path, transform=loaded.transform(), allow_outside_root=allow_outside_root)
-    ImageSource(dataset, "--csv", str(csv_path), str(root), "--root").check_root()
+    ImageSource(dataset, spelled("--csv", "csv_path"), str(csv_path), str(root), spelled("--root")).check_root()
     validate_images(dataset, skip_bad=skip_bad)
     ctx = init_distributed(device)
     _, scores, labels = score_images(loaded, dataset, ctx, batch_size=batch_size, num_workers=num_workers, amp=amp,
@@ -335,5 +339,5 @@ def evaluate_csv(loaded: InferenceModel, root: str | Path, csv_path: str | Path,
 
 def _batch_size(loaded: InferenceModel, batch_size: int) -> int:
     if batch_size < 1:
-        raise ConfigError(f"--batch-size must be positive, got {batch_size}")
+        raise ConfigError(f"{spelled('--batch-size')} must be positive, got {batch_size}")
     return 1 if loaded.native else batch_size

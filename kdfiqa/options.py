@@ -26,7 +26,7 @@ import types
 import typing
 from typing import Any, Callable, Sequence, Union
 
-from .errors import ConfigError
+from .errors import ConfigError, spelled
 
 __all__ = ["option", "COMMANDS", "RESUME_RULES", "MAX_SEED", "Naming", "OptionError", "check_options",
            "check_range", "conform", "describe"]
@@ -168,7 +168,8 @@ class Naming:
         if self.at is not None:
             return self.at(field)
         flag = _metadata(self.cls)[field].get("flag")
-        return f"{self.section}.{field}" + (f" ({flag})" if flag else "")
+        name = f"{self.section}.{field}"
+        return spelled(f"{name} ({flag})", name) if flag else name
 
     def called(self, field: str) -> str:
         return self.name(field) if self.name is not None else f"{self.section}.{field}"

@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
-from .errors import ConfigError
+from .errors import ConfigError, spelled
 
 __all__ = ["check_output_dir", "check_output_file", "RUN_FILES"]
 
@@ -75,9 +75,11 @@ def _refuse_inputs(outputs: Iterable[Path], inputs: Iterable[Optional[PathLike]]
 
 
 def check_output_dir(path: PathLike, *, inputs: Iterable[Optional[PathLike]] = (), resume: bool = False,
-                     overwrite: bool = False, files: Iterable[str] = RUN_FILES, flag: str = "--out") -> Path:
+                     overwrite: bool = False, files: Iterable[str] = RUN_FILES, flag: str | None = None) -> Path:
     """Check the run or export folder ``path`` (see the module docstring); ``files`` are the names
-    the command writes into it. Returns it as a :class:`~pathlib.Path`."""
+    the command writes into it; ``flag`` names it in messages (default: ``--out`` on the command
+    line, ``path`` from Python). Returns it as a :class:`~pathlib.Path`."""
+    flag = flag or spelled("--out", "path")
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"{flag} {folder}: is a file where a folder is expected; choose another path or move it")
@@ -89,17 +91,20 @@ def check_output_dir(path: PathLike, *, inputs: Iterable[Optional[PathLike]] = (
             raise ConfigError(f"{flag} {folder}: {folder / name} is a folder where a file is expected; move it")
     held = [name for name in RUN_FILES if (folder / name).is_file()] if set(names) & set(RUN_FILES) else []
     if not resume and not overwrite and held:
-        how = "continue it with --resume, or pass" if "last.pt" in held else "pass"
-        raise ConfigError(f"{flag} {folder}: already holds a run ({', '.join(held)}); {how} --overwrite to start "
+        how = f"continue it with {spelled('--resume', 'resume=True')}, or pass" if "last.pt" in held else "pass"
+        raise ConfigError(f"{flag} {folder}: already holds a run ({', '.join(held)}); {how} "
+                          f"{spelled('--overwrite', 'overwrite=True')} to start "
                           "a new run there (its best.pt, last.pt and log.jsonl are removed first)")
     return folder
 
 
 def check_output_file(path: PathLike, *, inputs: Iterable[Optional[PathLike]] = (), overwrite: bool = False,
-                      flag: str = "--out", overwrite_flag: str = "--overwrite") -> Path:
+                      flag: str | None = None, overwrite_flag: str | None = None) -> Path:
     """Check the output file ``path`` (see the module docstring); ``flag`` and ``overwrite_flag``
-    name the option and its override in messages (the Python API names its arguments). Returns it as
-    a :class:`~pathlib.Path`."""
+    name the option and its override in messages (default: ``--out`` and ``--overwrite`` on the
+    command line, ``path`` and ``overwrite=True`` from Python). Returns it as a :class:`~pathlib.Path`."""
+    flag = flag or spelled("--out", "path")
+    overwrite_flag = overwrite_flag or spelled("--overwrite", "overwrite=True")
     out = Path(path)
     if out.is_dir():
         raise ConfigError(f"{flag} {out}: is a folder where a file is expected; give a file path")

@@ -55,7 +55,7 @@ def test_no_clobber_refuses_an_existing_file_before_and_after_the_work(tmp_path)
         with atomic_path(dest, overwrite=False):
             pytest.fail("the block runs although the file exists")
     message = str(early.value)
-    assert "\n" not in message and str(dest) in message and "--overwrite" in message
+    assert "\n" not in message and str(dest) in message and "overwrite=True" in message
     assert isinstance(early.value, ConfigError) and isinstance(early.value, KdfiqaError)
 
     racing = tmp_path / "race.csv"
@@ -143,6 +143,6 @@ def test_two_processes_creating_the_same_file_exactly_one_wins(tmp_path):
     assert sorted(results) == [0, 3], errors
     winner, loser = results.index(0), results.index(3)
     assert dest.read_text() == ("first", "second")[winner]
-    assert errors[loser].startswith(f"{dest}: already exists") and "--overwrite" in errors[loser]
+    assert errors[loser].startswith(f"{dest}: already exists") and "overwrite=True" in errors[loser]
     assert _leftovers(tmp_path) == []
 

@@ -51,11 +51,14 @@ def test_cli_startup_runs_quick_into_a_folder_and_renders(tmp_path):
     result = json.loads((tmp_path / "cli_startup.json").read_text())
     assert result["benchmark"] == "cli_startup" and result["quick"] is True and isinstance(result["met"], bool)
     rows = {row["command"]: row for row in result["rows"]}
-    assert set(rows) == {"kdfiqa --help", "kdfiqa budget --help", 'python -c "import torch"'}
+    assert set(rows) == {"kdfiqa --help", "kdfiqa budget --help", 'python -c "import torch"',
+                         "kdfiqa distill into a folder holding a run", "kdfiqa train --lr abc",
+                         "kdfiqa train --csv missing.csv"}
     assert rows['python -c "import torch"']["x import torch"] == 1.0
     assert rows['python -c "import torch"']["heavy modules"] == "torch"
     assert all(row["seconds"] > 0 for row in rows.values())
-    assert "### Command-line start-up time" in (tmp_path / "README.md").read_text()
+    assert all(rows[label]["heavy modules"] == "none" for label in rows if label.startswith("kdfiqa"))
+    assert "### Command-line start-up and refusal time" in (tmp_path / "README.md").read_text()
 
 
 def test_every_listed_benchmark_module_has_the_harness_shape():

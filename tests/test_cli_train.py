@@ -58,6 +58,7 @@ def test_help_prints_examples(capsys, command):
 )
 def test_user_errors_are_one_line_and_status_2(capsys, tmp_path, argv, needle):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    (tmp_path / "x.csv").write_text("a.png,0.5\n")  # files are checked first: the settings' errors need one
     try:
         code = main(argv)
     except SystemExit as exc:  # argparse rejects the flag itself

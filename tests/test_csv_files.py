@@ -85,7 +85,7 @@ def test_without_overwrite_an_existing_csv_is_refused_and_kept(tmp_path):
     from kdfiqa.atomic_write import OutputExistsError
 
     path = write_scores(tmp_path / "s.csv", ["a"], [0.5])
-    with pytest.raises(OutputExistsError, match="s.csv: already exists.*--overwrite"):
+    with pytest.raises(OutputExistsError, match="s.csv: already exists.*overwrite=True"):
         write_table(path, ("image", "score"), [("b", 0.25)], overwrite=False)
     assert read_rows(path)[0].fields == ["a", "0.5"]
     assert write_scores(path, ["b"], [0.25], overwrite=True) == path and read_rows(path)[0].fields == ["b", "0.25"]

@@ -405,3 +405,24 @@ def test_emo_stem_kernel_follows_the_first_depthwise_kernel_size():
         convs = [m for m in backbone.stage0[0].modules() if isinstance(m, nn.Conv2d)]
         assert convs[0].kernel_size == (first, first) and convs[0].stride == (2, 2)
         assert backbone.forward_features(torch.randn(1, 3, 64, 64)).shape[-1] == 2
+
+
+def _layer_scales(model: nn.Module) -> set[float]:
+    return {round(float(v), 12) for name, p in model.named_parameters() if name.endswith(".gamma") for v in p.flatten()}
+
+
+def test_from_scratch_emov2_starts_its_layer_scale_at_one_and_the_official_value_stays_reachable(tmp_path):
+    from kdfiqa.models.emo import FROM_SCRATCH_LAYER_SCALE
+
+    scratch = create_backbone("emo2_1m")
+    official = create_backbone("emo2_1m", layer_scale=1e-6)
+    assert FROM_SCRATCH_LAYER_SCALE == 1.0 and _layer_scales(scratch) == {1.0}
+    assert _layer_scales(official) == {1e-6}
+    # an initial value only: same parameters, same shapes
+    assert {k: v.shape for k, v in scratch.state_dict().items()} == {k: v.shape for k, v in official.state_dict().items()}
+    # pretrained weights replace it, and the official value is what they are loaded over
+    path = tmp_path / "net.pth"
+    torch.save(official.state_dict(), path)
+    loaded = create_backbone("emo2_1m", pretrained=str(path))
+    assert _layer_scales(loaded) == {1e-6}
+    assert not _layer_scales(create_backbone("emo_1m"))  # EMO has no layer scale

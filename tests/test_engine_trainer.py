@@ -205,7 +205,7 @@ def test_ctrl_c_says_at_once_how_to_resume_then_saves_last(tmp_path, capsys):
         trainer.fit()
     assert signal.getsignal(signal.SIGINT) is before
     lines = capsys.readouterr().err.splitlines()
-    notice = f"stopping after this step; resume with --resume (last.pt: {tmp_path / 'last.pt'})"
+    notice = f"stopping after this step; resume with resume=True (last.pt: {tmp_path / 'last.pt'})"
     assert lines.count(notice) == 1
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 3  # the step after the signal
 

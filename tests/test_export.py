@@ -89,7 +89,7 @@ def test_static_size_fixes_height_and_width_and_verifies_at_the_export_size(tmp_
     result = export_model(tiny_model(), tmp_path, formats=["pt2"], input_sizes=[(48, 64)], static_size=True)
     assert not result.shapes["pt2"].dynamic_size
     assert [v.input_size for v in result.verifications] == [(3, 48, 64)]
-    assert "fixed at 48x64 (--static-size)" in result.notes[0] and "not verified at" in result.notes[1]
+    assert "fixed at 48x64 (static_size=True)" in result.notes[0] and "not verified at" in result.notes[1]
     module, _ = load_pt2(result.paths["pt2"])
     assert module(torch.randn(4, 3, 48, 64)).shape == (4, 1)  # the batch stays dynamic
 

@@ -54,7 +54,7 @@ def test_a_large_drop_writes_nothing(tmp_path, data, monkeypatch):
         return scores[::-1].copy() if str(path).endswith(".tmp") and "int8" in str(path) else scores
 
     monkeypatch.setattr(int8_module, "score_onnx", worse_int8)
-    with pytest.raises(AccuracyDropError, match=r"INT8 loses .* more than --max-drop 0.01: INT8 file not written"):
+    with pytest.raises(AccuracyDropError, match=r"INT8 loses .* more than max_drop 0.01: INT8 file not written"):
         export_model(tiny_model(), tmp_path, formats=["onnx"], onnx_exporter="legacy", input_sizes=[32],
                      int8=_options(data))
     assert not list(tmp_path.iterdir())  # neither the INT8 nor the float file
@@ -62,13 +62,13 @@ def test_a_large_drop_writes_nothing(tmp_path, data, monkeypatch):
 
 def test_int8_options_are_checked_before_anything_is_written(tmp_path, data):
     images, labels = data
-    with pytest.raises(ConfigError, match="--calibrate-images DIR or --calibrate-csv"):
+    with pytest.raises(ConfigError, match="give calibrate_images or calibrate_csv"):
         Int8Options()
-    with pytest.raises(ConfigError, match="--check-csv and --check-root go together"):
+    with pytest.raises(ConfigError, match="check_csv and check_root go together"):
         Int8Options(calibrate_images=images, check_csv=labels)
-    with pytest.raises(ConfigError, match="--calibrate-count 0 must be between 1 and 1024"):
+    with pytest.raises(ConfigError, match="count 0 must be between 1 and 1024"):
         Int8Options(calibrate_images=images, count=0)
-    with pytest.raises(ExportError, match="add onnx to --format"):
+    with pytest.raises(ExportError, match="add onnx to formats"):
         export_model(tiny_model(), tmp_path / "out", formats=["pt2"], int8=_options(data))
     assert not (tmp_path / "out").exists()
 

@@ -96,7 +96,7 @@ def test_a_checkpoint_gives_its_teacher_recipe_and_validation_metrics(tmp_path, 
 
 
 def test_an_existing_folder_is_kept_unless_overwritten(folder, model):
-    with pytest.raises(ConfigError, match="already holds .*--overwrite") as info:
+    with pytest.raises(ConfigError, match="already holds .*overwrite=True") as info:
         write_model_folder(model, folder)
     _one_line(info)
     assert write_model_folder(model, folder, overwrite=True) == folder

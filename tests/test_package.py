@@ -79,6 +79,13 @@ def test_help_exits_0_without_heavy_modules(argv):
     assert heavy == [], f"kdfiqa {' '.join(argv)} imports {heavy}: a kdfiqa.cli module imports them at module level"
 
 
+def test_typical_refusals_answer_without_heavy_modules(tmp_path):
+    from benchmarks.cli_startup import refusals
+
+    for label, args in refusals(tmp_path).items():
+        assert heavy_imports(args, status=2) == [], f"{label} imports heavy modules before refusing"
+
+
 def test_metadata_version_and_console_script():
     assert metadata.version("kdfiqa") == kdfiqa.__version__
     scripts = {ep.name: ep.value for ep in metadata.entry_points(group="console_scripts")}

@@ -18,8 +18,8 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 SMALL = {"--input": "32", "--teacher-input": "32", "--trials": "2"}
 """Sizes (and search trials) the tests run at instead of the README's 224/512 and 32 (CPU speed)."""
 TRAINING = ["--epochs", "12", "--batch-size", "4", "--device", "cpu", "--quiet"]
-"""Added to train/distill commands: short epochs on the CPU, enough for EMOv2 (layer scale 1e-6) to
-leave its near-constant start, so that best.pt exists as the README's next commands expect."""
+"""Added to train/distill commands: short epochs on the CPU, enough for EMOv2 to leave its
+near-constant start, so that best.pt exists as the README's next commands expect."""
 
 
 def readme_commands(text: str) -> list[str]:

@@ -131,7 +131,7 @@ def test_view_cache_needs_a_distillation_loss():
 
     config = RunConfig.from_dict({"model": {"name": TINY}, "data": {"root": ".", "csv": "x.csv"},
                                   "distill": {"teachers": [TINY], "view_cache": 2, "loss": None}})
-    with pytest.raises(ConfigError, match="--view-cache"):
+    with pytest.raises(ConfigError, match="distill.view_cache"):
         validate(config, "distill")
 
 

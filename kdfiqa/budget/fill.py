@@ -13,7 +13,7 @@ from typing import Callable
 
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, spelled
 from .core import measure
 from .limits import Budget, CostReport
 
@@ -41,7 +41,7 @@ def fill_budget(model: nn.Module, budget: Budget, *, stride: int = 32, aspect: t
     The parameter count does not depend on the size: a model over the parameter limit fits nowhere.
     """
     if stride < 1 or min(aspect) < 1:
-        raise ConfigError(f"--fill needs a positive stride and aspect ratio, got {stride} and {aspect}")
+        raise ConfigError(f"{spelled('--fill', 'fill_budget')} needs a positive stride and aspect ratio, got {stride} and {aspect}")
     reports: dict[int, CostReport] = {}
 
     def size(k: int) -> tuple[int, int, int]:
@@ -55,7 +55,7 @@ def fill_budget(model: nn.Module, budget: Budget, *, stride: int = 32, aspect: t
 
     top = max_side // stride
     if top < 1:
-        raise ConfigError(f"--fill: no size on a {stride}-pixel grid is at most {max_side}")
+        raise ConfigError(f"{spelled('--fill', 'fill_budget')}: no size on a {stride}-pixel grid is at most {max_side}")
     if not fits(1):
         return FillResult(None, reports[1], len(reports), stride, aspect)
     low, high = 1, 2

@@ -11,7 +11,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from ..errors import ConfigError, KdfiqaError
+from ..errors import ConfigError, KdfiqaError, spelled
 from ..size import MAX_SIDE, Size, SizeLike, format_size
 
 __all__ = ["Budget", "VQUALA2025", "CostReport", "BudgetExceeded", "MeasurementError", "InputSize",
@@ -35,9 +35,9 @@ class Budget:
     def __post_init__(self) -> None:
         gflops, params = self.max_gflops, self.max_params
         if isinstance(gflops, bool) or not isinstance(gflops, (int, float)) or math.isnan(gflops) or gflops <= 0:
-            raise ConfigError(f"budget {self.name}: max_gflops (--max-gflops) {gflops!r} must be a number > 0")
+            raise ConfigError(f"budget {self.name}: {spelled('--max-gflops', 'max_gflops')} {gflops!r} must be a number > 0")
         if isinstance(params, bool) or not isinstance(params, numbers.Integral) or params <= 0:
-            raise ConfigError(f"budget {self.name}: max_params (--max-params) {params!r} must be an integer > 0")
+            raise ConfigError(f"budget {self.name}: {spelled('--max-params', 'max_params')} {params!r} must be an integer > 0")
 
     def fits(self, report: "CostReport") -> bool:
         """Whether ``report`` is within both limits (limits are inclusive)."""

@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, spelled
 from ..models import create_model
 from ..models.mobilenet import WIDTHS
 from ..models.model_file import write_model_file
@@ -233,11 +233,11 @@ def search_students(family: str, budget: Budget, *, input_size: Any = None, tria
     from ..models import model_info
 
     if family not in SPACES:
-        raise ConfigError(f"--family {family!r} is not one of {', '.join(SPACES)}")
+        raise ConfigError(f"{spelled('--family')} {family!r} is not one of {', '.join(SPACES)}")
     if not 1 <= trials <= MAX_TRIALS:
-        raise ConfigError(f"--trials must be from 1 to {MAX_TRIALS}, got {trials}")
+        raise ConfigError(f"{spelled('--trials')} must be from 1 to {MAX_TRIALS}, got {trials}")
     if not 0 <= latency_runs <= MAX_LATENCY_RUNS:
-        raise ConfigError(f"--latency-runs must be from 1 to {MAX_LATENCY_RUNS} (0 in Python: no timing), "
+        raise ConfigError(f"{spelled('--latency-runs')} must be from 1 to {MAX_LATENCY_RUNS} (0 in Python: no timing), "
                           f"got {latency_runs}")
     space = SPACES[family]
     size = parse_input_size(input_size if input_size is not None
@@ -279,7 +279,8 @@ def check_out_dir(out_dir: str | Path, family: str, *, overwrite: bool = False) 
     out = check_output_dir(out_dir, resume=True, files=())  # holds model files, never a run
     old = front_files(out, family)
     if old and not overwrite:
-        raise ConfigError(f"--out {out}: holds {old[0].name} from an earlier search; add --overwrite "
+        raise ConfigError(f"{spelled('--out', 'out_dir')} {out}: holds {old[0].name} from an earlier search; add "
+                          f"{spelled('--overwrite', 'overwrite=True')} "
                           "to replace those files, or choose another folder")
     return old
 

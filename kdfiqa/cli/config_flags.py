@@ -10,15 +10,19 @@ layer of the config, applied after the recipe and ``--config`` file and before `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
+import os
+import sys
 import typing
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..errors import ConfigError
 from ..size import Size
 
-__all__ = ["add_config_flags", "config_from_args", "image_size_arg", "input_size_arg", "finite_float"]
+__all__ = ["add_config_flags", "add_threads_flag", "config_from_args", "image_size_arg", "input_size_arg",
+           "finite_float", "intra_op_threads"]
 
 _DEST = "_config_flags"
 """Where the parser keeps ``dest -> section.field`` for :func:`config_from_args`."""
@@ -68,6 +72,44 @@ def at_least(low: int) -> Callable[[str], int]:
 
     parse.__name__ = f"integer >= {low}"
     return parse
+
+
+THREADS_HELP = ("torch's intra-op CPU threads (default: torch's choice, one per core); on a machine shared with "
+                "other jobs, fewer threads than cores can run several times faster")
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+"""What torch reads at import for its intra-op threads, and what child processes inherit."""
+
+
+def add_threads_flag(p: argparse.ArgumentParser) -> None:
+    """``--threads N`` of a training or scoring command (:func:`intra_op_threads` applies it)."""
+    p.add_argument("--threads", type=at_least(1), metavar="N", help=THREADS_HELP)
+
+
+@contextlib.contextmanager
+def intra_op_threads(threads: int | None) -> Iterator[None]:
+    """While a command runs, torch uses ``threads`` intra-op threads (``None``: unchanged), the
+    earlier setting restored afterwards. Before torch is imported this sets ``OMP_NUM_THREADS`` and
+    ``MKL_NUM_THREADS``, which torch reads at import (so a refusal still answers without torch),
+    and which worker processes inherit; after, ``torch.set_num_threads``."""
+    if threads is None:
+        yield
+        return
+    saved = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    os.environ.update({name: str(threads) for name in _THREAD_VARIABLES})
+    if torch is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if before is not None:
+            sys.modules["torch"].set_num_threads(before)
 
 
 def _converter(section: str, field: dataclasses.Field, hint: Any) -> Callable[[str], Any] | None:

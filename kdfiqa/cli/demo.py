@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from .config_flags import add_threads_flag
+
 EXAMPLES = """examples:
   kdfiqa demo                          # the full demo into ./kdfiqa-demo (a few minutes on 2 CPU cores)
   kdfiqa demo --quick --out /tmp/demo  # a smaller smoke run of every stage
@@ -32,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the data, the split and the training (default: 0)")
     p.add_argument("--images", metavar="DIR", help="folder of your own face photos to use as clean sources")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="default: cpu")
+    add_threads_flag(p)
     p.add_argument("--overwrite", action="store_true", help="replace the demo already in --out")
     p.add_argument("--resume", action="store_true",
                    help="continue the demo in --out: reuse its finished stages, resume the interrupted one")

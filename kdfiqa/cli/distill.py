@@ -59,6 +59,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import pipeline
-
-    return run_stage(args, "distill", pipeline.run_distill)
+    return run_stage(args, "distill", "run_distill")

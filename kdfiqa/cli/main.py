@@ -20,7 +20,8 @@ import warnings
 from typing import Any, Iterator, Sequence
 
 from .. import __version__
-from ..errors import user_message
+from ..errors import flag_spelling, user_message
+from .config_flags import intra_op_threads
 
 COMMANDS = ("train", "distill", "pseudo-label", "evaluate", "predict", "export", "budget", "search", "models",
             "recipes", "demo")
@@ -81,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        with warnings_as_notes():
+        with warnings_as_notes(), flag_spelling(), intra_op_threads(getattr(args, "threads", None)):
             return int(args.func(args) or 0)
     except KeyboardInterrupt as exc:  # 128 + the signal, as a shell reports a job it stopped
         print(f"kdfiqa {args.command}: interrupted", file=sys.stderr)

@@ -7,7 +7,7 @@ import argparse
 
 from ..errors import ConfigError
 from ..inference import DEVICES, SCORE_FORMATS
-from .config_flags import at_least, image_size_arg
+from .config_flags import add_threads_flag, at_least, image_size_arg
 
 EXAMPLES = """examples:
   kdfiqa predict runs/student/best.pt photos/ --out scores.csv
@@ -59,6 +59,7 @@ def add_inference_flags(p: argparse.ArgumentParser) -> None:
                    help="score with the training form; by default the inference form (batch norms folded, "
                         "in-place activations, EMO blocks with fewer copies, channels-last weights) is used "
                         "once its outputs match it to 1e-5")
+    add_threads_flag(p)
     add_speed_flags(p)
 
 

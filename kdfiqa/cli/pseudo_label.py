@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config_flags import at_least, input_size_arg
+from .config_flags import add_threads_flag, at_least, input_size_arg
 from .predict import add_speed_flags
 from .train import setup_logging
 
@@ -64,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="score with the teacher's training form; by default its inference form (batch norms "
                         "folded, channels-last weights) is used once its outputs match it to 1e-5")
     add_speed_flags(p)
+    add_threads_flag(p)
     p.set_defaults(func=run)
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from ..errors import ConfigError
 from ..size import format_size
 from .budget import add_budget_flags, resolve_budget
-from .config_flags import image_size_arg
+from .config_flags import add_threads_flag, image_size_arg
 
 if TYPE_CHECKING:
     from ..budget.search import SearchResult
@@ -55,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--latency-runs", type=int, default=5, metavar="N",
                    help="timed CPU passes per candidate, median kept, at most 100 (default: %(default)s)")
     p.add_argument("--no-latency", action="store_true", help="skip timing: a front over parameters and GFLOPs")
+    add_threads_flag(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--plot", metavar="FILE.png", help="draw the candidates and the front into a PNG")
     p.add_argument("--out", metavar="DIR", help="write each front configuration as a model file into DIR")

@@ -11,9 +11,9 @@ import argparse
 import logging
 import sys
 import time
-from typing import Any, Callable
+from typing import Any
 
-from .config_flags import add_config_flags, config_from_args
+from .config_flags import add_config_flags, add_threads_flag, config_from_args
 
 EXAMPLES = """examples:
   kdfiqa train --root data/train --csv data/train.csv --model emo2_5m --input 512 --out runs/teacher
@@ -47,6 +47,7 @@ def add_run_flags(p: argparse.ArgumentParser, command: str) -> None:
     cfg.add_argument("--allow-changes", action="store_true",
                      help="with --resume: accept changed schedule or data settings (e.g. more --epochs)")
     add_config_flags(p, command)
+    add_threads_flag(p)
 
 
 def run_config_from_args(args: argparse.Namespace, command: str) -> Any:
@@ -101,11 +102,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run_stage(args: argparse.Namespace, command: str, stage: Callable[..., Any]) -> int:
+def run_stage(args: argparse.Namespace, command: str, stage: str) -> int:
     """Resolve ``command``'s config from ``args`` and print it (``--print-config``), or run ``stage``
-    on it (a :mod:`kdfiqa.pipeline` stage) and print the summary."""
+    on it (the name of a :mod:`kdfiqa.pipeline` stage) and print the summary. The stage's checks
+    (:func:`kdfiqa.pipeline.checks.preflight`: the run folder, the files, the settings) run first,
+    before the stage's modules (torch, the models) are imported, so that a refusal answers at once."""
     from ..errors import ConfigError
-    from ..engine.distributed import is_main_process
 
     if args.resume and args.overwrite:
         raise ConfigError("--resume and --overwrite cannot be combined: continue the run, or start it over")
@@ -114,9 +116,14 @@ def run_stage(args: argparse.Namespace, command: str, stage: Callable[..., Any])
         config.validate()
         print(config.to_yaml(), end="")
         return 0
+    _early_checks(config, command, args)
+    from .. import pipeline
+    from ..engine.distributed import is_main_process
+
     setup_logging(config.train.quiet)
     started = time.perf_counter()
-    result = stage(config, resume=args.resume, allow_changes=args.allow_changes, overwrite=args.overwrite)
+    result = getattr(pipeline, stage)(config, resume=args.resume, allow_changes=args.allow_changes,
+                                      overwrite=args.overwrite)
     report(result, time.perf_counter() - started)
     if result.collapsed and is_main_process():  # the last word of the run, so that it is not mistaken for a result
         print(f"warning: kdfiqa {command}: the run collapsed: every validated epoch predicted a near-constant "
@@ -125,7 +132,25 @@ def run_stage(args: argparse.Namespace, command: str, stage: Callable[..., Any])
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
-    from .. import pipeline
+def _early_checks(config: Any, command: str, args: argparse.Namespace) -> None:
+    """The stage's checks (:func:`kdfiqa.pipeline.checks.preflight`) before torch is imported, in a
+    single process, under the run folder's writer lock as the stage will hold it (a folder another
+    process writes is refused naming it first); under ``torchrun`` the stage checks on every rank."""
+    import contextlib
+    import os
 
-    return run_stage(args, "train", pipeline.train)
+    from ..pipeline.checks import preflight
+    from ..writer_lock import writer_lock
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(writer_lock(os.path.join(config.train.output_dir, "")))
+        except OSError:  # no lock file can be made there: the output checks refuse the path
+            pass
+        preflight(config, command, resume=args.resume, overwrite=args.overwrite)
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_stage(args, "train", "train")

@@ -27,7 +27,7 @@ import yaml
 
 from ..engine.config import TrainConfig
 from ..data.splits import SPLIT_METHODS
-from ..errors import ConfigError
+from ..errors import ConfigError, spelled
 from ..options import COMMANDS, MAX_SEED, Naming, OptionError, check_options, conform, describe, option
 from ..size import Size
 
@@ -120,7 +120,7 @@ class ModelSection:
 
     def __post_init__(self) -> None:
         check_options(self, "model")
-        _size_field("model.input (--input)", self.input)
+        _size_field(spelled("model.input (--input)", "model.input"), self.input)
 
 
 @dataclass
@@ -178,7 +178,8 @@ class DataSection:
     def __post_init__(self) -> None:
         check_options(self, "data")
         if self.sampler is not None and self.samples_per_epoch is not None:
-            raise ConfigError("--sampler ssus draws its own epochs; drop --samples-per-epoch or the sampler")
+            raise ConfigError(f"{spelled('--sampler ssus', 'data.sampler')} draws its own epochs; drop "
+                              f"{spelled('--samples-per-epoch', 'data.samples_per_epoch')} or the sampler")
 
     def validate(self) -> None:
         """Build each transform spec once (:func:`kdfiqa.data.build_transform`)."""
@@ -199,7 +200,7 @@ class LossSection:
 
     def validate(self) -> None:
         """Parse the formula into its registered losses (:class:`kdfiqa.losses.WeightedSum`)."""
-        _loss_field("loss.task (--task-loss)", self.task)
+        _loss_field(spelled("loss.task (--task-loss)", "loss.task"), self.task)
 
 
 def _loss_field(where: str, formula: str | None) -> None:
@@ -307,15 +308,15 @@ class DistillSection:
         if isinstance(self.loss, str) and self.loss.strip().lower() in ("none", "null", ""):
             self.loss = None  # "--distill-loss none": the teacher teaches through pseudo-labels only
         check_options(self, "distill")
-        _size_field("distill.teacher_input (--teacher-input)", self.teacher_input)
+        _size_field(spelled("distill.teacher_input (--teacher-input)", "distill.teacher_input"), self.teacher_input)
         for size in self.deploy_input:
-            _size_field("distill.deploy_input (--deploy-input)", size)
+            _size_field(spelled("distill.deploy_input (--deploy-input)", "distill.deploy_input"), size)
 
     def validate(self) -> None:
         """Parse the distillation formula and the feature pairs, and look the budget up."""
         from ..distill.features import parse_feature_pairs
 
-        _loss_field("distill.loss (--distill-loss)", self.loss)
+        _loss_field(spelled("distill.loss (--distill-loss)", "distill.loss"), self.loss)
         if self.budget is not None and self.budget != "none":
             from ..budget.presets import get_budget
 
@@ -380,8 +381,8 @@ class RunConfig:
             return
         if self.distill.loss is None and not self.distill.feature:
             raise ConfigError("data.train_transform.quality_augment alters the training images, which only a "
-                              "teacher scoring them online may train on: set distill.loss (--distill-loss) or "
-                              "distill.feature (--feature-loss), or drop quality_augment")
+                              f"teacher scoring them online may train on: set {spelled('--distill-loss', 'distill.loss')} or "
+                              f"{spelled('--feature-loss', 'distill.feature')}, or drop quality_augment")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> "RunConfig":

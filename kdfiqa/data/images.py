@@ -33,7 +33,7 @@ from typing import Protocol, Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..errors import DataError
+from ..errors import DataError, spelled
 
 __all__ = ["MAX_PIXELS", "IMAGE_EXTENSIONS", "MOSTLY_MISSING", "ImageSource", "load_rgb", "check_image",
            "validate_images"]
@@ -163,7 +163,7 @@ class ImageSource:
         missing = [p for p in paths if not os.path.exists(p)]
         if not paths or len(missing) <= MOSTLY_MISSING * len(paths):
             return
-        given = f" ({self.root_option} not given, so --root's)" if self.defaulted else ""
+        given = f" ({self.root_option} not given, so {spelled('--root', 'data.root')}'s)" if self.defaulted else ""
         raise DataError(
             f"{self.label_option} {self.label_file}: {len(missing)} of {len(paths)} of its images are missing "
             f"under {self.root}{given}, the folder its names are resolved against (first: {missing[0]}); give "
@@ -197,7 +197,7 @@ def validate_images(datasets: ValidatableDataset | Sequence[ValidatableDataset],
         details = "\n".join(reason for _, reason in bad)
         raise DataError(
             f"{len(bad)} of {total} images cannot be used; fix or remove them, or skip them "
-            f"with --skip-bad (skip_bad=True):\n{details}"
+            f"with {spelled('--skip-bad', 'skip_bad=True')}:\n{details}"
         )
     for dataset, n, entries in found:
         if entries and len(entries) == n:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import DataError, spelled
 
 __all__ = ["resolve_image_path"]
 
@@ -44,6 +44,6 @@ def resolve_image_path(
     if real != real_root and real_root not in real.parents:
         raise DataError(
             f"{prefix}field 'image': {name!r} resolves to {real}, outside the image root {real_root}; "
-            "move the image under the root or pass allow_outside_root=True (--allow-outside-root)"
+            f"move the image under the root or pass {spelled('--allow-outside-root', 'allow_outside_root=True')}"
         )
     return joined

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data.csv_files import write_scores
 from ..engine.distributed import DistContext
-from ..errors import DataError
+from ..errors import DataError, spelled
 from ..metrics import COLLAPSE_SPREAD, Logistic4, fit_logistic4
 from .label_parts import LabelParts
 from .score_table import batch_names
@@ -238,8 +238,9 @@ def pseudo_label(
                         "written instead", labelled.scores.size, fault)
         else:
             raise DataError(f"calibration on {labelled.scores.size} labelled images is degenerate ({fault}); "
-                            "the teacher may be too weak: train it longer, pseudo-label without --calibrate, "
-                            "or keep the raw scores with --raw-if-degenerate")
+                            "the teacher may be too weak: train it longer, pseudo-label without "
+                            f"{spelled('--calibrate', 'calibrate_on')}, or keep the raw scores with "
+                            f"{spelled('--raw-if-degenerate', 'raw_if_degenerate=True')}")
     if scores.size > 1 and float(np.std(scores)) < COLLAPSE_SPREAD:
         log.warning("the teacher's %d pseudo-labels are near-constant (spread %.2e < %g): it has collapsed, and "
                     "training on them teaches nothing; use a better teacher", scores.size, float(np.std(scores)),

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.transforms import renormalize
-from ..errors import ConfigError
+from ..errors import ConfigError, spelled
 from ..models.deploy import attached_deploy_config, output_kind
 from ..size import Size
 from ..targets import load_target, resolve_scheme
@@ -74,7 +74,8 @@ class NetworkTeacher(nn.Module):
         deployed = attached_deploy_config(self.network)
         normalize = self.normalize
         if self.input_size is None:
-            raise ConfigError("the teacher's resolution is unknown: pass --teacher-input (distill.teacher_input)")
+            raise ConfigError("the teacher's resolution is unknown: pass "
+                              f"{spelled('--teacher-input (distill.teacher_input)', 'distill.teacher_input')}")
         if deployed is not None:
             if deployed.input_size != self.input_size:
                 deployed = deployed.replace(input_size=self.input_size)
@@ -228,7 +229,7 @@ class Teacher(nn.Module):
         first = self.members[0]
         if not isinstance(first, NetworkTeacher) or first.input_size is None:
             raise ConfigError("pseudo-labelling needs a teacher network (a model name or checkpoint), "
-                              "not only a CSV of scores; or pass --teacher-input")
+                              f"not only a CSV of scores; or pass {spelled('--teacher-input', 'teacher_input')}")
         spec = first.eval_transform
         if len(self.members) == 1:
             return spec

@@ -58,7 +58,7 @@ from ..data.degradations import DEGRADATIONS
 from ..data.quality_augment import Augment
 from ..data.transform_spec import TransformSpec
 from ..engine.distributed import DistContext
-from ..errors import CheckpointError, ConfigError, DataError
+from ..errors import CheckpointError, ConfigError, DataError, spelled
 from ..models.deploy import plain_values
 
 __all__ = ["FORMAT", "ViewCache", "CachedViews", "CachedTeacher", "build_view_cache", "teacher_fingerprint",
@@ -152,7 +152,7 @@ class ViewCache:
                                   f"{plain_values(transform)}; delete it or train with the transform it was built with")
         if views is not None and cache.views != views:
             raise CheckpointError(f"{path}: holds {cache.views} view(s) per image, this run asks for {views} "
-                                  "(--view-cache); delete it to rebuild it, or ask for the views it holds")
+                                  f"({spelled('--view-cache', 'distill.view_cache')}); delete it to rebuild it, or ask for the views it holds")
         return cache
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from ..console import make_console
-from ..errors import ConfigError, first_line
+from ..errors import ConfigError, first_line, spelled
 from .amp import amp_dtype
 from .config import MONITOR_MODES, TrainConfig
 from .progress import TrainProgress, epoch_line, epoch_table
@@ -239,7 +239,7 @@ class ProgressDisplay(Callback):
             self.console.print(
                 f"warning: epoch {record['epoch']}: the validation predictions have collapsed (spread "
                 f"{record['val']['spread']:.2e} < {COLLAPSE_SPREAD:g}): a near-constant model, not kept as "
-                "best.pt; lower --lr, train longer or check the labels", markup=False, highlight=False,
+                f"best.pt; lower {spelled('--lr', 'train.lr')}, train longer or check the labels", markup=False, highlight=False,
                 soft_wrap=True)
         if self._shown(trainer):
             if trainer.config.verbose:
@@ -254,7 +254,7 @@ class ProgressDisplay(Callback):
     def on_interrupt(self, trainer: "Trainer", signum: int) -> None:
         if self._shown(trainer):
             self.console.print(
-                f"stopping after this step; resume with --resume (last.pt: {trainer.last_path})",
+                f"stopping after this step; resume with {spelled('--resume', 'resume=True')} (last.pt: {trainer.last_path})",
                 markup=False, highlight=False, soft_wrap=True,
             )
 
@@ -291,7 +291,7 @@ class Tracker(Callback):
             try:
                 sink = BACKENDS[name].open(self.output_dir, config, self.run_ids.get(name))
             except Exception as exc:  # a backend's own failure: a bad tracking URI, a refused login
-                raise ConfigError(f"--log-to {name}: cannot start a run ({type(exc).__name__}: {first_line(exc)}); "
+                raise ConfigError(f"{spelled(f'--log-to {name}', f'train.log_to {name}')}: cannot start a run ({type(exc).__name__}: {first_line(exc)}); "
                                   "check its settings (environment variables) or drop it") from exc
             self.sinks[name] = sink
             if sink.run_id is not None:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..errors import DataError, first_line
+from ..errors import DataError, first_line, spelled
 from ..modes import evaluating
 from .amp import autocast
 from .distributed import DistContext, all_gather_objects
@@ -76,8 +76,8 @@ def predict(
                 except RuntimeError as exc:  # e.g. an image smaller than the network's stride, at native size
                     raise DataError(
                         f"{batch['name'][0]} (batch of {images.shape[0]} at {images.shape[-2]}x{images.shape[-1]}): "
-                        f"the model cannot score it ({first_line(exc)}); score it at the model's size (no "
-                        "--native, or --input HxW)") from None
+                        f"the model cannot score it ({first_line(exc)}); score it at the model's size ("
+                        f"{spelled('no --native, or --input HxW', 'native=False, or input_size=(H, W)')})") from None
             index.extend(int(i) for i in batch["index"])
             names.extend(batch["name"])
             labeled = labeled and "score" in batch

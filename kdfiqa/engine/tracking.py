@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
-from ..errors import ConfigError
+from ..errors import ConfigError, spelled
 
 __all__ = ["BACKENDS", "Backend", "Sink", "check_backends", "epoch_scalars", "step_scalars"]
 
@@ -143,9 +143,9 @@ def check_backends(names: Iterable[str]) -> None:
     for name in names:
         backend = BACKENDS.get(name)
         if backend is None:
-            raise ConfigError(f"--log-to {name} (train.log_to): not one of {', '.join(BACKENDS)}")
+            raise ConfigError(f"{spelled(f'--log-to {name} (train.log_to)', f'train.log_to {name}')}: not one of {', '.join(BACKENDS)}")
         if importlib.util.find_spec(backend.module) is None:
-            raise ConfigError(f"--log-to {name} (train.log_to) needs the {backend.module} package: "
+            raise ConfigError(f"{spelled(f'--log-to {name} (train.log_to)', f'train.log_to {name}')} needs the {backend.module} package: "
                               f"pip install 'kdfiqa[{backend.extra}]'")
 
 

@@ -42,7 +42,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..checkpoint import build_checkpoint, load_weights, save_checkpoint
-from ..errors import CheckpointError, ConfigError, KdfiqaError, first_line
+from ..errors import CheckpointError, ConfigError, KdfiqaError, first_line, spelled
 from ..metrics import COLLAPSE_SPREAD, ConstantInputWarning
 from ..models.deploy import deploy_config, set_deploy_config
 from .amp import autocast, grad_scaler
@@ -244,14 +244,15 @@ class Trainer:
         at_risk = getattr(self.objective, "images_per_sample", 1) == 1 and self._trains_batch_norm()
         if at_risk and cfg.batch_size == 1:
             raise ConfigError("batch_size 1: the model's BatchNorm1d cannot train on one sample per batch; use "
-                              "--batch-size 2 or more")
+                              f"{spelled('--batch-size 2', 'train.batch_size=2')} or more")
         if at_risk and not cfg.drop_last and per_epoch % cfg.batch_size == 1:
             near = sorted((b for b in range(2, per_epoch + 1) if per_epoch % b != 1),
                           key=lambda b: (abs(b - cfg.batch_size), b))[:2]
             raise ConfigError(
                 f"drop_last=False leaves a last batch of 1 of the {per_epoch} samples each epoch, and the model's "
                 f"BatchNorm1d cannot train on one sample: use batch_size {' or '.join(map(str, sorted(near)))} "
-                "(--batch-size), or drop it with --set train.drop_last=true")
+                f"({spelled('--batch-size', 'train.batch_size')}), or drop it with "
+                f"{spelled('--set train.drop_last=true', 'train.drop_last=True')}")
         return loader
 
     def _trains_batch_norm(self) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from ..budget import CostReport
-from ..errors import KdfiqaError
+from ..errors import KdfiqaError, spelled
 from ..size import format_size
 
 if TYPE_CHECKING:
@@ -157,7 +157,7 @@ def require_dependencies(formats: Iterable[str], *, onnx_exporter: str = "dynamo
         except ImportError:
             what = "INT8 quantisation" if int8 and "onnx" not in formats else "ONNX export"
             raise ExportError(f"{what} needs {module}, which is not installed: {ONNX_EXTRA} "
-                              "(or leave onnx out of --format)") from None
+                              f"(or leave onnx out of {spelled('--format', 'formats')})") from None
 
 
 def example_batch(input_size: tuple[int, int, int], batch_size: int, seed: int) -> torch.Tensor:

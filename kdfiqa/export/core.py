@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from ..atomic_write import atomic_path
 from ..budget import Budget, BudgetExceeded, CostReport, InputSize, measure, parse_input_size
 from ..budget.presets import DEFAULT_BUDGET, as_budget
-from ..errors import ConfigError
+from ..errors import ConfigError, spelled
 from ..outputs import check_output_file
 from ..size import format_size
 from .common import (
@@ -193,7 +193,7 @@ def export_model(
         raise ExportError(f"unknown export format(s) {unknown or formats!r}; choose from {', '.join(EXPORT_FORMATS)}")
     formats = list(dict.fromkeys(formats))
     if int8 is not None and "onnx" not in formats:
-        raise ExportError("--int8 quantises the ONNX file: add onnx to --format")
+        raise ExportError(f"{spelled('--int8', 'int8')} quantises the ONNX file: add onnx to {spelled('--format', 'formats')}")
     if "onnx" in formats:
         check_onnx_options(onnx_exporter, opset)
     require_dependencies(formats, onnx_exporter=onnx_exporter, int8=int8 is not None)
@@ -208,7 +208,7 @@ def export_model(
     stem = name or deploy.name or "model"
     out = Path(out_dir)
     for file_name in output_names(stem, formats, int8 is not None, folder):
-        check_output_file(out / file_name, overwrite=overwrite, flag="export", overwrite_flag="overwrite=True")
+        check_output_file(out / file_name, overwrite=overwrite, flag="export")
     calibration = int8.calibration(model, sizes[0] if input_sizes else None) if int8 is not None else None
     reports, within = _check_budget(model, budget, sizes, bool(input_sizes), allow_over_budget, stem)
     out.mkdir(parents=True, exist_ok=True)
@@ -326,4 +326,4 @@ def _verify(model: nn.Module, runner: Runner, fmt: str, checks: list[tuple[int, 
             f"{fmt} export of {stem} disagrees with the eager model, file not written: "
             + "; ".join(v.describe() for v in failed)
             + " (forward probably turns the input size into Python constants; keep shape "
-              "arithmetic in tensor ops or export at the deployment size with --input)")
+              f"arithmetic in tensor ops or export at the deployment size with {spelled('--input', 'input_sizes')})")

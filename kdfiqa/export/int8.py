@@ -27,7 +27,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ..atomic_write import atomic_path
 from ..budget import InputSize
-from ..errors import ConfigError
+from ..errors import ConfigError, spelled
 from .common import DEFAULT_CALIBRATION_COUNT, DEFAULT_MAX_DROP, MAX_CALIBRATION_COUNT, AccuracyDropError
 from .onnx import load_onnx_session
 
@@ -87,16 +87,18 @@ class Int8Options:
 
     def __post_init__(self) -> None:
         if (self.calibrate_images is None) == (self.calibrate_csv is None):
-            raise ConfigError("--int8 needs calibration images: give --calibrate-images DIR or "
-                              "--calibrate-csv CSV with --calibrate-root DIR (one of them)")
+            raise ConfigError(f"{spelled('--int8', 'Int8Options')} needs calibration images: give "
+                              f"{spelled('--calibrate-images DIR', 'calibrate_images')} or "
+                              f"{spelled('--calibrate-csv CSV', 'calibrate_csv')} with "
+                              f"{spelled('--calibrate-root DIR', 'calibrate_root')} (one of them)")
         if (self.calibrate_csv is None) != (self.calibrate_root is None):
-            raise ConfigError("--calibrate-csv and --calibrate-root go together")
+            raise ConfigError(f"{spelled('--calibrate-csv')} and {spelled('--calibrate-root')} go together")
         if (self.check_csv is None) != (self.check_root is None):
-            raise ConfigError("--check-csv and --check-root go together")
+            raise ConfigError(f"{spelled('--check-csv')} and {spelled('--check-root')} go together")
         if not 1 <= self.count <= MAX_CALIBRATION_COUNT:
-            raise ConfigError(f"--calibrate-count {self.count} must be between 1 and {MAX_CALIBRATION_COUNT}")
+            raise ConfigError(f"{spelled('--calibrate-count', 'count')} {self.count} must be between 1 and {MAX_CALIBRATION_COUNT}")
         if not 0 <= self.max_drop < 2:
-            raise ConfigError(f"--max-drop {self.max_drop} must be >= 0 (a drop of the challenge score)")
+            raise ConfigError(f"{spelled('--max-drop')} {self.max_drop} must be >= 0 (a drop of the challenge score)")
 
     def calibration(self, model: nn.Module, input_size: InputSize | None) -> ImageSamples:
         """The calibration images (read and checked now, before any file is written), rendered by
@@ -207,6 +209,7 @@ def compare_int8(float_path: str | Path, int8_path: str | Path, check: ImageSamp
         raise AccuracyDropError(
             f"INT8 loses {report.drop:.4f} of the challenge score on {len(check)} check images "
             f"(float32 {f['score']:.4f}, INT8 {q['score']:.4f}; SRCC {f['srcc']:.4f} -> {q['srcc']:.4f}), "
-            f"more than --max-drop {report.max_drop:g}: INT8 file not written; try more --calibrate-count images "
+            f"more than {spelled('--max-drop')} {report.max_drop:g}: INT8 file not written; try more "
+            f"{spelled('--calibrate-count', 'count')} images "
             "or keep float32")
     return report

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..atomic_write import atomic_path
 from ..budget import InputSize, parse_input_size
-from ..errors import first_line
+from ..errors import first_line, spelled
 from .common import (
     DEFAULT_OPSET,
     METADATA_KEY,
@@ -44,9 +44,9 @@ __all__ = ["check_onnx_options", "export_onnx", "write_onnx", "load_onnx_session
 def check_onnx_options(exporter: str, opset: int) -> None:
     """Refuse an unknown exporter or an opset too old for dynamic sizes (before anything is written)."""
     if exporter not in ONNX_EXPORTERS:
-        raise ExportError(f"--onnx-exporter {exporter!r} is unknown; choose from {', '.join(ONNX_EXPORTERS)}")
+        raise ExportError(f"{spelled('--onnx-exporter')} {exporter!r} is unknown; choose from {', '.join(ONNX_EXPORTERS)}")
     if opset < MIN_OPSET:
-        raise ExportError(f"--opset {opset} is too old: dynamic height and width need opset >= {MIN_OPSET}")
+        raise ExportError(f"{spelled('--opset')} {opset} is too old: dynamic height and width need opset >= {MIN_OPSET}")
 
 
 def export_onnx(model: nn.Module, path: str | Path, input_size: InputSize, *, exporter: str = "dynamo",
@@ -134,7 +134,7 @@ def _convert(model: nn.Module, convert: Any) -> None:
             reason = first_line(exc)
             reason = reason.split(" Please feel free")[0].split("  [Caused by")[0].rstrip(". ")
             raise ExportError(
-                f"ONNX export of {display_name(model)} failed ({reason}); export --format pt2 or torchscript "
+                f"ONNX export of {display_name(model)} failed ({reason}); export {spelled('--format pt2', 'formats pt2')} or torchscript "
                 "instead, or write that operation so that it works for any height and width") from exc
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..atomic_write import atomic_path
 from ..budget import InputSize, parse_input_size
-from ..errors import first_line
+from ..errors import first_line, spelled
 from .common import METADATA_KEY, ExportError, ExportShape, display_name, example_batch, metadata_json
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def capture(model: nn.Module, input_size: InputSize, *, dynamic: bool = True
             program = torch.export.export(model, (example,), dynamic_shapes=(dims,))
         except Exception as exc:  # the exporter raises many types; the user needs one line
             raise ExportError(f"torch.export of {display_name(model)} failed ({first_line(exc)}); "
-                              "export --format torchscript instead") from exc
+                              f"export {spelled('--format torchscript', 'formats torchscript')} instead") from exc
     return program, _shape(program, size, dynamic, display_name(model))
 
 
@@ -66,9 +66,9 @@ def _shape(program: ExportedProgram, size: tuple[int, int, int], dynamic: bool, 
     if len(symbols) == 2:
         lower = [int(program.range_constraints[s].lower) for s in symbols if s in program.range_constraints]
         return ExportShape(True, max(lower, default=1))
-    why = "--static-size" if not dynamic else "the model's shape arithmetic specialises them"
+    why = spelled("--static-size", "static_size=True") if not dynamic else "the model's shape arithmetic specialises them"
     return ExportShape(False, note=f"{name}: height and width fixed at {h}x{w} ({why}); export at each "
-                                   "deployment size with --input")
+                                   f"deployment size with {spelled('--input', 'input_sizes')}")
 
 
 def write_pt2(program: ExportedProgram, path: Path, meta: dict[str, Any] | None) -> None:

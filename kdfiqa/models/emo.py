@@ -9,6 +9,14 @@ output strides are 2 (stem), 4, 8, 16, 32.
 The eight registered presets reproduce the official ImageNet models to the parameter and to the
 fvcore FLOP (with ``num_classes=1000``, 224x224). Parameter names follow the official code, so
 :func:`load_official_emo_weights` loads the released checkpoints without renaming.
+
+From scratch, an EMOv2 preset starts its layer scale at :data:`FROM_SCRATCH_LAYER_SCALE` (1.0), not
+the official 1e-6: EMOv2's down-sampling blocks have no skip, so at 1e-6 every stage shrinks its
+input a millionfold and a short run predicts a near-constant score (see
+``benchmarks/from_scratch_init.py``); 1e-6 is the ImageNet recipe's value for hundreds of epochs.
+With ``pretrained=PATH`` the official 1e-6 is kept (the loaded weights replace it anyway), and
+``layer_scale=...`` (``--set model.kwargs.layer_scale=1e-6``) always wins. The value is an initial
+value only: the parameters, their count and the FLOPs are the same.
 """
 
 from __future__ import annotations
@@ -19,12 +27,16 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..errors import CheckpointError, ConfigError, first_line
+from ..errors import CheckpointError, ConfigError, first_line, spelled
 from .bounds import Bound
 from .emo_blocks import ConvNormAct, PatchEmbed, iiRMB, iRMB, make_norm
 from .registry import register_backbone
 
-__all__ = ["EMOBackbone", "load_official_emo_weights"]
+__all__ = ["EMOBackbone", "FROM_SCRATCH_LAYER_SCALE", "load_official_emo_weights"]
+
+FROM_SCRATCH_LAYER_SCALE = 1.0
+"""The initial layer scale of an EMOv2 preset built without pretrained weights (the official 1e-6
+needs thousands of steps before the blocks contribute; the module docstring says why)."""
 
 _BLOCKS = {"irmb": iRMB, "iirmb": iiRMB}
 
@@ -78,7 +90,9 @@ class EMOBackbone(nn.Module):
             default the first half of the stages use BN, SiLU and no attention, the rest LN, GELU
             and hybrid attention (the EMOv2 layout for four stages).
         attn_pre: attention before (EMO) or after (EMOv2) the value projection.
-        layer_scale: initial layer-scale value (EMOv2 1e-6, including down-sampling blocks; 0 = off).
+        layer_scale: initial layer-scale value (EMOv2 1e-6, including down-sampling blocks; 0 = off;
+            the registered EMOv2 presets start at :data:`FROM_SCRATCH_LAYER_SCALE` when built
+            without pretrained weights).
         drop_path_rate: stochastic depth, rising linearly from 0 to this value over all blocks.
         num_classes: > 0 adds the ImageNet-style classifier ``head`` after the final norm and pooling.
 
@@ -230,15 +244,19 @@ def _create(
     """Build preset ``name``; ``window_size`` overrides every stage's window (e.g. 8 at 256/512 px).
 
     ``pretrained`` may be the path of an official checkpoint (see :func:`load_official_emo_weights`);
-    ``True`` is refused because kdfiqa never downloads weights.
+    ``True`` is refused because kdfiqa never downloads weights. Without it, a preset with layer scale
+    starts it at :data:`FROM_SCRATCH_LAYER_SCALE` unless ``layer_scale`` is given.
     """
     if pretrained is True:
         raise ConfigError(
             f"{name}: pretrained=True cannot download weights; give the path of an official checkpoint "
-            "(pretrained='PATH' in Python, --set model.kwargs.pretrained=PATH on the command line; see "
+            f"({spelled('--set model.kwargs.pretrained=PATH', 'pretrained=PATH')}; see "
             "kdfiqa.models.load_official_emo_weights for where to get it)"
         )
-    kwargs = dict(_PRESETS[name], num_classes=num_classes, **overrides)
+    preset = _PRESETS[name]
+    if not pretrained and preset["layer_scale"] > 0:
+        preset = dict(preset, layer_scale=FROM_SCRATCH_LAYER_SCALE)
+    kwargs = dict(preset, num_classes=num_classes, **overrides)
     if window_size is not None:
         kwargs["window_sizes"] = window_size
     model = EMOBackbone(**kwargs)

@@ -47,7 +47,7 @@ from ..budget.core import measure
 from ..budget.limits import Budget
 from ..budget.presets import DEFAULT_BUDGET, NO_BUDGET, as_budget
 from ..checkpoint import load_checkpoint
-from ..errors import CheckpointError, ConfigError, first_line, named_first_line
+from ..errors import CheckpointError, ConfigError, first_line, named_first_line, spelled
 from .deploy import DeployConfig, deploy_config, plain_values, set_deploy_config
 from .model_card import model_card
 from .rebuild import build_model_spec, load_model
@@ -167,7 +167,7 @@ def write_model_folder(
         raise ConfigError(f"{out}: is a file; give a folder for the model folder")
     taken = [name for name in (WEIGHTS, CONFIG, CARD) if (out / name).exists()]
     if taken and not overwrite:
-        raise ConfigError(f"{out}: already holds {', '.join(taken)}; pass --overwrite (overwrite=True from Python) "
+        raise ConfigError(f"{out}: already holds {', '.join(taken)}; pass {spelled('--overwrite', 'overwrite=True')} "
                           "or choose another folder")
     model, ckpt = _source_model(model_or_checkpoint, weights)
     config = _checked_spec(model)

@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from ..data.transform_spec import check_normalize
-from ..errors import ConfigError, KdfiqaError, first_line, named_first_line
+from ..errors import ConfigError, KdfiqaError, first_line, named_first_line, spelled
 from ..registry import Registry
 from .bounds import Bound, check_bounds
 from .deploy import DeployConfig, output_kind, set_deploy_config
@@ -271,7 +271,7 @@ def _attempt(spec: str, kwargs: Mapping[str, Any], build: Callable[[], Any]) -> 
             raise
         raise ConfigError(
             f"{spec}: its published weights could not be fetched ({first_line(exc)}); without a network "
-            "start from random weights (--set model.pretrained=false) or put the weights in the torch/timm "
+            f"start from random weights ({spelled('--set model.pretrained=false', 'pretrained=False')}) or put the weights in the torch/timm "
             "cache first") from None
     except Exception as exc:  # noqa: BLE001 - a constructor refusing the values fails in many ways
         raise ConfigError(f"{spec} cannot be built: {named_first_line(exc)}") from exc

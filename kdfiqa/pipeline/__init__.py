@@ -29,14 +29,20 @@ The stages live by concern: :mod:`~kdfiqa.pipeline.checks` (what is refused befo
 
 from __future__ import annotations
 
-from .building import build_model, build_student, build_teacher, deploy_sizes, resolve_transforms
-from .checks import validate
-from .data import labeled_data
-from .distillation import distill, run_distill
-from .labelling import SelfTrained, pseudo_label, self_train
-from .results import Labels, RunResult
-from .training import train
+from .._lazy import lazy_exports
 
-__all__ = ["Labels", "RunResult", "validate", "build_model", "build_teacher", "build_student", "resolve_transforms",
-           "deploy_sizes", "labeled_data", "train", "pseudo_label", "self_train", "SelfTrained", "distill",
-           "run_distill"]
+_EXPORTS = {
+    ".building": ("build_model", "build_student", "build_teacher", "deploy_sizes", "resolve_transforms"),
+    ".checks": ("validate",),
+    ".data": ("labeled_data",),
+    ".distillation": ("distill", "run_distill"),
+    ".labelling": ("SelfTrained", "pseudo_label", "self_train"),
+    ".results": ("Labels", "RunResult"),
+    ".training": ("train",),
+}
+"""Where each public name lives: ``{sub-module: names}``, imported on first use (as :mod:`kdfiqa.engine`),
+so that the command line's refusals (:mod:`~kdfiqa.pipeline.checks`) answer before torch is imported."""
+
+__getattr__, __dir__, _NAMES = lazy_exports(__name__, globals(), _EXPORTS)
+
+__all__ = [*_NAMES]

@@ -14,7 +14,7 @@ from ..budget import Budget
 from ..budget.presets import NO_BUDGET
 from ..config import RunConfig
 from ..engine.distributed import DistContext, init_distributed, is_main_process
-from ..errors import ConfigError
+from ..errors import ConfigError, spelled
 from ..size import Size, format_size
 from .checks import required
 
@@ -43,7 +43,7 @@ def build_model(config: RunConfig) -> nn.Module:
     if section.head is not None:
         kwargs["head"] = dict(section.head)
     torch.manual_seed(config.train.seed)
-    model = create_model(required(section.name, "--model NAME (model.name)"), **kwargs)
+    model = create_model(required(section.name, spelled("--model NAME (model.name)", "model.name")), **kwargs)
     if section.init:
         fresh = _head_state(model) if section.init_head == "fresh" else None
         (load_folder_weights if is_model_folder(section.init) else load_weights)(model, section.init)

@@ -9,8 +9,7 @@ from typing import Any, Sequence
 
 from ..config import SECTIONS, RunConfig
 from ..data.transform_spec import TransformSpec
-from ..engine.distributed import is_main_process
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, spelled
 from ..size import Size, format_size
 from .results import PSEUDO_LABELS, VIEW_CACHE, Labels, label_sets
 
@@ -50,74 +49,89 @@ def validate(config: RunConfig, command: str, *, pseudo: Labels | Sequence[Label
     (:meth:`RunConfig.validate`) and adds what spans sections. ``pseudo``/``teacher_given`` say what
     a caller of :func:`distill` hands over directly.
     """
-    config.validate()
     data, distill_ = config.data, config.distill
-    _check_model_name(required(config.model.name, "a model to train: --model NAME (model.name)"))
-    required(data.root, "--root DIR (data.root), the folder of labeled images,")
-    required(data.csv, "--csv FILE (data.csv), the labels,")
+    required(data.root, f"{spelled('--root DIR (data.root)', 'data.root')}, the folder of labeled images,")
+    required(data.csv, f"{spelled('--csv FILE (data.csv)', 'data.csv')}, the labels,")
+    for value, flag, kind in ((data.root, spelled("--root", "data.root"), "dir"),
+                              (data.csv, spelled("--csv", "data.csv"), "file"),
+                              (data.val_root, spelled("--val-root", "data.val_root"), "dir"),
+                              (data.val_csv, spelled("--val-csv", "data.val_csv"), "file"),
+                              (data.pseudo_csv, spelled("--pseudo-csv", "data.pseudo_csv"), "file"),
+                              (data.pseudo_root, spelled("--pseudo-root", "data.pseudo_root"), "dir"),
+                              (data.unlabeled, spelled("--unlabeled", "data.unlabeled"), "dir"),
+                              (config.model.init, spelled("--init", "model.init"), "weights")):
+        _existing(value, flag, kind)
+    config.validate()  # builds transforms and losses: after the files, so that a missing one is refused without torch
+    _check_model_name(required(config.model.name, f"a model to train: {spelled('--model NAME (model.name)', 'model.name')}"))
     if pseudo is not None and data.pseudo_csv:
         given = ", ".join(str(labels.csv) for labels in label_sets(pseudo))
         raise ConfigError(f"pseudo-labels given twice: data.pseudo_csv ({data.pseudo_csv}) and {given}; give one")
     if data.pseudo_csv and data.unlabeled and command == "distill":
-        raise ConfigError("--pseudo-csv (pseudo-labels used as given) and --unlabeled (a folder for the "
-                          "teacher to label) cannot be combined: give one; the CSV's image folder is --pseudo-root")
+        raise ConfigError(f"{spelled('--pseudo-csv', 'data.pseudo_csv')} (pseudo-labels used as given) and "
+                          f"{spelled('--unlabeled', 'data.unlabeled')} (a folder for the teacher to label) cannot be "
+                          f"combined: give one; the CSV's image folder is {spelled('--pseudo-root', 'data.pseudo_root')}")
     if command == "train":
         if data.train_transform is not None and TransformSpec.parse(data.train_transform).alters_quality:
             raise ConfigError("data.train_transform.quality_augment alters the training images, whose labels "
                               "then describe another image: train has no teacher to score them; use kdfiqa "
                               "distill with --distill-loss, or drop quality_augment")
         if data.unlabeled and config.ssar.epochs == 0:
-            raise ConfigError("train uses --unlabeled only for SSAR pretraining (set ssar.epochs > 0); "
-                              "to train on pseudo-labels give --pseudo-csv FILE --pseudo-root DIR")
+            raise ConfigError(f"train uses {spelled('--unlabeled', 'data.unlabeled')} only for SSAR pretraining (set "
+                              "ssar.epochs > 0); to train on pseudo-labels give "
+                              f"{spelled('--pseudo-csv FILE --pseudo-root DIR', 'data.pseudo_csv and data.pseudo_root')}")
     else:
         online = distill_.loss is not None or bool(distill_.feature)
         has_teacher = teacher_given or bool(distill_.teachers)
         if not has_teacher and not (data.pseudo_csv or pseudo):
-            raise ConfigError("no teacher: pass --teacher (a model name, timm:NAME, checkpoint or scores CSV) "
-                              "or --pseudo-csv with pseudo-labels")
+            raise ConfigError(f"no teacher: pass {spelled('--teacher', 'distill.teachers')} (a model name, timm:NAME, "
+                              f"checkpoint or scores CSV) or {spelled('--pseudo-csv', 'data.pseudo_csv')} with pseudo-labels")
         if online and not has_teacher:
-            raise ConfigError("--distill-loss/--feature-loss need a teacher: pass --teacher, or --distill-loss none")
+            raise ConfigError(f"{spelled('--distill-loss/--feature-loss', 'distill.loss/distill.feature')} need a teacher: "
+                              f"pass {spelled('--teacher', 'distill.teachers')}, or "
+                              f"{spelled('--distill-loss none', 'distill.loss=None')}")
         if (distill_.calibrate or distill_.self_train) and not data.unlabeled:
-            raise ConfigError("--calibrate and --self-train act on the teacher's labels of --unlabeled DIR; "
-                              "add --unlabeled (to calibrate a CSV, use kdfiqa pseudo-label --calibrate)")
+            raise ConfigError(f"{spelled('--calibrate', 'distill.calibrate')} and {spelled('--self-train', 'distill.self_train')} "
+                              f"act on the teacher's labels of {spelled('--unlabeled DIR', 'data.unlabeled')}; add "
+                              f"{spelled('--unlabeled', 'data.unlabeled')} (to calibrate a CSV, use "
+                              "kdfiqa pseudo-label --calibrate)")
         if distill_.view_cache and (distill_.feature or distill_.loss is None):
-            raise ConfigError("--view-cache stores the teacher's scores for a distillation loss; it needs "
-                              "--distill-loss and cannot serve --feature-loss (features are not cached)")
+            raise ConfigError(f"{spelled('--view-cache', 'distill.view_cache')} stores the teacher's scores for a "
+                              f"distillation loss; it needs {spelled('--distill-loss', 'distill.loss')} and cannot serve "
+                              f"{spelled('--feature-loss', 'distill.feature')} (features are not cached)")
         _check_unlabeled_use(config)
         first = str(distill_.teachers[0]) if distill_.teachers else ""
         if distill_.self_train and not first.endswith((".pt", ".pth")):
-            raise ConfigError("--self-train retrains the teacher, so the first --teacher must be a kdfiqa checkpoint")
-    for value, flag, kind in ((data.root, "--root", "dir"), (data.csv, "--csv", "file"),
-                              (data.val_root, "--val-root", "dir"), (data.val_csv, "--val-csv", "file"),
-                              (data.pseudo_csv, "--pseudo-csv", "file"), (data.pseudo_root, "--pseudo-root", "dir"),
-                              (data.unlabeled, "--unlabeled", "dir"), (config.model.init, "--init", "weights")):
-        _existing(value, flag, kind)
+            raise ConfigError(f"{spelled('--self-train', 'distill.self_train')} retrains the teacher, so the first "
+                              f"{spelled('--teacher', 'of distill.teachers')} must be a kdfiqa checkpoint")
 
 
 def _check_unlabeled_use(config: RunConfig) -> None:
     """The settings of unlabeled images used online that span sections: ``--unlabeled-use`` needs the
     images, ``--labeled-per-batch`` needs them used online, fits the batch and draws its own epochs."""
     data, distill_ = config.data, config.distill
+    use = spelled(f"--unlabeled-use {distill_.unlabeled_use}", f"distill.unlabeled_use={distill_.unlabeled_use!r}")
+    unlabeled, per_batch_name = spelled("--unlabeled", "data.unlabeled"), spelled("--labeled-per-batch",
+                                                                                    "distill.labeled_per_batch")
     if distill_.unlabeled_use != "pseudo" and not data.unlabeled:
-        raise ConfigError(f"--unlabeled-use {distill_.unlabeled_use} trains on the images of --unlabeled DIR; "
-                          "add --unlabeled")
+        raise ConfigError(f"{use} trains on the images of {unlabeled}, which is not given; add {unlabeled}")
     if distill_.unlabeled_use == "online" and data.sampler == "ssus":
-        raise ConfigError("--sampler ssus draws by label, and --unlabeled-use online adds images without one; "
-                          "drop --sampler or use --labeled-per-batch N")
+        raise ConfigError(f"{spelled('--sampler ssus', 'data.sampler=ssus')} draws by label, and {use} adds images "
+                          f"without one; drop the sampler or set {per_batch_name}")
     if distill_.unlabeled_use == "online" and distill_.calibrate:
-        raise ConfigError("--calibrate maps pseudo-labels, and --unlabeled-use online makes none; use "
-                          "--calibrate-online for the teacher's online outputs, or --unlabeled-use both")
+        raise ConfigError(f"{spelled('--calibrate', 'distill.calibrate')} maps pseudo-labels, and {use} makes none; "
+                          f"use {spelled('--calibrate-online', 'distill.calibrate_online')} for the teacher's online "
+                          f"outputs, or {spelled('--unlabeled-use both', 'distill.unlabeled_use=both')}")
     per_batch = distill_.labeled_per_batch
     if per_batch is None:
         return
     if distill_.unlabeled_use == "pseudo":
-        raise ConfigError("--labeled-per-batch splits each batch between the labels and the --unlabeled images "
-                          "trained on online; add --unlabeled-use online (or both)")
+        raise ConfigError(f"{per_batch_name} splits each batch between the labels and the {unlabeled} images trained "
+                          f"on online; add {spelled('--unlabeled-use online', 'distill.unlabeled_use=online')} (or both)")
     if per_batch > config.train.batch_size:
-        raise ConfigError(f"--labeled-per-batch {per_batch} exceeds --batch-size {config.train.batch_size}; "
-                          "give at most the batch size")
+        raise ConfigError(f"{per_batch_name} {per_batch} exceeds {spelled('--batch-size', 'train.batch_size')} "
+                          f"{config.train.batch_size}; give at most the batch size")
     if data.sampler is not None:
-        raise ConfigError("--labeled-per-batch draws its own batches; drop --sampler")
+        raise ConfigError(f"{per_batch_name} draws its own batches; drop {spelled('--sampler', 'data.sampler')}")
 
 
 def _check_model_name(name: str) -> None:
@@ -147,18 +161,21 @@ def _check_split(config: RunConfig, count: int) -> None:
         n_train = count - n_val
         if n_val < MIN_VALIDATION:
             raise ConfigError(
-                f"--val-fraction {data.val_fraction:g} of the {count} labels in {data.csv} leaves {n_val} "
-                f"validation image(s), fewer than the {MIN_VALIDATION} needed to rank a model: raise "
-                f"--val-fraction (e.g. {min(0.5, MIN_VALIDATION / max(count, 1) + 0.01):.2f}) or pass --val-csv")
+                f"{spelled('--val-fraction', 'data.val_fraction')} {data.val_fraction:g} of the {count} labels in "
+                f"{data.csv} leaves {n_val} validation image(s), fewer than the {MIN_VALIDATION} needed to rank a "
+                f"model: raise {spelled('--val-fraction', 'data.val_fraction')} (e.g. "
+                f"{min(0.5, MIN_VALIDATION / max(count, 1) + 0.01):.2f}) or pass {spelled('--val-csv', 'data.val_csv')}")
         if n_train < 1:
-            raise ConfigError(f"--val-fraction {data.val_fraction:g} leaves no training image of the {count} "
-                              f"in {data.csv}; lower --val-fraction")
+            raise ConfigError(f"{spelled('--val-fraction', 'data.val_fraction')} {data.val_fraction:g} leaves no "
+                              f"training image of the {count} in {data.csv}; lower "
+                              f"{spelled('--val-fraction', 'data.val_fraction')}")
     if (train_cfg.drop_last and n_train < train_cfg.batch_size and data.samples_per_epoch is None
             and config.distill.labeled_per_batch is None):
         raise ConfigError(
-            f"the training share has {n_train} labeled image(s), fewer than --batch-size {train_cfg.batch_size}, "
-            f"so no full batch: lower --batch-size (e.g. {max(1, n_train)}) or keep the last partial batch "
-            "with --set train.drop_last=false")
+            f"the training share has {n_train} labeled image(s), fewer than "
+            f"{spelled('--batch-size', 'train.batch_size')} {train_cfg.batch_size}, so no full batch: lower "
+            f"{spelled('--batch-size', 'train.batch_size')} (e.g. {max(1, n_train)}) or keep the last partial batch "
+            f"with {spelled('--set train.drop_last=false', 'train.drop_last=False')}")
 
 
 def _count_labels(config: RunConfig) -> int:
@@ -189,12 +206,16 @@ def _check_output(config: RunConfig, resume: bool, overwrite: bool) -> None:
 
     out = Path(config.train.output_dir)
     if resume and not any(p.is_file() for p in out.rglob("last.pt")):
-        raise CheckpointError(f"--resume: no last.pt file under {out}; check --out, or start without --resume")
+        raise CheckpointError(f"{spelled('--resume', 'resume=True')}: no last.pt file under {out}; check "
+                              f"{spelled('--out', 'train.output_dir')}, or start without {spelled('--resume', 'resume=True')}")
     data = config.data
     inputs = [data.csv, data.val_csv, data.pseudo_csv, config.model.init, *map(str, config.distill.teachers)]
-    check_output_dir(out, inputs=inputs, resume=resume, overwrite=overwrite)
-    if overwrite and not resume and is_main_process():  # a new run: nothing of an earlier one stays
-        _remove_earlier_stages(out, [Path(p).resolve() for p in inputs if p])
+    check_output_dir(out, inputs=inputs, resume=resume, overwrite=overwrite, flag=spelled("--out", "train.output_dir"))
+    if overwrite and not resume:  # a new run: nothing of an earlier one stays
+        from ..engine.distributed import is_main_process
+
+        if is_main_process():
+            _remove_earlier_stages(out, [Path(p).resolve() for p in inputs if p])
 
 
 def _remove_earlier_stages(out: Path, inputs: list[Path]) -> None:
@@ -237,13 +258,14 @@ def check_unchanged(config: RunConfig, last: Path, *, stored: dict[str, Any] | N
         before = stored.get(section) if isinstance(stored.get(section), dict) else {}
         for key, rule in rules.items():
             if key in before and before[key] != current[section][key]:
-                was = f"--resume: {section}.{key} was {before[key]!r} in {last}, now {current[section][key]!r}"
+                was = f"{spelled('--resume', 'resume=True')}: {section}.{key} was {before[key]!r} in {last}, now {current[section][key]!r}"
                 if rule == "model":  # last.pt holds that model's weights: none other resumes
                     raise ConfigError(f"{was}; a run resumes with its own model: resume with the run's settings, "
-                                      "or start a new run (another --out, or --overwrite)")
+                                      f"or start a new run (another {spelled('--out', 'train.output_dir')}, or "
+                                      f"{spelled('--overwrite', 'overwrite=True')})")
                 raise ConfigError(
                     f"{was}; it changes the objective, the schedule or the data order: resume with the run's "
-                    "settings, or add --allow-changes to resume with the new one")
+                    f"settings, or add {spelled('--allow-changes', 'allow_changes=True')} to resume with the new one")
 
 
 def refuse_other_teacher_size(config: RunConfig, teacher: Any) -> None:

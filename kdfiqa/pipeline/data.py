@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from torch.utils.data import Dataset, Sampler
 
 from ..config import RunConfig
-from ..errors import DataError
+from ..errors import DataError, spelled
 from .checks import required
 from .results import Labels, label_sets
 
@@ -42,11 +42,13 @@ def labeled_data(config: RunConfig, pseudo: Labels | Sequence[Labels] | None = N
     train_tf, eval_tf = build_transform(data.train_transform), build_transform(data.eval_transform)
     outside = data.allow_outside_root
     labeled = FIQADataset(data.root, data.csv, transform=train_tf, allow_outside_root=outside)
-    ImageSource(labeled, "--csv", str(data.csv), str(data.root), "--root").check_root()
+    ImageSource(labeled, spelled("--csv", "data.csv"), str(data.csv), str(data.root),
+                spelled("--root", "data.root")).check_root()
     if data.val_csv:
         train_set, val = labeled, FIQADataset(data.val_root or data.root, data.val_csv, transform=eval_tf,
                                               allow_outside_root=outside)
-        ImageSource(val, "--val-csv", str(data.val_csv), str(data.val_root or data.root), "--val-root",
+        ImageSource(val, spelled("--val-csv", "data.val_csv"), str(data.val_csv), str(data.val_root or data.root),
+                    spelled("--val-root", "data.val_root"),
                     defaulted=not data.val_root).check_root()
         refuse_shared_images(train_set.samples, data.csv, {f"the validation set ({data.val_csv})": val},
                               kind="training images")
@@ -60,7 +62,8 @@ def labeled_data(config: RunConfig, pseudo: Labels | Sequence[Labels] | None = N
     if sets:
         extra = [labels.dataset(train_tf, allow_outside_root=outside) for labels in sets]
         for labels, dataset in zip(sets, extra):
-            ImageSource(dataset, "--pseudo-csv", str(labels.csv), str(labels.root), "--pseudo-root",
+            ImageSource(dataset, spelled("--pseudo-csv", "data.pseudo_csv"), str(labels.csv), str(labels.root),
+                        spelled("--pseudo-root", "data.pseudo_root"),
                         defaulted=defaulted).check_root()
             refuse_shared_images(dataset.samples, labels.csv,
                                    {"the validation set": val, "the labeled training share": train_set})
@@ -71,8 +74,8 @@ def labeled_data(config: RunConfig, pseudo: Labels | Sequence[Labels] | None = N
         train_set = _with_label_less(config, train_set, val, train_tf)
     skipped = validate_images([train_set, val], skip_bad=data.skip_bad)  # every bad file of both, listed at once
     if skipped:
-        log.warning("skipped %d unreadable image(s) (--skip-bad); training on %d, validating on %d",
-                    skipped, len(train_set), len(val))
+        log.warning("skipped %d unreadable image(s) (%s); training on %d, validating on %d",
+                    skipped, spelled("--skip-bad", "data.skip_bad"), len(train_set), len(val))
     return train_set, val
 
 
@@ -130,7 +133,7 @@ def training_streams(config: RunConfig, train_set: Dataset) -> tuple[list[int], 
     the latter label-less (``distill.unlabeled_use = "online"``) or pseudo-labeled (``"both"``)."""
     from ..data import UnlabeledImageFolder
 
-    folder = UnlabeledImageFolder(required(config.data.unlabeled, "--unlabeled DIR"),
+    folder = UnlabeledImageFolder(required(config.data.unlabeled, spelled("--unlabeled DIR", "data.unlabeled")),
                                   allow_outside_root=config.data.allow_outside_root)
     theirs = {os.path.realpath(sample.path) for sample in folder.samples}
     inside = [os.path.realpath(sample.path) in theirs for sample in train_set.samples]
@@ -148,5 +151,5 @@ def refuse_labeled_in_unlabeled(config: RunConfig) -> None:
     if data.val_csv:
         shares[f"the validation set ({data.val_csv})"] = FIQADataset(data.val_root or data.root, data.val_csv,
                                                                      allow_outside_root=outside)
-    folder = UnlabeledImageFolder(required(data.unlabeled, "--unlabeled DIR"), allow_outside_root=outside)
+    folder = UnlabeledImageFolder(required(data.unlabeled, spelled("--unlabeled DIR", "data.unlabeled")), allow_outside_root=outside)
     refuse_shared_images(folder.samples, data.unlabeled, shares)

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from ..config import RunConfig
 from ..engine.callbacks import Callback
 from ..engine.distributed import DistContext, all_gather_objects
-from ..errors import CheckpointError, DataError, KdfiqaError
+from ..errors import CheckpointError, DataError, KdfiqaError, spelled
 from ..metrics import Logistic4
 from .building import build_student, build_teacher, checked_student, resolve_transforms
 from .checks import preflight, refuse_other_teacher_size
@@ -149,8 +149,9 @@ def teacher_calibration(config: RunConfig, teacher: Any, ctx: DistContext, *, re
     if resume and last.is_file():
         stored = (load_checkpoint(last).get("callbacks") or {}).get(TeacherCalibrationRecord.state_key)
         if not isinstance(stored, Mapping) or not all(name in stored for name in PARAMETERS):
-            raise CheckpointError(f"{last}: holds no teacher calibration (--calibrate-online); resume with the "
-                                  "settings the run was started with, or start a new run")
+            flag = spelled("--calibrate-online", "distill.calibrate_online")
+            raise CheckpointError(f"{last}: holds no teacher calibration ({flag}); resume with the settings the run "
+                                  "was started with, or start a new run")
         return Logistic4(*(float(stored[name]) for name in PARAMETERS))
     refused: KdfiqaError | None = None
     if ctx.is_main:
@@ -184,7 +185,8 @@ def _fit_teacher_calibration(config: RunConfig, teacher: Any, path: Path) -> Non
     fault = calibration_fault(scored.scores, np.clip(np.asarray(mapping(scored.scores)), 0.0, 1.0))
     if fault is not None:
         raise DataError(f"teacher calibration on {scored.scores.size} labelled images is degenerate ({fault}); "
-                        "the teacher may be too weak: train it longer, or distill without --calibrate-online")
+                        f"the teacher may be too weak: train it longer, or distill without "
+                        f"{spelled('--calibrate-online', 'distill.calibrate_online')}")
     log.info("teacher calibration on %d labelled images: %s -> %s", scored.scores.size, mapping, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps({**dataclasses.asdict(mapping), "images": int(scored.scores.size)}, indent=2) + "\n")

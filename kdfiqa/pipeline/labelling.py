@@ -11,6 +11,7 @@ from typing import Any
 
 from ..config import RunConfig
 from ..engine.distributed import DistContext, init_distributed, rank_zero_writer_lock
+from ..errors import spelled
 from .building import build_teacher, run_context
 from .checks import required
 from .data import refuse_labeled_in_unlabeled
@@ -63,7 +64,7 @@ def pseudo_label(teacher: Any, images: str | os.PathLike[str], out_csv: str | os
     ctx = ctx if ctx is not None else init_distributed("cpu")
     with rank_zero_writer_lock(out_csv, ctx):
         check_output_file(out_csv, inputs=[*teacher.sources, calibrate_on.csv if calibrate_on else None, images],
-                          overwrite=overwrite, flag="out_csv", overwrite_flag="overwrite=True")
+                          overwrite=overwrite, flag=spelled("--out", "out_csv"))
         spec = teacher.eval_transform
         transform_spec = spec if normalize is None else {**spec, "normalize": normalize}
         transform = build_transform(transform_spec)
@@ -110,7 +111,7 @@ def label_unlabeled(config: RunConfig, teacher: Any, out_csv: Path, ctx: DistCon
     data, distill_ = config.data, config.distill
     calibrate = Labels(Path(data.csv), Path(data.root)) if distill_.calibrate else None
     held_out = not data.val_csv and distill_.calibrate_on == "train_split"
-    return pseudo_label(teacher, required(data.unlabeled, "--unlabeled DIR"), out_csv, calibrate_on=calibrate,
+    return pseudo_label(teacher, required(data.unlabeled, spelled("--unlabeled DIR", "data.unlabeled")), out_csv, calibrate_on=calibrate,
                         holdout=(data.val_fraction, data.split_seed, data.split_method) if held_out else None,
                         clip=distill_.clip_pseudo_labels, raw_if_degenerate=distill_.raw_if_degenerate,
                         batch_size=config.train.batch_size, num_workers=config.train.num_workers, ctx=ctx,
