@@ -190,6 +190,6 @@ class Constant(nn.Module):
 
 def test_a_degenerate_teacher_calibration_is_refused(tmp_path):
     root, csv = _graded(tmp_path)
-    with pytest.raises(DataError, match="teacher calibration on 12 labelled images is degenerate.*--calibrate-online"):
+    with pytest.raises(DataError, match="teacher calibration on 12 labelled images is degenerate.*distill.calibrate_online"):
         pipeline.distill(_config(tmp_path, root, csv), teacher=Teacher(Constant(), input_size=32))
     assert not (tmp_path / "run" / "teacher_calibration.json").exists()

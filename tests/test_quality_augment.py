@@ -149,7 +149,9 @@ def _config(**distill) -> RunConfig:
         "mode": "resize", "quality_augment": {"p": 0.5}}}, "distill": {"teachers": [TINY], **distill}})
 
 
-def test_it_is_refused_unless_a_teacher_scores_the_views_online():
+def test_it_is_refused_unless_a_teacher_scores_the_views_online(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.csv").write_text("a.png,0.5\n")  # files are checked first: the settings' errors need one
     with pytest.raises(ConfigError, match="quality_augment alters the training images.*distill.loss") as info:
         _config(loss=None).validate()
     assert "\n" not in str(info.value)

@@ -125,8 +125,11 @@ def test_distill_with_a_view_cache_from_the_command_line(tmp_path, data, capsys)
     assert "another teacher" in err and len(err.strip().splitlines()) == 1
 
 
-def test_view_cache_needs_a_distillation_loss():
+def test_view_cache_needs_a_distillation_loss(tmp_path, monkeypatch):
     from kdfiqa.config import RunConfig
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.csv").write_text("a.png,0.5\n")  # files are checked first: the settings' errors need one
     from kdfiqa.pipeline import validate
 
     config = RunConfig.from_dict({"model": {"name": TINY}, "data": {"root": ".", "csv": "x.csv"},
