@@ -25,8 +25,8 @@ from .label_parts import LabelParts
 from .score_table import batch_names
 from .teacher import Teacher, TeacherSource
 
-__all__ = ["TeacherScores", "score_with_teacher", "teacher_batch_scorer", "fit_calibration", "pseudo_label", "write_scores_csv",
-           "calibration_fault"]
+__all__ = ["TeacherScores", "score_with_teacher", "teacher_batch_scorer", "fit_calibration", "pseudo_label",
+           "write_scores_csv", "calibration_fault"]
 
 log = logging.getLogger(__name__)
 
