@@ -12,8 +12,8 @@ from typing import Iterable
 
 from .common import RESULTS, render, write_result
 
-BENCHMARKS = ("inference", "predict", "distill_step", "teacher_cost", "data_pipeline", "scale", "kd_gain",
-              "budget_check", "budget_fill", "search", "cli_startup", "from_scratch_init", "gpu", "int8",
+BENCHMARKS = ("inference", "predict", "distill_step", "teacher_cost", "data_pipeline", "scale", "teacher_scaling",
+              "kd_gain", "budget_check", "budget_fill", "search", "cli_startup", "from_scratch_init", "gpu", "int8",
               "memory_scale")
 """Benchmark modules in this package, in report order."""
 OWN_SECTIONS = {"int8": ("<!-- int8:start -->", "<!-- int8:end -->"),

@@ -14,8 +14,13 @@
   resolution; :func:`write_scores_csv` writes them as ``image,score`` with that header line.
 * :func:`evaluate_csv` scores a labeled CSV under an image root and computes the challenge metrics
   (SRCC, PLCC, KRCC, RMSE and the challenge score), optionally after a 4-parameter logistic mapping
-  of the predictions. Under ``torchrun`` each rank scores its share and the metrics are computed on
-  the full set gathered from every rank.
+  of the predictions.
+
+Under ``torchrun`` :func:`predict_images` and :func:`evaluate_csv` split the images across the
+ranks (:func:`score_images`, through :func:`kdfiqa.engine.sharded.map_sharded`: each image once,
+in the batches one process forms) and gather every score in order, so the CSV and the metrics are
+those of one process, to the bit. ``amp="bf16"`` and ``channels_last`` speed scoring up on CUDA
+and change nothing on the CPU (:func:`speed_note`).
 
 torch, the data pipeline and the metrics are imported by the functions that use them, so the
 constants (:data:`DEVICES`) cost nothing to import: command-line parsers use them.
@@ -48,6 +53,8 @@ __all__ = [
     "write_scores_csv",
     "SCORE_FORMATS",
     "evaluate_csv",
+    "score_images",
+    "speed_note",
     "DEVICES",
 ]
 
@@ -196,27 +203,65 @@ class ImageScores:
 
 
 def predict_images(loaded: InferenceModel, paths: Iterable[str | Path], *, batch_size: int = 32,
-                   device: str = "auto", skip_bad: bool = False, num_workers: int = 0) -> ImageScores:
+                   device: str = "auto", skip_bad: bool = False, num_workers: int = 0,
+                   ctx: DistContext | None = None, amp: str = "none", channels_last: bool = False) -> ImageScores:
     """Score every image in ``paths`` (files, and folders searched recursively) of any resolution.
 
     Names are the paths as given (``folder/relative/name`` for files found in a folder). Unreadable
     images raise one :class:`DataError` listing all of them, unless ``skip_bad`` (then they are
-    logged, left out and counted).
+    logged, left out and counted). Under ``torchrun`` (``ctx``, default: this process alone on
+    ``device``) every rank scores its share and every rank gets all scores in order
+    (:func:`score_images`).
     """
-    from torch.utils.data import DataLoader
-
     from .data.datasets import ImageSamples
     from .data.images import validate_images
-    from .engine.evaluation import predict
+    from .engine.distributed import local_context
 
     dataset = ImageSamples.from_paths(list(paths), transform=loaded.transform())
     skipped = validate_images(dataset, skip_bad=skip_bad)
-    ctx = _local_context(device)
-    loader = DataLoader(dataset, batch_size=_batch_size(loaded, batch_size), shuffle=False,
-                        num_workers=num_workers)
-    out = predict(loaded.model.to(ctx.device), loader, device=ctx.device)
-    _require_finite(loaded, out.names, out.scores)
-    return ImageScores(names=list(out.names), scores=[float(s) for s in out.scores], skipped=skipped)
+    ctx = ctx if ctx is not None else local_context(device)
+    names, scores, _ = score_images(loaded, dataset, ctx, batch_size=batch_size, num_workers=num_workers, amp=amp,
+                                    channels_last=channels_last)
+    return ImageScores(names=names, scores=scores, skipped=skipped)
+
+
+def score_images(loaded: InferenceModel, dataset: Any, ctx: DistContext, *, batch_size: int = 32,
+                 num_workers: int = 0, amp: str = "none",
+                 channels_last: bool = False) -> tuple[list[str], list[float], list[float | None]]:
+    """(names, scores, labels or None each) of every item of ``dataset`` in order, scored by
+    ``loaded`` shared by the ranks of ``ctx`` (:func:`kdfiqa.engine.sharded.map_sharded`: each image
+    once, no padding, every rank gets all of them) with the batches one process would form; ``amp``
+    (``bf16``) and ``channels_last`` apply on CUDA (:func:`kdfiqa.engine.evaluation.predict`).
+    Non-finite scores are refused."""
+    import torch
+
+    from .engine.evaluation import predict
+    from .engine.sharded import flatten, map_sharded
+
+    model = loaded.model.to(ctx.device)
+    if channels_last and ctx.device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+
+    def score(batch: Any) -> list[tuple]:
+        out = predict(model, [batch], device=ctx.device, amp=amp, channels_last=channels_last)
+        labels = out.mos.tolist() if out.mos is not None else [None] * len(out)
+        return list(zip(out.names, out.scores.tolist(), labels))
+
+    rows = flatten(map_sharded(dataset, score, ctx, batch_size=_batch_size(loaded, batch_size),
+                               num_workers=num_workers))
+    names, scores, labels = [list(column) for column in zip(*rows)] if rows else ([], [], [])
+    _require_finite(loaded, names, scores)
+    return names, [float(s) for s in scores], labels
+
+
+def speed_note(device: Any, amp: str, channels_last: bool) -> str | None:
+    """The note a command prints when ``--amp``/``--channels-last`` were asked for off CUDA, where
+    they change nothing (scoring stays float32, contiguous); ``None`` otherwise."""
+    asked = [spelled(f"--amp {amp}") if amp != "none" else "", spelled("--channels-last") if channels_last else ""]
+    asked = [flag for flag in asked if flag]
+    if not asked or str(getattr(device, "type", device)) == "cuda":
+        return None
+    return f"{' and '.join(asked)} apply on CUDA only; scoring on the CPU in float32"
 
 
 def _require_finite(loaded: InferenceModel, names: Any, scores: Any) -> None:
@@ -260,20 +305,23 @@ def write_scores_csv(path: str | Path, scores: ImageScores, *, sort: bool = Fals
 def evaluate_csv(loaded: InferenceModel, root: str | Path, csv_path: str | Path, *,
                  batch_size: int = 32, device: str = "auto", fit: str | None = None,
                  num_workers: int = 0, skip_bad: bool = False,
-                 allow_outside_root: bool = False) -> dict[str, float | int]:
+                 allow_outside_root: bool = False, amp: str = "none",
+                 channels_last: bool = False) -> dict[str, float | int]:
     """Challenge metrics of ``loaded`` on the labeled ``csv_path`` (image names relative to ``root``).
 
     Returns ``{"srcc", "plcc", "krcc", "rmse", "score", "n"}`` (:func:`kdfiqa.metrics.evaluate`).
     With ``fit="logistic4"`` PLCC and RMSE are computed after a 4-parameter logistic mapping fitted on
     this set (the ECNU-SJTU evaluation); SRCC and KRCC do not change. Under ``torchrun`` each rank
-    scores its share and every rank gets the metrics of the full set gathered from all ranks.
+    scores its share (:func:`score_images`: each image once, no padding duplicates) and every rank
+    gets the metrics of the full set gathered from all ranks, the same numbers as one process.
     ``skip_bad`` leaves unreadable images out (each logged) instead of stopping;
     ``allow_outside_root`` accepts names that resolve outside ``root``.
     """
+    import numpy as np
+
     from .data.datasets import FIQADataset
     from .data.images import ImageSource, validate_images
     from .engine.distributed import init_distributed
-    from .engine.evaluation import evaluate_model
     from .metrics import FITS, evaluate
 
     if fit is not None and fit not in FITS:
@@ -282,29 +330,14 @@ def evaluate_csv(loaded: InferenceModel, root: str | Path, csv_path: str | Path,
     ImageSource(dataset, spelled("--csv", "csv_path"), str(csv_path), str(root), spelled("--root")).check_root()
     validate_images(dataset, skip_bad=skip_bad)
     ctx = init_distributed(device)
-    metrics, preds = evaluate_model(loaded.model.to(ctx.device), dataset, ctx,
-                                    batch_size=_batch_size(loaded, batch_size), num_workers=num_workers)
-    _require_finite(loaded, preds.names, preds.scores)
-    if fit is not None:
-        metrics = evaluate(preds.scores.numpy(), preds.mos.numpy(), fit=fit)
-    return metrics
+    _, scores, labels = score_images(loaded, dataset, ctx, batch_size=batch_size, num_workers=num_workers, amp=amp,
+                                     channels_last=channels_last)
+    if not scores or any(label is None for label in labels):
+        raise DataError(f"{csv_path}: no labeled images to evaluate; give a labeled CSV")
+    return evaluate(np.array(scores, dtype=np.float64), np.array(labels, dtype=np.float64), fit=fit)
 
 
 def _batch_size(loaded: InferenceModel, batch_size: int) -> int:
     if batch_size < 1:
         raise ConfigError(f"{spelled('--batch-size')} must be positive, got {batch_size}")
     return 1 if loaded.native else batch_size
-
-
-def _local_context(device: str) -> DistContext:
-    """This process alone on ``device`` (auto, cpu or cuda), whatever the environment says."""
-    import torch
-
-    from .engine.distributed import DistContext
-
-    if device not in DEVICES:
-        raise ConfigError(f"{spelled('--device')} {device!r} is not one of {', '.join(DEVICES)}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{spelled('--device cuda', 'device=cuda')} was asked for but no CUDA device is available; use cpu")
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    return DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cuda" if use_cuda else "cpu"))

@@ -12,7 +12,7 @@ from kdfiqa.checkpoint import load_checkpoint
 from kdfiqa.cli.main import main
 from kdfiqa.data import FIQADataset, build_transform
 from kdfiqa.distill import CachedTeacher, CachedViews, Distiller, Teacher, ViewCache, build_view_cache
-from kdfiqa.distill.view_cache import teacher_fingerprint
+from kdfiqa.distill.view_cache import draw_seed, teacher_fingerprint
 from kdfiqa.errors import CheckpointError, ConfigError, DataError
 from kdfiqa.models import create_model
 from tiny_fiqa import TINY, synthetic
@@ -208,19 +208,6 @@ class _Recording(torch.nn.Module):
         return batch["teacher_image"].mean(dim=(1, 2, 3)).reshape(-1, 1)
 
 
-class _Repeated(torch.utils.data.Dataset):
-    """Item j is ``dataset[j // views]``: the data set's own items, drawn in the order the cache draws."""
-
-    def __init__(self, dataset, views):
-        self.dataset, self.views = dataset, views
-
-    def __len__(self):
-        return len(self.dataset) * self.views
-
-    def __getitem__(self, j):
-        return self.dataset[j // self.views]
-
-
 @pytest.mark.parametrize("spec", [SPEC, AUGMENTED], ids=["plain", "augmented"])
 def test_a_view_rebuilt_from_the_cache_is_the_view_drawn_at_build_time(tmp_path, data, spec):
     import math
@@ -241,9 +228,12 @@ def test_a_view_rebuilt_from_the_cache_is_the_view_drawn_at_build_time(tmp_path,
     cache = ViewCache.load(path, teacher=teacher_fingerprint(teacher), transform=_spec(dataset), views=views)
     for field in ("boxes", "flips", "logits", "kinds", "severities", "seeds", "partners", "lams"):
         assert torch.equal(getattr(cache, field), getattr(built, field)), field
-    # the same draws through the data set's own items, as a training epoch draws them
-    torch.manual_seed(7)
-    drawn = list(torch.utils.data.DataLoader(_Repeated(dataset, views), batch_size=None, shuffle=False))
+    # the same draws through the data set's own items, as a training epoch draws them, each image's
+    # views from its own stream (draw_seed), as the cache draws them
+    drawn = []
+    for index in range(len(dataset)):
+        torch.manual_seed(draw_seed(7, index))
+        drawn += [dataset[index] for _ in range(views)]
     cached = CachedViews(dataset, cache)
     assert cached.samples == dataset.samples  # what a two-stream sampler splits into its streams
     altered = 0

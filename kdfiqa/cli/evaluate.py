@@ -17,7 +17,8 @@ EXAMPLES = """examples:
   torchrun --nproc_per_node 4 -m kdfiqa.cli.main evaluate runs/student/best.pt --root data/val --csv data/val.csv
 
 --json prints exactly {"srcc", "plcc", "krcc", "rmse", "score", "n"}. Under torchrun every rank scores
-its share, metrics are computed on the full set gathered from all ranks, and only rank 0 prints.
+its share (each image once), metrics are computed on the full set gathered from all ranks (the same
+numbers as one process), and only rank 0 prints.
 """
 
 
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from ..engine.distributed import init_distributed, shutdown_distributed
-    from ..inference import evaluate_csv, load_inference_model
+    from ..inference import evaluate_csv, load_inference_model, speed_note
 
     ctx = init_distributed(args.device)  # joins the torchrun group when there is one
     try:
@@ -64,11 +65,15 @@ def run(args: argparse.Namespace) -> int:
                                       multi_crop=args.multi_crop, fuse=not args.no_fuse)
         metrics = evaluate_csv(loaded, args.root, args.csv, batch_size=args.batch_size,
                                device=args.device, fit=args.fit, num_workers=args.workers,
-                               skip_bad=args.skip_bad, allow_outside_root=args.allow_outside_root)
+                               skip_bad=args.skip_bad, allow_outside_root=args.allow_outside_root, amp=args.amp,
+                               channels_last=args.channels_last)
     finally:
         shutdown_distributed()
     if not ctx.is_main:
         return 0
+    note = speed_note(ctx.device, args.amp, args.channels_last)
+    if note:
+        make_console(stderr=True).print(f"note: {note}", markup=False, highlight=False)
     result = {key: metrics[key] for key in METRIC_KEYS}
     if args.json:
         print(json.dumps({k: (int(v) if k == "n" else float(v)) for k, v in result.items()}))

@@ -60,29 +60,47 @@ def add_inference_flags(p: argparse.ArgumentParser) -> None:
                         "in-place activations, EMO blocks with fewer copies, channels-last weights) is used "
                         "once its outputs match it to 1e-5")
     add_threads_flag(p)
+    add_speed_flags(p)
+
+
+def add_speed_flags(p: argparse.ArgumentParser) -> None:
+    """``--amp`` and ``--channels-last``: CUDA inference settings; on the CPU they change nothing
+    (a note says so), so one command line serves both."""
+    p.add_argument("--amp", choices=("none", "bf16"), default="none",
+                   help="on CUDA, score under bf16 autocast (on the CPU: full float32, with a note)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="on CUDA, feed images in channels-last memory format (on the CPU: ignored, with a note)")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Score the images and write the CSV (under ``torchrun``, rank 0 alone: scoring is not split)."""
+    """Score the images and write the CSV (under ``torchrun`` every rank scores its share and rank 0
+    writes what one process writes)."""
     from ..console import make_console
-
-    from ..engine.distributed import is_main_process, rank_zero_writer_lock
-
-    if not is_main_process():
-        return 0
-    from ..inference import load_inference_model, predict_images, write_scores_csv
+    from ..engine.distributed import init_distributed, rank_zero_writer_lock, shutdown_distributed
+    from ..inference import load_inference_model, predict_images, speed_note, write_scores_csv
     from ..outputs import check_output_file
 
-    with rank_zero_writer_lock(args.out, None):  # this process alone writes --out: the others returned
-        check_output_file(args.out, inputs=[args.target, *args.paths], overwrite=args.overwrite)
-        folder = challenge_folder(args.paths) if args.format == "challenge" else None
-        loaded = load_inference_model(args.target, input_size=args.input, native=args.native,
-                                      multi_crop=args.multi_crop, fuse=not args.no_fuse)
-        scores = predict_images(loaded, args.paths, batch_size=args.batch_size, device=args.device,
-                                skip_bad=args.skip_bad, num_workers=args.workers)
-        path = write_scores_csv(args.out, scores, sort=args.sort, overwrite=args.overwrite,  # refuses one written meanwhile
-                                format=args.format, folder=folder)
+    ctx = init_distributed(args.device)  # joins the torchrun group when there is one
+    try:
+        with rank_zero_writer_lock(args.out, ctx):  # rank 0 alone writes --out
+            check_output_file(args.out, inputs=[args.target, *args.paths], overwrite=args.overwrite)
+            folder = challenge_folder(args.paths) if args.format == "challenge" else None
+            loaded = load_inference_model(args.target, input_size=args.input, native=args.native,
+                                          multi_crop=args.multi_crop, fuse=not args.no_fuse)
+            scores = predict_images(loaded, args.paths, batch_size=args.batch_size, device=args.device,
+                                    skip_bad=args.skip_bad, num_workers=args.workers, ctx=ctx, amp=args.amp,
+                                    channels_last=args.channels_last)
+            if ctx.is_main:  # refuses one written meanwhile
+                path = write_scores_csv(args.out, scores, sort=args.sort, overwrite=args.overwrite,
+                                        format=args.format, folder=folder)
+    finally:
+        shutdown_distributed()
+    if not ctx.is_main:
+        return 0
     console = make_console(stderr=True)
+    note = speed_note(ctx.device, args.amp, args.channels_last)
+    if note:
+        console.print(f"note: {note}", markup=False, highlight=False)
     console.print(f"scored {len(scores.names)} images -> {path}", markup=False, highlight=False)
     if scores.skipped:
         console.print(f"skipped {scores.skipped} unreadable images", style="yellow",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .config_flags import add_threads_flag, at_least, input_size_arg
+from .predict import add_speed_flags
 from .train import setup_logging
 
 EXAMPLES = """examples:
@@ -16,11 +18,19 @@ EXAMPLES = """examples:
   kdfiqa distill --model emo2_1m --root data/train --csv data/train.csv \\
       --pseudo-csv pseudo.csv --pseudo-root data/unlabeled --teacher runs/teacher/best.pt --out runs/student
 
+  kdfiqa pseudo-label --teacher runs/teacher/best.pt --images data/unlabeled --out pseudo.csv --resume
+  torchrun --nproc_per_node 4 -m kdfiqa.cli.main pseudo-label --teacher runs/teacher/best.pt \
+      --images data/unlabeled --out pseudo.csv --device cuda --amp bf16 --channels-last
+
 The CSV is header-less image_name,score (the challenge format), names relative to --images, so that
 `kdfiqa train|distill --pseudo-csv FILE --pseudo-root DIR` trains on labels + these pseudo-labels,
 used as given. With --calibrate the teacher also scores the labeled set (--root, --csv) and its raw
 scores are mapped to the label scale by the 4-parameter logistic fitted there (the challenge
 winner's method).
+
+Restartable: every --shard-batches batches of images are kept in a part file under <out>.parts/
+as soon as they are scored; after an interruption, the same command with --resume scores only
+the missing shards and writes the same CSV. Under torchrun every rank scores its share.
 """
 
 
@@ -46,6 +56,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=at_least(1), default=32, metavar="B")
     p.add_argument("--workers", type=at_least(0), default=0, metavar="N")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="default: cpu")
+    p.add_argument("--shard-batches", type=at_least(1), default=32, metavar="N",
+                   help="batches per part file kept under <out>.parts/ (default: %(default)s)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the part files of an interrupted run of this command and score only the rest")
+    p.add_argument("--no-fuse", action="store_true",
+                   help="score with the teacher's training form; by default its inference form (batch norms "
+                        "folded, channels-last weights) is used once its outputs match it to 1e-5")
+    add_speed_flags(p)
     add_threads_flag(p)
     p.set_defaults(func=run)
 
@@ -74,5 +92,13 @@ def run(args: argparse.Namespace) -> int:
         calibrate = pipeline.Labels(Path(args.csv), Path(args.root)) if args.calibrate else None
         pipeline.pseudo_label(teacher, args.images, args.out, calibrate_on=calibrate,  # it says what it wrote
                               raw_if_degenerate=args.raw_if_degenerate, normalize=args.normalize,
-                              batch_size=args.batch_size, num_workers=args.workers, ctx=ctx, overwrite=args.overwrite)
+                              batch_size=args.batch_size, num_workers=args.workers, ctx=ctx, overwrite=args.overwrite,
+                              amp=args.amp, channels_last=args.channels_last, shard_batches=args.shard_batches,
+                              resume=args.resume, fuse=not args.no_fuse)
+    if ctx.is_main:
+        from ..inference import speed_note
+
+        note = speed_note(ctx.device, args.amp, args.channels_last)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
     return 0

@@ -51,16 +51,18 @@ from typing import Any, Mapping
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..atomic_write import atomic_open
 from ..data.degradations import DEGRADATIONS
 from ..data.quality_augment import Augment
 from ..data.transform_spec import TransformSpec
+from ..engine.distributed import DistContext
 from ..errors import CheckpointError, ConfigError, DataError, spelled
 from ..models.deploy import plain_values
 
-__all__ = ["FORMAT", "ViewCache", "CachedViews", "CachedTeacher", "build_view_cache", "teacher_fingerprint"]
+__all__ = ["FORMAT", "ViewCache", "CachedViews", "CachedTeacher", "build_view_cache", "teacher_fingerprint",
+           "draw_seed"]
 
 FORMAT = "kdfiqa.view_cache.v2"
 OLDER_FORMATS = ("kdfiqa.view_cache.v1",)
@@ -235,26 +237,35 @@ KIND_NAMES = tuple(DEGRADATIONS)
 """The ``kind_names`` a cache is built with."""
 
 
+def draw_seed(seed: int, index: int) -> int:
+    """The seed of torch's generator for image ``index``'s draws in a cache built with ``seed``: one
+    stream per image, so that the draws do not depend on which process or worker makes them."""
+    return seed * 1_000_003 + index
+
+
 class _Draws(Dataset):
     """Image ``i``'s K draws: the quality augmentation, boxes and flips (drawn in the order the data
-    set's own items draw them), and the teacher views rendered from them."""
+    set's own items draw them), and the teacher views rendered from them, drawn from torch's
+    generator seeded by :func:`draw_seed`: the same whichever process or worker draws them."""
 
-    def __init__(self, dataset: Any, views: int) -> None:
-        self.dataset, self.views, self.transform = dataset, views, _views_of(dataset)
+    def __init__(self, dataset: Any, views: int, seed: int) -> None:
+        self.dataset, self.views, self.seed, self.transform = dataset, views, seed, _views_of(dataset)
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         boxes, flips, augments, rendered = [], [], [], []
-        for _ in range(self.views):
-            augment = self.dataset.draw_augment(index)
-            img = self.dataset.source(index, augment)
-            drawn, flip = self.transform.draw(img)
-            boxes.append(drawn[0])
-            flips.append(flip)
-            augments.append(augment or Augment())
-            rendered.append(self.transform.render(img, drawn, flip, views=["teacher_image"])["teacher_image"])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(draw_seed(self.seed, index))
+            for _ in range(self.views):
+                augment = self.dataset.draw_augment(index)
+                img = self.dataset.source(index, augment)
+                drawn, flip = self.transform.draw(img)
+                boxes.append(drawn[0])
+                flips.append(flip)
+                augments.append(augment or Augment())
+                rendered.append(self.transform.render(img, drawn, flip, views=["teacher_image"])["teacher_image"])
         return {"boxes": torch.tensor(boxes, dtype=torch.float64), "flips": torch.tensor(flips),
                 "kinds": torch.tensor([-1 if a.kind is None else KIND_NAMES.index(a.kind) for a in augments],
                                       dtype=torch.int64),
@@ -266,33 +277,37 @@ class _Draws(Dataset):
                 "teacher_image": torch.stack(rendered)}
 
 
-@torch.no_grad()
 def build_view_cache(teacher: nn.Module, dataset: Any, *, views: int = 8, batch_size: int = 8,
-                     num_workers: int = 0, seed: int = 0) -> ViewCache:
+                     num_workers: int = 0, seed: int = 0, ctx: DistContext | None = None) -> ViewCache:
     """Draw ``views`` random views of every image of ``dataset`` (an :class:`~kdfiqa.data.ImageSamples`
     whose transform has a teacher view; its samples labeled or not) and score each teacher view with
     ``teacher``. Each view is drawn as the data set's own items are (the transform's quality
     augmentation, then the crop boxes and flip), and all of it is stored, so a cached view is the
     view drawn here, pixel for pixel.
 
-    The draws come from torch's generator seeded by ``seed``: the same data, transform, seed and
-    teacher give the same cache.
+    Image ``i``'s draws come from torch's generator seeded by :func:`draw_seed` (``seed``, ``i``):
+    the same data, transform, seed and teacher give the same cache, however many workers draw and under
+    ``torchrun`` (``ctx``) however many ranks score it (:func:`~kdfiqa.engine.sharded.map_sharded`:
+    each image once; every rank gets the whole cache).
     """
+    from ..engine.distributed import local_context
+    from ..engine.sharded import flatten, map_sharded
+
     if views < 1:
         raise ConfigError(f"a teacher view cache needs at least one view per image, got {views}")
-    draws = _Draws(dataset, views)
-    torch.manual_seed(seed)
-    fields: dict[str, list[Tensor]] = {field: [] for field in ("boxes", "flips", *AUGMENT_FIELDS)}
-    logits = []
-    for batch in DataLoader(draws, batch_size=batch_size, shuffle=False, num_workers=num_workers):
+    draws = _Draws(dataset, views, seed)
+    names = ("boxes", "flips", *AUGMENT_FIELDS)
+
+    def score(batch: Mapping[str, Tensor]) -> list[dict[str, Tensor]]:
         images = batch["teacher_image"].flatten(0, 1)
-        scored = teacher({"image": images, "teacher_image": images}).reshape(-1, views)
-        for field, parts in fields.items():
-            parts.append(batch[field])
-        logits.append(scored.float().cpu())
-    stored = {field: torch.cat(parts) for field, parts in fields.items()}
+        scored = teacher({"image": images, "teacher_image": images}).reshape(-1, views).float().cpu()
+        return [{"logits": scored[i], **{field: batch[field][i] for field in names}} for i in range(len(scored))]
+
+    rows = flatten(map_sharded(draws, score, ctx if ctx is not None else local_context("cpu"),
+                               batch_size=batch_size, num_workers=num_workers))
+    stored = {field: torch.stack([row[field] for row in rows]) for field in ("logits", *names)}
     return ViewCache(teacher_fingerprint(teacher), dict(draws.transform.spec), list(dataset.names),
-                     logits=torch.cat(logits), kind_names=list(KIND_NAMES), **stored)
+                     kind_names=list(KIND_NAMES), **stored)
 
 
 def _same_transform(stored: Any, transform: Mapping[str, Any]) -> bool:

@@ -17,6 +17,7 @@ _EXPORTS = {
     ".distributed": ("DistContext", "init_distributed", "shutdown_distributed"),
     ".ema": ("ModelEma",),
     ".evaluation": ("Predictions", "predict", "evaluate_model"),
+    ".sharded": ("map_sharded",),
     ".optim": ("create_optimizer", "create_schedule"),
     ".state": ("TrainState",),
     ".trainer": ("Trainer", "NonFiniteLossError", "TrainingInterrupted"),

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from ..errors import ConfigError
+from ..errors import ConfigError, spelled
 from ..writer_lock import WriterLockedError, lock_file_of, writer_lock
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "broadcast_state",
     "rank_zero_writer_lock",
     "collective_timeout",
+    "local_context",
 ]
 
 _HELD: set[Path] = set()
@@ -222,3 +223,14 @@ def rank_zero_writer_lock(target: Union[str, "os.PathLike[str]"], ctx: DistConte
         if holder is not None:
             raise WriterLockedError(Path(target), lock_file_of(target), holder)
         yield
+
+
+def local_context(device: str = "cpu") -> DistContext:
+    """This process alone on ``device`` (``auto``: CUDA when available, ``cpu`` or ``cuda``),
+    whatever the environment says: for work that is not shared with other ranks."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"{spelled('--device')} {device!r} is not one of auto, cpu, cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{spelled('--device cuda')} was asked for but no CUDA device is available; use cpu")
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    return DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cuda" if use_cuda else "cpu"))

@@ -194,17 +194,20 @@ def _fit_teacher_calibration(config: RunConfig, teacher: Any, path: Path) -> Non
 
 def _cached_views(config: RunConfig, teacher: Any, train_set: Dataset, ctx: DistContext, *,
                   rebuild: bool = False) -> Dataset:
-    """``train_set`` as :class:`~kdfiqa.distill.CachedViews` of the run's view cache, built once on
-    rank 0 when the run folder has none (or ``rebuild``: a run started over); a cache of another
+    """``train_set`` as :class:`~kdfiqa.distill.CachedViews` of the run's view cache, built once by
+    all ranks, each scoring its share, and saved by rank 0 when the run folder has none (or ``rebuild``: a run started over); a cache of another
     teacher or transform is refused."""
     from ..distill.view_cache import CachedViews, ViewCache, build_view_cache, teacher_fingerprint
 
     path = Path(config.train.output_dir) / VIEW_CACHE
-    if ctx.is_main and (rebuild or not path.is_file()):
+    if all_gather_objects(rebuild or not path.is_file(), ctx)[0]:  # rank 0's view of the run folder
         log.info("teacher: scoring %d stored views of each of %d training images once -> %s",
                  config.distill.view_cache, len(train_set), path)
-        build_view_cache(teacher, train_set, views=config.distill.view_cache, batch_size=config.train.batch_size,
-                         num_workers=config.train.num_workers, seed=config.train.seed).save(path)
+        cache = build_view_cache(teacher, train_set, views=config.distill.view_cache,
+                                 batch_size=config.train.batch_size, num_workers=config.train.num_workers,
+                                 seed=config.train.seed, ctx=ctx)  # every rank scores its share
+        if ctx.is_main:
+            cache.save(path)
     ctx.barrier()
     cache = ViewCache.load(path, teacher=teacher_fingerprint(teacher), transform=train_set.transform.spec,
                            views=config.distill.view_cache)

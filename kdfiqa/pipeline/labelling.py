@@ -18,14 +18,15 @@ from .data import refuse_labeled_in_unlabeled
 from .results import PSEUDO_LABELS, Labels
 from .training import train
 
-__all__ = ["pseudo_label", "label_unlabeled", "self_train", "SelfTrained"]
+__all__ = ["pseudo_label", "fused_teacher", "label_unlabeled", "self_train", "SelfTrained"]
 
 
 def pseudo_label(teacher: Any, images: str | os.PathLike[str], out_csv: str | os.PathLike[str], *,
                  calibrate_on: Labels | None = None, holdout: tuple[float, int, str] | None = None,
                  clip: bool = True, raw_if_degenerate: bool = False, normalize: str | None = None,
                  batch_size: int = 32, num_workers: int = 0, ctx: DistContext | None = None,
-                 overwrite: bool = False) -> Labels:
+                 overwrite: bool = False, amp: str = "none", channels_last: bool = False,
+                 shard_batches: int | None = None, resume: bool = False, fuse: bool = False) -> Labels:
     """Score every image under ``images`` with ``teacher`` (a :class:`~kdfiqa.distill.Teacher`, or
     what it is built from: a checkpoint, a model name, a model) into the challenge-format ``out_csv``
     and return it as :class:`Labels` rooted at ``images``. An existing ``out_csv`` is replaced only
@@ -40,35 +41,69 @@ def pseudo_label(teacher: Any, images: str | os.PathLike[str], out_csv: str | os
     ``holdout = (val_fraction, split_seed, split_method)`` leaves out the validation share
     :func:`labeled_data` splits off the same CSV, so validation labels never shape the
     pseudo-labels; a degenerate fit is refused unless ``raw_if_degenerate`` (then the raw scores are
-    kept, with a warning). Under ``torchrun`` rank 0 labels and the others wait. ``out_csv`` is this
+    kept, with a warning). Under ``torchrun`` every rank scores its share of the images (and of the
+    calibration set), gathered in order on rank 0, which writes what one process writes
+    (:func:`kdfiqa.distill.pseudo_label`); ``amp`` (``bf16``) and ``channels_last`` apply on CUDA.
+    With ``shard_batches`` the images are scored in shards of that many batches, each kept in a part
+    file next to ``out_csv`` (:mod:`kdfiqa.distill.label_parts`) as soon as it is scored; ``resume``
+    keeps the parts of an interrupted run and scores only the missing shards. With ``fuse`` each
+    teacher network scores in its inference form where that form is verified to match it
+    (:func:`fused_teacher`). ``out_csv`` is this
     call's alone while it runs: another process writing it holds its writer lock
     (:func:`~kdfiqa.engine.distributed.rank_zero_writer_lock`) and refuses this call.
     """
     from ..data import UnlabeledImageFolder, build_transform, split_dataset
     from ..distill import Teacher
     from ..distill import pseudo_label as label_with_teacher
+    from ..distill.label_parts import LabelParts, labelling_fingerprint
     from ..outputs import check_output_file
 
     teacher = teacher if isinstance(teacher, Teacher) else Teacher(teacher)
+    if fuse:
+        fused_teacher(teacher)
     ctx = ctx if ctx is not None else init_distributed("cpu")
     with rank_zero_writer_lock(out_csv, ctx):
         check_output_file(out_csv, inputs=[*teacher.sources, calibrate_on.csv if calibrate_on else None, images],
                           overwrite=overwrite, flag=spelled("--out", "out_csv"))
         spec = teacher.eval_transform
-        transform = build_transform(spec if normalize is None else {**spec, "normalize": normalize})
+        transform_spec = spec if normalize is None else {**spec, "normalize": normalize}
+        transform = build_transform(transform_spec)
         folder = UnlabeledImageFolder(images, transform=transform)
         calibration = None
         if calibrate_on is not None:
             calibration = calibrate_on.dataset(transform)
             if holdout is not None:
                 calibration = split_dataset(calibration, *holdout)[0]
-        if ctx.is_main:
-            label_with_teacher(teacher, folder, out_csv, calibrate_on=calibration, clip=clip,
-                               raw_if_degenerate=raw_if_degenerate, batch_size=batch_size, num_workers=num_workers,
-                               overwrite=overwrite)
-        ctx.barrier()
+        parts, shard_size = None, None
+        if shard_batches is not None:
+            shard_size = shard_batches * batch_size
+            parts = LabelParts(out_csv, labelling_fingerprint(teacher, transform_spec, folder.names, batch_size,
+                                                              shard_size, amp), ctx)
+        label_with_teacher(teacher, folder, out_csv, calibrate_on=calibration, clip=clip,
+                           raw_if_degenerate=raw_if_degenerate, batch_size=batch_size, num_workers=num_workers,
+                           overwrite=overwrite, ctx=ctx, amp=amp, channels_last=channels_last, parts=parts,
+                           shard_size=shard_size, resume=resume)
     # kdfiqa wrote these scores: unclipped calibrations and linear-output teachers may leave [0, 1]
     return Labels(Path(out_csv), Path(images), score_range=None)
+
+
+def fused_teacher(teacher: Any) -> Any:
+    """``teacher`` (a :class:`~kdfiqa.distill.Teacher`) with each of its networks replaced, in place,
+    by its inference form (:func:`kdfiqa.inference.verified_inference_form`: batch norms folded,
+    channels-last weights) where that form's outputs match the network's to
+    :data:`~kdfiqa.inference.FUSE_TOLERANCE` at the teacher's resolution; a network that fails the
+    check keeps its training form (with a one-line warning)."""
+    import torch
+
+    from ..distill.teacher import NetworkTeacher
+    from ..inference import verified_inference_form
+
+    for member in teacher.members:
+        if isinstance(member, NetworkTeacher) and member.input_size is not None:
+            device = next(member.network.parameters(), torch.empty(0)).device
+            fused = verified_inference_form(member.network.cpu(), member.input_size, source="teacher")
+            member.network = (member.network if fused is None else fused.requires_grad_(False)).to(device)
+    return teacher
 
 
 def label_unlabeled(config: RunConfig, teacher: Any, out_csv: Path, ctx: DistContext) -> Labels:
