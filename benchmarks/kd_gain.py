@@ -72,7 +72,7 @@ class Variant:
 
 
 ONLINE_UNLABELED = {"unlabeled_use": "online"}
-CALIBRATED = {**ONLINE_UNLABELED, "calibrate_online": True}
+CALIBRATED = {**ONLINE_UNLABELED, "calibrate_online": True, "raw_if_degenerate": True}
 
 VARIANTS: dict[str, Variant] = {
     "control": Variant("student alone (control)", "control", patient=True, demo=True),
@@ -94,7 +94,7 @@ VARIANTS: dict[str, Variant] = {
         {**CALIBRATED, "labeled_per_batch": 16},
         {"mode": "resize_random_crop", "resize": 55, "quality_augment": QUALITY_AUGMENT}, unlabeled=True, patient=True),
     "combined_calibrated": Variant("offline + online KD, calibrated online targets", "combined_kd",
-                                   {"calibrate_online": True}, patient=True),
+                                   {"calibrate_online": True, "raw_if_degenerate": True}, patient=True),
     "crop_cache": Variant(f"online on labeled + unlabeled (16 of 32), {VIEWS}-view crop cache", "online_kd",
                           {**CALIBRATED, "labeled_per_batch": 16, "view_cache": VIEWS}, unlabeled=True),
 }

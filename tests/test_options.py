@@ -19,7 +19,8 @@ RULES = [
     ("data.val_fraction", 1.5, ("--val-fraction", "1.5"), "1.5 must be > 0 and < 1"),
     ("train.epochs", 0, ("--epochs", "0"), "0 must be an integer >= 1"),
     ("distill.raw_if_degenerate", True, ("--raw-if-degenerate", True),
-     "is only used with {distill.calibrate}; add {distill.calibrate} or drop {distill.raw_if_degenerate}"),
+     "is only used with {distill.calibrate} or {distill.calibrate_online}; add {distill.calibrate} or "
+     "{distill.calibrate_online} or drop {distill.raw_if_degenerate}"),
     ("data.val_root", "images", ("--val-root", "images"),
      "is only used with {data.val_csv}; add {data.val_csv} or drop {data.val_root}"),
     ("distill.pseudo_sets", "all", None, "is only used with {distill.self_train}"),
@@ -29,11 +30,12 @@ RULES = [
     ("model.init_head", "fresh", None, "is only used with {model.init}"),
 ]
 FLAGS = {"distill.calibrate": "--calibrate", "distill.raw_if_degenerate": "--raw-if-degenerate",
+         "distill.calibrate_online": "--calibrate-online",
          "data.val_csv": "--val-csv", "data.val_root": "--val-root", "data.pseudo_csv": "--pseudo-csv"}
 
 
 def _spelled(text: str, flags: bool) -> str:
-    for key in ("distill.calibrate", "distill.raw_if_degenerate", "distill.self_train", "data.val_csv",
+    for key in ("distill.calibrate_online", "distill.calibrate", "distill.raw_if_degenerate", "distill.self_train", "data.val_csv",
                 "data.val_root", "data.pseudo_csv", "model.init"):
         text = text.replace(f"{{{key}}}", FLAGS.get(key, key) if flags else key)
     return text

@@ -193,3 +193,22 @@ def test_a_degenerate_teacher_calibration_is_refused(tmp_path):
     with pytest.raises(DataError, match="teacher calibration on 12 labelled images is degenerate.*distill.calibrate_online"):
         pipeline.distill(_config(tmp_path, root, csv), teacher=Teacher(Constant(), input_size=32))
     assert not (tmp_path / "run" / "teacher_calibration.json").exists()
+
+
+def test_a_degenerate_teacher_calibration_keeps_the_raw_outputs_when_asked_and_on_resume(tmp_path, caplog):
+    import dataclasses
+
+    from kdfiqa.checkpoint import load_checkpoint
+
+    root, csv = _graded(tmp_path)
+    base = _config(tmp_path, root, csv, epochs=2)
+    config = dataclasses.replace(base, distill=dataclasses.replace(base.distill, raw_if_degenerate=True),
+                                 train=dataclasses.replace(base.train, epochs=1))
+    with caplog.at_level("WARNING", logger="kdfiqa.pipeline"):
+        pipeline.distill(config, teacher=Teacher(Constant(), input_size=32))
+    stored = json.loads((tmp_path / "run" / "teacher_calibration.json").read_text())
+    assert stored["raw"] is True and "degenerate" in caplog.text and "raw outputs" in caplog.text
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["callbacks"]["TeacherCalibration"] == {"raw": True}
+    resumed = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=2))
+    result = pipeline.distill(resumed, teacher=Teacher(Constant(), input_size=32), resume=True, allow_changes=True)
+    assert [r["epoch"] for r in result.history] == [1, 2]  # resumed with the stored (raw) calibration

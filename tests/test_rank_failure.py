@@ -133,9 +133,7 @@ def test_a_bad_input_under_torchrun_is_one_line_and_status_2_on_every_rank(bad, 
     statuses, errs, seconds = ranks(["-c", CLI, *argv])
     lines = _lines(errs)
     text = "".join(errs)
-    # predict scores on rank 0 alone today (kdfiqa/cli/predict.py): the other ranks return at once, with 0,
-    # without joining the group; a command whose ranks share the work exits 2 on every rank
-    assert statuses == ([2, 0] if command == "predict" else [2, 2]), (statuses, errs)
+    assert statuses == [2, 2], (statuses, errs)
     victim = bad["victims"][bad["damaged"] if command == "train" else bad["unlabeled"]]
     assert lines and lines[0].startswith(f"kdfiqa {command}: error: ") and victim.name in text, errs
     assert len([line for line in lines if not line.startswith("  ")]) == 1, errs  # one error (its list indented)

@@ -258,10 +258,10 @@ class DistillSection:
                              help="map the teacher's pseudo-labels of --unlabeled to the label scale "
                                   "(4-parameter logistic fitted on the training share of --csv)")
     """Map pseudo-labels to the label scale with a 4-parameter logistic fitted on the labeled set."""
-    raw_if_degenerate: bool = option(False, resume="allow", flag="--raw-if-degenerate", needs="calibrate",
-                                     commands=("distill",),
-                                     help="with --calibrate: keep the raw teacher scores when the fit is "
-                                          "degenerate (refused otherwise)")
+    raw_if_degenerate: bool = option(False, resume="allow", flag="--raw-if-degenerate",
+                                     needs=("calibrate", "calibrate_online"), commands=("distill",),
+                                     help="with --calibrate or --calibrate-online: keep the raw teacher scores when "
+                                          "the fit is degenerate (refused otherwise)")
     calibrate_on: str = option("train_split", resume="refuse", choices=CALIBRATION_SETS, needs="calibrate",
                                help="labels the calibration is fitted on: train_split (the training share "
                                     "of --csv) or all (every row of --csv, validation share included, as "

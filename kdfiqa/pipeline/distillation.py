@@ -115,25 +115,35 @@ def _train_student(config: RunConfig, *, teacher: Any, pseudo: Labels | Sequence
 
 
 class TeacherCalibrationRecord(Callback):
-    """Keeps the teacher's calibration (a :class:`~kdfiqa.metrics.Logistic4`) in every checkpoint the
-    run writes (its state: the parameters b1..b4), so a resumed run reads it back instead of
-    refitting (:func:`teacher_calibration`); a checkpoint holding other parameters is refused."""
+    """Keeps the teacher's calibration (a :class:`~kdfiqa.metrics.Logistic4`, or ``None``: the raw
+    outputs kept after a degenerate fit under ``distill.raw_if_degenerate``) in every checkpoint the
+    run writes (its state: the parameters b1..b4, or ``{"raw": True}``), so a resumed run reads it back
+    instead of refitting (:func:`teacher_calibration`); a checkpoint holding another one is refused."""
 
     state_key = "TeacherCalibration"  # type: ignore[assignment]
 
-    def __init__(self, calibration: Logistic4) -> None:
+    def __init__(self, calibration: Logistic4 | None) -> None:
         self.calibration = calibration
 
     def state_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.calibration)
+        return {"raw": True} if self.calibration is None else dataclasses.asdict(self.calibration)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        stored = Logistic4(*(float(state[name]) for name in PARAMETERS))
+        stored = _stored_calibration(state)
         if stored != self.calibration:
-            raise ValueError(f"it holds the teacher calibration {stored}, this run uses {self.calibration}")
+            raise ValueError(f"it holds the teacher calibration {stored or 'raw'}, this run uses "
+                             f"{self.calibration or 'raw'}")
 
 
-def teacher_calibration(config: RunConfig, teacher: Any, ctx: DistContext, *, resume: bool = False) -> Logistic4:
+def _stored_calibration(state: Mapping[str, Any]) -> Logistic4 | None:
+    """The calibration a record or ``teacher_calibration.json`` holds (``None``: the raw outputs)."""
+    if state.get("raw") is True:
+        return None
+    return Logistic4(*(float(state[name]) for name in PARAMETERS))
+
+
+def teacher_calibration(config: RunConfig, teacher: Any, ctx: DistContext, *,
+                        resume: bool = False) -> Logistic4 | None:
     """The 4-parameter logistic mapping ``teacher``'s scores onto the label scale
     (``distill.calibrate_online``), fitted once per run: on rank 0, from the teacher's scores of the
     labeled training images (the training share of ``data.csv``, rendered as the teacher is deployed,
@@ -141,18 +151,20 @@ def teacher_calibration(config: RunConfig, teacher: Any, ctx: DistContext, *, re
     (:func:`~kdfiqa.distill.pseudo_label.fit_calibration`), written to ``teacher_calibration.json``
     in the run folder. A resumed run reads the parameters its ``last.pt`` holds
     (:class:`TeacherCalibrationRecord`) and never refits. A degenerate fit
-    (:func:`~kdfiqa.distill.pseudo_label.calibration_fault`) is refused with one line."""
+    (:func:`~kdfiqa.distill.pseudo_label.calibration_fault`) is refused with one line, or, with
+    ``distill.raw_if_degenerate``, warned about and ``None`` returned: the raw outputs are kept."""
     from ..checkpoint import load_checkpoint
 
     out = Path(config.train.output_dir)
     last = out / "last.pt"
     if resume and last.is_file():
         stored = (load_checkpoint(last).get("callbacks") or {}).get(TeacherCalibrationRecord.state_key)
-        if not isinstance(stored, Mapping) or not all(name in stored for name in PARAMETERS):
+        if not isinstance(stored, Mapping) or not (stored.get("raw") is True
+                                                   or all(name in stored for name in PARAMETERS)):
             flag = spelled("--calibrate-online", "distill.calibrate_online")
             raise CheckpointError(f"{last}: holds no teacher calibration ({flag}); resume with the settings the run "
                                   "was started with, or start a new run")
-        return Logistic4(*(float(stored[name]) for name in PARAMETERS))
+        return _stored_calibration(stored)
     refused: KdfiqaError | None = None
     if ctx.is_main:
         try:
@@ -164,8 +176,7 @@ def teacher_calibration(config: RunConfig, teacher: Any, ctx: DistContext, *, re
         raise refused
     if said is not None:
         raise DataError(said)
-    stored = json.loads((out / TEACHER_CALIBRATION).read_text(encoding="utf-8"))
-    return Logistic4(*(float(stored[name]) for name in PARAMETERS))
+    return _stored_calibration(json.loads((out / TEACHER_CALIBRATION).read_text(encoding="utf-8")))
 
 
 def _fit_teacher_calibration(config: RunConfig, teacher: Any, path: Path) -> None:
@@ -183,12 +194,19 @@ def _fit_teacher_calibration(config: RunConfig, teacher: Any, path: Path) -> Non
     mapping, scored = fit_calibration(teacher, labeled, batch_size=config.train.batch_size,
                                       num_workers=config.train.num_workers)
     fault = calibration_fault(scored.scores, np.clip(np.asarray(mapping(scored.scores)), 0.0, 1.0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fault is not None and config.distill.raw_if_degenerate:
+        log.warning("teacher calibration on %d labelled images is degenerate (%s): the teacher's raw outputs are "
+                    "distilled instead", scored.scores.size, fault)
+        write_atomic(path, json.dumps({"raw": True, "fault": fault, "images": int(scored.scores.size)}, indent=2)
+                     + "\n")
+        return
     if fault is not None:
         raise DataError(f"teacher calibration on {scored.scores.size} labelled images is degenerate ({fault}); "
-                        f"the teacher may be too weak: train it longer, or distill without "
+                        f"the teacher may be too weak: train it longer, keep its raw outputs with "
+                        f"{spelled('--raw-if-degenerate', 'distill.raw_if_degenerate=True')}, or distill without "
                         f"{spelled('--calibrate-online', 'distill.calibrate_online')}")
     log.info("teacher calibration on %d labelled images: %s -> %s", scored.scores.size, mapping, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps({**dataclasses.asdict(mapping), "images": int(scored.scores.size)}, indent=2) + "\n")
 
 

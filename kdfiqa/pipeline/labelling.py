@@ -122,13 +122,13 @@ def _teacher_run_config(config: RunConfig, teacher: str, output_dir: Path) -> Ru
     """The config that retrains ``teacher`` (a kdfiqa checkpoint): its own stored run config, with
     this run's labeled data, starting from its weights. The network is the checkpoint's own model
     spec, allow-listed as every rebuild is (:func:`~kdfiqa.models.rebuild.stored_model_spec`), never
-    the stored run config's raw ``model.kwargs``."""
-    from ..checkpoint import load_checkpoint
+    the stored run config's raw ``model.kwargs``; that config is validated whole on load
+    (:func:`~kdfiqa.config.load_stored_config`)."""
+    from ..config import load_stored_config
     from ..models.rebuild import stored_model_spec
 
     name, kwargs = stored_model_spec(teacher)
-    stored = load_checkpoint(teacher).get("config") or {}
-    base = RunConfig.from_dict(stored, source=f"{teacher} config") if stored else config
+    base = load_stored_config(teacher) or config
     return dataclasses.replace(
         base,
         model=dataclasses.replace(base.model, name=name, kwargs={k: v for k, v in kwargs.items() if k != "pretrained"},
