@@ -287,3 +287,21 @@ def test_amp_and_channels_last_change_nothing_on_the_cpu_and_say_so(data, tmp_pa
     err = capsys.readouterr().err
     assert "note: --amp bf16 and --channels-last apply on CUDA only" in err
     assert fast.read_bytes() == plain.read_bytes()
+
+
+@pytest.mark.slow  # torchrun starts two fresh interpreters
+def test_two_ranks_fit_the_online_teacher_calibration_one_process_fits(data, tmp_path):
+    """``--calibrate-online`` scores the labeled images shared by the ranks: the same fit, the same file."""
+    from tiny_fiqa import TINY
+
+    rows = data["labels"].read_text().splitlines(keepends=True)
+    train, val = tmp_path / "train.csv", tmp_path / "val.csv"
+    train.write_text("".join(rows[4:]))
+    val.write_text("".join(rows[:4]))
+    distill = ["distill", "--model", TINY, "--root", data["images"], "--csv", train, "--val-csv", val, "--teacher",
+               data["ckpt"], "--unlabeled", data["unlabeled"], "--unlabeled-use", "online", "--calibrate-online",
+               "--raw-if-degenerate", "--device", "cpu", "--quiet", "--epochs", "1", "--batch-size", "4"]
+    _run([*distill, "--out", tmp_path / "one"])
+    _run([*distill, "--out", tmp_path / "two"], ranks=2)
+    assert ((tmp_path / "two" / "teacher_calibration.json").read_bytes()
+            == (tmp_path / "one" / "teacher_calibration.json").read_bytes())

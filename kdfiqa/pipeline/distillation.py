@@ -145,11 +145,12 @@ def _stored_calibration(state: Mapping[str, Any]) -> Logistic4 | None:
 def teacher_calibration(config: RunConfig, teacher: Any, ctx: DistContext, *,
                         resume: bool = False) -> Logistic4 | None:
     """The 4-parameter logistic mapping ``teacher``'s scores onto the label scale
-    (``distill.calibrate_online``), fitted once per run: on rank 0, from the teacher's scores of the
-    labeled training images (the training share of ``data.csv``, rendered as the teacher is deployed,
-    no augmentation) to their labels, with the fit that calibrates pseudo-labels
+    (``distill.calibrate_online``), fitted once per run from the teacher's scores (each rank scoring
+    its share, :func:`~kdfiqa.engine.sharded.map_sharded`) of the labeled training images (the
+    training share of ``data.csv``, rendered as the teacher is deployed, no augmentation) to their
+    labels, with the fit that calibrates pseudo-labels
     (:func:`~kdfiqa.distill.pseudo_label.fit_calibration`), written to ``teacher_calibration.json``
-    in the run folder. A resumed run reads the parameters its ``last.pt`` holds
+    in the run folder by rank 0. A resumed run reads the parameters its ``last.pt`` holds
     (:class:`TeacherCalibrationRecord`) and never refits. A degenerate fit
     (:func:`~kdfiqa.distill.pseudo_label.calibration_fault`) is refused with one line, or, with
     ``distill.raw_if_degenerate``, warned about and ``None`` returned: the raw outputs are kept."""
@@ -166,11 +167,10 @@ def teacher_calibration(config: RunConfig, teacher: Any, ctx: DistContext, *,
                                   "was started with, or start a new run")
         return _stored_calibration(stored)
     refused: KdfiqaError | None = None
-    if ctx.is_main:
-        try:
-            _fit_teacher_calibration(config, teacher, out / TEACHER_CALIBRATION)
-        except KdfiqaError as exc:
-            refused = exc
+    try:  # every rank scores its share of the labeled images; rank 0 writes the fit
+        _fit_teacher_calibration(config, teacher, out / TEACHER_CALIBRATION, ctx)
+    except KdfiqaError as exc:
+        refused = exc
     said = all_gather_objects(None if refused is None else str(refused), ctx)[0]  # every rank learns of a refusal
     if refused is not None:
         raise refused
@@ -179,7 +179,7 @@ def teacher_calibration(config: RunConfig, teacher: Any, ctx: DistContext, *,
     return _stored_calibration(json.loads((out / TEACHER_CALIBRATION).read_text(encoding="utf-8")))
 
 
-def _fit_teacher_calibration(config: RunConfig, teacher: Any, path: Path) -> None:
+def _fit_teacher_calibration(config: RunConfig, teacher: Any, path: Path, ctx: DistContext) -> None:
     import numpy as np
 
     from ..atomic_write import write_atomic
@@ -192,20 +192,22 @@ def _fit_teacher_calibration(config: RunConfig, teacher: Any, path: Path) -> Non
     if not data.val_csv:
         labeled = split_dataset(labeled, data.val_fraction, data.split_seed, data.split_method)[0]
     mapping, scored = fit_calibration(teacher, labeled, batch_size=config.train.batch_size,
-                                      num_workers=config.train.num_workers)
+                                      num_workers=config.train.num_workers, ctx=ctx)
     fault = calibration_fault(scored.scores, np.clip(np.asarray(mapping(scored.scores)), 0.0, 1.0))
+    if fault is not None and not config.distill.raw_if_degenerate:
+        raise DataError(f"teacher calibration on {scored.scores.size} labelled images is degenerate ({fault}); "
+                        f"the teacher may be too weak: train it longer, keep its raw outputs with "
+                        f"{spelled('--raw-if-degenerate', 'distill.raw_if_degenerate=True')}, or distill without "
+                        f"{spelled('--calibrate-online', 'distill.calibrate_online')}")
+    if not ctx.is_main:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    if fault is not None and config.distill.raw_if_degenerate:
+    if fault is not None:
         log.warning("teacher calibration on %d labelled images is degenerate (%s): the teacher's raw outputs are "
                     "distilled instead", scored.scores.size, fault)
         write_atomic(path, json.dumps({"raw": True, "fault": fault, "images": int(scored.scores.size)}, indent=2)
                      + "\n")
         return
-    if fault is not None:
-        raise DataError(f"teacher calibration on {scored.scores.size} labelled images is degenerate ({fault}); "
-                        f"the teacher may be too weak: train it longer, keep its raw outputs with "
-                        f"{spelled('--raw-if-degenerate', 'distill.raw_if_degenerate=True')}, or distill without "
-                        f"{spelled('--calibrate-online', 'distill.calibrate_online')}")
     log.info("teacher calibration on %d labelled images: %s -> %s", scored.scores.size, mapping, path)
     write_atomic(path, json.dumps({**dataclasses.asdict(mapping), "images": int(scored.scores.size)}, indent=2) + "\n")
 
