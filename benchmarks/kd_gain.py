@@ -223,22 +223,32 @@ def _row(schedule: str, name: str, per_seed: list[dict[str, dict[str, Any]]]) ->
     return row
 
 
-def run(quick: bool) -> dict:
-    from kdfiqa.demo import PLANS
+SCHEDULES = {"demo": 1, "patient": PATIENCE}
+"""The study's schedules: multiples of the demo's student epochs."""
 
+
+def run(quick: bool) -> dict:
     seeds = QUICK_SEEDS if quick else SEEDS
-    schedules = {"demo": 1, "patient": PATIENCE}
     per_seed = []
     say = lambda text: print(text, flush=True)  # noqa: E731
     if quick:
         with scratch_dir("kd-gain") as folder:
-            per_seed = [_run_seed(folder / f"seed{seed}", seed, True, schedules, say) for seed in seeds]
+            per_seed = [_run_seed(folder / f"seed{seed}", seed, True, SCHEDULES, say) for seed in seeds]
     else:
         for seed in seeds:
             (WORK / f"seed{seed}").mkdir(parents=True, exist_ok=True)
-            per_seed.append(_run_seed(WORK / f"seed{seed}", seed, False, schedules, say))
+            per_seed.append(_run_seed(WORK / f"seed{seed}", seed, False, SCHEDULES, say))
+    return summarise(per_seed, seeds, quick)
+
+
+def summarise(per_seed: list[dict[str, dict[str, dict[str, Any]]]], seeds: tuple[int, ...], quick: bool) -> dict:
+    """The benchmark's result from each seed's records (``records[schedule][variant]``)."""
+    from kdfiqa.demo import PLANS
+
+    schedules = SCHEDULES
     rows = [_row(schedule, name, per_seed) for schedule in schedules for name in VARIANTS
             if name in per_seed[0][schedule]]
+
     def over(schedule: str, name: str, reference: str) -> tuple[float, float, float]:
         return interval([s[schedule][name]["score"] - s[schedule][reference]["score"] for s in per_seed])
 
@@ -267,9 +277,9 @@ def run(quick: bool) -> dict:
         "goal": "an online variant whose paired score gain over offline KD has a 95% interval not below 0 "
                 "(its upper end at least 0) at a stated schedule, and the crop cache's mean gain within that "
                 "variant's interval",
-        "met": best_high >= 0 and cache_within,
-        "best_online": {"variant": best_name, "schedule": best_schedule, "gain_over_offline": best_mean,
-                        "interval": [low, best_high]},
+        "met": bool(best_high >= 0 and cache_within),
+        "best_online": {"variant": best_name, "schedule": best_schedule, "gain_over_offline": float(best_mean),
+                        "interval": [float(low), float(best_high)]},
         "columns": ["student", "schedule", "score", "score gain", "seeds gained", "gain over offline KD",
                     "distill share", "collapsed"],
         "rows": rows,

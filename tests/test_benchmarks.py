@@ -116,3 +116,28 @@ def test_memory_scale_measures_each_size_in_fresh_processes(tmp_path, monkeypatc
     assert result["met"] is (max(result["rss_growth"].values()) < memory_scale.RSS_GROWTH_GOAL)
     first, last = (row["train peak RSS MiB"] for row in result["rows"])
     assert growth == pytest.approx(last / first - 1)
+
+
+def test_the_kd_study_summarises_paired_gains_and_picks_the_best_online_variant():
+    import json
+
+    from benchmarks import kd_gain
+
+    def records(shift: float) -> dict:
+        scores = {"control": 0.60, "offline_kd": 0.70, "online_kd": 0.62, "combined_kd": 0.71,
+                  "untrained_teacher_kd": 0.59, "online_unlabeled": 0.66, "crop_cache": 0.705}
+        demo = {name: {"score": value + shift, "srcc": 0.0, "plcc": 0.0, "collapsed": False, "steps": 120,
+                       "distill_share": 0.1 if "online" in name else None} for name, value in scores.items()}
+        patient = {name: {**demo[name]} for name in ("control", "offline_kd", "online_kd", "combined_kd")}
+        return {"demo": demo, "patient": patient}
+
+    per_seed = [records(shift) for shift in (0.0, 0.01, -0.02)]
+    result = kd_gain.summarise(per_seed, (0, 1, 2), quick=False)
+    json.dumps(result)  # every figure is a plain JSON value
+    best = result["best_online"]  # combined KD gains +0.01 over offline KD in every seed: interval [0.01, 0.01]
+    assert (best["variant"], best["schedule"]) == ("combined_kd", "demo")
+    assert best["gain_over_offline"] == pytest.approx(0.01) and best["interval"][0] == pytest.approx(0.01)
+    # the crop cache's mean gain over the control (0.105) lies outside combined KD's interval ([0.11, 0.11])
+    assert result["met"] is False
+    offline = next(r for r in result["rows"] if r["schedule"] == "demo" and r["student"].startswith("offline KD"))
+    assert offline["score gain"].startswith("+0.1000") and offline["seeds gained"] == "3 of 3"
