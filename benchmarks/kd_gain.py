@@ -2,19 +2,19 @@
 
 Each seed runs :func:`kdfiqa.demo.run_demo` (synthetic faces; an EMOv2-5M teacher trained on the
 labeled split at a higher resolution; EMOv2-1M students with the same initial weights, optimiser and
-number of steps: the control on labels alone, offline KD on labels + calibrated pseudo-labels, online KD
-through the Distiller on the labels, both combined, and online KD under an untrained teacher as the
-ablation). Every other variant of :data:`VARIANTS` is the demo's online-KD student (or its control /
-offline student) with a few settings changed, trained into the same seed's folder on the same splits
-and evaluated on the same held-out test split; variants marked ``patient`` are trained again at
-:data:`PATIENCE` times the demo's epochs (their control and offline KD too), so a variant that needs
-more steps shows it.
+number of optimiser steps). Every variant of :data:`VARIANTS` is one of the demo's students (the
+control, offline KD on labels + calibrated pseudo-labels, online KD, offline + online KD) with its
+online settings set outright, trained into the same seed's folder on the same splits and evaluated on
+the same held-out test split; a demo student that already is the variant is reused. Variants marked
+``patient`` are trained again at :data:`PATIENCE` times the demo's epochs (the control and offline KD
+too), so a variant that needs more steps shows it.
 
 For every variant and schedule the table gives the paired gain (the variant's test figure minus the
 control's in the same seed and schedule) and the paired gain over offline KD: mean, 95% Student-t
 interval over the seeds, and the seeds gained. :data:`CONTRASTS` isolate one cause each (the labeled
-share per batch, raw against calibrated teacher targets, the distillation term's weight, views with
-something to match) as paired differences between two variants that differ in that one setting.
+share per batch, raw against calibrated teacher targets, the distillation loss, its weight and
+temperature, views with something to match, the crop cache) as paired differences between two variants
+that differ in that one setting.
 
 Goal: an online variant whose gain over offline KD has a 95% interval that does not lie below 0 at a
 stated schedule, and the crop-level view cache of that variant within its interval. The data are
@@ -55,11 +55,23 @@ QUALITY_AUGMENT = {"p": 0.5, "kinds": ["blur", "noise", "jpeg", "downup"], "max_
 """The teacher-scored quality-altering augmentation of the ``augmented`` variants."""
 
 
+ONLINE_FIELDS = ("loss", "unlabeled_use", "labeled_per_batch", "calibrate_online", "raw_if_degenerate", "view_cache")
+"""The ``distill`` fields every variant sets outright (so a variant means the same whatever the demo's
+own online student is)."""
+
+LABELS_ONLY = {"loss": "0.5*temperature_mse", "unlabeled_use": "pseudo", "labeled_per_batch": None,
+               "calibrate_online": False, "raw_if_degenerate": False, "view_cache": 0}
+"""Online KD on the labels alone, the recipe's 0.5 x temperature MSE (T = 4): the starting point."""
+
+
 @dataclass(frozen=True)
 class Variant:
-    """A student of the study: the demo's ``base`` student with ``distill``/``data`` fields replaced,
-    ``train_transform`` keys merged into its training transform, and ``unlabeled`` (the demo's
-    unlabeled images given as ``data.unlabeled``)."""
+    """A student of the study: the demo's ``base`` student (its stored config: data, teacher, pseudo-labels,
+    optimiser, seed) with every field of :data:`ONLINE_FIELDS` set from :data:`LABELS_ONLY` updated by
+    ``distill``, ``train_transform`` keys merged into its training transform, and the demo's unlabeled
+    images as ``data.unlabeled`` when ``unlabeled`` (none otherwise). The control and offline KD keep
+    their base as it is. A demo-schedule variant whose config is its base's, the demo's own student,
+    is read from the demo instead of trained again (:func:`reuses_demo`)."""
 
     title: str
     base: str
@@ -67,36 +79,42 @@ class Variant:
     train_transform: Mapping[str, Any] = field(default_factory=dict)
     unlabeled: bool = False
     patient: bool = False
-    demo: bool = False
-    """Trained by the demo itself at its schedule (reused, not trained again)."""
+
+    @property
+    def online(self) -> bool:
+        return self.base not in ("control", "offline_kd")
 
 
 ONLINE_UNLABELED = {"unlabeled_use": "online"}
 CALIBRATED = {**ONLINE_UNLABELED, "calibrate_online": True, "raw_if_degenerate": True}
+SHARE16 = {**CALIBRATED, "labeled_per_batch": 16}
 
 VARIANTS: dict[str, Variant] = {
-    "control": Variant("student alone (control)", "control", patient=True, demo=True),
-    "offline_kd": Variant("offline KD (calibrated pseudo-labels)", "offline_kd", patient=True, demo=True),
-    "online_kd": Variant("online KD, labels only (the demo's)", "online_kd", patient=True, demo=True),
-    "combined_kd": Variant("offline + online KD", "combined_kd", patient=True, demo=True),
-    "untrained_teacher_kd": Variant("online KD, untrained teacher (ablation)", "untrained_teacher_kd", demo=True),
+    "control": Variant("student alone (control)", "control", patient=True),
+    "offline_kd": Variant("offline KD (calibrated pseudo-labels)", "offline_kd", patient=True),
+    "online_kd": Variant("online KD, labels only", "online_kd", patient=True),
+    "combined_kd": Variant("offline + online KD", "combined_kd", patient=True),
     "online_unlabeled_raw": Variant("online on labeled + unlabeled, raw teacher targets", "online_kd",
                                     ONLINE_UNLABELED, unlabeled=True),
     "online_unlabeled": Variant("online on labeled + unlabeled, calibrated targets", "online_kd", CALIBRATED,
-                                unlabeled=True, patient=True),
-    "online_unlabeled_share16": Variant("the same, 16 of 32 labeled per batch", "online_kd",
-                                        {**CALIBRATED, "labeled_per_batch": 16}, unlabeled=True, patient=True),
+                                unlabeled=True),
+    "online_unlabeled_share16": Variant("the same, 16 of 32 labeled per batch", "online_kd", SHARE16,
+                                        unlabeled=True),
     "online_unlabeled_weight2": Variant("the same (16 of 32), distillation weight 2 (2.0*temperature_mse)",
-                                        "online_kd", {**CALIBRATED, "labeled_per_batch": 16,
-                                                      "loss": "2.0*temperature_mse"}, unlabeled=True),
+                                        "online_kd", {**SHARE16, "loss": "2.0*temperature_mse"}, unlabeled=True,
+                                        patient=True),
+    "online_unlabeled_t1": Variant("the same (16 of 32, weight 2), temperature 1 instead of 4", "online_kd",
+                                   {**SHARE16, "loss": "2.0*temperature_mse(temperature=1)"}, unlabeled=True),
+    "online_unlabeled_hybrid": Variant("the same (16 of 32), HybridLoss against the teacher (1.0*hybrid)",
+                                       "online_kd", {**SHARE16, "loss": "1.0*hybrid"}, unlabeled=True),
     "online_unlabeled_augmented": Variant(
-        "the same (16 of 32), random crops (Resize(55) + RandomCrop(48)) + teacher-scored quality augmentation", "online_kd",
-        {**CALIBRATED, "labeled_per_batch": 16},
-        {"mode": "resize_random_crop", "resize": 55, "quality_augment": QUALITY_AUGMENT}, unlabeled=True, patient=True),
+        "the same (16 of 32), random crops (Resize(55) + RandomCrop(48)) + teacher-scored quality augmentation",
+        "online_kd", SHARE16, {"mode": "resize_random_crop", "resize": 55, "quality_augment": QUALITY_AUGMENT},
+        unlabeled=True),
     "combined_calibrated": Variant("offline + online KD, calibrated online targets", "combined_kd",
-                                   {"calibrate_online": True, "raw_if_degenerate": True}, patient=True),
+                                   {"calibrate_online": True, "raw_if_degenerate": True}),
     "crop_cache": Variant(f"online on labeled + unlabeled (16 of 32), {VIEWS}-view crop cache", "online_kd",
-                          {**CALIBRATED, "labeled_per_batch": 16, "view_cache": VIEWS}, unlabeled=True),
+                          {**SHARE16, "view_cache": VIEWS}, unlabeled=True, patient=True),
 }
 """The study's students, in table order."""
 
@@ -105,14 +123,17 @@ CONTRASTS = (
      "online_unlabeled"),
     ("target scale: calibrated against raw teacher outputs", "online_unlabeled", "online_unlabeled_raw"),
     ("distillation weight: 2.0 against 0.5", "online_unlabeled_weight2", "online_unlabeled_share16"),
+    ("distillation temperature: 1 against 4 (weight 2)", "online_unlabeled_t1", "online_unlabeled_weight2"),
+    ("distillation loss: HybridLoss against 0.5 x temperature MSE", "online_unlabeled_hybrid",
+     "online_unlabeled_share16"),
     ("something to match: random crops + quality augmentation against resize + flip",
      "online_unlabeled_augmented", "online_unlabeled_share16"),
     ("crop cache against the online teacher", "crop_cache", "online_unlabeled_share16"),
+    ("the unlabeled images online against labels-only online KD", "online_unlabeled_share16", "online_kd"),
 )
 """(what it measures, variant, reference): each a paired difference that isolates one cause."""
 
-ONLINE_CANDIDATES = ("online_kd", "combined_kd", "online_unlabeled_raw", "online_unlabeled", "online_unlabeled_share16",
-                     "online_unlabeled_weight2", "online_unlabeled_augmented", "combined_calibrated")
+ONLINE_CANDIDATES = tuple(name for name, variant in VARIANTS.items() if variant.online and name != "crop_cache")
 """The variants with an online teacher among which the study picks the best against offline KD."""
 
 
@@ -125,15 +146,22 @@ def interval(values: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def _variant_config(base: Any, variant: Variant, out: Path, unlabeled: Path, epochs: int) -> Any:
+def variant_config(base: Any, variant: Variant, out: Path, unlabeled: Path, epochs: int) -> Any:
+    """``variant``'s run config: ``base`` (a demo student's stored config) with the variant's settings,
+    writing into ``out`` for ``epochs`` epochs."""
     train = dataclasses.replace(base.train, output_dir=str(out), epochs=epochs)
-    distill = dataclasses.replace(base.distill, **variant.distill)
-    data = base.data
-    if variant.unlabeled:
-        data = dataclasses.replace(data, unlabeled=str(unlabeled))
-    if variant.train_transform:
-        data = dataclasses.replace(data, train_transform={**data.train_transform, **variant.train_transform})
+    if not variant.online:
+        return dataclasses.replace(base, train=train)
+    distill = dataclasses.replace(base.distill, **{**LABELS_ONLY, **variant.distill})
+    data = dataclasses.replace(base.data, unlabeled=str(unlabeled) if variant.unlabeled else None,
+                               train_transform={**base.data.train_transform, **variant.train_transform})
     return dataclasses.replace(base, train=train, distill=distill, data=data)
+
+
+def reuses_demo(base: Any, variant: Variant, unlabeled: Path) -> bool:
+    """Whether the demo's own ``variant.base`` student (config ``base``) is ``variant`` at the demo's
+    schedule: the variant's settings change nothing in its stored config."""
+    return variant_config(base, variant, Path(base.train.output_dir), unlabeled, base.train.epochs) == base
 
 
 def _record(result: Any, seconds: float, test: Any) -> dict[str, Any]:
@@ -177,20 +205,19 @@ def _run_seed(folder: Path, seed: int, quick: bool, schedules: Mapping[str, int]
         for name, variant in VARIANTS.items():
             if schedule != "demo" and not variant.patient:
                 continue
-            if schedule == "demo" and variant.demo:
-                row = summary["models"][name]
+            base = bases[variant.base]
+            if schedule == "demo" and reuses_demo(base, variant, unlabeled):
+                row = summary["models"][variant.base]
                 records[schedule][name] = {**{k: row[k] for k in METRICS}, "collapsed": row["collapsed"],
-                                           "steps": row["steps"], "seconds": summary["timings_s"].get(name),
-                                           "distill_share": _distill_share(demo / name)}
+                                           "steps": row["steps"], "seconds": summary["timings_s"].get(variant.base),
+                                           "distill_share": _distill_share(demo / variant.base)}
                 continue
             path = folder / f"{schedule}_{name}.json"
             if path.is_file():
                 records[schedule][name] = {**json.loads(path.read_text()),
                                            "distill_share": _distill_share(folder / f"{schedule}_{name}")}
                 continue
-            base = bases[variant.base]
-            config = _variant_config(base, variant, folder / f"{schedule}_{name}", unlabeled,
-                                     base.train.epochs * factor)
+            config = variant_config(base, variant, folder / f"{schedule}_{name}", unlabeled, base.train.epochs * factor)
             say(f"  seed {seed}: {schedule} schedule, {name}")
             started = time.perf_counter()
             online = config.distill.loss is not None or config.distill.feature

@@ -17,9 +17,11 @@ every stage's config is stored in its checkpoint, so each run can be repeated fr
 4. **Students** (:func:`~kdfiqa.pipeline.train` and :func:`~kdfiqa.pipeline.run_distill`), EMOv2-1M
    (the seed's student), budget-checked against :data:`~kdfiqa.budget.VQUALA2025` at 224x224 (its
    deployment size) before any step: the *control* on the labels alone; *offline KD* on labels ∪
-   pseudo-labels; *online KD* through :class:`~kdfiqa.distill.Distiller` (HybridLoss on labels +
-   0.5 · temperature MSE against the frozen teacher, which sees the higher-resolution view of the
-   same crop); both *combined*; and the ablation, online KD under an *untrained* teacher. Every
+   pseudo-labels; *online KD* through :class:`~kdfiqa.distill.Distiller` on labels and the unlabeled
+   images together (HybridLoss on the labeled half of every batch + 2 · temperature MSE on every image
+   against the frozen teacher's calibrated scores, the teacher seeing the higher-resolution view of the
+   same crop: :func:`online_settings`); both *combined* (labels + pseudo-labels, 0.5 · temperature MSE);
+   and the ablation, the online student under an *untrained* teacher. Every
    student has the same architecture, initial weights, optimiser and number of optimiser steps
    (fixed-length epochs); checkpoints are picked on the validation split only.
 5. **Report**: every model on the test set through its checkpoint's own deployment transform
@@ -187,17 +189,33 @@ def _recipe_distill_loss() -> str:
     return resolve_config("distill", load_recipe("demo", "distill")).distill.loss
 
 
+ONLINE_DISTILL_LOSS = "2.0*temperature_mse"
+"""The online student's distillation term: the recipe's temperature MSE (T = 4) at weight 2, where
+0.5 left it about a tenth of the loss (``benchmarks/kd_gain.py``)."""
+
+
+def online_settings(plan: DemoPlan) -> dict[str, Any]:
+    """The ``distill`` settings of the demo's online student (and its untrained-teacher ablation): the
+    unlabeled images trained on online beside the labels, half of every batch labeled, the teacher's
+    outputs calibrated onto the label scale; the best online variant of ``benchmarks/kd_gain.py``."""
+    return {"loss": ONLINE_DISTILL_LOSS, "unlabeled_use": "online", "labeled_per_batch": plan.batch_size // 2,
+            "calibrate_online": True, "raw_if_degenerate": True}
+
+
 def _student_config(base: RunConfig, *, teacher: Path | None, pseudo: pipeline.Labels | None,
-                    recipe_loss: str | None) -> RunConfig:
+                    recipe_loss: str | None, online: Mapping[str, Any] | None, unlabeled: Path) -> RunConfig:
     """``base`` with the teacher it distils from online (``teacher``, with the recipe's distillation
-    loss, the teacher seeing its own view of each crop) and the pseudo-labels it adds."""
+    loss, the teacher seeing its own view of each crop), the pseudo-labels it adds, and ``online``
+    settings that train on the ``unlabeled`` images online."""
     import dataclasses
 
     data = base.data
     if pseudo is not None:
         data = dataclasses.replace(data, pseudo_csv=str(pseudo.csv), pseudo_root=str(pseudo.root))
-    distill = dataclasses.replace(base.distill, teachers=[str(teacher)] if teacher else [],
-                                  loss=recipe_loss if teacher else None)
+    if online is not None:
+        data = dataclasses.replace(data, unlabeled=str(unlabeled))
+    settings = {"teachers": [str(teacher)] if teacher else [], "loss": recipe_loss if teacher else None, **(online or {})}
+    distill = dataclasses.replace(base.distill, **settings)
     return dataclasses.replace(base, data=data, distill=distill)
 
 
@@ -539,20 +557,24 @@ def _run(out: Path, plan: DemoPlan, settings: Mapping[str, Any], *, stages: _Sta
     untrained = out / "untrained_teacher" / "init.pt"
     if not (resume and untrained.is_file()):  # written atomically, from the seed alone
         _untrained_teacher(configs["teacher"], untrained)
+    online = online_settings(plan)
+    on_unlabeled = (f"labels + the {sizes['unlabeled']} unlabeled images online ({online['labeled_per_batch']} of "
+                    f"{plan.batch_size} labeled per batch), {ONLINE_DISTILL_LOSS} against the")
     students = {
-        "control": (None, None, "labels only"),
-        "offline_kd": (None, pseudo, "labels + calibrated pseudo-labels"),
-        "online_kd": (teacher_ckpt, None, f"labels, {distill_loss} against the teacher"),
-        "combined_kd": (teacher_ckpt, pseudo, f"labels + pseudo-labels, {distill_loss} against the teacher"),
-        "untrained_teacher_kd": (untrained, None, f"labels, {distill_loss} against an untrained teacher"),
+        "control": (None, None, None, "labels only"),
+        "offline_kd": (None, pseudo, None, "labels + calibrated pseudo-labels"),
+        "online_kd": (teacher_ckpt, None, online, f"{on_unlabeled} teacher's calibrated scores"),
+        "combined_kd": (teacher_ckpt, pseudo, None, f"labels + pseudo-labels, {distill_loss} against the teacher"),
+        "untrained_teacher_kd": (untrained, None, online, f"{on_unlabeled} untrained teacher"),
     }
     steps = plan.student_epochs * ((plan.labeled + plan.unlabeled) // plan.batch_size)
-    for role, (online, labels, what) in students.items():
-        if online is not None or labels is not None:
-            configs[role] = _student_config(configs[role], teacher=online, pseudo=labels, recipe_loss=distill_loss)
+    for role, (source, labels, on_images, what) in students.items():
+        if source is not None or labels is not None:
+            configs[role] = _student_config(configs[role], teacher=source, pseudo=labels, recipe_loss=distill_loss,
+                                            online=on_images, unlabeled=data.unlabeled)
         results[role] = trained(role, f"{ROLE_TITLES[role]}: {plan.student} on {what}, {plan.student_epochs} epochs "
                                       f"of {plan.labeled + plan.unlabeled} samples ({steps} steps)",
-                                pipeline.train if online is None and labels is None else pipeline.run_distill)
+                                pipeline.train if source is None and labels is None else pipeline.run_distill)
 
     stages.start("evaluation", f"evaluation: every model on the {sizes['test']} held-out test images, predictions "
                                "and plots")

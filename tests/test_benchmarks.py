@@ -125,7 +125,7 @@ def test_the_kd_study_summarises_paired_gains_and_picks_the_best_online_variant(
 
     def records(shift: float) -> dict:
         scores = {"control": 0.60, "offline_kd": 0.70, "online_kd": 0.62, "combined_kd": 0.71,
-                  "untrained_teacher_kd": 0.59, "online_unlabeled": 0.66, "crop_cache": 0.705}
+                  "online_unlabeled": 0.66, "crop_cache": 0.705}
         demo = {name: {"score": value + shift, "srcc": 0.0, "plcc": 0.0, "collapsed": False, "steps": 120,
                        "distill_share": 0.1 if "online" in name else None} for name, value in scores.items()}
         patient = {name: {**demo[name]} for name in ("control", "offline_kd", "online_kd", "combined_kd")}
@@ -141,3 +141,32 @@ def test_the_kd_study_summarises_paired_gains_and_picks_the_best_online_variant(
     assert result["met"] is False
     offline = next(r for r in result["rows"] if r["schedule"] == "demo" and r["student"].startswith("offline KD"))
     assert offline["score gain"].startswith("+0.1000") and offline["seeds gained"] == "3 of 3"
+
+
+def test_the_kd_study_reuses_a_demo_student_only_when_it_is_the_variant(tmp_path):
+    """Variants set their online settings outright, so whichever online student the demo trains, only
+    the variant it is gets its figures."""
+    import dataclasses
+
+    from benchmarks import kd_gain
+    from kdfiqa.config import load_recipe, resolve_config
+
+    unlabeled = tmp_path / "unlabeled"
+    recipe = resolve_config("distill", load_recipe("demo", "distill"))
+    labels_only = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, output_dir=str(tmp_path / "a")),
+                                      distill=dataclasses.replace(recipe.distill, teachers=["teacher.pt"]))
+    variants = kd_gain.VARIANTS
+    assert kd_gain.reuses_demo(labels_only, variants["online_kd"], unlabeled)
+    assert not kd_gain.reuses_demo(labels_only, variants["online_unlabeled_weight2"], unlabeled)
+    # a demo whose online student is the weight-2 variant: that variant is reused, labels-only online is not
+    weight2 = kd_gain.variant_config(labels_only, variants["online_unlabeled_weight2"], tmp_path / "b", unlabeled,
+                                     labels_only.train.epochs)
+    assert weight2.distill.labeled_per_batch == 16 and weight2.data.unlabeled == str(unlabeled)
+    assert kd_gain.reuses_demo(weight2, variants["online_unlabeled_weight2"], unlabeled)
+    assert not kd_gain.reuses_demo(weight2, variants["online_kd"], unlabeled)
+    assert not kd_gain.reuses_demo(weight2, variants["online_unlabeled_share16"], unlabeled)
+    # a patient run changes only the epochs and the folder
+    patient = kd_gain.variant_config(weight2, variants["online_unlabeled_weight2"], tmp_path / "c", unlabeled,
+                                     4 * weight2.train.epochs)
+    assert patient == dataclasses.replace(weight2, train=dataclasses.replace(
+        weight2.train, output_dir=str(tmp_path / "c"), epochs=4 * weight2.train.epochs))

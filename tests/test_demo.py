@@ -184,9 +184,20 @@ def test_students_share_initial_weights_and_differ_only_in_their_teacher(demo, s
         assert config["model"] == configs["control"]["model"]
     assert configs["control"]["data"]["pseudo_csv"] is None and configs["control"]["distill"]["teachers"] == []
     assert configs["offline_kd"]["data"]["pseudo_csv"] and configs["offline_kd"]["distill"]["loss"] is None
-    assert configs["online_kd"]["distill"]["loss"] and configs["online_kd"]["data"]["pseudo_csv"] is None
+    online = configs["online_kd"]
+    assert online["distill"]["loss"] and online["data"]["pseudo_csv"] is None
+    # the online student trains on the unlabeled images online, half of every batch labeled, against the
+    # teacher's calibrated scores
+    assert online["data"]["unlabeled"] == str(out / "splits" / "unlabeled")
+    assert online["distill"]["unlabeled_use"] == "online" and online["distill"]["calibrate_online"] is True
+    assert online["distill"]["labeled_per_batch"] == online["train"]["batch_size"] // 2
     assert configs["combined_kd"]["distill"]["loss"] and configs["combined_kd"]["data"]["pseudo_csv"]
-    assert configs["untrained_teacher_kd"]["distill"]["teachers"] != configs["online_kd"]["distill"]["teachers"]
+    assert configs["combined_kd"]["data"]["unlabeled"] is None
+    # the ablation is the online student under another (untrained) teacher, nothing else changed
+    ablation = configs["untrained_teacher_kd"]
+    assert ablation["distill"]["teachers"] != online["distill"]["teachers"]
+    assert {**ablation["distill"], "teachers": None} == {**online["distill"], "teachers": None}
+    assert ablation["data"] == online["data"]
 
 
 def test_splits_are_disjoint_and_unlabeled_scores_unused(demo, summary):
