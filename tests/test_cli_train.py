@@ -11,7 +11,7 @@ import yaml
 
 from kdfiqa.cli.main import main
 from kdfiqa.config import list_recipes
-from tiny_fiqa import TINY, synthetic
+from tiny_fiqa import TINY, run_cli, synthetic
 
 COMMANDS = ("train", "distill", "pseudo-label", "recipes")
 
@@ -22,12 +22,6 @@ def data(tmp_path_factory):
     images, labels = synthetic(root, 20, 0, "labeled")
     return images, labels
 
-
-def _run(capsys, argv):
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -70,7 +64,7 @@ def test_user_errors_are_one_line_and_status_2(capsys, tmp_path, argv, needle):
 
 
 def test_print_config_applies_recipe_then_flags_then_set(capsys):
-    code, out, _ = _run(capsys, ["distill", "--recipe", "2077agent", "--lr", "0.01", "--epochs", "3",
+    code, out, _ = run_cli(capsys, ["distill", "--recipe", "2077agent", "--lr", "0.01", "--epochs", "3",
                                  "--set", "train.epochs=2", "--teacher", "a.pt", "--teacher", "b.csv",
                                  "--distill-loss", "none", "--print-config"])
     assert code == 0
@@ -82,11 +76,11 @@ def test_print_config_applies_recipe_then_flags_then_set(capsys):
 
 
 def test_recipes_lists_every_recipe_and_shows_one(capsys):
-    code, out, _ = _run(capsys, ["recipes"])
+    code, out, _ = run_cli(capsys, ["recipes"])
     assert code == 0
     for name, _ in list_recipes():
         assert name in out
-    code, out, _ = _run(capsys, ["recipes", "ders"])
+    code, out, _ = run_cli(capsys, ["recipes", "ders"])
     assert code == 0 and yaml.safe_load(out)["model"]["name"] == "lighthspa_fiqa"
 
 
@@ -97,30 +91,30 @@ def test_over_budget_student_is_refused_before_training_unless_allowed(capsys, c
     base = ["distill", "--model", TINY, "--set", "model.kwargs.width=600", "--teacher", TINY,
             "--root", images, "--csv", labels, "--device", "cpu", "--quiet", "--epochs", "1",
             "--batch-size", "8", "--val-fraction", "0.2"]
-    code, _, err = _run(capsys, [*base, "--out", tmp_path / "refused"])
+    code, _, err = run_cli(capsys, [*base, "--out", tmp_path / "refused"])
     assert code == 2
     assert "exceeds budget vquala2025" in err and "params >" in err
     assert not (tmp_path / "refused").exists()
 
-    code, out, err = _run(capsys, [*base, "--allow-over-budget", "--out", tmp_path / "allowed"])
+    code, out, err = run_cli(capsys, [*base, "--allow-over-budget", "--out", tmp_path / "allowed"])
     assert code == 0, err
     assert "ALLOW_OVER_BUDGET IS SET" in caplog.text and "6,500,401 params" in caplog.text
     assert (tmp_path / "allowed" / "best.pt").is_file()
 
 
-def test_resume_continues_the_run(capsys, tmp_path, data):
+def test_resume_continues_therun_cli(capsys, tmp_path, data):
     images, labels = data
     base = ["train", "--model", TINY, "--root", images, "--csv", labels, "--device", "cpu", "--quiet",
             "--batch-size", "8", "--val-fraction", "0.2", "--out", tmp_path / "run"]
-    assert _run(capsys, [*base, "--epochs", "1"])[0] == 0
-    code, _, err = _run(capsys, [*base, "--epochs", "2", "--resume"])
+    assert run_cli(capsys, [*base, "--epochs", "1"])[0] == 0
+    code, _, err = run_cli(capsys, [*base, "--epochs", "2", "--resume"])
     assert code == 2 and "train.epochs was 1" in err and "--allow-changes" in err, err
-    code, _, err = _run(capsys, [*base, "--epochs", "1", "--resume", "--set", "loss.task=l1"])
+    code, _, err = run_cli(capsys, [*base, "--epochs", "1", "--resume", "--set", "loss.task=l1"])
     assert code == 2 and "loss.task was 'mse'" in err, err  # the objective is not changed silently
-    code, _, err = _run(capsys, [*base, "--epochs", "1", "--resume", "--set", "model.kwargs.width=4"])
+    code, _, err = run_cli(capsys, [*base, "--epochs", "1", "--resume", "--set", "model.kwargs.width=4"])
     assert code == 2 and "model.kwargs was {}" in err and "resumes with its own model" in err, err
     assert "--allow-changes" not in err  # which could not resume another model's weights
-    code, out, err = _run(capsys, [*base, "--epochs", "2", "--resume", "--allow-changes"])
+    code, out, err = run_cli(capsys, [*base, "--epochs", "2", "--resume", "--allow-changes"])
     assert code == 0, err
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
@@ -137,11 +131,11 @@ def test_bad_images_stop_the_run_unless_skipped(capsys, caplog, tmp_path, data):
     victims[1].write_bytes(b"")  # empty
     base = ["train", "--model", TINY, "--root", copy, "--csv", labels, "--device", "cpu", "--quiet",
             "--epochs", "1", "--batch-size", "4", "--val-fraction", "0.2"]
-    code, _, err = _run(capsys, [*base, "--out", tmp_path / "stopped"])
+    code, _, err = run_cli(capsys, [*base, "--out", tmp_path / "stopped"])
     assert code == 2
     assert all(v.name in err for v in victims) and "--skip-bad" in err
     assert not (tmp_path / "stopped" / "last.pt").exists()
-    code, _, err = _run(capsys, [*base, "--skip-bad", "--out", tmp_path / "skipped"])
+    code, _, err = run_cli(capsys, [*base, "--skip-bad", "--out", tmp_path / "skipped"])
     assert code == 0, err
     assert "skipped 2 unreadable image(s)" in caplog.text
     assert all(v.name in caplog.text for v in victims)
@@ -165,6 +159,6 @@ def test_resume_at_another_input_size_points_at_allow_changes(capsys, tmp_path, 
     images, labels = data
     base = ["train", "--model", TINY, "--root", images, "--csv", labels, "--device", "cpu", "--quiet",
             "--batch-size", "8", "--val-fraction", "0.2", "--epochs", "1", "--out", tmp_path / "run"]
-    assert _run(capsys, base)[0] == 0
-    code, _, err = _run(capsys, [*base, "--resume", "--input", "40"])
+    assert run_cli(capsys, base)[0] == 0
+    code, _, err = run_cli(capsys, [*base, "--resume", "--input", "40"])
     assert code == 2 and "model.input was" in err and "--allow-changes" in err, err

@@ -20,14 +20,13 @@ import kdfiqa.engine.distributed
 import kdfiqa.models
 from kdfiqa import pipeline
 from kdfiqa.checkpoint import load_checkpoint
-from kdfiqa.cli.main import main
 from kdfiqa.config import RunConfig
 from kdfiqa.data import FIQADataset, build_transform
 from kdfiqa.distill import Supervised, Teacher
 from kdfiqa.engine import Trainer, TrainConfig
 from kdfiqa.errors import ConfigError
 from kdfiqa.inference import load_inference_model
-from tiny_fiqa import TINY, synthetic
+from tiny_fiqa import TINY, run_cli, synthetic
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +36,6 @@ def data(tmp_path_factory):
     unlabeled, _ = synthetic(root, 8, 1, "unlabeled")
     return root, images, labels, unlabeled
 
-
-def _run(capsys, argv):
-    capsys.readouterr()
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _common(images, labels, **extra):
@@ -69,11 +59,11 @@ def _assert_same_weights(a, b):
 def test_cli_and_api_distill_give_bit_identical_students(tmp_path, data, capsys):
     _, images, labels, _ = data
     teacher_dir = tmp_path / "teacher"
-    code, _, err = _run(capsys, ["train", *_common(images, labels), "--input", "40", "--out", teacher_dir])
+    code, _, err = run_cli(capsys, ["train", *_common(images, labels), "--input", "40", "--out", teacher_dir])
     assert code == 0, err
     teacher = teacher_dir / "best.pt"
     cli_dir = tmp_path / "cli"
-    code, _, err = _run(capsys, ["distill", *_common(images, labels), "--teacher", teacher, "--teacher-input", "40",
+    code, _, err = run_cli(capsys, ["distill", *_common(images, labels), "--teacher", teacher, "--teacher-input", "40",
                                  "--distill-loss", "0.5*temperature_mse", "--out", cli_dir])
     assert code == 0, err
     stored = RunConfig.from_dict(load_checkpoint(cli_dir / "best.pt")["config"])
@@ -86,7 +76,7 @@ def test_cli_and_api_distill_give_bit_identical_students(tmp_path, data, capsys)
 def test_same_command_and_seed_give_the_same_weights(tmp_path, data, capsys):
     _, images, labels, _ = data
     for name in ("a", "b"):
-        assert _run(capsys, ["train", *_common(images, labels), "--out", tmp_path / name])[0] == 0
+        assert run_cli(capsys, ["train", *_common(images, labels), "--out", tmp_path / name])[0] == 0
     _assert_same_weights(_weights(tmp_path / "a" / "last.pt"), _weights(tmp_path / "b" / "last.pt"))
 
 
@@ -96,7 +86,7 @@ def test_a_given_pseudo_label_csv_is_used_as_given(tmp_path, data, capsys):
     names = sorted(p.name for p in unlabeled.iterdir())
     pseudo.write_text("".join(f"{n},0.5\n" for n in names))
     out = tmp_path / "offline"
-    code, _, err = _run(capsys, ["distill", *_common(images, labels), "--pseudo-csv", pseudo, "--pseudo-root",
+    code, _, err = run_cli(capsys, ["distill", *_common(images, labels), "--pseudo-csv", pseudo, "--pseudo-root",
                                  unlabeled, "--distill-loss", "none", "--out", out])
     assert code == 0, err
     config = load_checkpoint(out / "best.pt")["config"]
@@ -124,7 +114,7 @@ def test_bad_settings_are_refused_before_any_model_is_built(tmp_path, data, caps
     real = kdfiqa.models.create_model
     monkeypatch.setattr(kdfiqa.models, "create_model", lambda *a, **k: built.append(a) or real(*a, **k))
     extra = [str(e).replace("{labels}", str(labels)).replace("{unlabeled}", str(unlabeled)) for e in extra]
-    code, _, err = _run(capsys, ["distill", *_common(images, labels), *extra, "--out", tmp_path / "run"])
+    code, _, err = run_cli(capsys, ["distill", *_common(images, labels), *extra, "--out", tmp_path / "run"])
     assert code == 2, err
     assert needle in err, err
     assert len(err.strip().splitlines()) == 1, err
@@ -153,7 +143,7 @@ def test_one_distributed_context_and_one_teacher_per_run(tmp_path, data, capsys,
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(kdfiqa.distill, "Teacher", CountingTeacher)
-    code, _, err = _run(capsys, ["distill", *_common(images, labels), "--teacher", TINY, "--unlabeled", unlabeled,
+    code, _, err = run_cli(capsys, ["distill", *_common(images, labels), "--teacher", TINY, "--unlabeled", unlabeled,
                                  "--out", tmp_path / "d"])
     assert code == 0, err
     assert len(contexts) == 1 and len(teachers) == 1
@@ -164,7 +154,7 @@ def test_every_path_writes_the_deployment_transform(tmp_path, data, capsys):
     """A student trained at 40x40 (not its model's 32 nor 224) is evaluated at 40 from the CLI's and
     the Python API's checkpoints alike."""
     _, images, labels, _ = data
-    code, _, err = _run(capsys, ["train", *_common(images, labels), "--input", "40", "--out", tmp_path / "cli"])
+    code, _, err = run_cli(capsys, ["train", *_common(images, labels), "--input", "40", "--out", tmp_path / "cli"])
     assert code == 0, err
     spec = {"mode": "resize", "size": 40}
     train = FIQADataset(images, labels, transform=build_transform({**spec, "flip": True}))
@@ -178,10 +168,10 @@ def test_every_path_writes_the_deployment_transform(tmp_path, data, capsys):
         assert loaded.input_size == (3, 40, 40), path
         deploy = load_checkpoint(path)["model"]["deploy"]
         assert deploy["input_size"] == [3, 40, 40] and deploy["eval_transform"]["size"] == [40, 40], deploy
-        code, out, err = _run(capsys, ["budget", path, "--json", "--max-gflops", "1"])
+        code, out, err = run_cli(capsys, ["budget", path, "--json", "--max-gflops", "1"])
         assert code == 0, err
         assert [r["input_size"] for r in json.loads(out)["results"]] == [[3, 224, 224]]  # vquala2025's deployment
-        code, out, err = _run(capsys, ["budget", path, "--json", "--input", "40"])
+        code, out, err = run_cli(capsys, ["budget", path, "--json", "--input", "40"])
         assert code == 0, err
         assert [r["input_size"] for r in json.loads(out)["results"]] == [[3, 40, 40]]
 
@@ -195,20 +185,20 @@ def test_distill_checks_the_budget_at_the_deployment_size(tmp_path, data, capsys
     _, images, labels, _ = data
     wide = ["distill", *_common(images, labels), "--teacher", TINY, "--set", "model.kwargs.width=160"]
     for extra in ([], ["--deploy-input", "32"]):
-        code, _, err = _run(capsys, [*wide, *extra, "--out", tmp_path / "over"])
+        code, _, err = run_cli(capsys, [*wide, *extra, "--out", tmp_path / "over"])
         assert code == 2, err
         assert "exceeds budget vquala2025" in err and "224" in err, err
         assert not (tmp_path / "over").exists()
-    assert _run(capsys, [*wide, "--budget", "none", "--out", tmp_path / "free"])[0] == 0
+    assert run_cli(capsys, [*wide, "--budget", "none", "--out", tmp_path / "free"])[0] == 0
     argv = [a for a in ["distill", *_common(images, labels), "--teacher", TINY] if a != "--quiet"]  # --quiet hides
-    code, _, err = _run(capsys, [*argv, "--deploy-input", "240", "--out", tmp_path / "large"])  # the verdict line
+    code, _, err = run_cli(capsys, [*argv, "--deploy-input", "240", "--out", tmp_path / "large"])  # the verdict line
     assert code == 0, err
     assert "fits vquala2025" in caplog.text and "240x240" in caplog.text
 
 
 def test_validation_split_too_small_is_refused_before_training(tmp_path, capsys):
     images, labels = synthetic(tmp_path, 20, 0, "few")
-    code, _, err = _run(capsys, ["train", "--model", TINY, "--root", images, "--csv", labels, "--device", "cpu",
+    code, _, err = run_cli(capsys, ["train", "--model", TINY, "--root", images, "--csv", labels, "--device", "cpu",
                                  "--quiet", "--batch-size", "4", "--out", tmp_path / "r"])
     assert code == 2
     assert "--val-fraction" in err and "2 validation image(s)" in err, err
@@ -244,11 +234,11 @@ def test_same_command_and_seed_give_the_same_weights_in_separate_processes(tmp_p
 def test_train_given_a_budget_checks_it_at_the_deployment_size(tmp_path, data, capsys):
     _, images, labels, _ = data
     wide = ["--set", "model.kwargs.width=160"]  # fits at 32x32, not at 224x224
-    code, _, err = _run(capsys, ["train", *_common(images, labels), *wide, "--budget", "vquala2025",
+    code, _, err = run_cli(capsys, ["train", *_common(images, labels), *wide, "--budget", "vquala2025",
                                  "--out", tmp_path / "checked"])
     assert code == 2 and "exceeds budget vquala2025" in err, err
     assert not (tmp_path / "checked").exists()
-    assert _run(capsys, ["train", *_common(images, labels), *wide, "--out", tmp_path / "free"])[0] == 0
+    assert run_cli(capsys, ["train", *_common(images, labels), *wide, "--out", tmp_path / "free"])[0] == 0
 
 
 def test_the_teacher_sees_its_view_in_its_own_normalisation(tmp_path, data, capsys):
@@ -258,7 +248,7 @@ def test_the_teacher_sees_its_view_in_its_own_normalisation(tmp_path, data, caps
 
     _, images, labels, _ = data
     student_dir = tmp_path / "student"
-    code, _, err = _run(capsys, ["distill", *_common(images, labels), "--teacher", TINY, "--teacher-input", "40",
+    code, _, err = run_cli(capsys, ["distill", *_common(images, labels), "--teacher", TINY, "--teacher-input", "40",
                                  "--distill-loss", "0.5*temperature_mse", "--out", student_dir])
     assert code == 0, err
     stored = RunConfig.from_dict(load_checkpoint(student_dir / "best.pt")["config"])
@@ -363,13 +353,13 @@ def test_pseudo_labels_of_validation_or_labeled_images_are_refused(tmp_path, dat
     pseudo = tmp_path / "pseudo.csv"
     pseudo.write_text(rows[20].split(",")[0] + ",0.5\n")  # a validation image
     base = ["train", *_common(images, train_csv), "--val-csv", val_csv, "--pseudo-root", images]
-    code, _, err = _run(capsys, [*base, "--pseudo-csv", pseudo, "--out", tmp_path / "a"])
+    code, _, err = run_cli(capsys, [*base, "--pseudo-csv", pseudo, "--out", tmp_path / "a"])
     assert code == 2 and "also in the validation set" in err and str(pseudo) in err, err
     pseudo.write_text(rows[0].split(",")[0] + ",0.5\n")  # a labeled image
-    code, _, err = _run(capsys, [*base, "--pseudo-csv", pseudo, "--out", tmp_path / "b"])
+    code, _, err = run_cli(capsys, [*base, "--pseudo-csv", pseudo, "--out", tmp_path / "b"])
     assert code == 2 and "also in the labeled training share" in err, err
     pseudo.write_text("\n".join(rows) + "\n")  # a val_fraction split of the same labels: all collide
-    code, _, err = _run(capsys, ["train", *_common(images, labels), "--pseudo-root", images, "--pseudo-csv", pseudo,
+    code, _, err = run_cli(capsys, ["train", *_common(images, labels), "--pseudo-root", images, "--pseudo-csv", pseudo,
                                  "--out", tmp_path / "c"])
     assert code == 2 and "also in the" in err, err
 
@@ -387,18 +377,18 @@ def test_a_label_file_read_against_the_wrong_root_names_its_root_option_not_skip
     pseudo.write_text("".join(f"{p.name},0.5\n" for p in sorted(unlabeled.glob("*.png"))))
     base = ["train", *_common(images, labels), "--pseudo-csv", pseudo]
     for extra in ([], ["--skip-bad"]):
-        code, _, err = _run(capsys, [*base, *extra, "--out", tmp_path / "run"])
+        code, _, err = run_cli(capsys, [*base, *extra, "--out", tmp_path / "run"])
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1, err
         assert f"--pseudo-csv {pseudo}: 8 of 8 of its images are missing under {images}" in lines[0]
         assert "(--pseudo-root not given, so --root's)" in lines[0] and "give --pseudo-root the folder" in lines[0]
         assert "--skip-bad" not in lines[0]
-    assert _run(capsys, [*base, "--pseudo-root", unlabeled, "--out", tmp_path / "ok"])[0] == 0
+    assert run_cli(capsys, [*base, "--pseudo-root", unlabeled, "--out", tmp_path / "ok"])[0] == 0
     rows = labels.read_text().splitlines()
     train_csv, val_csv = tmp_path / "train.csv", tmp_path / "val.csv"
     train_csv.write_text("\n".join(rows[:18]) + "\n")
     val_csv.write_text("\n".join(rows[18:]) + "\n")
-    code, _, err = _run(capsys, ["train", *_common(images, train_csv), "--val-csv", val_csv, "--val-root", unlabeled,
+    code, _, err = run_cli(capsys, ["train", *_common(images, train_csv), "--val-csv", val_csv, "--val-root", unlabeled,
                                  "--out", tmp_path / "val"])
     assert code == 2 and f"--val-csv {val_csv}: 6 of 6 of its images are missing under {unlabeled}," in err, err
     assert "give --val-root the folder" in err and "--skip-bad" not in err
@@ -406,7 +396,7 @@ def test_a_label_file_read_against_the_wrong_root_names_its_root_option_not_skip
 
 def test_an_unlabeled_folder_holding_labeled_images_is_refused_before_the_teacher_labels_it(tmp_path, data, capsys):
     _, images, labels, _ = data
-    code, _, err = _run(capsys, ["distill", *_common(images, labels), "--teacher", TINY, "--unlabeled", images,
+    code, _, err = run_cli(capsys, ["distill", *_common(images, labels), "--teacher", TINY, "--unlabeled", images,
                                  "--out", tmp_path / "run"])
     assert code == 2 and f"{images}: image" in err and "also in the labels" in err, err
     assert not list(tmp_path.rglob("*.csv"))
@@ -424,13 +414,13 @@ def test_a_run_that_collapsed_is_said_last_with_its_files_kept(tmp_path, data, c
     argv = ["train", *_common(images, labels), "--init", tmp_path / "constant.pt", "--lr", "1e-12",
             "--set", "train.optimizer=sgd", "--set", "train.weight_decay=0", "--set", "train.momentum=0",
             "--out", tmp_path / "run"]
-    code, out, err = _run(capsys, argv)
+    code, out, err = run_cli(capsys, argv)
     assert code == 0 and err.strip().splitlines()[-1].startswith("warning: kdfiqa train: the run collapsed"), err
     assert (tmp_path / "run" / "last.pt").is_file() and not (tmp_path / "run" / "best.pt").exists()
     stored = RunConfig.from_dict(load_checkpoint(tmp_path / "run" / "last.pt")["config"])
     config = dataclasses.replace(stored, train=dataclasses.replace(stored.train, output_dir=str(tmp_path / "api")))
     assert pipeline.train(config).collapsed
-    code, _, err = _run(capsys, ["train", *_common(images, labels), "--out", tmp_path / "fine"])
+    code, _, err = run_cli(capsys, ["train", *_common(images, labels), "--out", tmp_path / "fine"])
     assert code == 0 and "collapsed" not in err, err
 
 
@@ -439,9 +429,9 @@ def test_a_new_run_removes_the_files_of_an_earlier_one_and_a_lone_best_pt_is_a_r
     out = tmp_path / "run"
     out.mkdir()
     (out / "best.pt").write_bytes(b"another run's best")
-    code, _, err = _run(capsys, ["train", *_common(images, labels), "--out", out])
+    code, _, err = run_cli(capsys, ["train", *_common(images, labels), "--out", out])
     assert code == 2 and "already holds a run (best.pt)" in err and "--overwrite" in err, err
-    code, _, err = _run(capsys, ["train", *_common(images, labels), "--out", out, "--overwrite"])
+    code, _, err = run_cli(capsys, ["train", *_common(images, labels), "--out", out, "--overwrite"])
     assert code == 0, err
     assert not (out / "best.pt").exists() or (out / "best.pt").read_bytes() != b"another run's best"
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
@@ -449,7 +439,7 @@ def test_a_new_run_removes_the_files_of_an_earlier_one_and_a_lone_best_pt_is_a_r
 
 def test_a_validation_csv_sharing_images_with_the_training_csv_is_refused(tmp_path, data, capsys):
     _, images, labels, _ = data
-    code, _, err = _run(capsys, ["train", *_common(images, labels), "--val-csv", labels, "--out", tmp_path / "leak"])
+    code, _, err = run_cli(capsys, ["train", *_common(images, labels), "--val-csv", labels, "--out", tmp_path / "leak"])
     assert code == 2 and "is also in the validation set" in err and "training images must come from other" in err, err
     assert not (tmp_path / "leak").exists()
 
@@ -460,7 +450,7 @@ def test_bad_images_of_the_training_and_the_validation_set_are_listed_together(t
     train_csv, val_csv = tmp_path / "train.csv", tmp_path / "val.csv"
     train_csv.write_text("\n".join([*rows[:16], "gone_train,0.5"]) + "\n")
     val_csv.write_text("\n".join([*rows[16:], "gone_val,0.5"]) + "\n")
-    code, _, err = _run(capsys, ["train", *_common(images, train_csv), "--val-csv", val_csv, "--out", tmp_path / "r"])
+    code, _, err = run_cli(capsys, ["train", *_common(images, train_csv), "--val-csv", val_csv, "--out", tmp_path / "r"])
     assert code == 2 and "2 of 26 images cannot be used" in err, err
     assert "gone_train.png" in err and "gone_val.png" in err
 
@@ -472,7 +462,7 @@ def test_a_teacher_csv_missing_training_images_is_refused_before_the_first_step(
     scores.write_text("\n".join(rows[1:]) + "\n")  # the first training image has no teacher score
     train_csv.write_text("\n".join(rows[:18]) + "\n")
     val_csv.write_text("\n".join(rows[18:]) + "\n")
-    code, _, err = _run(capsys, ["distill", *_common(images, train_csv), "--val-csv", val_csv, "--teacher", scores,
+    code, _, err = run_cli(capsys, ["distill", *_common(images, train_csv), "--val-csv", val_csv, "--teacher", scores,
                                  "--distill-loss", "0.5*temperature_mse", "--out", tmp_path / "run"])
     first = rows[0].split(",")[0]
     assert code == 2 and f"no teacher score for image {first!r}" in err, err
@@ -511,7 +501,7 @@ def test_overwrite_removes_an_earlier_runs_stage_folders_but_never_an_input(tmp_
     (out / "pseudo_labels.csv").write_text("old.png,0.5\n")
     teacher = out / "self_train_2" / "teacher" / "best.pt"  # a teacher of that earlier run, given as input
     kdfiqa.checkpoint.save_checkpoint(teacher, kdfiqa.checkpoint.build_checkpoint(kdfiqa.models.create_model(TINY)))
-    code, _, err = _run(capsys, ["distill", *_common(images, labels), "--teacher", teacher,
+    code, _, err = run_cli(capsys, ["distill", *_common(images, labels), "--teacher", teacher,
                                  "--distill-loss", "0.5*temperature_mse", "--out", out, "--overwrite"])
     assert code == 0, err
     assert not (out / "ssar").exists() and not (out / "self_train_1").exists()

@@ -16,13 +16,12 @@ from torch import nn
 
 from kdfiqa import pipeline
 from kdfiqa.checkpoint import load_checkpoint
-from kdfiqa.cli.main import main
 from kdfiqa.config import RunConfig
 from kdfiqa.data import FIQADataset, build_transform, split_dataset
 from kdfiqa.distill import Teacher
 from kdfiqa.errors import DataError
 from kdfiqa.pipeline.data import training_streams
-from tiny_fiqa import TINY, synthetic
+from tiny_fiqa import TINY, run_cli, synthetic
 
 
 @pytest.fixture(scope="module")
@@ -32,15 +31,6 @@ def data(tmp_path_factory):
     unlabeled, _ = synthetic(root, 10, 1, "unlabeled")
     return images, labels, unlabeled
 
-
-def _run(capsys, argv):
-    capsys.readouterr()
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out + err
 
 
 def _argv(data, out, *extra):
@@ -59,7 +49,8 @@ def _argv(data, out, *extra):
     (["--unlabeled-use", "online", "--calibrate"], "use --calibrate-online"),
 ])
 def test_settings_of_online_use_are_refused_in_one_line(tmp_path, data, capsys, extra, needle):
-    code, text = _run(capsys, _argv(data, tmp_path / "run", *extra))
+    code, out, err = run_cli(capsys, _argv(data, tmp_path / "run", *extra))
+    text = out + err
     assert code == 2 and needle in text
     assert len(text.strip().splitlines()) == 1
     assert not (tmp_path / "run" / "last.pt").exists()
@@ -68,7 +59,8 @@ def test_settings_of_online_use_are_refused_in_one_line(tmp_path, data, capsys, 
 def test_online_use_needs_the_unlabeled_folder(tmp_path, data, capsys):
     argv = _argv(data, tmp_path / "run", "--unlabeled-use", "online")
     argv = argv[:argv.index("--unlabeled")] + argv[argv.index("--unlabeled") + 2:]
-    code, text = _run(capsys, argv)
+    code, out, err = run_cli(capsys, argv)
+    text = out + err
     assert code == 2 and "add --unlabeled" in text
 
 
@@ -80,9 +72,9 @@ def test_online_runs_take_the_same_steps_whatever_the_unlabeled_share_and_log_th
     steps = []
     for batch_size in (4, 6):
         run = tmp_path / f"b{batch_size}"
-        code, text = _run(capsys, _argv(data, run, "--unlabeled-use", "online", "--labeled-per-batch", "2",
-                                        "--batch-size", str(batch_size)))
-        assert code == 0, text
+        code, out, err = run_cli(capsys, _argv(data, run, "--unlabeled-use", "online", "--labeled-per-batch", "2",
+                                               "--batch-size", str(batch_size)))
+        assert code == 0, out + err
         assert not (run / "pseudo_labels.csv").exists()  # online: the teacher labels nothing offline
         record, = _log(run)
         steps.append(record["step"])
@@ -94,7 +86,8 @@ def test_online_runs_take_the_same_steps_whatever_the_unlabeled_share_and_log_th
 
 def test_both_pseudo_labels_the_unlabeled_images_and_keeps_them_in_the_unlabeled_stream(tmp_path, data, capsys):
     run = tmp_path / "both"
-    code, text = _run(capsys, _argv(data, run, "--unlabeled-use", "both", "--labeled-per-batch", "2"))
+    code, out, err = run_cli(capsys, _argv(data, run, "--unlabeled-use", "both", "--labeled-per-batch", "2"))
+    text = out + err
     assert code == 0, text
     assert len((run / "pseudo_labels.csv").read_text().splitlines()) == 10
     assert _log(run)[0]["step"] == 6  # the labels fix the epoch: 12 training labels, 2 a batch

@@ -20,7 +20,7 @@ from kdfiqa.errors import ConfigError
 from kdfiqa.models import create_model, deploy_config
 from kdfiqa.models.model_file import MAX_MODEL_FILE_BYTES, read_model_file, write_model_file
 from kdfiqa.budget.search import SPACES, pareto_front, sample, search_students
-from tiny_fiqa import synthetic
+from tiny_fiqa import run_cli, synthetic
 
 TIGHT = Budget(max_gflops=0.06, max_params=3_500_000, name="tight")
 """At 64x64 about half of the EMOv2 draws are over it, on FLOPs or on parameters."""
@@ -34,12 +34,6 @@ def one_thread():
     yield
     torch.set_num_threads(threads)
 
-
-def _run(capsys, argv):
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -100,14 +94,14 @@ def test_latency_is_measured_and_joins_the_objectives():
 def test_same_seed_and_trials_give_the_same_front_and_files(written, tmp_path, capsys):
     argv, out = written
     again = tmp_path / "again"
-    code, text, _ = _run(capsys, [*argv, "--out", again])
+    code, text, _ = run_cli(capsys, [*argv, "--out", again])
     first = json.loads(text)
     assert code == 0
     files = sorted(p.name for p in out.iterdir())
     assert files == sorted(p.name for p in again.iterdir()) == [f"emo2_search_{k:02d}.yaml"
                                                                 for k in range(1, len(first["front"]) + 1)]
     assert all((out / f).read_text() == (again / f).read_text() for f in files)
-    code, text, _ = _run(capsys, argv)
+    code, text, _ = run_cli(capsys, argv)
     second = json.loads(text)
     for run in (first, second):
         run.pop("seconds")
@@ -124,14 +118,14 @@ def test_model_file_trains_reloads_without_the_file_and_is_budgeted(written, tmp
     path = out / "emo2_search_01.yaml"
     spec = read_model_file(path)
     assert spec.name == "emo2_1m" and spec.input == (64, 64)
-    code, text, _ = _run(capsys, ["budget", path, "--json"])
+    code, text, _ = run_cli(capsys, ["budget", path, "--json"])
     assert code in (0, 1) and json.loads(text)["results"][0]["input_size"] == [3, 224, 224]
-    code, text, _ = _run(capsys, ["distill", "--model", path, "--teacher", "t.pt", "--print-config"])
+    code, text, _ = run_cli(capsys, ["distill", "--model", path, "--teacher", "t.pt", "--print-config"])
     assert code == 0 and "name: emo2_1m" in text and "model_file" not in text
     images, labels = synthetic(tmp_path, 12, 0, "data")
     copy = tmp_path / "student.yaml"
     copy.write_text(path.read_text())
-    code, _, err = _run(capsys, ["train", "--model", copy, "--root", images, "--csv", labels, "--epochs", "1",
+    code, _, err = run_cli(capsys, ["train", "--model", copy, "--root", images, "--csv", labels, "--epochs", "1",
                                  "--batch-size", "4", "--val-fraction", "0.34", "--device", "cpu", "--quiet",
                                  "--out", tmp_path / "run"])
     assert code == 0, err
@@ -162,10 +156,10 @@ BAD_FILES = [
 def test_bad_model_files_are_one_line_errors_naming_file_and_field(name, text, needle, tmp_path, capsys):
     path = tmp_path / name
     path.write_text(text)
-    code, _, err = _run(capsys, ["budget", path])
+    code, _, err = run_cli(capsys, ["budget", path])
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     if name != "j.yaml":  # the factory itself refuses j only when the model is built
-        code, _, err = _run(capsys, ["train", "--model", path, "--print-config"])
+        code, _, err = run_cli(capsys, ["train", "--model", path, "--print-config"])
         assert code == 2 and needle in err, err
     assert not (tmp_path / "missing.yaml").exists()
     with pytest.raises(ConfigError, match="missing.yaml: model file not found"):
@@ -186,22 +180,22 @@ def test_written_model_file_round_trips_as_json_and_yaml(tmp_path):
     (["--plot", f"{__file__}/front.png"], f"{__file__} is a file where a folder is expected"),
 ])
 def test_bad_flags_are_one_line_errors(argv, needle, capsys):
-    code, _, err = _run(capsys, ["search", *argv])
+    code, _, err = run_cli(capsys, ["search", *argv])
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
 
 
 @pytest.mark.slow
 def test_out_refuses_an_earlier_search_unless_overwrite_and_plot_is_a_png(written, tmp_path, capsys):
     argv, out = written
-    code, _, err = _run(capsys, [*argv, "--out", out])
+    code, _, err = run_cli(capsys, [*argv, "--out", out])
     assert code == 2 and "--overwrite" in err and "emo2_search_01.yaml" in err
     target = tmp_path / "front.png"
-    code, text, _ = _run(capsys, [*argv, "--out", out, "--overwrite", "--plot", target])
+    code, text, _ = run_cli(capsys, [*argv, "--out", out, "--overwrite", "--plot", target])
     assert code == 0 and json.loads(text)["plot"] == str(target)
     assert Image.open(target).size == (560, 420)
-    code, _, err = _run(capsys, [*argv, "--plot", target])  # an existing plot needs --overwrite, asked up front
+    code, _, err = run_cli(capsys, [*argv, "--plot", target])  # an existing plot needs --overwrite, asked up front
     assert code == 2 and f"--plot {target}: already exists" in err and "trials" not in err
-    code, text, _ = _run(capsys, ["search", "--family", "mobilenetv3_large", "--trials", "2", "--input", "32",
+    code, text, _ = run_cli(capsys, ["search", "--family", "mobilenetv3_large", "--trials", "2", "--input", "32",
                                   "--no-latency"])
     assert code == 0 and "Pareto front: mobilenetv3_large" in text and "2 trials (seed 0)" in text
 

@@ -173,12 +173,20 @@ def test_two_nodes_label_and_distill_as_one_process_does(data, tmp_path):
         assert logged[key] == pytest.approx(evaluated[key], rel=1e-6), key
 
 
-@pytest.mark.slow  # a slow teacher killed part-way, then resumed
-def test_a_killed_labelling_run_resumes_from_its_parts_and_writes_the_same_csv(data, tmp_path):
-    full, broken = tmp_path / "full.csv", tmp_path / "broken.csv"
+def _labelling_reference(data, tmp_path) -> tuple[list, Path]:
+    """The arguments of a labelling run in shards of one batch of 2 (13 images: 7 shards), and the
+    CSV an uninterrupted run of them writes."""
     argv = ["pseudo-label", "--teacher", data["ckpt"], "--images", data["unlabeled"], "--batch-size", "2",
             "--shard-batches", "1", "--device", "cpu"]
+    full = tmp_path / "full.csv"
     _run([*argv, "--out", full])
+    return argv, full
+
+
+@pytest.mark.slow  # a slow teacher killed part-way, then resumed
+def test_a_killed_labelling_run_resumes_from_its_parts_and_writes_the_same_csv(data, tmp_path):
+    argv, full = _labelling_reference(data, tmp_path)
+    broken = tmp_path / "broken.csv"
     parts = Path(f"{broken}.parts")
     run = subprocess.Popen([sys.executable, SCRIPT, *map(str, argv), "--out", str(broken)],
                            env={**ENV, "KDFIQA_TEST_SLEEP": "0.4"}, stdout=subprocess.DEVNULL,
@@ -246,10 +254,8 @@ def _rank_of(pid: int) -> int | None:
 @pytest.mark.slow  # torchrun with a slow teacher; one rank killed part-way
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the ranks' processes through /proc")
 def test_killing_one_rank_loses_at_most_the_shards_in_flight(data, tmp_path):
-    full, broken = tmp_path / "full.csv", tmp_path / "broken.csv"
-    argv = ["pseudo-label", "--teacher", data["ckpt"], "--images", data["unlabeled"], "--batch-size", "2",
-            "--shard-batches", "1", "--device", "cpu"]
-    _run([*argv, "--out", full])
+    argv, full = _labelling_reference(data, tmp_path)
+    broken = tmp_path / "broken.csv"
     parts = Path(f"{broken}.parts")
     launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                                  "2", SCRIPT, *map(str, argv), "--out", str(broken)],

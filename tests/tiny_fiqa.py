@@ -48,3 +48,17 @@ def synthetic(tmp_path: Path, n: int, seed: int, name: str) -> tuple[Path, Path]
 
     made = make_synthetic_fiqa(tmp_path / name, n, size=40, seed=seed)
     return made.image_dir, made.labels
+
+
+def run_cli(capsys, argv) -> tuple[int, str, str]:
+    """``kdfiqa ARGV`` in this process: (exit status, stdout, stderr), a ``SystemExit`` (argparse's
+    usage errors) read as its status."""
+    from kdfiqa.cli.main import main
+
+    capsys.readouterr()
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
