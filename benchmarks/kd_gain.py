@@ -21,8 +21,9 @@ stated schedule, and the crop-level view cache of that variant within its interv
 synthetic: this says which distillation helps on them, not a figure for the challenge's faces.
 
 Every trained model's record is kept in ``benchmarks/work/kd_gain/`` (one JSON per seed, variant and
-schedule), so an interrupted study continues where it stopped; ``--quick`` runs the demo's smoke
-plan on two seeds into a scratch folder.
+schedule), so an interrupted study continues where it stopped; ``python -m benchmarks.kd_gain``
+publishes the records stored so far (training nothing; each variant compared on the seeds that hold
+it). ``--quick`` runs the demo's smoke plan on two seeds into a scratch folder.
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ class Variant:
     train_transform: Mapping[str, Any] = field(default_factory=dict)
     unlabeled: bool = False
     patient: bool = False
+    cache_of: str | None = None
+    """The variant this one is with the crop-level view cache in place of the online teacher."""
 
     @property
     def online(self) -> bool:
@@ -114,7 +117,9 @@ VARIANTS: dict[str, Variant] = {
     "combined_calibrated": Variant("offline + online KD, calibrated online targets", "combined_kd",
                                    {"calibrate_online": True, "raw_if_degenerate": True}),
     "crop_cache": Variant(f"online on labeled + unlabeled (16 of 32), {VIEWS}-view crop cache", "online_kd",
-                          {**SHARE16, "view_cache": VIEWS}, unlabeled=True, patient=True),
+                          {**SHARE16, "view_cache": VIEWS}, unlabeled=True, cache_of="online_unlabeled_share16"),
+    "combined_crop_cache": Variant(f"offline + online KD, {VIEWS}-view crop cache", "combined_kd",
+                                   {"view_cache": VIEWS}, patient=True, cache_of="combined_kd"),
 }
 """The study's students, in table order."""
 
@@ -128,12 +133,13 @@ CONTRASTS = (
      "online_unlabeled_share16"),
     ("something to match: random crops + quality augmentation against resize + flip",
      "online_unlabeled_augmented", "online_unlabeled_share16"),
-    ("crop cache against the online teacher", "crop_cache", "online_unlabeled_share16"),
+    ("crop cache against the online teacher (online on labeled + unlabeled)", "crop_cache", "online_unlabeled_share16"),
+    ("crop cache against the online teacher (offline + online KD)", "combined_crop_cache", "combined_kd"),
     ("the unlabeled images online against labels-only online KD", "online_unlabeled_share16", "online_kd"),
 )
 """(what it measures, variant, reference): each a paired difference that isolates one cause."""
 
-ONLINE_CANDIDATES = tuple(name for name, variant in VARIANTS.items() if variant.online and name != "crop_cache")
+ONLINE_CANDIDATES = tuple(name for name, variant in VARIANTS.items() if variant.online and variant.cache_of is None)
 """The variants with an online teacher among which the study picks the best against offline KD."""
 
 
@@ -184,9 +190,10 @@ def _distill_share(run_dir: Path) -> float | None:
     return json.loads(lines[-1]).get("train", {}).get("share/distill") if lines else None
 
 
-def _run_seed(folder: Path, seed: int, quick: bool, schedules: Mapping[str, int], say: Callable[[str], None]
-              ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Every variant's record for one seed: ``records[schedule][variant]``."""
+def _run_seed(folder: Path, seed: int, quick: bool, schedules: Mapping[str, int], say: Callable[[str], None],
+              train: bool = True) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every variant's record for one seed: ``records[schedule][variant]``, each trained first where
+    its record is missing (with ``train``; else left out, as is a seed without a finished demo)."""
     from kdfiqa import pipeline
     from kdfiqa.checkpoint import load_checkpoint
     from kdfiqa.config import RunConfig
@@ -194,6 +201,8 @@ def _run_seed(folder: Path, seed: int, quick: bool, schedules: Mapping[str, int]
 
     demo = folder / "demo"
     done = (demo / "summary.json").is_file()
+    if not (done or train):
+        return {name: {} for name in schedules}
     summary = (json.loads((demo / "summary.json").read_text()) if done else
                run_demo(demo, quick=quick, seed=seed, console=Console(quiet=True), resume=demo.is_dir()))
     test = pipeline.Labels(demo / summary["split_files"]["test"], demo / summary["split_roots"]["test"])
@@ -217,6 +226,8 @@ def _run_seed(folder: Path, seed: int, quick: bool, schedules: Mapping[str, int]
                 records[schedule][name] = {**json.loads(path.read_text()),
                                            "distill_share": _distill_share(folder / f"{schedule}_{name}")}
                 continue
+            if not train:
+                continue
             config = variant_config(base, variant, folder / f"{schedule}_{name}", unlabeled, base.train.epochs * factor)
             say(f"  seed {seed}: {schedule} schedule, {name}")
             started = time.perf_counter()
@@ -229,24 +240,28 @@ def _run_seed(folder: Path, seed: int, quick: bool, schedules: Mapping[str, int]
     return records
 
 
-def _row(schedule: str, name: str, per_seed: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
-    def gains(reference: str, metric: str = "score") -> list[float]:
-        return [s[schedule][name][metric] - s[schedule][reference][metric] for s in per_seed]
+def _paired(per_seed: list[dict[str, dict[str, Any]]], schedule: str, name: str, reference: str,
+            metric: str = "score") -> list[float]:
+    """``name``'s figure minus ``reference``'s, in each seed that has both at ``schedule``."""
+    return [s[schedule][name][metric] - s[schedule][reference][metric] for s in per_seed
+            if name in s[schedule] and reference in s[schedule]]
 
-    row: dict[str, Any] = {"student": VARIANTS[name].title, "schedule": schedule}
+
+def _row(schedule: str, name: str, per_seed: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    held = [s[schedule][name] for s in per_seed if name in s[schedule]]
+    row: dict[str, Any] = {"student": VARIANTS[name].title, "schedule": schedule, "seeds": len(held)}
     if name != "control":
-        over_control = gains("control")
+        over_control = _paired(per_seed, schedule, name, "control")
         mean, low, high = interval(over_control)
         row["score gain"] = f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]"
         row["seeds gained"] = f"{sum(g > 0 for g in over_control)} of {len(over_control)}"
     if name not in ("control", "offline_kd"):
-        over_offline = gains("offline_kd")
-        mean, low, high = interval(over_offline)
+        mean, low, high = interval(_paired(per_seed, schedule, name, "offline_kd"))
         row["gain over offline KD"] = f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]"
-    row["score"] = f"{statistics.mean(s[schedule][name]['score'] for s in per_seed):.4f}"
-    shares = [s[schedule][name]["distill_share"] for s in per_seed]
+    row["score"] = f"{statistics.mean(r['score'] for r in held):.4f}"
+    shares = [r["distill_share"] for r in held]
     row["distill share"] = (f"{statistics.mean(shares):.2f}" if all(x is not None for x in shares) else "")
-    row["collapsed"] = sum(bool(s[schedule][name]["collapsed"]) for s in per_seed)
+    row["collapsed"] = sum(bool(r["collapsed"]) for r in held)
     return row
 
 
@@ -269,45 +284,54 @@ def run(quick: bool) -> dict:
 
 
 def summarise(per_seed: list[dict[str, dict[str, dict[str, Any]]]], seeds: tuple[int, ...], quick: bool) -> dict:
-    """The benchmark's result from each seed's records (``records[schedule][variant]``)."""
+    """The benchmark's result from each seed's records (``records[schedule][variant]``). A variant is
+    compared on the seeds that hold its record; only those held in every seed compete for the goal."""
     from kdfiqa.demo import PLANS
 
     schedules = SCHEDULES
-    rows = [_row(schedule, name, per_seed) for schedule in schedules for name in VARIANTS
-            if name in per_seed[0][schedule]]
+    held = {schedule: {name: sum(name in s[schedule] for s in per_seed) for name in VARIANTS}
+            for schedule in schedules}
+    rows = [_row(schedule, name, per_seed) for schedule in schedules for name in VARIANTS if held[schedule][name]]
 
     def over(schedule: str, name: str, reference: str) -> tuple[float, float, float]:
-        return interval([s[schedule][name]["score"] - s[schedule][reference]["score"] for s in per_seed])
+        return interval(_paired(per_seed, schedule, name, reference))
 
-    candidates = [(schedule, name) for schedule in schedules for name in per_seed[0][schedule]
-                  if name in ONLINE_CANDIDATES]
+    candidates = [(schedule, name) for schedule in schedules for name in ONLINE_CANDIDATES
+                  if held[schedule][name] == len(per_seed)]
+    if not candidates:
+        raise ValueError("no online variant has a record in every seed yet: run the study first")
     best_schedule, best_name = max(candidates, key=lambda c: over(c[0], c[1], "offline_kd")[1])
     best_mean, low, best_high = over(best_schedule, best_name, "offline_kd")
     _, online_low, online_high = over(best_schedule, best_name, "control")
-    cache_note = "the crop cache was not trained at this schedule"
+    twin = next((name for name, variant in VARIANTS.items() if variant.cache_of == best_name), None)
+    cache_note = f"the crop cache of {best_name} was not trained at the {best_schedule} schedule in every seed"
     cache_within = False
-    if "crop_cache" in per_seed[0][best_schedule]:
-        cache = statistics.mean(s[best_schedule]["crop_cache"]["score"] - s[best_schedule]["control"]["score"]
-                                for s in per_seed)
+    if twin is not None and held[best_schedule][twin] == len(per_seed):
+        cache = statistics.mean(_paired(per_seed, best_schedule, twin, "control"))
         cache_within = online_low <= cache <= online_high
-        cache_note = (f"crop cache: mean score gain {cache:+.4f} against the best online variant's interval "
+        cache_note = (f"{VARIANTS[twin].title}: mean score gain {cache:+.4f} against the best online variant's interval "
                       f"[{online_low:+.4f}, {online_high:+.4f}] ({'within' if cache_within else 'outside'})")
+    partial = [f"{name} at the {schedule} schedule in {count} of {len(per_seed)} seeds so far"
+               for schedule in schedules for name, count in held[schedule].items() if 0 < count < len(per_seed)]
+    missing = [f"{name} ({schedule})" for schedule in schedules for name, count in held[schedule].items()
+               if count == 0 and (schedule == "demo" or VARIANTS[name].patient)]
     contrasts = []
     for what, name, reference in CONTRASTS:
         for schedule in schedules:
-            if name in per_seed[0][schedule] and reference in per_seed[0][schedule]:
-                mean, lo, hi = over(schedule, name, reference)
-                contrasts.append(f"{what} ({schedule}): {mean:+.4f} [{lo:+.4f}, {hi:+.4f}]")
+            pairs = _paired(per_seed, schedule, name, reference)
+            if pairs:
+                mean, lo, hi = interval(pairs)
+                contrasts.append(f"{what} ({schedule}, {len(pairs)} seeds): {mean:+.4f} [{lo:+.4f}, {hi:+.4f}]")
     plan = PLANS["quick" if quick else "default"]
     return {
         "title": TITLE if not quick else f"KD gain (demo data, {len(seeds)} seeds, quick)",
         "goal": "an online variant whose paired score gain over offline KD has a 95% interval not below 0 "
-                "(its upper end at least 0) at a stated schedule, and the crop cache's mean gain within that "
-                "variant's interval",
+                "(its upper end at least 0) at a stated schedule, and the mean gain of its crop-cache twin within "
+                "that variant's interval",
         "met": bool(best_high >= 0 and cache_within),
         "best_online": {"variant": best_name, "schedule": best_schedule, "gain_over_offline": float(best_mean),
                         "interval": [float(low), float(best_high)]},
-        "columns": ["student", "schedule", "score", "score gain", "seeds gained", "gain over offline KD",
+        "columns": ["student", "schedule", "seeds", "score", "score gain", "seeds gained", "gain over offline KD",
                     "distill share", "collapsed"],
         "rows": rows,
         "notes": [
@@ -323,7 +347,23 @@ def summarise(per_seed: list[dict[str, dict[str, dict[str, Any]]]], seeds: tuple
             f"{best_mean:+.4f} [{low:+.4f}, {best_high:+.4f}]",
             cache_note,
             *(f"cause: {c}" for c in contrasts),
+            *(["not finished: " + "; ".join(partial)] if partial else []),
+            *(["not run yet: " + ", ".join(missing)] if missing else []),
             "quick mode runs the demo's smoke plan on two seeds: its figures say the benchmark runs, not "
             "whether KD helps" if quick else "test metrics on the held-out synthetic test split",
         ],
     }
+
+
+def from_records() -> dict:
+    """The study's result from the records stored in :data:`WORK` so far, training nothing."""
+    per_seed = [_run_seed(WORK / f"seed{seed}", seed, False, SCHEDULES, print, train=False) for seed in SEEDS]
+    return summarise(per_seed, SEEDS, quick=False)
+
+
+if __name__ == "__main__":  # python -m benchmarks.kd_gain: publish the records so far; trains nothing
+    from .__main__ import publish
+    from .common import write_result
+
+    print(f"wrote {write_result('kd_gain', from_records(), False)}")
+    publish()

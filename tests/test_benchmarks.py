@@ -123,9 +123,9 @@ def test_the_kd_study_summarises_paired_gains_and_picks_the_best_online_variant(
 
     from benchmarks import kd_gain
 
-    def records(shift: float) -> dict:
+    def records(shift: float, cache: float = 0.705) -> dict:
         scores = {"control": 0.60, "offline_kd": 0.70, "online_kd": 0.62, "combined_kd": 0.71,
-                  "online_unlabeled": 0.66, "crop_cache": 0.705}
+                  "online_unlabeled": 0.66, "combined_crop_cache": cache}
         demo = {name: {"score": value + shift, "srcc": 0.0, "plcc": 0.0, "collapsed": False, "steps": 120,
                        "distill_share": 0.1 if "online" in name else None} for name, value in scores.items()}
         patient = {name: {**demo[name]} for name in ("control", "offline_kd", "online_kd", "combined_kd")}
@@ -137,8 +137,19 @@ def test_the_kd_study_summarises_paired_gains_and_picks_the_best_online_variant(
     best = result["best_online"]  # combined KD gains +0.01 over offline KD in every seed: interval [0.01, 0.01]
     assert (best["variant"], best["schedule"]) == ("combined_kd", "demo")
     assert best["gain_over_offline"] == pytest.approx(0.01) and best["interval"][0] == pytest.approx(0.01)
-    # the crop cache's mean gain over the control (0.105) lies outside combined KD's interval ([0.11, 0.11])
+    # combined KD's crop-cache twin: its mean gain over the control (0.105) lies outside combined KD's
+    # interval ([0.11, 0.11]); at 0.11 it lies within, and the goal is met
     assert result["met"] is False
+    assert kd_gain.summarise([records(shift, cache=0.71) for shift in (0.0, 0.01, -0.02)], (0, 1, 2), False)["met"]
+    # a variant missing in a seed is compared on the seeds that hold it, and cannot be picked as the best
+    partial = [records(shift) for shift in (0.0, 0.01, -0.02)]
+    partial[2]["demo"]["online_unlabeled"]["score"] = 0.9
+    del partial[0]["demo"]["online_unlabeled"]
+    result = kd_gain.summarise(partial, (0, 1, 2), quick=False)
+    row = next(r for r in result["rows"] if r["student"].startswith("online on labeled + unlabeled, calibrated"))
+    assert row["seeds"] == 2 and row["seeds gained"] == "2 of 2"
+    assert result["best_online"]["variant"] == "combined_kd"
+    assert any(note.startswith("not finished: online_unlabeled at the demo schedule in 2 of 3") for note in result["notes"])
     offline = next(r for r in result["rows"] if r["schedule"] == "demo" and r["student"].startswith("offline KD"))
     assert offline["score gain"].startswith("+0.1000") and offline["seeds gained"] == "3 of 3"
 
