@@ -93,7 +93,7 @@ def test_both_pseudo_labels_the_unlabeled_images_and_keeps_them_in_the_unlabeled
     assert _log(run)[0]["step"] == 6  # the labels fix the epoch: 12 training labels, 2 a batch
     config = RunConfig.from_dict(load_checkpoint(run / "last.pt")["config"])
     train, _ = pipeline.labeled_data(config, pipeline.Labels(run / "pseudo_labels.csv", data[2], score_range=None))
-    labeled, unlabeled = training_streams(config, train)
+    labeled, unlabeled = training_streams(train)
     assert len(labeled) == 12 and len(unlabeled) == 10
     assert np.isfinite(train.scores).all()  # pseudo-labeled: every sample has a score
 

@@ -50,12 +50,15 @@ DEFAULT_TRANSFORM = {"mode": "native", "normalize": "imagenet"}
 
 @dataclass(frozen=True)
 class Sample:
-    """One image of a data set: its name, where it is stored (a file or a tar shard member) and its
-    score (``None`` when unlabelled)."""
+    """One image of a data set: its name, where it is stored (a file or a tar shard member), its
+    score (``None`` when unlabelled) and whether a training set holds it as one of ``data.unlabeled``'s
+    images (label-less or pseudo-labeled: the second stream of
+    :class:`~kdfiqa.data.samplers.TwoStreamSampler`)."""
 
     name: str
     path: ImageLocation
     score: float | None = None
+    from_unlabeled: bool = False
 
 
 class ImageSamples(Dataset):

@@ -60,6 +60,9 @@ def labeled_data(config: RunConfig, pseudo: Labels | Sequence[Labels] | None = N
     sets = label_sets(pseudo)
     if sets:
         extra = [labels.dataset(train_tf, allow_outside_root=outside) for labels in sets]
+        if config.distill.unlabeled_use == "both":  # the pseudo-labels of data.unlabeled: its stream
+            for dataset in extra:
+                dataset.samples = [dataclasses.replace(sample, from_unlabeled=True) for sample in dataset.samples]
         for labels, dataset in zip(sets, extra):
             ImageSource(dataset, spelled("--pseudo-csv", "data.pseudo_csv"), str(labels.csv), str(labels.root),
                         spelled("--pseudo-root", "data.pseudo_root"),
@@ -87,7 +90,7 @@ def _with_label_less(config: RunConfig, train_set: Dataset, val: Dataset, transf
     folder = UnlabeledImageFolder(data.unlabeled, transform=transform, allow_outside_root=data.allow_outside_root)
     refuse_shared_images(folder.samples, data.unlabeled,
                          {"the validation set": val, "the labeled training share": train_set}, kind="unlabeled images")
-    folder.samples = [dataclasses.replace(sample, score=math.nan) for sample in folder.samples]
+    folder.samples = [dataclasses.replace(sample, score=math.nan, from_unlabeled=True) for sample in folder.samples]
     log.info("training on %d labeled + %d unlabeled images (online: the teacher scores their views)",
              len(train_set), len(folder))
     return FIQADataset.merge([train_set, folder])
@@ -118,7 +121,7 @@ def sampler_of(config: RunConfig, train_set: Dataset) -> Sampler[int] | None:
     from ..data.samplers import FixedLengthSampler, SSUSSampler, TwoStreamSampler
 
     if config.distill.labeled_per_batch is not None:
-        labeled, unlabeled = training_streams(config, train_set)
+        labeled, unlabeled = training_streams(train_set)
         per_epoch = config.data.samples_per_epoch
         return TwoStreamSampler(labeled, unlabeled, config.train.batch_size, config.distill.labeled_per_batch,
                                 seed=config.train.seed,
@@ -130,17 +133,12 @@ def sampler_of(config: RunConfig, train_set: Dataset) -> Sampler[int] | None:
     return None
 
 
-def training_streams(config: RunConfig, train_set: Dataset) -> tuple[list[int], list[int]]:
-    """(indices of the labeled share, indices of the images of ``data.unlabeled``) in ``train_set``:
-    the latter label-less (``distill.unlabeled_use = "online"``) or pseudo-labeled (``"both"``)."""
-    from ..data import UnlabeledImageFolder
-    from ..data.images import image_identity
-
-    folder = UnlabeledImageFolder(required(config.data.unlabeled, spelled("--unlabeled DIR", "data.unlabeled")),
-                                  allow_outside_root=config.data.allow_outside_root)
-    theirs = {image_identity(sample.path) for sample in folder.samples}
-    inside = [image_identity(sample.path) in theirs for sample in train_set.samples]
-    return ([i for i, found in enumerate(inside) if not found], [i for i, found in enumerate(inside) if found])
+def training_streams(train_set: Dataset) -> tuple[list[int], list[int]]:
+    """(indices of the labeled share, indices of the images of ``data.unlabeled``) in ``train_set`` as
+    :func:`labeled_data` built it: the latter label-less (``distill.unlabeled_use = "online"``) or
+    pseudo-labeled (``"both"``), as each sample was tagged when its set was read."""
+    unlabeled = [sample.from_unlabeled for sample in train_set.samples]
+    return [i for i, tagged in enumerate(unlabeled) if not tagged], [i for i, tagged in enumerate(unlabeled) if tagged]
 
 
 def refuse_labeled_in_unlabeled(config: RunConfig) -> None:
