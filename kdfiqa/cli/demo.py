@@ -26,8 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo", help="distil a teacher into a budget-capped student on synthetic data, offline",
         description="Build a synthetic face-quality data set, train an EMOv2 teacher on a small labeled "
                     "part, pseudo-label a larger unlabeled part, and train the EMOv2-1M student (checked "
-                    "against the vquala2025 budget at 224x224) alone, with offline KD, online KD, both, "
-                    "and under an untrained teacher; compare them on a held-out test set.",
+                    "against the vquala2025 budget at 224x224) alone, with offline KD, with online KD on "
+                    "the labeled and unlabeled images, with both, and under an untrained teacher; compare "
+                    "them on a held-out test set.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="kdfiqa-demo", metavar="DIR", help="output folder (default: kdfiqa-demo)")
     p.add_argument("--quick", action="store_true", help="a much smaller run (seconds, for tests); no KD gain expected")
