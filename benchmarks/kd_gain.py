@@ -109,7 +109,7 @@ VARIANTS: dict[str, Variant] = {
     "online_unlabeled_t1": Variant("the same (16 of 32, weight 2), temperature 1 instead of 4", "online_kd",
                                    {**SHARE16, "loss": "2.0*temperature_mse(temperature=1)"}, unlabeled=True),
     "online_unlabeled_hybrid": Variant("the same (16 of 32), HybridLoss against the teacher (1.0*hybrid)",
-                                       "online_kd", {**SHARE16, "loss": "1.0*hybrid"}, unlabeled=True),
+                                       "online_kd", {**SHARE16, "loss": "1.0*hybrid"}, unlabeled=True, patient=True),
     "online_unlabeled_augmented": Variant(
         "the same (16 of 32), random crops (Resize(55) + RandomCrop(48)) + teacher-scored quality augmentation",
         "online_kd", SHARE16, {"mode": "resize_random_crop", "resize": 55, "quality_augment": QUALITY_AUGMENT},
