@@ -118,6 +118,8 @@ VARIANTS: dict[str, Variant] = {
                                    {"calibrate_online": True, "raw_if_degenerate": True}),
     "crop_cache": Variant(f"online on labeled + unlabeled (16 of 32), {VIEWS}-view crop cache", "online_kd",
                           {**SHARE16, "view_cache": VIEWS}, unlabeled=True, cache_of="online_unlabeled_share16"),
+    "untrained_teacher_hybrid": Variant("the HybridLoss student above under an untrained teacher (ablation)",
+                                        "untrained_teacher_kd", {**SHARE16, "loss": "1.0*hybrid"}, unlabeled=True),
     "combined_crop_cache": Variant(f"offline + online KD, {VIEWS}-view crop cache", "combined_kd",
                                    {"view_cache": VIEWS}, patient=True, cache_of="combined_kd"),
 }
@@ -136,10 +138,13 @@ CONTRASTS = (
     ("crop cache against the online teacher (online on labeled + unlabeled)", "crop_cache", "online_unlabeled_share16"),
     ("crop cache against the online teacher (offline + online KD)", "combined_crop_cache", "combined_kd"),
     ("the unlabeled images online against labels-only online KD", "online_unlabeled_share16", "online_kd"),
+    ("the teacher's training: the HybridLoss student under the trained teacher against an untrained one",
+     "online_unlabeled_hybrid", "untrained_teacher_hybrid"),
 )
 """(what it measures, variant, reference): each a paired difference that isolates one cause."""
 
-ONLINE_CANDIDATES = tuple(name for name, variant in VARIANTS.items() if variant.online and variant.cache_of is None)
+ONLINE_CANDIDATES = tuple(name for name, variant in VARIANTS.items()
+                          if variant.online and variant.cache_of is None and variant.base != "untrained_teacher_kd")
 """The variants with an online teacher among which the study picks the best against offline KD."""
 
 
