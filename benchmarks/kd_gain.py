@@ -56,19 +56,17 @@ QUALITY_AUGMENT = {"p": 0.5, "kinds": ["blur", "noise", "jpeg", "downup"], "max_
 """The teacher-scored quality-altering augmentation of the ``augmented`` variants."""
 
 
-ONLINE_FIELDS = ("loss", "unlabeled_use", "labeled_per_batch", "calibrate_online", "raw_if_degenerate", "view_cache")
-"""The ``distill`` fields every variant sets outright (so a variant means the same whatever the demo's
-own online student is)."""
-
 LABELS_ONLY = {"loss": "0.5*temperature_mse", "unlabeled_use": "pseudo", "labeled_per_batch": None,
                "calibrate_online": False, "raw_if_degenerate": False, "view_cache": 0}
-"""Online KD on the labels alone, the recipe's 0.5 x temperature MSE (T = 4): the starting point."""
+"""Online KD on the labels alone, the recipe's 0.5 x temperature MSE (T = 4): the starting point. Every
+online variant sets each of these ``distill`` fields outright, so a variant means the same whatever
+the demo's own online student is."""
 
 
 @dataclass(frozen=True)
 class Variant:
     """A student of the study: the demo's ``base`` student (its stored config: data, teacher, pseudo-labels,
-    optimiser, seed) with every field of :data:`ONLINE_FIELDS` set from :data:`LABELS_ONLY` updated by
+    optimiser, seed) with every ``distill`` field of :data:`LABELS_ONLY` set from it, updated by
     ``distill``, ``train_transform`` keys merged into its training transform, and the demo's unlabeled
     images as ``data.unlabeled`` when ``unlabeled`` (none otherwise). The control and offline KD keep
     their base as it is. A demo-schedule variant whose config is its base's, the demo's own student,
