@@ -77,7 +77,7 @@ class Variant:
     distill: Mapping[str, Any] = field(default_factory=dict)
     train_transform: Mapping[str, Any] = field(default_factory=dict)
     unlabeled: bool = False
-    patient: bool = False
+    patient: bool = True
     cache_of: str | None = None
     """The variant this one is with the crop-level view cache in place of the online teacher."""
 
@@ -91,10 +91,10 @@ CALIBRATED = {**ONLINE_UNLABELED, "calibrate_online": True, "raw_if_degenerate":
 SHARE16 = {**CALIBRATED, "labeled_per_batch": 16}
 
 VARIANTS: dict[str, Variant] = {
-    "control": Variant("student alone (control)", "control", patient=True),
-    "offline_kd": Variant("offline KD (calibrated pseudo-labels)", "offline_kd", patient=True),
-    "online_kd": Variant("online KD, labels only", "online_kd", patient=True),
-    "combined_kd": Variant("offline + online KD", "combined_kd", patient=True),
+    "control": Variant("student alone (control)", "control"),
+    "offline_kd": Variant("offline KD (calibrated pseudo-labels)", "offline_kd"),
+    "online_kd": Variant("online KD, labels only", "online_kd"),
+    "combined_kd": Variant("offline + online KD", "combined_kd"),
     "online_unlabeled_raw": Variant("online on labeled + unlabeled, raw teacher targets", "online_kd",
                                     ONLINE_UNLABELED, unlabeled=True),
     "online_unlabeled": Variant("online on labeled + unlabeled, calibrated targets", "online_kd", CALIBRATED,
@@ -102,12 +102,11 @@ VARIANTS: dict[str, Variant] = {
     "online_unlabeled_share16": Variant("the same, 16 of 32 labeled per batch", "online_kd", SHARE16,
                                         unlabeled=True),
     "online_unlabeled_weight2": Variant("the same (16 of 32), distillation weight 2 (2.0*temperature_mse)",
-                                        "online_kd", {**SHARE16, "loss": "2.0*temperature_mse"}, unlabeled=True,
-                                        patient=True),
+                                        "online_kd", {**SHARE16, "loss": "2.0*temperature_mse"}, unlabeled=True),
     "online_unlabeled_t1": Variant("the same (16 of 32, weight 2), temperature 1 instead of 4", "online_kd",
                                    {**SHARE16, "loss": "2.0*temperature_mse(temperature=1)"}, unlabeled=True),
     "online_unlabeled_hybrid": Variant("the same (16 of 32), HybridLoss against the teacher (1.0*hybrid)",
-                                       "online_kd", {**SHARE16, "loss": "1.0*hybrid"}, unlabeled=True, patient=True),
+                                       "online_kd", {**SHARE16, "loss": "1.0*hybrid"}, unlabeled=True),
     "online_unlabeled_augmented": Variant(
         "the same (16 of 32), random crops (Resize(55) + RandomCrop(48)) + teacher-scored quality augmentation",
         "online_kd", SHARE16, {"mode": "resize_random_crop", "resize": 55, "quality_augment": QUALITY_AUGMENT},
@@ -117,9 +116,10 @@ VARIANTS: dict[str, Variant] = {
     "crop_cache": Variant(f"online on labeled + unlabeled (16 of 32), {VIEWS}-view crop cache", "online_kd",
                           {**SHARE16, "view_cache": VIEWS}, unlabeled=True, cache_of="online_unlabeled_share16"),
     "untrained_teacher_hybrid": Variant("the HybridLoss student above under an untrained teacher (ablation)",
-                                        "untrained_teacher_kd", {**SHARE16, "loss": "1.0*hybrid"}, unlabeled=True),
+                                        "untrained_teacher_kd", {**SHARE16, "loss": "1.0*hybrid"}, unlabeled=True,
+                                        patient=False),
     "combined_crop_cache": Variant(f"offline + online KD, {VIEWS}-view crop cache", "combined_kd",
-                                   {"view_cache": VIEWS}, patient=True, cache_of="combined_kd"),
+                                   {"view_cache": VIEWS}, cache_of="combined_kd"),
 }
 """The study's students, in table order."""
 

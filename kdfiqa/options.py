@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence, Union
 from .errors import ConfigError, spelled
 
 __all__ = ["option", "COMMANDS", "RESUME_RULES", "MAX_SEED", "Naming", "OptionError", "check_options",
-           "check_range", "conform", "describe"]
+           "check_range", "conform", "describe", "LABEL_SHARD_BATCHES"]
 
 COMMANDS = ("train", "distill")
 """The commands that build a run configuration (and that a recipe may hold sections for)."""
@@ -44,6 +44,10 @@ RESUME_RULES = {
 
 MAX_SEED = 2**63 - 1
 """The largest seed: torch, numpy and Python all take seeds up to a signed 64-bit integer."""
+
+LABEL_SHARD_BATCHES = 32
+"""Batches per part file of a restartable labelling run: ``pseudo-label --shard-batches``' default,
+and the shards ``distill`` keeps its own labelling of ``--unlabeled`` in (:mod:`kdfiqa.distill.label_parts`)."""
 
 _MISSING = dataclasses.MISSING
 _UNION_TYPES = (Union, getattr(types, "UnionType", Union))

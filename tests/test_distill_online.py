@@ -7,7 +7,6 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -16,13 +15,12 @@ from torch.utils.data import DataLoader, Dataset
 from distill_tiny_models import TinyFIQA, batch
 from kdfiqa.checkpoint import load_checkpoint
 from kdfiqa.data.samplers import TwoStreamSampler
-from kdfiqa.distill import Distiller, Supervised, Teacher
+from kdfiqa.distill import Distiller, Supervised
 from kdfiqa.distill.objective import label_mask
 from kdfiqa.engine import Callback, TrainConfig, Trainer
 from kdfiqa.engine.distributed import RankSplitSampler
 from kdfiqa.engine.progress import epoch_line
 from kdfiqa.errors import ConfigError, DataError
-from kdfiqa.losses import WeightedSum
 from kdfiqa.metrics import Logistic4
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))

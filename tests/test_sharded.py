@@ -311,3 +311,49 @@ def test_two_ranks_fit_the_online_teacher_calibration_one_process_fits(data, tmp
     _run([*distill, "--out", tmp_path / "two"], ranks=2)
     assert ((tmp_path / "two" / "teacher_calibration.json").read_bytes()
             == (tmp_path / "one" / "teacher_calibration.json").read_bytes())
+
+
+def test_a_distill_stopped_in_its_labelling_resumes_from_the_parts_it_kept(data, tmp_path, capsys, monkeypatch):
+    """``distill --unlabeled`` keeps its own labelling in part files: stopped after two shards it
+    leaves no last.pt, a new run there is refused, and ``--resume`` scores only the rest into the
+    bytes an uninterrupted run writes."""
+    from tiny_fiqa import TINY, run_cli
+
+    from kdfiqa.distill import label_parts
+    from kdfiqa.pipeline import labelling
+
+    monkeypatch.setattr(labelling, "LABEL_SHARD_BATCHES", 1)  # 13 images in batches of 2: 7 shards
+    argv = ["distill", "--model", TINY, "--root", data["images"], "--csv", data["labels"], "--teacher", data["ckpt"],
+            "--unlabeled", data["unlabeled"], "--val-fraction", "0.3", "--device", "cpu", "--quiet", "--epochs", "1",
+            "--batch-size", "2"]
+    code, _, err = run_cli(capsys, [*argv, "--out", tmp_path / "whole"])
+    assert code == 0, err
+
+    write, written = label_parts.LabelParts.write, []
+
+    def stop_after_two(self, shard, rows):
+        write(self, shard, rows)
+        written.append(shard)
+        if len(written) == 2:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(label_parts.LabelParts, "write", stop_after_two)
+        assert run_cli(capsys, [*argv, "--out", tmp_path / "run"])[0] == 130
+    run = tmp_path / "run"
+    assert len(list((run / "pseudo_labels.csv.parts").glob("part-*.json"))) == 2
+    assert not any(run.rglob("last.pt")) and not (run / "pseudo_labels.csv").exists()
+
+    code, _, err = run_cli(capsys, [*argv, "--out", run])
+    assert code != 0 and "interrupted labelling" in err and "--resume" in err
+    assert len(err.strip().splitlines()) == 1
+    assert len(list((run / "pseudo_labels.csv.parts").glob("part-*.json"))) == 2  # the refusal kept them
+
+    rescored = []
+    monkeypatch.setattr(label_parts.LabelParts, "write", lambda self, shard, rows: (rescored.append(shard),
+                                                                                   write(self, shard, rows)))
+    code, _, err = run_cli(capsys, [*argv, "--out", run, "--resume"])
+    assert code == 0, err
+    assert sorted(rescored) == sorted(set(range(7)) - set(written))  # only the shards not kept
+    assert (run / "pseudo_labels.csv").read_bytes() == (tmp_path / "whole" / "pseudo_labels.csv").read_bytes()
+    assert (run / "last.pt").is_file() and not (run / "pseudo_labels.csv.parts").exists()

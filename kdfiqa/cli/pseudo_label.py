@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..options import LABEL_SHARD_BATCHES
 from .config_flags import add_threads_flag, at_least, input_size_arg
 from .predict import add_speed_flags
 from .train import setup_logging
@@ -56,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=at_least(1), default=32, metavar="B")
     p.add_argument("--workers", type=at_least(0), default=0, metavar="N")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="default: cpu")
-    p.add_argument("--shard-batches", type=at_least(1), default=32, metavar="N",
+    p.add_argument("--shard-batches", type=at_least(1), default=LABEL_SHARD_BATCHES, metavar="N",
                    help="batches per part file kept under <out>.parts/ (default: %(default)s)")
     p.add_argument("--resume", action="store_true",
                    help="keep the part files of an interrupted run of this command and score only the rest")

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 from ..atomic_write import write_atomic
 from ..engine.distributed import DistContext, all_gather_objects
 
-__all__ = ["FORMAT", "LabelParts", "parts_folder", "labelling_fingerprint"]
+__all__ = ["FORMAT", "LabelParts", "parts_folder", "holds_parts", "labelling_fingerprint"]
 
 FORMAT = "kdfiqa.label_part.v1"
 
@@ -40,6 +40,11 @@ log = logging.getLogger(__name__)
 def parts_folder(out_csv: str | Path) -> Path:
     """Where the part files of a run writing ``out_csv`` live: ``<out_csv>.parts/``."""
     return Path(f"{out_csv}.parts")
+
+
+def holds_parts(out_csv: str | Path) -> bool:
+    """Whether an interrupted run writing ``out_csv`` left part files (a finished one removes them)."""
+    return any(parts_folder(out_csv).glob("part-*.json"))
 
 
 def labelling_fingerprint(teacher: Any, transform: Any, names: Sequence[str], batch_size: int,
@@ -65,7 +70,7 @@ class LabelParts:
         self.ctx = ctx
 
     def path(self, shard: int) -> Path:
-        return self.folder / f"part-{shard:06d}.json"
+        return self.folder / f"part-{shard:06d}.json"  # the pattern holds_parts looks for
 
     def write(self, shard: int, rows: list[tuple[str, float, float | None]]) -> None:
         """Keep shard ``shard``'s rows (called on the rank that scored it)."""

@@ -211,14 +211,21 @@ def preflight(config: RunConfig, command: str, *, resume: bool, overwrite: bool,
 
 def _check_output(config: RunConfig, resume: bool, overwrite: bool) -> None:
     """The run folder (:func:`kdfiqa.outputs.check_output_dir`): writable, none of the run's inputs,
-    and, unless ``resume`` or ``overwrite``, holding no earlier run; ``resume`` needs a ``last.pt``
-    file of this run (of its final stage or of an earlier one)."""
+    and, unless ``resume`` or ``overwrite``, holding no earlier run (nor the part files of its
+    interrupted labelling); ``resume`` needs a ``last.pt`` file of this run (of its final stage or of
+    an earlier one) or such part files."""
     from ..outputs import check_output_dir
 
     out = Path(config.train.output_dir)
-    if resume and not any(p.is_file() for p in out.rglob("last.pt")):
-        raise CheckpointError(f"{spelled('--resume', 'resume=True')}: no last.pt file under {out}; check "
-                              f"{spelled('--out', 'train.output_dir')}, or start without {spelled('--resume', 'resume=True')}")
+    labelling = _interrupted_labelling(out)
+    if resume and not labelling and not any(p.is_file() for p in out.rglob("last.pt")):
+        raise CheckpointError(f"{spelled('--resume', 'resume=True')}: no last.pt file (nor an interrupted labelling) "
+                              f"under {out}; check {spelled('--out', 'train.output_dir')}, or start without "
+                              f"{spelled('--resume', 'resume=True')}")
+    if labelling and not (resume or overwrite):
+        raise ConfigError(f"{spelled('--out', 'train.output_dir')} {out}: holds an interrupted labelling of "
+                          f"{spelled('--unlabeled', 'data.unlabeled')} ({labelling[0]}); continue it with {spelled('--resume', 'resume=True')}, "
+                          f"or pass {spelled('--overwrite', 'overwrite=True')} to start a new run there")
     data = config.data
     inputs = [data.csv, data.val_csv, data.pseudo_csv, config.model.init, *map(str, config.distill.teachers)]
     check_output_dir(out, inputs=inputs, resume=resume, overwrite=overwrite, flag=spelled("--out", "train.output_dir"))
@@ -227,6 +234,15 @@ def _check_output(config: RunConfig, resume: bool, overwrite: bool) -> None:
 
         if is_main_process():
             _remove_earlier_stages(out, [Path(p).resolve() for p in inputs if p])
+
+
+def _interrupted_labelling(out: Path) -> list[Path]:
+    """The part-file folders an interrupted labelling of the run in ``out`` left: its own pseudo-labels'
+    and each self-training round's (:mod:`kdfiqa.distill.label_parts`)."""
+    from ..distill.label_parts import holds_parts, parts_folder
+
+    csvs = [out / PSEUDO_LABELS, *(stage / PSEUDO_LABELS for stage in sorted(out.glob("self_train_*")))]
+    return [parts_folder(csv) for csv in csvs if holds_parts(csv)]
 
 
 def _remove_earlier_stages(out: Path, inputs: list[Path]) -> None:

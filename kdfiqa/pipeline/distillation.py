@@ -254,7 +254,8 @@ def run_distill(config: RunConfig, *, ctx: DistContext | None = None, resume: bo
         earlier = rounds.pseudo if config.distill.pseudo_sets == "all" else ()
     teacher = build_teacher(config, ctx)
     labelled = config.data.unlabeled and config.distill.unlabeled_use != "online"
-    pseudo = ([*earlier, label_unlabeled(config, teacher, Path(config.train.output_dir) / PSEUDO_LABELS, ctx)]
+    pseudo = ([*earlier, label_unlabeled(config, teacher, Path(config.train.output_dir) / PSEUDO_LABELS, ctx,
+                                          resume=resume)]
               if labelled else None)
     return _train_student(config, teacher=teacher, pseudo=pseudo, student=student, ctx=ctx, resume=resume,
                     allow_changes=allow_changes, overwrite=overwrite, callbacks=callbacks)

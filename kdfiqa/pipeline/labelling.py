@@ -12,6 +12,7 @@ from typing import Any
 from ..config import RunConfig
 from ..engine.distributed import DistContext, init_distributed, rank_zero_writer_lock
 from ..errors import spelled
+from ..options import LABEL_SHARD_BATCHES
 from .building import build_teacher, run_context
 from .checks import required
 from .data import refuse_labeled_in_unlabeled
@@ -106,7 +107,12 @@ def fused_teacher(teacher: Any) -> Any:
     return teacher
 
 
-def label_unlabeled(config: RunConfig, teacher: Any, out_csv: Path, ctx: DistContext) -> Labels:
+def label_unlabeled(config: RunConfig, teacher: Any, out_csv: Path, ctx: DistContext, *,
+                    resume: bool = False) -> Labels:
+    """A run's own pseudo-labelling of ``data.unlabeled`` into ``out_csv`` (calibrated on the labeled
+    split as the config says), kept in part files of
+    :data:`~kdfiqa.options.LABEL_SHARD_BATCHES` batches as it goes, so that
+    a ``resume`` scores only the shards an interrupted run had not kept."""
     refuse_labeled_in_unlabeled(config)
     data, distill_ = config.data, config.distill
     calibrate = Labels(Path(data.csv), Path(data.root)) if distill_.calibrate else None
@@ -115,6 +121,7 @@ def label_unlabeled(config: RunConfig, teacher: Any, out_csv: Path, ctx: DistCon
                         holdout=(data.val_fraction, data.split_seed, data.split_method) if held_out else None,
                         clip=distill_.clip_pseudo_labels, raw_if_degenerate=distill_.raw_if_degenerate,
                         batch_size=config.train.batch_size, num_workers=config.train.num_workers, ctx=ctx,
+                        shard_batches=LABEL_SHARD_BATCHES, resume=resume,
                         overwrite=True)  # the run's own file: the run folder's check came first
 
 
@@ -160,7 +167,8 @@ def self_train(config: RunConfig, teacher: str, *, ctx: DistContext | None = Non
     rounds = []
     for round_ in range(1, config.distill.self_train + 1):
         stage_dir = Path(config.train.output_dir) / f"self_train_{round_}"
-        labels = label_unlabeled(config, build_teacher(config, ctx, [teacher]), stage_dir / PSEUDO_LABELS, ctx)
+        labels = label_unlabeled(config, build_teacher(config, ctx, [teacher]), stage_dir / PSEUDO_LABELS, ctx,
+                                 resume=resume)
         retrain = _teacher_run_config(config, teacher, stage_dir / "teacher")
         resumable = resume and (stage_dir / "teacher" / "last.pt").is_file()
         teacher = str(train(retrain, pseudo=labels, ctx=ctx, resume=resumable, overwrite=overwrite).checkpoint)
