@@ -42,7 +42,9 @@ def add_run_flags(p: argparse.ArgumentParser, command: str) -> None:
     cfg.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                      help="override any setting, e.g. --set train.lr=1e-4 (repeatable)")
     cfg.add_argument("--print-config", action="store_true", help="print the resolved settings as YAML and exit")
-    cfg.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    cfg.add_argument("--resume", action="store_true",
+                     help="continue the run in --out from its last.pt (distill: or from its interrupted "
+                          "labelling of --unlabeled)")
     cfg.add_argument("--overwrite", action="store_true",
                      help="start a new run in an --out that holds one (its checkpoints and log are replaced)")
     cfg.add_argument("--allow-changes", action="store_true",

@@ -224,8 +224,9 @@ def _check_output(config: RunConfig, resume: bool, overwrite: bool) -> None:
                               f"{spelled('--resume', 'resume=True')}")
     if labelling and not (resume or overwrite):
         raise ConfigError(f"{spelled('--out', 'train.output_dir')} {out}: holds an interrupted labelling of "
-                          f"{spelled('--unlabeled', 'data.unlabeled')} ({labelling[0]}); continue it with {spelled('--resume', 'resume=True')}, "
-                          f"or pass {spelled('--overwrite', 'overwrite=True')} to start a new run there")
+                          f"{spelled('--unlabeled', 'data.unlabeled')} ({labelling[0]}); continue it with "
+                          f"{spelled('--resume', 'resume=True')}, or pass {spelled('--overwrite', 'overwrite=True')} "
+                          "to start a new run there")
     data = config.data
     inputs = [data.csv, data.val_csv, data.pseudo_csv, config.model.init, *map(str, config.distill.teachers)]
     check_output_dir(out, inputs=inputs, resume=resume, overwrite=overwrite, flag=spelled("--out", "train.output_dir"))
