@@ -314,9 +314,9 @@ def test_two_ranks_fit_the_online_teacher_calibration_one_process_fits(data, tmp
 
 
 def test_a_distill_stopped_in_its_labelling_resumes_from_the_parts_it_kept(data, tmp_path, capsys, monkeypatch):
-    """``distill --unlabeled`` keeps its own labelling in part files: stopped after two shards it
-    leaves no last.pt, a new run there is refused, and ``--resume`` scores only the rest into the
-    bytes an uninterrupted run writes."""
+    """``distill --unlabeled`` keeps the teacher's scores in part files in its run folder: stopped
+    after two shards it leaves no last.pt, a new run there is refused, ``--resume`` scores only the
+    rest into the bytes an uninterrupted run writes, and resuming the finished run scores nothing."""
     from tiny_fiqa import TINY, run_cli
 
     from kdfiqa.distill import label_parts
@@ -329,31 +329,44 @@ def test_a_distill_stopped_in_its_labelling_resumes_from_the_parts_it_kept(data,
     code, _, err = run_cli(capsys, [*argv, "--out", tmp_path / "whole"])
     assert code == 0, err
 
-    write, written = label_parts.LabelParts.write, []
+    write, scored = label_parts.LabelParts.write, []
 
     def stop_after_two(self, shard, rows):
         write(self, shard, rows)
-        written.append(shard)
-        if len(written) == 2:
+        scored.append(shard)
+        if len(scored) == 2:
             raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
         patch.setattr(label_parts.LabelParts, "write", stop_after_two)
         assert run_cli(capsys, [*argv, "--out", tmp_path / "run"])[0] == 130
-    run = tmp_path / "run"
-    assert len(list((run / "pseudo_labels.csv.parts").glob("part-*.json"))) == 2
+    run, parts = tmp_path / "run", tmp_path / "run" / "pseudo_labels.csv.parts"
+    kept = sorted(scored)
+    assert len(list(parts.glob("part-*.json"))) == 2
     assert not any(run.rglob("last.pt")) and not (run / "pseudo_labels.csv").exists()
 
     code, _, err = run_cli(capsys, [*argv, "--out", run])
-    assert code != 0 and "interrupted labelling" in err and "--resume" in err
+    assert code != 0 and "interrupted run" in err and "--resume" in err
     assert len(err.strip().splitlines()) == 1
-    assert len(list((run / "pseudo_labels.csv.parts").glob("part-*.json"))) == 2  # the refusal kept them
+    assert len(list(parts.glob("part-*.json"))) == 2  # the refusal kept them
 
-    rescored = []
-    monkeypatch.setattr(label_parts.LabelParts, "write", lambda self, shard, rows: (rescored.append(shard),
+    scored.clear()
+    monkeypatch.setattr(label_parts.LabelParts, "write", lambda self, shard, rows: (scored.append(shard),
                                                                                    write(self, shard, rows)))
     code, _, err = run_cli(capsys, [*argv, "--out", run, "--resume"])
     assert code == 0, err
-    assert sorted(rescored) == sorted(set(range(7)) - set(written))  # only the shards not kept
+    assert sorted(scored) == sorted(set(range(7)) - set(kept))  # only the shards not kept
     assert (run / "pseudo_labels.csv").read_bytes() == (tmp_path / "whole" / "pseudo_labels.csv").read_bytes()
-    assert (run / "last.pt").is_file() and not (run / "pseudo_labels.csv.parts").exists()
+    assert (run / "last.pt").is_file() and len(list(parts.glob("part-*.json"))) == 7
+
+    scored.clear()
+    (run / "pseudo_labels.csv").unlink()
+    code, _, err = run_cli(capsys, [*argv, "--out", run, "--resume"])
+    assert code == 0, err
+    assert scored == []  # the finished run's labelling is read back, not scored again
+    assert (run / "pseudo_labels.csv").read_bytes() == (tmp_path / "whole" / "pseudo_labels.csv").read_bytes()
+
+    scored.clear()
+    code, _, err = run_cli(capsys, [*argv, "--out", run, "--overwrite"])
+    assert code == 0, err
+    assert sorted(scored) == list(range(7))  # a new run scores every image again

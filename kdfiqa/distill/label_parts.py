@@ -13,7 +13,9 @@ atomically (:func:`kdfiqa.atomic_write.write_atomic`) to ``out.csv.parts/part-00
 ==================  ===================================================================
 
 A rerun with ``resume`` keeps every part whose fingerprint and names match and scores only the
-missing shards; once the CSV is written the folder is removed. JSON keeps each float64 score
+missing shards; once the CSV is written the folder is removed, unless the parts are the labelling
+record of a ``distill`` run (``keep``): a resumed run then scores nothing again, and the CSV is
+rewritten from the parts under the run's current calibration settings. JSON keeps each float64 score
 exactly (Python writes the shortest repr that reads back to the same number), so a resumed run
 writes the same bytes as an uninterrupted one.
 """
@@ -43,7 +45,7 @@ def parts_folder(out_csv: str | Path) -> Path:
 
 
 def holds_parts(out_csv: str | Path) -> bool:
-    """Whether an interrupted run writing ``out_csv`` left part files (a finished one removes them)."""
+    """Whether a run writing ``out_csv`` left part files (an interrupted one, or one that keeps them)."""
     return any(parts_folder(out_csv).glob("part-*.json"))
 
 
@@ -64,10 +66,11 @@ def labelling_fingerprint(teacher: Any, transform: Any, names: Sequence[str], ba
 class LabelParts:
     """The part files of one labelling run (see the module docstring)."""
 
-    def __init__(self, out_csv: str | Path, fingerprint: str, ctx: DistContext) -> None:
+    def __init__(self, out_csv: str | Path, fingerprint: str, ctx: DistContext, keep: bool = False) -> None:
         self.folder = parts_folder(out_csv)
         self.fingerprint = fingerprint
         self.ctx = ctx
+        self.keep = keep
 
     def path(self, shard: int) -> Path:
         return self.folder / f"part-{shard:06d}.json"  # the pattern holds_parts looks for
@@ -111,6 +114,6 @@ class LabelParts:
         return rows
 
     def finish(self) -> None:
-        """Remove the part files (on rank 0, once the CSV is written)."""
-        if self.ctx.is_main:
+        """Remove the part files (on rank 0, once the CSV is written), unless ``keep``."""
+        if self.ctx.is_main and not self.keep:
             shutil.rmtree(self.folder, ignore_errors=True)

@@ -200,7 +200,7 @@ def pseudo_label(
     same bytes as one process. With ``parts`` the images are scored in shards of ``shard_size`` and
     each shard is kept in a part file as soon as it is scored; ``resume`` keeps the parts an
     interrupted run wrote and scores only the missing shards; the parts are removed once
-    ``out_csv`` is written.
+    ``out_csv`` is written, unless ``parts`` keeps them.
     """
     from ..engine.distributed import local_context
     from ..engine.sharded import chunk_ranges

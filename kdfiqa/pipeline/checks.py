@@ -212,24 +212,24 @@ def preflight(config: RunConfig, command: str, *, resume: bool, overwrite: bool,
 def _check_output(config: RunConfig, resume: bool, overwrite: bool) -> None:
     """The run folder (:func:`kdfiqa.outputs.check_output_dir`): writable, none of the run's inputs,
     and, unless ``resume`` or ``overwrite``, holding no earlier run (nor the part files of its
-    interrupted labelling); ``resume`` needs a ``last.pt`` file of this run (of its final stage or of
-    an earlier one) or such part files."""
+    labelling, :func:`_kept_labelling`); ``resume`` needs a ``last.pt`` file of this run (of its final
+    stage or of an earlier one) or such part files."""
     from ..outputs import check_output_dir
 
     out = Path(config.train.output_dir)
-    labelling = _interrupted_labelling(out)
+    labelling = _kept_labelling(out)
     if resume and not labelling and not any(p.is_file() for p in out.rglob("last.pt")):
-        raise CheckpointError(f"{spelled('--resume', 'resume=True')}: no last.pt file (nor an interrupted labelling) "
-                              f"under {out}; check {spelled('--out', 'train.output_dir')}, or start without "
-                              f"{spelled('--resume', 'resume=True')}")
-    if labelling and not (resume or overwrite):
-        raise ConfigError(f"{spelled('--out', 'train.output_dir')} {out}: holds an interrupted labelling of "
-                          f"{spelled('--unlabeled', 'data.unlabeled')} ({labelling[0]}); continue it with "
-                          f"{spelled('--resume', 'resume=True')}, or pass {spelled('--overwrite', 'overwrite=True')} "
-                          "to start a new run there")
+        raise CheckpointError(f"{spelled('--resume', 'resume=True')}: no last.pt file (nor a labelling of "
+                              f"{spelled('--unlabeled', 'data.unlabeled')}) under {out}; check "
+                              f"{spelled('--out', 'train.output_dir')}, or start without {spelled('--resume', 'resume=True')}")
     data = config.data
     inputs = [data.csv, data.val_csv, data.pseudo_csv, config.model.init, *map(str, config.distill.teachers)]
     check_output_dir(out, inputs=inputs, resume=resume, overwrite=overwrite, flag=spelled("--out", "train.output_dir"))
+    if labelling and not (resume or overwrite):  # no run file: the run stopped before its first checkpoint
+        raise ConfigError(f"{spelled('--out', 'train.output_dir')} {out}: holds the teacher's scores of "
+                          f"{spelled('--unlabeled', 'data.unlabeled')} from an interrupted run ({labelling[0]}); "
+                          f"continue it with {spelled('--resume', 'resume=True')}, or pass "
+                          f"{spelled('--overwrite', 'overwrite=True')} to start a new run there")
     if overwrite and not resume:  # a new run: nothing of an earlier one stays
         from ..engine.distributed import is_main_process
 
@@ -237,9 +237,10 @@ def _check_output(config: RunConfig, resume: bool, overwrite: bool) -> None:
             _remove_earlier_stages(out, [Path(p).resolve() for p in inputs if p])
 
 
-def _interrupted_labelling(out: Path) -> list[Path]:
-    """The part-file folders an interrupted labelling of the run in ``out`` left: its own pseudo-labels'
-    and each self-training round's (:mod:`kdfiqa.distill.label_parts`)."""
+def _kept_labelling(out: Path) -> list[Path]:
+    """The part-file folders that hold the teacher's scores of a run in ``out``: its own pseudo-labels'
+    and each self-training round's (:mod:`kdfiqa.distill.label_parts`; kept by ``distill``, so that a
+    resumed run scores no image twice)."""
     from ..distill.label_parts import holds_parts, parts_folder
 
     csvs = [out / PSEUDO_LABELS, *(stage / PSEUDO_LABELS for stage in sorted(out.glob("self_train_*")))]
@@ -248,9 +249,12 @@ def _interrupted_labelling(out: Path) -> list[Path]:
 
 def _remove_earlier_stages(out: Path, inputs: list[Path]) -> None:
     """Remove what an earlier run's stages left in ``out``: the SSAR and self-training stage folders,
-    its pseudo-labels and its teacher view cache (the run files themselves go when training starts),
-    keeping any that holds one of this run's ``inputs`` (a teacher of an earlier round, say)."""
+    its pseudo-labels (and their part files) and its teacher view cache (the run files themselves go
+    when training starts), keeping any that holds one of this run's ``inputs`` (a teacher of an
+    earlier round, say)."""
     import shutil
+
+    from ..distill.label_parts import parts_folder
 
     def holds_input(path: Path) -> bool:
         path = path.resolve()
@@ -262,6 +266,9 @@ def _remove_earlier_stages(out: Path, inputs: list[Path]) -> None:
     for name in (PSEUDO_LABELS, VIEW_CACHE):
         if not holds_input(out / name):
             (out / name).unlink(missing_ok=True)
+    parts = parts_folder(out / PSEUDO_LABELS)
+    if parts.is_dir() and not holds_input(parts):
+        shutil.rmtree(parts)
 
 
 RESUME_KEYS: dict[str, dict[str, str]] = {

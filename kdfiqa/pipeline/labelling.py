@@ -27,7 +27,8 @@ def pseudo_label(teacher: Any, images: str | os.PathLike[str], out_csv: str | os
                  clip: bool = True, raw_if_degenerate: bool = False, normalize: str | None = None,
                  batch_size: int = 32, num_workers: int = 0, ctx: DistContext | None = None,
                  overwrite: bool = False, amp: str = "none", channels_last: bool = False,
-                 shard_batches: int | None = None, resume: bool = False, fuse: bool = False) -> Labels:
+                 shard_batches: int | None = None, resume: bool = False, keep_parts: bool = False,
+                 fuse: bool = False) -> Labels:
     """Score every image under ``images`` with ``teacher`` (a :class:`~kdfiqa.distill.Teacher`, or
     what it is built from: a checkpoint, a model name, a model) into the challenge-format ``out_csv``
     and return it as :class:`Labels` rooted at ``images``. An existing ``out_csv`` is replaced only
@@ -47,7 +48,8 @@ def pseudo_label(teacher: Any, images: str | os.PathLike[str], out_csv: str | os
     (:func:`kdfiqa.distill.pseudo_label`); ``amp`` (``bf16``) and ``channels_last`` apply on CUDA.
     With ``shard_batches`` the images are scored in shards of that many batches, each kept in a part
     file next to ``out_csv`` (:mod:`kdfiqa.distill.label_parts`) as soon as it is scored; ``resume``
-    keeps the parts of an interrupted run and scores only the missing shards. With ``fuse`` each
+    keeps the parts of an interrupted run and scores only the missing shards; ``keep_parts`` keeps
+    them once the CSV is written too (a ``distill`` run's record of its labelling). With ``fuse`` each
     teacher network scores in its inference form where that form is verified to match it
     (:func:`fused_teacher`). ``out_csv`` is this
     call's alone while it runs: another process writing it holds its writer lock
@@ -79,7 +81,7 @@ def pseudo_label(teacher: Any, images: str | os.PathLike[str], out_csv: str | os
         if shard_batches is not None:
             shard_size = shard_batches * batch_size
             parts = LabelParts(out_csv, labelling_fingerprint(teacher, transform_spec, folder.names, batch_size,
-                                                              shard_size, amp), ctx)
+                                                              shard_size, amp), ctx, keep=keep_parts)
         label_with_teacher(teacher, folder, out_csv, calibrate_on=calibration, clip=clip,
                            raw_if_degenerate=raw_if_degenerate, batch_size=batch_size, num_workers=num_workers,
                            overwrite=overwrite, ctx=ctx, amp=amp, channels_last=channels_last, parts=parts,
@@ -110,9 +112,9 @@ def fused_teacher(teacher: Any) -> Any:
 def label_unlabeled(config: RunConfig, teacher: Any, out_csv: Path, ctx: DistContext, *,
                     resume: bool = False) -> Labels:
     """A run's own pseudo-labelling of ``data.unlabeled`` into ``out_csv`` (calibrated on the labeled
-    split as the config says), kept in part files of
-    :data:`~kdfiqa.options.LABEL_SHARD_BATCHES` batches as it goes, so that
-    a ``resume`` scores only the shards an interrupted run had not kept."""
+    split as the config says), its teacher scores kept in part files of
+    :data:`~kdfiqa.options.LABEL_SHARD_BATCHES` batches that stay in the run folder, so that a
+    ``resume`` scores only the shards the run had not kept (none once its labelling finished)."""
     refuse_labeled_in_unlabeled(config)
     data, distill_ = config.data, config.distill
     calibrate = Labels(Path(data.csv), Path(data.root)) if distill_.calibrate else None
@@ -121,7 +123,7 @@ def label_unlabeled(config: RunConfig, teacher: Any, out_csv: Path, ctx: DistCon
                         holdout=(data.val_fraction, data.split_seed, data.split_method) if held_out else None,
                         clip=distill_.clip_pseudo_labels, raw_if_degenerate=distill_.raw_if_degenerate,
                         batch_size=config.train.batch_size, num_workers=config.train.num_workers, ctx=ctx,
-                        shard_batches=LABEL_SHARD_BATCHES, resume=resume,
+                        shard_batches=LABEL_SHARD_BATCHES, resume=resume, keep_parts=True,
                         overwrite=True)  # the run's own file: the run folder's check came first
 
 
