@@ -28,12 +28,24 @@ from typing import Iterable, Optional, Union
 
 from .errors import ConfigError, spelled
 
-__all__ = ["check_output_dir", "check_output_file", "RUN_FILES"]
+__all__ = ["check_output_dir", "check_output_file", "RUN_FILES", "label_parts_folder", "holds_label_parts"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 RUN_FILES = ("best.pt", "last.pt", "log.jsonl")
 """What a training run writes into its folder."""
+
+
+def label_parts_folder(out_csv: PathLike) -> Path:
+    """Where a restartable labelling run writing ``out_csv`` keeps its part files
+    (:mod:`kdfiqa.distill.label_parts`): ``<out_csv>.parts/``."""
+    return Path(f"{os.fspath(out_csv)}.parts")
+
+
+def holds_label_parts(out_csv: PathLike) -> bool:
+    """Whether a labelling run writing ``out_csv`` left part files there (an interrupted run's, or
+    those a ``distill`` run keeps), the teacher passes a new run would lose."""
+    return any(label_parts_folder(out_csv).glob("part-*.json"))
 
 
 def _writable(path: Path, flag: str) -> None:

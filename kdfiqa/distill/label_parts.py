@@ -31,22 +31,13 @@ from typing import Any, Sequence
 
 from ..atomic_write import write_atomic
 from ..engine.distributed import DistContext, all_gather_objects
+from ..outputs import label_parts_folder
 
-__all__ = ["FORMAT", "LabelParts", "parts_folder", "holds_parts", "labelling_fingerprint"]
+__all__ = ["FORMAT", "LabelParts", "labelling_fingerprint"]
 
 FORMAT = "kdfiqa.label_part.v1"
 
 log = logging.getLogger(__name__)
-
-
-def parts_folder(out_csv: str | Path) -> Path:
-    """Where the part files of a run writing ``out_csv`` live: ``<out_csv>.parts/``."""
-    return Path(f"{out_csv}.parts")
-
-
-def holds_parts(out_csv: str | Path) -> bool:
-    """Whether a run writing ``out_csv`` left part files (an interrupted one, or one that keeps them)."""
-    return any(parts_folder(out_csv).glob("part-*.json"))
 
 
 def labelling_fingerprint(teacher: Any, transform: Any, names: Sequence[str], batch_size: int,
@@ -67,13 +58,13 @@ class LabelParts:
     """The part files of one labelling run (see the module docstring)."""
 
     def __init__(self, out_csv: str | Path, fingerprint: str, ctx: DistContext, keep: bool = False) -> None:
-        self.folder = parts_folder(out_csv)
+        self.folder = label_parts_folder(out_csv)
         self.fingerprint = fingerprint
         self.ctx = ctx
         self.keep = keep
 
     def path(self, shard: int) -> Path:
-        return self.folder / f"part-{shard:06d}.json"  # the pattern holds_parts looks for
+        return self.folder / f"part-{shard:06d}.json"  # the pattern holds_label_parts looks for
 
     def write(self, shard: int, rows: list[tuple[str, float, float | None]]) -> None:
         """Keep shard ``shard``'s rows (called on the rank that scored it)."""

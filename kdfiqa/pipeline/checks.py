@@ -241,10 +241,10 @@ def _kept_labelling(out: Path) -> list[Path]:
     """The part-file folders that hold the teacher's scores of a run in ``out``: its own pseudo-labels'
     and each self-training round's (:mod:`kdfiqa.distill.label_parts`; kept by ``distill``, so that a
     resumed run scores no image twice)."""
-    from ..distill.label_parts import holds_parts, parts_folder
+    from ..outputs import holds_label_parts, label_parts_folder
 
     csvs = [out / PSEUDO_LABELS, *(stage / PSEUDO_LABELS for stage in sorted(out.glob("self_train_*")))]
-    return [parts_folder(csv) for csv in csvs if holds_parts(csv)]
+    return [label_parts_folder(csv) for csv in csvs if holds_label_parts(csv)]
 
 
 def _remove_earlier_stages(out: Path, inputs: list[Path]) -> None:
@@ -254,7 +254,7 @@ def _remove_earlier_stages(out: Path, inputs: list[Path]) -> None:
     earlier round, say)."""
     import shutil
 
-    from ..distill.label_parts import parts_folder
+    from ..outputs import label_parts_folder
 
     def holds_input(path: Path) -> bool:
         path = path.resolve()
@@ -266,7 +266,7 @@ def _remove_earlier_stages(out: Path, inputs: list[Path]) -> None:
     for name in (PSEUDO_LABELS, VIEW_CACHE):
         if not holds_input(out / name):
             (out / name).unlink(missing_ok=True)
-    parts = parts_folder(out / PSEUDO_LABELS)
+    parts = label_parts_folder(out / PSEUDO_LABELS)
     if parts.is_dir() and not holds_input(parts):
         shutil.rmtree(parts)
 
