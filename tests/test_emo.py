@@ -408,7 +408,7 @@ def test_emo_stem_kernel_follows_the_first_depthwise_kernel_size():
 
 
 def _layer_scales(model: nn.Module) -> set[float]:
-    return {round(float(v), 12) for name, p in model.named_parameters() if name.endswith(".gamma") for v in p.flatten()}
+    return {round(float(v), 12) for name, p in model.named_parameters() if name.endswith(".gamma") for v in p.detach().flatten()}
 
 
 def test_from_scratch_emov2_starts_its_layer_scale_at_one_and_the_official_value_stays_reachable(tmp_path):
