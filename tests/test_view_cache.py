@@ -14,6 +14,7 @@ from kdfiqa.data import FIQADataset, build_transform
 from kdfiqa.distill import CachedTeacher, CachedViews, Distiller, Teacher, ViewCache, build_view_cache
 from kdfiqa.distill.view_cache import draw_seed, teacher_fingerprint
 from kdfiqa.errors import CheckpointError, ConfigError, DataError
+from kdfiqa.metrics import Logistic4
 from kdfiqa.models import create_model
 from tiny_fiqa import TINY, synthetic
 
@@ -99,6 +100,34 @@ def test_a_distiller_on_cached_views_needs_no_teacher_network(data, monkeypatch)
     batch = torch.utils.data.default_collate([cached[i] for i in range(4)])
     out = distiller(batch)
     assert out["distill"] > 0 and torch.isfinite(out["loss"])
+
+
+def test_a_calibrated_distiller_maps_cached_views_as_it_maps_the_live_teacher(data):
+    """The cache keeps the teacher's raw outputs and the run's one calibration (``--calibrate-online``:
+    ``teacher_calibration.json`` and every checkpoint) maps cached and live outputs alike, so a cached
+    epoch's targets are the calibrated targets the teacher would give on the same views."""
+    images, labels = data
+    dataset = FIQADataset(images, labels, transform=build_transform(SPEC))
+    teacher = _teacher()
+    cache = build_view_cache(teacher, dataset, views=1, seed=2)
+    calibration = Logistic4(b1=0.9, b2=0.1, b3=0.5, b4=0.05)
+    rows = range(5)
+    stored = torch.utils.data.default_collate([CachedViews(dataset, cache)[i] for i in rows])
+    views = torch.stack([dataset.transform.render(dataset.load(r), [tuple(cache.boxes[r, 0].tolist())],
+                                                  bool(cache.flips[r, 0]), views=["teacher_image"])["teacher_image"]
+                         for r in rows])
+
+    def targets(of: Teacher, batch) -> torch.Tensor:
+        return Distiller(of, create_model(TINY), task_loss="mse", distill_loss="temperature_mse",
+                         teacher_calibration=calibration).frozen_forward(batch).logits
+
+    cached = targets(Teacher(CachedTeacher()), stored)
+    live = targets(teacher, {"image": views, "teacher_image": views})
+    assert torch.allclose(cached, live, atol=1e-5)
+    # and they are the logistic of the teacher's scores, not its raw outputs
+    expected = torch.logit(torch.as_tensor(calibration(cache.logits[:5, 0].double().sigmoid().numpy())))
+    assert torch.allclose(cached.double(), expected, atol=1e-5)
+    assert not torch.allclose(cached, cache.logits[:5, 0], atol=1e-2)
 
 
 def test_distill_with_a_view_cache_from_the_command_line(tmp_path, data, capsys):
