@@ -28,7 +28,7 @@ from typing import Iterable, Optional, Union
 
 from .errors import ConfigError, spelled
 
-__all__ = ["check_output_dir", "check_output_file", "RUN_FILES", "label_parts_folder", "holds_label_parts"]
+__all__ = ["check_output_dir", "check_output_file", "RUN_FILES", "label_parts_folder", "label_part_file", "holds_label_parts"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -42,10 +42,15 @@ def label_parts_folder(out_csv: PathLike) -> Path:
     return Path(f"{os.fspath(out_csv)}.parts")
 
 
+def label_part_file(folder: Path, shard: int) -> Path:
+    """The part file of shard ``shard`` in ``folder``, a :func:`label_parts_folder`: ``part-000003.json``."""
+    return folder / f"part-{shard:06d}.json"
+
+
 def holds_label_parts(out_csv: PathLike) -> bool:
     """Whether a labelling run writing ``out_csv`` left part files there (an interrupted run's, or
     those a ``distill`` run keeps), the teacher passes a new run would lose."""
-    return any(label_parts_folder(out_csv).glob("part-*.json"))
+    return any(label_parts_folder(out_csv).glob("part-*.json"))  # the names label_part_file gives
 
 
 def _writable(path: Path, flag: str) -> None:

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 from ..atomic_write import write_atomic
 from ..engine.distributed import DistContext, all_gather_objects
-from ..outputs import label_parts_folder
+from ..outputs import label_part_file, label_parts_folder
 
 __all__ = ["FORMAT", "LabelParts", "labelling_fingerprint"]
 
@@ -64,7 +64,7 @@ class LabelParts:
         self.keep = keep
 
     def path(self, shard: int) -> Path:
-        return self.folder / f"part-{shard:06d}.json"  # the pattern holds_label_parts looks for
+        return label_part_file(self.folder, shard)
 
     def write(self, shard: int, rows: list[tuple[str, float, float | None]]) -> None:
         """Keep shard ``shard``'s rows (called on the rank that scored it)."""
